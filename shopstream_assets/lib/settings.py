@@ -1,0 +1,190 @@
+"""Every ShopStream setting, read from the environment with a typed default.
+
+This is the one place that knows a variable's name, its type and its default; every
+other module (the CLI, the producer, the Spark job, Dagster resources, dbt's
+``profiles.yml`` and the dashboard) reads the values from here or from the same
+variables. A wrong value raises :class:`SettingsError` naming the variable and what
+was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_TOPIC = "ecommerce-clickstream"
+
+
+class SettingsError(ValueError):
+    """A setting has a value ShopStream cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. ``None`` for a URL means: start the embedded server."""
+
+    home: Path
+    database_url: str | None
+    kafka_bootstrap: str | None
+    topic: str
+    topic_partitions: int
+    spark_master: str
+    dagster_port: int
+    dashboard_port: int
+    sensor_interval_seconds: int
+    log_level: str
+
+    @property
+    def database_embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def kafka_embedded(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    # Everything ShopStream writes lives under home, so one folder is the whole state.
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def jars_dir(self) -> Path:
+        return self.home / "jars"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+
+# name -> (help text, default shown in docs). The README table and the compose test read this.
+VARIABLES: dict[str, str] = {
+    "SHOPSTREAM_HOME": "state folder: data, jars, checkpoints, logs, Dagster home (default .shopstream/)",
+    "SHOPSTREAM_DATABASE_URL": "postgresql://user:password@host:port/db; unset = embedded PostgreSQL",
+    "SHOPSTREAM_KAFKA_BOOTSTRAP": "host:port[,host:port...]; unset = embedded Apache Kafka",
+    "SHOPSTREAM_TOPIC": f"clickstream topic (default {DEFAULT_TOPIC})",
+    "SHOPSTREAM_TOPIC_PARTITIONS": "partitions when the topic is created (default 6)",
+    "SHOPSTREAM_SPARK_MASTER": "Spark master URL (default local[*]; spark://host:7077 for a cluster)",
+    "SHOPSTREAM_DAGSTER_PORT": "Dagster webserver port on 127.0.0.1 (default 3000)",
+    "SHOPSTREAM_DASHBOARD_PORT": "Streamlit dashboard port on 127.0.0.1 (default 8501)",
+    "SHOPSTREAM_SENSOR_INTERVAL": "seconds between Bronze sensor ticks (default 5)",
+    "SHOPSTREAM_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (default INFO)",
+}
+
+_BOOTSTRAP_SERVER = re.compile(r"^[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$")
+_SPARK_MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|(spark|k8s|yarn|mesos)://\S+|yarn)$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    return _int(env, name, default, low=1, high=65535)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number from {low} to {high}: got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be a whole number from {low} to {high}: got {raw!r}")
+    return value
+
+
+def parse_database_url(name: str, raw: str) -> str:
+    """Check that ``raw`` is a usable PostgreSQL URL; return it unchanged."""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise SettingsError(f"{name} is not a postgresql:// URL: got {raw!r}")
+    if not parts.hostname:
+        raise SettingsError(f"{name} has no host (postgresql://user:password@host:port/db): got {raw!r}")
+    if not parts.path.strip("/"):
+        raise SettingsError(f"{name} names no database (postgresql://user:password@host:port/db): got {raw!r}")
+    try:
+        parts.port  # noqa: B018 -- urlsplit only validates the port when asked
+    except ValueError:
+        raise SettingsError(f"{name} has a port that is not a number: got {raw!r}") from None
+    return raw
+
+
+def parse_kafka_bootstrap(name: str, raw: str) -> str:
+    servers = [server.strip() for server in raw.split(",") if server.strip()]
+    if not servers or not all(_BOOTSTRAP_SERVER.match(server) for server in servers):
+        raise SettingsError(f"{name} must be host:port[,host:port...]: got {raw!r}")
+    return ",".join(servers)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+
+    home = Path(_text(env, "SHOPSTREAM_HOME") or ".shopstream").expanduser().resolve()
+    if home.exists() and not home.is_dir():
+        raise SettingsError(f"SHOPSTREAM_HOME must be a folder: {str(home)!r} is a file")
+
+    database_url = _text(env, "SHOPSTREAM_DATABASE_URL")
+    if database_url is not None:
+        database_url = parse_database_url("SHOPSTREAM_DATABASE_URL", database_url)
+
+    kafka_bootstrap = _text(env, "SHOPSTREAM_KAFKA_BOOTSTRAP")
+    if kafka_bootstrap is not None:
+        kafka_bootstrap = parse_kafka_bootstrap("SHOPSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
+
+    topic = _text(env, "SHOPSTREAM_TOPIC") or DEFAULT_TOPIC
+    # Kafka's own rule for topic names.
+    if not re.fullmatch(r"[A-Za-z0-9._\-]{1,249}", topic):
+        raise SettingsError(
+            f"SHOPSTREAM_TOPIC must be 1-249 characters of letters, digits, '.', '_' or '-': got {topic!r}"
+        )
+
+    spark_master = _text(env, "SHOPSTREAM_SPARK_MASTER") or "local[*]"
+    if not _SPARK_MASTER.match(spark_master):
+        raise SettingsError(
+            "SHOPSTREAM_SPARK_MASTER must be local, local[N], local[*] or a cluster URL "
+            f"(spark://host:7077, k8s://..., yarn): got {spark_master!r}"
+        )
+
+    log_level = (_text(env, "SHOPSTREAM_LOG_LEVEL") or "INFO").upper()
+    if log_level not in _LOG_LEVELS:
+        raise SettingsError(f"SHOPSTREAM_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}: got {log_level!r}")
+
+    return Settings(
+        home=home,
+        database_url=database_url,
+        kafka_bootstrap=kafka_bootstrap,
+        topic=topic,
+        topic_partitions=_int(env, "SHOPSTREAM_TOPIC_PARTITIONS", 6, low=1, high=1000),
+        spark_master=spark_master,
+        dagster_port=_port(env, "SHOPSTREAM_DAGSTER_PORT", 3000),
+        dashboard_port=_port(env, "SHOPSTREAM_DASHBOARD_PORT", 8501),
+        sensor_interval_seconds=_int(env, "SHOPSTREAM_SENSOR_INTERVAL", 5, low=1, high=3600),
+        log_level=log_level,
+    )
+
+
+def settings_fields() -> list[str]:
+    return [field.name for field in fields(Settings)]

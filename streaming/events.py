@@ -1,0 +1,235 @@
+"""The one clickstream event schema and its validation rules.
+
+The producer writes events of this shape, the Spark job parses and validates them with
+the StructType and rules derived here, the tests and the README describe them from here.
+The field list follows the reference system's "Event Schema" plus ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pyspark is heavy; the producer never needs it
+    from pyspark.sql.types import StructType
+
+SCHEMA_VERSION = 1
+
+EVENT_TYPES = ("page_view", "add_to_cart", "purchase")
+DEVICE_TYPES = ("Mobile", "Desktop", "Tablet")
+# Events that carry a quantity; the reference's funnel only counts units on these.
+QUANTITY_EVENT_TYPES = ("add_to_cart", "purchase")
+MAX_QUANTITY = 100
+MAX_PRICE = 1_000_000_000.0
+
+# Kafka message header holding the producer's send time (epoch milliseconds, ASCII digits),
+# so event->Bronze latency is measurable without touching the event itself.
+SENT_AT_HEADER = "sent_at_ms"
+
+
+@dataclass(frozen=True)
+class EventField:
+    name: str
+    json_type: str  # JSON Schema type name
+    spark_type: str  # Spark SQL type name used by from_json
+    required: bool
+    description: str
+    example: Any
+
+
+EVENT_FIELDS: tuple[EventField, ...] = (
+    EventField("event_id", "string", "string", True, "Unique event id; duplicates are counted, not stored", "EVT_a1b2c3d4e5f6"),
+    EventField(
+        "event_timestamp", "string", "string", True,
+        "When the shopper acted: UTC ISO-8601 with milliseconds", "2026-01-03T14:23:45.123Z",
+    ),
+    EventField("user_id", "string", "string", True, "Stable shopper id", "USER_12345"),
+    EventField("session_id", "string", "string", True, "Browsing session; the Kafka message key", "SESSION_abcdef012345"),
+    EventField("event_type", "string", "string", True, "page_view, add_to_cart or purchase", "purchase"),
+    EventField("product_id", "string", "string", True, "Catalog product id", "P001"),
+    EventField("product_name", "string", "string", True, "Product name", "Wireless Earbuds"),
+    EventField("product_category", "string", "string", True, "Product category", "Electronics"),
+    EventField("product_price", "number", "double", True, "Unit price in NGN, >= 0", 79.99),
+    EventField(
+        "quantity", "integer", "long", False,
+        "Units: 1-100 on add_to_cart and purchase, null (or 1-100) on page_view", 2,
+    ),
+    EventField("device_type", "string", "string", True, "Mobile, Desktop or Tablet", "Mobile"),
+    EventField("country", "string", "string", True, "Shopper's country", "Nigeria"),
+    EventField("schema_version", "integer", "long", True, f"Event schema version, currently {SCHEMA_VERSION}", 1),
+)
+FIELD_NAMES: tuple[str, ...] = tuple(field.name for field in EVENT_FIELDS)
+REQUIRED_FIELDS: tuple[str, ...] = tuple(field.name for field in EVENT_FIELDS if field.required)
+
+
+class RejectReason(StrEnum):
+    """Why a message was kept in ``bronze.clickstream_rejects`` instead of Bronze events.
+
+    Checked in this order; a message gets the first reason that applies.
+    """
+
+    INVALID_UTF8 = "invalid_utf8"  # the message value is not UTF-8 text
+    MALFORMED_JSON = "malformed_json"  # not a JSON object
+    WRONG_TYPE = "wrong_type"  # a field has a JSON type the schema does not allow
+    MISSING_FIELD = "missing_field"  # a required field is absent, null or empty
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    INVALID_TIMESTAMP = "invalid_timestamp"  # not ISO-8601 with a UTC offset
+    NEGATIVE_PRICE = "negative_price"
+    INVALID_PRICE = "invalid_price"  # NaN, infinite or absurdly large
+    INVALID_QUANTITY = "invalid_quantity"  # < 1, > MAX_QUANTITY, or null on add_to_cart
+
+
+REJECT_REASON_DESCRIPTIONS: dict[RejectReason, str] = {
+    RejectReason.INVALID_UTF8: "the message value is not UTF-8 text",
+    RejectReason.MALFORMED_JSON: "the value is not a JSON object",
+    RejectReason.WRONG_TYPE: "a field has a JSON type the schema does not allow",
+    RejectReason.MISSING_FIELD: "a required field is absent, null or empty",
+    RejectReason.UNSUPPORTED_SCHEMA_VERSION: f"schema_version is not {SCHEMA_VERSION}",
+    RejectReason.UNKNOWN_EVENT_TYPE: f"event_type is not one of {', '.join(EVENT_TYPES)}",
+    RejectReason.INVALID_TIMESTAMP: "event_timestamp is not ISO-8601 with a time zone",
+    RejectReason.NEGATIVE_PRICE: "product_price is below zero",
+    RejectReason.INVALID_PRICE: f"product_price is NaN, infinite or above {MAX_PRICE:,.0f}",
+    RejectReason.INVALID_QUANTITY: (
+        f"quantity is below 1 or above {MAX_QUANTITY}, or null on add_to_cart"
+    ),
+}
+
+
+class Repair(StrEnum):
+    """The only repair the stream makes, as the reference system did."""
+
+    PURCHASE_NULL_QUANTITY = "purchase_null_quantity_set_to_1"
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC ISO-8601 with milliseconds and a ``Z``: ``2026-01-03T14:23:45.123Z``."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """The timestamp rule: ISO-8601 with an explicit offset (``Z`` or ``+hh:mm``)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.astimezone(UTC)
+
+
+def encode_event(event: Mapping[str, Any]) -> bytes:
+    """The wire format: compact UTF-8 JSON with fields in schema order."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+_JSON_TYPE_CHECKS = {
+    "string": lambda value: isinstance(value, str),
+    "number": lambda value: isinstance(value, int | float) and not isinstance(value, bool),
+    "integer": lambda value: isinstance(value, int) and not isinstance(value, bool),
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of validating one message: a reason to reject, or an accepted event."""
+
+    reason: RejectReason | None
+    detail: str | None = None
+    repair: Repair | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is None
+
+
+def validate_message(value: bytes | None) -> Verdict:
+    """Validate one raw Kafka message value in pure Python.
+
+    This is the reference implementation of the rules; the Spark job applies the same
+    rules column-wise (``streaming/transforms.py``), and the tests hold the two equal.
+    """
+    if value is None:
+        return Verdict(RejectReason.MALFORMED_JSON, "null message value")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return Verdict(RejectReason.INVALID_UTF8, str(error))
+    try:
+        event = json.loads(text)
+    except ValueError as error:
+        return Verdict(RejectReason.MALFORMED_JSON, str(error))
+    if not isinstance(event, dict):
+        return Verdict(RejectReason.MALFORMED_JSON, f"JSON {type(event).__name__}, not an object")
+    return validate_event(event)
+
+
+def validate_event(event: Mapping[str, Any]) -> Verdict:
+    """Validate a decoded JSON object against the schema and the business rules."""
+    for field in EVENT_FIELDS:
+        value = event.get(field.name)
+        if value is not None and not _JSON_TYPE_CHECKS[field.json_type](value):
+            return Verdict(RejectReason.WRONG_TYPE, f"{field.name} is {type(value).__name__}, not {field.json_type}")
+    for name in REQUIRED_FIELDS:
+        value = event.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return Verdict(RejectReason.MISSING_FIELD, name)
+    if event["schema_version"] != SCHEMA_VERSION:
+        return Verdict(RejectReason.UNSUPPORTED_SCHEMA_VERSION, str(event["schema_version"]))
+    if event["event_type"] not in EVENT_TYPES:
+        return Verdict(RejectReason.UNKNOWN_EVENT_TYPE, str(event["event_type"])[:100])
+    if parse_timestamp(event["event_timestamp"]) is None:
+        return Verdict(RejectReason.INVALID_TIMESTAMP, str(event["event_timestamp"])[:100])
+    price = float(event["product_price"])
+    if math.isnan(price) or math.isinf(price) or price > MAX_PRICE:
+        return Verdict(RejectReason.INVALID_PRICE, str(event["product_price"]))
+    if price < 0:
+        return Verdict(RejectReason.NEGATIVE_PRICE, str(event["product_price"]))
+    quantity = event.get("quantity")
+    if quantity is None:
+        if event["event_type"] == "purchase":
+            return Verdict(None, repair=Repair.PURCHASE_NULL_QUANTITY)
+        if event["event_type"] == "add_to_cart":
+            return Verdict(RejectReason.INVALID_QUANTITY, "null quantity on add_to_cart")
+    elif not 1 <= quantity <= MAX_QUANTITY:
+        return Verdict(RejectReason.INVALID_QUANTITY, str(quantity))
+    return Verdict(None)
+
+
+def spark_schema() -> StructType:
+    """The Spark schema ``from_json`` parses with (plus the corrupt-record column)."""
+    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+
+    spark_types = {"string": StringType(), "double": DoubleType(), "long": LongType()}
+    return StructType(
+        [StructField(field.name, spark_types[field.spark_type], nullable=True) for field in EVENT_FIELDS]
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of a valid event, for docs and external producers."""
+    properties: dict[str, Any] = {}
+    for field in EVENT_FIELDS:
+        spec: dict[str, Any] = {"description": field.description, "examples": [field.example]}
+        spec["type"] = field.json_type if field.required else [field.json_type, "null"]
+        properties[field.name] = spec
+    properties["event_type"]["enum"] = list(EVENT_TYPES)
+    properties["device_type"]["enum"] = list(DEVICE_TYPES)
+    properties["event_timestamp"]["format"] = "date-time"
+    properties["product_price"]["minimum"] = 0
+    properties["quantity"]["minimum"] = 1
+    properties["quantity"]["maximum"] = MAX_QUANTITY
+    properties["schema_version"]["const"] = SCHEMA_VERSION
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "ShopStream clickstream event",
+        "type": "object",
+        "properties": properties,
+        "required": list(REQUIRED_FIELDS),
+    }
