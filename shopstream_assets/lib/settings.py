@@ -29,6 +29,7 @@ class Settings:
 
     home: Path
     database_url: str | None
+    dashboard_database_url: str | None
     kafka_bootstrap: str | None
     topic: str
     topic_partitions: int
@@ -76,6 +77,7 @@ class Settings:
 VARIABLES: dict[str, str] = {
     "SHOPSTREAM_HOME": "state folder: data, jars, checkpoints, logs, Dagster home (default .shopstream/)",
     "SHOPSTREAM_DATABASE_URL": "postgresql://user:password@host:port/db; unset = embedded PostgreSQL",
+    "SHOPSTREAM_DASHBOARD_DATABASE_URL": "read-only URL for the dashboard; unset = the embedded reader role",
     "SHOPSTREAM_KAFKA_BOOTSTRAP": "host:port[,host:port...]; unset = embedded Apache Kafka",
     "SHOPSTREAM_TOPIC": f"clickstream topic (default {DEFAULT_TOPIC})",
     "SHOPSTREAM_TOPIC_PARTITIONS": "partitions when the topic is created (default 6)",
@@ -150,6 +152,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if database_url is not None:
         database_url = parse_database_url("SHOPSTREAM_DATABASE_URL", database_url)
 
+    dashboard_database_url = _text(env, "SHOPSTREAM_DASHBOARD_DATABASE_URL")
+    if dashboard_database_url is not None:
+        dashboard_database_url = parse_database_url("SHOPSTREAM_DASHBOARD_DATABASE_URL", dashboard_database_url)
+
     kafka_bootstrap = _text(env, "SHOPSTREAM_KAFKA_BOOTSTRAP")
     if kafka_bootstrap is not None:
         kafka_bootstrap = parse_kafka_bootstrap("SHOPSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
@@ -175,6 +181,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         home=home,
         database_url=database_url,
+        dashboard_database_url=dashboard_database_url,
         kafka_bootstrap=kafka_bootstrap,
         topic=topic,
         topic_partitions=_int(env, "SHOPSTREAM_TOPIC_PARTITIONS", 6, low=1, high=1000),

@@ -1,0 +1,137 @@
+"""PostgreSQL helpers: connections, the Bronze migration, per-test databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+READER_ROLE = "shopstream_reader"
+MIGRATIONS_PACKAGE = "shopstream_assets.lib.migrations"
+
+
+@dataclass(frozen=True)
+class ConnectionParts:
+    """A PostgreSQL URL split into the discrete values dbt's profiles.yml reads."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+
+def url_parts(url: str) -> ConnectionParts:
+    parts = urlsplit(url)
+    return ConnectionParts(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=parts.path.lstrip("/"),
+    )
+
+
+def make_url(host: str, port: int, user: str, password: str, database: str) -> str:
+    return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{database}"
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server and role, another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+def redact(url: str) -> str:
+    """A URL safe to print: the password replaced by ***."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def connect(url: str, **kwargs: object) -> psycopg.Connection:
+    return psycopg.connect(url, connect_timeout=10, **kwargs)
+
+
+@contextmanager
+def autocommit(url: str) -> Iterator[psycopg.Connection]:
+    with connect(url, autocommit=True) as conn:
+        yield conn
+
+
+def migration_scripts() -> list[tuple[str, str]]:
+    """(name, SQL) of every migration, in order."""
+    folder = resources.files(MIGRATIONS_PACKAGE)
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    return [(name, folder.joinpath(name).read_text()) for name in names]
+
+
+def migrate(url: str) -> list[str]:
+    """Create the schemas and Bronze tables; idempotent. Returns the scripts newly applied.
+
+    Applied scripts are recorded in ``public.shopstream_migrations``; an advisory lock
+    keeps two starting processes from migrating at once.
+    """
+    applied_now: list[str] = []
+    with connect(url) as conn:
+        conn.execute("select pg_advisory_xact_lock(hashtext('shopstream_migrations'))")
+        conn.execute(
+            "create table if not exists public.shopstream_migrations ("
+            " name text primary key, applied_at timestamptz not null default now())"
+        )
+        done = {row[0] for row in conn.execute("select name from public.shopstream_migrations")}
+        for name, script in migration_scripts():
+            if name in done:
+                continue
+            conn.execute(script)
+            conn.execute("insert into public.shopstream_migrations (name) values (%s)", (name,))
+            applied_now.append(name)
+        _grant_reader(conn)
+    return applied_now
+
+
+def _grant_reader(conn: psycopg.Connection) -> None:
+    """Let the dashboard's read-only role read Bronze and Gold, now and for tables made later."""
+    exists = conn.execute("select 1 from pg_roles where rolname = %s", (READER_ROLE,)).fetchone()
+    if not exists:
+        return
+    role = sql.Identifier(READER_ROLE)
+    for schema in ("bronze", "silver", "gold"):
+        name = sql.Identifier(schema)
+        conn.execute(sql.SQL("grant usage on schema {} to {}").format(name, role))
+        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(name, role))
+        conn.execute(sql.SQL("alter default privileges in schema {} grant select on tables to {}").format(name, role))
+
+
+def ensure_database(admin_url: str, database: str) -> None:
+    """Create ``database`` on the server of ``admin_url`` unless it exists."""
+    with autocommit(admin_url) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+
+
+def drop_database(admin_url: str, database: str) -> None:
+    with autocommit(admin_url) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
+
+
+def ensure_reader_role(admin_url: str, password: str) -> None:
+    """The dashboard's read-only login role; its password is set on every call."""
+    with autocommit(admin_url) as conn:
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (READER_ROLE,)).fetchone()
+        verb = "alter" if exists else "create"
+        conn.execute(
+            sql.SQL(verb + " role {} with login password {}").format(sql.Identifier(READER_ROLE), sql.Literal(password))
+        )
+        # Belt and braces: even a grant given by mistake cannot let the dashboard write.
+        conn.execute(
+            sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(READER_ROLE))
+        )

@@ -1,0 +1,45 @@
+"""Topic administration and offset reading against the Kafka broker."""
+
+from __future__ import annotations
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+# The reference system keeps a week of clickstream.
+RETENTION_MS = 7 * 24 * 3600 * 1000
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int, *, timeout: float = 30) -> bool:
+    """Create ``topic`` unless it exists; return True when it was created."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    if topic in admin.list_topics(timeout=timeout).topics:
+        return False
+    spec = NewTopic(topic, num_partitions=partitions, replication_factor=1, config={"retention.ms": str(RETENTION_MS)})
+    future = admin.create_topics([spec], operation_timeout=timeout)[topic]
+    try:
+        future.result(timeout)
+    except KafkaException as error:
+        # Another process created it between our look and our create: that is fine.
+        if "TOPIC_ALREADY_EXISTS" not in str(error):
+            raise
+        return False
+    return True
+
+
+def end_offsets(bootstrap: str, topic: str, *, timeout: float = 10) -> dict[int, int]:
+    """High watermark (next offset to be written) of every partition of ``topic``."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "shopstream-offset-reader", "enable.auto.commit": False}
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+        topic_metadata = metadata.topics.get(topic)
+        if topic_metadata is None or topic_metadata.error is not None:
+            return {}
+        offsets = {}
+        for partition in topic_metadata.partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            offsets[partition] = high
+        return offsets
+    finally:
+        consumer.close()

@@ -1,0 +1,148 @@
+"""`shopstream up`: the whole pipeline in one terminal, stopped whole by Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import typer
+
+from shopstream_assets.lib.database import connect, redact
+from shopstream_assets.lib.kafka_admin import end_offsets, ensure_topic
+from shopstream_assets.lib.processes import spawn, stop_group
+from shopstream_assets.lib.services import EmbeddedKafka, EmbeddedPostgres, Endpoints, start_services
+from shopstream_assets.lib.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    url: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class StackPlan:
+    """The processes `up` runs beside the servers; later parts of the pipeline add theirs here."""
+
+    children: list[Child] = field(default_factory=list)
+
+
+def plan_children(settings: Settings) -> StackPlan:
+    """Pipeline processes, each one a `shopstream` sub-command in its own process group."""
+    return StackPlan(children=[])
+
+
+def _status_line(endpoints: Endpoints, topic: str, previous: tuple[float, int] | None) -> tuple[str, tuple[float, int]]:
+    now = time.monotonic()
+    try:
+        in_topic = sum(end_offsets(endpoints.kafka_bootstrap, topic, timeout=2).values())
+    except Exception:  # noqa: BLE001 -- a status line must never take the stack down
+        in_topic = previous[1] if previous else 0
+    rate = 0.0
+    if previous and now > previous[0]:
+        rate = (in_topic - previous[1]) / (now - previous[0])
+    bronze_rows = lag = "?"
+    last_gold = "-"
+    with contextlib.suppress(Exception), connect(endpoints.database_url) as conn:
+        bronze_rows, consumed = conn.execute(
+            "select coalesce(sum(rows_written), 0), coalesce(sum(messages_consumed), 0)"
+            " from bronze.ingest_batches where kafka_topic = %s",
+            (topic,),
+        ).fetchone()
+        lag = f"{max(in_topic - consumed, 0):,}"
+        bronze_rows = f"{bronze_rows:,}"
+        refreshed = conn.execute(
+            "select max(last_analyze) from pg_stat_user_tables where schemaname = 'gold'"
+        ).fetchone()[0]
+        if refreshed is not None:
+            last_gold = refreshed.strftime("%H:%M:%S")
+    line = (
+        f"in {rate:,.0f} ev/s | topic {in_topic:,} | bronze {bronze_rows} rows | lag {lag} | gold refreshed {last_gold}"
+    )
+    return line, (now, in_topic)
+
+
+def run_stack(settings: Settings, *, live_status: bool = True, echo: Callable[[str], None] = typer.echo) -> int:
+    """Start servers and pipeline processes; on Ctrl-C or SIGTERM stop all of them. Returns an exit code."""
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    # Servers already running before `up` are left running when it stops; those it starts, it stops.
+    already_running = {
+        "postgresql": EmbeddedPostgres(settings).pid() is not None,
+        "kafka": EmbeddedKafka(settings).pid() is not None,
+    }
+    plan = plan_children(settings)
+    exit_code = 0
+    try:
+        endpoints = start_services(settings, progress=lambda message: echo(message))
+        if ensure_topic(endpoints.kafka_bootstrap, settings.topic, settings.topic_partitions):
+            echo(f"created topic {settings.topic} ({settings.topic_partitions} partitions)")
+        env = {**os.environ, **endpoints.environment(), "SHOPSTREAM_HOME": str(settings.home)}
+        for child in plan.children:
+            if stopping:
+                break
+            child.process = spawn(
+                child.command, env=env, log_path=settings.logs_dir / f"{child.name}.log", cwd=REPO_ROOT
+            )
+            echo(f"started {child.name} (pid {child.process.pid}, log {settings.logs_dir / (child.name + '.log')})")
+        echo("")
+        echo(f"PostgreSQL  {redact(endpoints.database_url)}")
+        echo(f"Kafka       {endpoints.kafka_bootstrap}  topic {settings.topic}")
+        for child in plan.children:
+            if child.url:
+                echo(f"{child.name:<11} {child.url}")
+        echo("Ctrl-C stops everything started here.")
+        previous: tuple[float, int] | None = None
+        next_status = 0.0
+        while not stopping:
+            for child in plan.children:
+                if child.process is not None and child.process.poll() is not None:
+                    echo(f"\n{child.name} exited with code {child.process.returncode}; see {settings.logs_dir}")
+                    exit_code = 1
+                    stopping = True
+            if live_status and time.monotonic() >= next_status:
+                line, previous = _status_line(endpoints, settings.topic, previous)
+                if sys.stdout.isatty():
+                    sys.stdout.write("\r\033[2K" + line)
+                    sys.stdout.flush()
+                else:
+                    echo(line)
+                next_status = time.monotonic() + (2 if sys.stdout.isatty() else 10)
+            time.sleep(0.2)
+    except Exception as error:  # noqa: BLE001 -- report, then still stop what was started
+        echo(f"error: {error}")
+        exit_code = 2
+    finally:
+        # A second Ctrl-C while stopping must not leave orphans either.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        echo("\nstopping ...")
+        for child in reversed(plan.children):
+            if child.process is not None:
+                stop_group(child.process, timeout=60)
+                echo(f"stopped {child.name}")
+        if not already_running["kafka"] and settings.kafka_embedded:
+            EmbeddedKafka(settings).stop(progress=echo)
+        if not already_running["postgresql"] and settings.database_embedded:
+            EmbeddedPostgres(settings).stop(progress=echo)
+        echo("all stopped")
+    return exit_code

@@ -1,0 +1,158 @@
+"""Real servers for the whole test session: one PostgreSQL and one Kafka broker.
+
+``SHOPSTREAM_TEST_DATABASE_URL`` / ``SHOPSTREAM_TEST_KAFKA_BOOTSTRAP`` point the suite at
+existing servers; otherwise it starts the embedded ones in a temporary SHOPSTREAM_HOME and
+stops them when the session ends, pass or fail. Each test gets its own database and its
+own topic, so no test depends on another's leftovers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from shopstream_assets.lib import database
+from shopstream_assets.lib.kafka_admin import ensure_topic
+from shopstream_assets.lib.processes import spawn, stop_group
+from shopstream_assets.lib.services import EmbeddedKafka, EmbeddedPostgres, Endpoints
+from shopstream_assets.lib.settings import load_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Jars are resolved once into the developer's own home and shared by every test home.
+SHARED_JARS = REPO_ROOT / ".shopstream" / "jars"
+TEST_PARTITIONS = 6
+
+
+def make_test_home(path: Path) -> Path:
+    """A SHOPSTREAM_HOME whose jars folder is the shared, already-resolved one."""
+    path.mkdir(parents=True, exist_ok=True)
+    SHARED_JARS.mkdir(parents=True, exist_ok=True)
+    jars = path / "jars"
+    if not jars.exists():
+        jars.symlink_to(SHARED_JARS, target_is_directory=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_test_home(tmp_path_factory.mktemp("shopstream-home"))
+
+
+@pytest.fixture(scope="session")
+def servers(session_home: Path) -> Iterator[Endpoints]:
+    """The session's PostgreSQL and Kafka: given ones, or embedded ones we stop at the end."""
+    env = {"SHOPSTREAM_HOME": str(session_home)}
+    given_database = os.environ.get("SHOPSTREAM_TEST_DATABASE_URL")
+    given_kafka = os.environ.get("SHOPSTREAM_TEST_KAFKA_BOOTSTRAP")
+    settings = load_settings(env)
+    started: list[EmbeddedPostgres | EmbeddedKafka] = []
+    try:
+        if given_database:
+            database_url = given_database
+            dashboard_url = given_database
+        else:
+            postgres = EmbeddedPostgres(settings)
+            started.append(postgres)
+            database_url = postgres.start(progress=lambda message: None)
+            dashboard_url = postgres.reader_url()
+        if given_kafka:
+            kafka_bootstrap = given_kafka
+        else:
+            kafka = EmbeddedKafka(settings)
+            started.append(kafka)
+            kafka_bootstrap = kafka.start(progress=lambda message: None)
+        yield Endpoints(database_url, dashboard_url, kafka_bootstrap)
+    finally:
+        for server in reversed(started):
+            server.stop(progress=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(servers: Endpoints) -> str:
+    return servers.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def admin_database_url(servers: Endpoints) -> str:
+    return servers.database_url
+
+
+def _slug(request: pytest.FixtureRequest, limit: int) -> str:
+    name = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")
+    return f"{name[:limit]}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, admin_database_url: str) -> Iterator[str]:
+    """A fresh, migrated database of this test's own on the session's server."""
+    name = "t_" + _slug(request, 40)
+    database.ensure_database(admin_database_url, name)
+    url = database.with_database(admin_database_url, name)
+    database.migrate(url)
+    yield url
+    database.drop_database(admin_database_url, name)
+
+
+@pytest.fixture
+def dashboard_database_url(database_url: str, servers: Endpoints) -> str:
+    """The read-only role's URL for this test's database."""
+    return database.with_database(servers.dashboard_database_url, database.url_parts(database_url).database)
+
+
+@pytest.fixture
+def topic(request: pytest.FixtureRequest, kafka_bootstrap: str) -> str:
+    """A fresh topic of this test's own, created with the default partition count."""
+    name = "t-" + _slug(request, 60).replace("_", "-")
+    ensure_topic(kafka_bootstrap, name, TEST_PARTITIONS)
+    return name
+
+
+@pytest.fixture
+def test_home(tmp_path: Path) -> Path:
+    """A SHOPSTREAM_HOME of this test's own (checkpoints, logs), sharing the resolved jars."""
+    return make_test_home(tmp_path / "home")
+
+
+@pytest.fixture
+def shopstream_env(
+    test_home: Path, database_url: str, dashboard_database_url: str, kafka_bootstrap: str, topic: str
+) -> dict[str, str]:
+    """The environment a `shopstream` subprocess needs to use this test's database and topic."""
+    endpoints = Endpoints(database_url, dashboard_database_url, kafka_bootstrap)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SHOPSTREAM_")}
+    env.update(endpoints.environment())
+    env.update(
+        {
+            "SHOPSTREAM_HOME": str(test_home),
+            "SHOPSTREAM_TOPIC": topic,
+            "SHOPSTREAM_TOPIC_PARTITIONS": str(TEST_PARTITIONS),
+            "SHOPSTREAM_SPARK_MASTER": "local[2]",
+        }
+    )
+    return env
+
+
+Spawn = Callable[..., subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def spawn_process(tmp_path: Path) -> Iterator[Spawn]:
+    """Start processes that are stopped (whole process group) when the test ends, pass or fail."""
+    children: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        command: Sequence[str], env: Mapping[str, str] | None = None, name: str = "child"
+    ) -> subprocess.Popen[bytes]:
+        process = spawn(command, env=env, log_path=tmp_path / "logs" / f"{name}.log", cwd=REPO_ROOT)
+        children.append(process)
+        return process
+
+    yield start
+    for child in children:
+        stop_group(child, timeout=20)

@@ -1,0 +1,55 @@
+import psycopg
+import pytest
+
+from shopstream_assets.lib import database
+
+
+def _bronze_catalog(url: str) -> list[tuple]:
+    with database.connect(url) as conn:
+        return conn.execute(
+            "select table_schema, table_name, column_name, data_type from information_schema.columns"
+            " where table_schema = 'bronze' order by 1, 2, ordinal_position"
+        ).fetchall()
+
+
+def test_migration_creates_the_layers_and_is_idempotent(database_url: str) -> None:
+    before = _bronze_catalog(database_url)
+    assert {row[1] for row in before} == {"clickstream_events", "clickstream_rejects", "ingest_batches"}
+    with database.connect(database_url) as conn:
+        schemas = {row[0] for row in conn.execute("select schema_name from information_schema.schemata")}
+        conn.execute(
+            "insert into bronze.ingest_batches (kafka_topic, source, start_offsets, end_offsets, messages_consumed,"
+            " rows_written, rejects, duplicates, started_at) values ('t', 'stream', '{}', '{}', 0, 0, 0, 0, now())"
+        )
+    assert {"bronze", "silver", "gold"} <= schemas
+
+    assert database.migrate(database_url) == []  # nothing left to apply
+    assert _bronze_catalog(database_url) == before
+    with database.connect(database_url) as conn:
+        assert conn.execute("select count(*) from bronze.ingest_batches").fetchone()[0] == 1
+
+
+def test_the_ledger_refuses_a_batch_that_does_not_add_up(database_url: str) -> None:
+    with database.connect(database_url) as conn, pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute(
+            "insert into bronze.ingest_batches (kafka_topic, source, start_offsets, end_offsets, messages_consumed,"
+            " rows_written, rejects, duplicates, started_at) values ('t', 'stream', '{}', '{}', 10, 5, 1, 1, now())"
+        )
+
+
+def test_the_dashboard_role_can_read_but_not_write(dashboard_database_url: str, database_url: str) -> None:
+    with database.connect(database_url) as conn:
+        conn.execute("create table gold.reader_probe (value int)")
+        conn.execute("insert into gold.reader_probe values (1)")
+    with database.connect(dashboard_database_url) as conn:
+        assert conn.execute("select value from gold.reader_probe").fetchone() == (1,)
+        assert conn.execute("select count(*) from bronze.clickstream_events").fetchone() == (0,)
+    with (
+        database.connect(dashboard_database_url) as conn,
+        pytest.raises((psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege)),
+    ):
+        conn.execute("insert into gold.reader_probe values (2)")
+
+
+def test_redact_hides_the_password() -> None:
+    assert database.redact("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"

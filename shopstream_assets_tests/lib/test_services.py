@@ -1,0 +1,155 @@
+"""The embedded servers as a user drives them: `shopstream services start|status|stop` and `up`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from shopstream_assets.lib import database
+from shopstream_assets.lib.kafka_admin import ensure_topic
+from shopstream_assets.lib.processes import stop_group
+from shopstream_assets_tests.conftest import make_test_home
+
+CLI = [sys.executable, "-m", "shopstream_assets.lib.cli"]
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SHOPSTREAM_")}
+    env["SHOPSTREAM_HOME"] = str(home)
+    return env
+
+
+def _cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*CLI, *args], env=_env(home), capture_output=True, text=True, timeout=180)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"shopstream {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def _exports(output: str) -> dict[str, str]:
+    exported = {}
+    for line in output.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        exported[name] = value.strip("'")
+    return exported
+
+
+def _processes_under(home: Path) -> list[psutil.Process]:
+    """Every process whose command line mentions this SHOPSTREAM_HOME (servers, children)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with_home = any(str(home) in part for part in (process.info["cmdline"] or []))
+        if with_home and process.pid != os.getpid():
+            found.append(process)
+    return found
+
+
+@pytest.fixture
+def own_home(tmp_path: Path):
+    """A home with servers of its own, stopped at the end whatever happens."""
+    home = make_test_home(tmp_path / "own-home")
+    yield home
+    _cli(home, "services", "stop", check=False)
+    for process in _processes_under(home):
+        process.kill()
+
+
+def test_start_status_stop_restart_keeps_rows_and_messages(own_home: Path) -> None:
+    started = _cli(own_home, "services", "start")
+    exported = _exports(started.stdout)
+    url, bootstrap = exported["SHOPSTREAM_DATABASE_URL"], exported["SHOPSTREAM_KAFKA_BOOTSTRAP"]
+    assert url.startswith("postgresql://shopstream:") and "@127.0.0.1:" in url
+    assert bootstrap.startswith("127.0.0.1:")
+    assert exported["SHOPSTREAM_DASHBOARD_DATABASE_URL"].startswith("postgresql://shopstream_reader:")
+
+    status = _cli(own_home, "services", "status").stdout
+    assert status.count("running") == 2
+
+    # A second start finds the running servers instead of starting twins.
+    postgres_pids = {p.pid for p in _processes_under(own_home) if "postgres" in p.name()}
+    again = _exports(_cli(own_home, "services", "start").stdout)
+    assert again["SHOPSTREAM_DATABASE_URL"] == url and again["SHOPSTREAM_KAFKA_BOOTSTRAP"] == bootstrap
+    assert {p.pid for p in _processes_under(own_home) if "postgres" in p.name()} == postgres_pids
+    assert sum("kafka.Kafka" in p.cmdline() for p in _processes_under(own_home)) == 1
+
+    # Nothing listens beyond loopback.
+    for process in _processes_under(own_home):
+        for connection in process.net_connections(kind="inet"):
+            if connection.status == psutil.CONN_LISTEN:
+                assert connection.laddr.ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1"), connection
+
+    # Without the password, no entry: the role is password-protected, not trust.
+    no_password = url.split("://", 1)[0] + "://shopstream@" + url.split("@", 1)[1]
+    with pytest.raises(Exception, match="password"):
+        database.connect(no_password).close()
+
+    with database.connect(url) as conn:
+        conn.execute("create table public.survivor (value text)")
+        conn.execute("insert into public.survivor values ('kept')")
+    ensure_topic(bootstrap, "survivor", 1)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer.produce("survivor", key=b"k", value=b"written before stop")
+    assert producer.flush(30) == 0
+
+    stopped = _cli(own_home, "services", "stop").stdout
+    assert "kafka" in stopped and "postgresql" in stopped
+    assert _cli(own_home, "services", "status", check=False).returncode == 1
+    assert _processes_under(own_home) == []
+
+    restarted = _exports(_cli(own_home, "services", "start").stdout)
+    assert restarted["SHOPSTREAM_DATABASE_URL"] == url  # same port, same password: stable URLs
+    with database.connect(url) as conn:
+        assert conn.execute("select value from public.survivor").fetchall() == [("kept",)]
+    consumer = Consumer({"bootstrap.servers": restarted["SHOPSTREAM_KAFKA_BOOTSTRAP"], "group.id": "survivor-check"})
+    consumer.assign([TopicPartition("survivor", 0, 0)])
+    message = None
+    deadline = time.monotonic() + 30
+    while message is None and time.monotonic() < deadline:
+        message = consumer.poll(1)
+    consumer.close()
+    assert message is not None and message.value() == b"written before stop"
+
+
+def test_up_stops_everything_on_ctrl_c(own_home: Path) -> None:
+    log = own_home / "up.log"
+    with log.open("wb") as output:
+        up = subprocess.Popen(
+            [*CLI, "up", "--no-status"],
+            env=_env(own_home),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while "Ctrl-C stops everything" not in log.read_text():
+            assert up.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        assert "PostgreSQL  postgresql://shopstream:***@127.0.0.1:" in log.read_text()
+        assert len(_processes_under(own_home)) >= 2
+        up.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal delivers
+        assert up.wait(120) == 0, log.read_text()
+    finally:
+        stop_group(up, timeout=5)
+    assert "all stopped" in log.read_text()
+    assert _processes_under(own_home) == []
+
+
+def test_missing_java_is_named_with_what_to_install(tmp_path: Path) -> None:
+    env = _env(make_test_home(tmp_path / "no-java"))
+    env["PATH"] = str(Path(sys.executable).parent)  # python only: no java, no mvn
+    env["SHOPSTREAM_DATABASE_URL"] = "postgresql://u:p@127.0.0.1:1/db"
+    result = subprocess.run([*CLI, "services", "start"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Java 17" in result.stderr and "install" in result.stderr.lower()
