@@ -43,21 +43,33 @@ class EventField:
 
 
 EVENT_FIELDS: tuple[EventField, ...] = (
-    EventField("event_id", "string", "string", True, "Unique event id; duplicates are counted, not stored", "EVT_a1b2c3d4e5f6"),
     EventField(
-        "event_timestamp", "string", "string", True,
-        "When the shopper acted: UTC ISO-8601 with milliseconds", "2026-01-03T14:23:45.123Z",
+        "event_id", "string", "string", True, "Unique event id; duplicates are counted, not stored", "EVT_a1b2c3d4e5f6"
+    ),
+    EventField(
+        "event_timestamp",
+        "string",
+        "string",
+        True,
+        "When the shopper acted: UTC ISO-8601 with milliseconds",
+        "2026-01-03T14:23:45.123Z",
     ),
     EventField("user_id", "string", "string", True, "Stable shopper id", "USER_12345"),
-    EventField("session_id", "string", "string", True, "Browsing session; the Kafka message key", "SESSION_abcdef012345"),
+    EventField(
+        "session_id", "string", "string", True, "Browsing session; the Kafka message key", "SESSION_abcdef012345"
+    ),
     EventField("event_type", "string", "string", True, "page_view, add_to_cart or purchase", "purchase"),
     EventField("product_id", "string", "string", True, "Catalog product id", "P001"),
     EventField("product_name", "string", "string", True, "Product name", "Wireless Earbuds"),
     EventField("product_category", "string", "string", True, "Product category", "Electronics"),
     EventField("product_price", "number", "double", True, "Unit price in NGN, >= 0", 79.99),
     EventField(
-        "quantity", "integer", "long", False,
-        "Units: 1-100 on add_to_cart and purchase, null (or 1-100) on page_view", 2,
+        "quantity",
+        "integer",
+        "long",
+        False,
+        "Units: 1-100 on add_to_cart and purchase, null (or 1-100) on page_view",
+        2,
     ),
     EventField("device_type", "string", "string", True, "Mobile, Desktop or Tablet", "Mobile"),
     EventField("country", "string", "string", True, "Shopper's country", "Nigeria"),
@@ -95,9 +107,7 @@ REJECT_REASON_DESCRIPTIONS: dict[RejectReason, str] = {
     RejectReason.INVALID_TIMESTAMP: "event_timestamp is not ISO-8601 with a time zone",
     RejectReason.NEGATIVE_PRICE: "product_price is below zero",
     RejectReason.INVALID_PRICE: f"product_price is NaN, infinite or above {MAX_PRICE:,.0f}",
-    RejectReason.INVALID_QUANTITY: (
-        f"quantity is below 1 or above {MAX_QUANTITY}, or null on add_to_cart"
-    ),
+    RejectReason.INVALID_QUANTITY: (f"quantity is below 1 or above {MAX_QUANTITY}, or null on add_to_cart"),
 }
 
 
@@ -207,9 +217,7 @@ def spark_schema() -> StructType:
     from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
     spark_types = {"string": StringType(), "double": DoubleType(), "long": LongType()}
-    return StructType(
-        [StructField(field.name, spark_types[field.spark_type], nullable=True) for field in EVENT_FIELDS]
-    )
+    return StructType([StructField(field.name, spark_types[field.spark_type], nullable=True) for field in EVENT_FIELDS])
 
 
 def json_schema() -> dict[str, Any]:
