@@ -51,6 +51,10 @@ def services_start() -> None:
         endpoints = start_services(settings, progress=_progress)
     except (ServiceError, RuntimeError) as error:
         raise fail(str(error)) from None
+    from shopstream_assets.lib.kafka_admin import ensure_topic
+
+    if ensure_topic(endpoints.kafka_bootstrap, settings.topic, settings.topic_partitions):
+        _progress(f"created topic {settings.topic} ({settings.topic_partitions} partitions)")
     for name, value in endpoints.environment().items():
         typer.echo(f"export {name}={shlex.quote(value)}")
     _progress(f"PostgreSQL: {_redacted(endpoints.database_url)}")
@@ -86,6 +90,20 @@ def services_status_command() -> None:
         typer.echo(f"{status.name:<11} {state:<8} {kind:<9} {status.address or '-'}{pid}{memory}")
     if not all(status.running for status in statuses):
         raise typer.Exit(code=1)
+
+
+@app.command("jars")
+def jars_command() -> None:
+    """Resolve the Kafka broker and Spark connector jars with Maven (needs network once)."""
+    from shopstream_assets.lib.jars import KAFKA_BROKER, SPARK_CONNECTOR, ToolMissingError, resolve_jars
+
+    settings = settings_or_exit()
+    try:
+        for profile in (KAFKA_BROKER, SPARK_CONNECTOR):
+            jars = resolve_jars(profile, settings.jars_dir, progress=_progress)
+            typer.echo(f"{profile}: {len(jars)} jars in {settings.jars_dir / profile}")
+    except ToolMissingError as error:
+        raise fail(str(error)) from None
 
 
 @app.command("migrate")

@@ -581,12 +581,25 @@ def start_services(settings: Settings, progress: Progress = print) -> Endpoints:
     else:
         database_url = settings.database_url
         dashboard_url = settings.dashboard_database_url or database_url
+        _prepare_external_database(settings, database_url, progress)
     try:
         database.migrate(database_url)
     except psycopg.OperationalError as error:
         raise ServiceError(f"cannot reach PostgreSQL at {database.redact(database_url)}: {error}") from None
     kafka_bootstrap = EmbeddedKafka(settings).start(progress) if kafka_embedded else settings.kafka_bootstrap
     return Endpoints(database_url, dashboard_url, kafka_bootstrap)
+
+
+def _prepare_external_database(settings: Settings, database_url: str, progress: Progress) -> None:
+    """On a server we do not own: the reader role when a password is given, Dagster's database if we may."""
+    try:
+        if settings.reader_password:
+            database.ensure_reader_role(database_url, settings.reader_password)
+        database.ensure_database(database_url, DAGSTER_DATABASE_NAME)
+    except psycopg.errors.InsufficientPrivilege as error:
+        progress(f"note: {error}; create the `{DAGSTER_DATABASE_NAME}` database and reader role by hand")
+    except psycopg.OperationalError as error:
+        raise ServiceError(f"cannot reach PostgreSQL at {database.redact(database_url)}: {error}") from None
 
 
 def stop_services(settings: Settings, progress: Progress = print) -> list[str]:

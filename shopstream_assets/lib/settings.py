@@ -38,6 +38,8 @@ class Settings:
     dashboard_port: int
     sensor_interval_seconds: int
     log_level: str
+    bind_address: str
+    reader_password: str | None
 
     @property
     def database_embedded(self) -> bool:
@@ -86,6 +88,8 @@ VARIABLES: dict[str, str] = {
     "SHOPSTREAM_DASHBOARD_PORT": "Streamlit dashboard port on 127.0.0.1 (default 8501)",
     "SHOPSTREAM_SENSOR_INTERVAL": "seconds between Bronze sensor ticks (default 5)",
     "SHOPSTREAM_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (default INFO)",
+    "SHOPSTREAM_BIND_ADDRESS": "address the Dagster UI and dashboard bind (default 127.0.0.1; 0.0.0.0 in containers)",
+    "SHOPSTREAM_READER_PASSWORD": "password for the dashboard's read-only role on an external PostgreSQL (optional)",
 }
 
 _BOOTSTRAP_SERVER = re.compile(r"^[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$")
@@ -178,6 +182,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if log_level not in _LOG_LEVELS:
         raise SettingsError(f"SHOPSTREAM_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}: got {log_level!r}")
 
+    bind_address = _text(env, "SHOPSTREAM_BIND_ADDRESS") or "127.0.0.1"
+    if not re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+|localhost", bind_address):
+        raise SettingsError(f"SHOPSTREAM_BIND_ADDRESS must be an IP address such as 127.0.0.1: got {bind_address!r}")
+
     return Settings(
         home=home,
         database_url=database_url,
@@ -190,6 +198,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dashboard_port=_port(env, "SHOPSTREAM_DASHBOARD_PORT", 8501),
         sensor_interval_seconds=_int(env, "SHOPSTREAM_SENSOR_INTERVAL", 5, low=1, high=3600),
         log_level=log_level,
+        bind_address=bind_address,
+        reader_password=_text(env, "SHOPSTREAM_READER_PASSWORD"),
     )
 
 

@@ -1,0 +1,76 @@
+"""compose.yaml cannot run here (no Docker engine), so check what can be checked without one."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from shopstream_assets.lib.cli import app
+from shopstream_assets.lib.settings import VARIABLES
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
+
+
+def _cli_command_exists(words: list[str]) -> bool:
+    import typer.main
+
+    # typer vendors its own click, so look for sub-commands by attribute, not by class.
+    group = typer.main.get_command(app)
+    for word in words:
+        if word.startswith("-") or word.startswith("$"):
+            break
+        if not hasattr(group, "commands"):
+            return True
+        command = group.commands.get(word)
+        if command is None:
+            return False
+        group = command
+    return True
+
+
+def test_every_service_runs_a_command_the_package_has() -> None:
+    services = _compose()["services"]
+    assert {"kafka", "postgres", "producer", "stream", "dagster-webserver", "dagster-daemon", "dashboard"} <= set(
+        services
+    )
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    for name, service in services.items():
+        command = service.get("command")
+        if command is None:
+            assert "image" in service and "build" not in service, f"{name} has neither command nor image"
+            continue
+        assert command[0] == "shopstream", f"{name} runs {command[0]}, not the package's console script"
+        assert _cli_command_exists(command[1:]), f"{name}: `{' '.join(command)}` is not a shopstream command"
+
+
+def test_every_variable_set_is_one_the_settings_module_reads() -> None:
+    compose = _compose()
+    shopstream_env = compose["x-shopstream-env"]
+    assert set(shopstream_env) <= set(VARIABLES), set(shopstream_env) - set(VARIABLES)
+    for name, service in compose["services"].items():
+        for variable in service.get("environment", {}) or {}:
+            if variable.startswith("SHOPSTREAM_"):
+                assert variable in VARIABLES, f"{name} sets {variable}, which settings.py does not read"
+
+
+def test_no_credential_is_committed() -> None:
+    text = (REPO_ROOT / "compose.yaml").read_text()
+    for key, value in re.findall(r"^\s*([A-Z_]*PASSWORD[A-Z_]*):\s*(.+)$", text, re.MULTILINE):
+        assert value.startswith("${"), f"a literal password in compose.yaml: {key}: {value}"
+    for url in re.findall(r"postgresql://[^\s]+", text):
+        assert ":${" in url, f"a URL with a literal password in compose.yaml: {url}"
+    example = (REPO_ROOT / ".env.example").read_text()
+    assert re.search(r"^SHOPSTREAM_POSTGRES_PASSWORD=$", example, re.MULTILINE)
+
+
+def test_the_dockerfile_installs_the_pinned_set() -> None:
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert "-c constraints.txt" in dockerfile and "openjdk-17" in dockerfile
+    assert shutil.which("shopstream") or (REPO_ROOT / ".venv" / "bin" / "shopstream").exists()
