@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -40,8 +42,12 @@ def make_test_home(path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_test_home(tmp_path_factory.mktemp("shopstream-home"))
+def session_home() -> Iterator[Path]:
+    # Not under pytest's basetemp: pytest prunes old basetemps when another session starts,
+    # which would pull the data folder from under a server that is still running.
+    home = Path(tempfile.mkdtemp(prefix="shopstream-test-home-"))
+    yield make_test_home(home)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
