@@ -1,0 +1,118 @@
+"""Measuring helpers shared by the benchmarks: percentiles and per-component CPU and memory."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import psutil
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (fraction in [0, 1]); nan for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
+    return {
+        "count": float(len(seconds)),
+        "p50": percentile(seconds, 0.50),
+        "p95": percentile(seconds, 0.95),
+        "p99": percentile(seconds, 0.99),
+        "max": max(seconds) if seconds else float("nan"),
+    }
+
+
+@dataclass
+class ComponentUsage:
+    name: str
+    cpu_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    mean_rss_mb: float = 0.0
+    samples: int = 0
+    _cpu_by_pid: dict[int, float] = field(default_factory=dict)
+
+    def cpu_percent(self, wall_seconds: float) -> float:
+        return 100.0 * self.cpu_seconds / wall_seconds if wall_seconds > 0 else 0.0
+
+
+class ResourceSampler:
+    """Samples CPU time and resident memory of named process trees in a background thread.
+
+    ``components`` maps a name to a function returning the root pids of that component
+    (looked up on every sample, so processes that start late or restart are counted).
+    """
+
+    def __init__(self, components: dict[str, Callable[[], Sequence[int]]], interval: float = 1.0) -> None:
+        self.components = components
+        self.interval = interval
+        self.usage = {name: ComponentUsage(name) for name in components}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.started_at = 0.0
+        self.stopped_at = 0.0
+
+    def __enter__(self) -> ResourceSampler:
+        self.started_at = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.stopped_at = time.monotonic()
+
+    @property
+    def wall_seconds(self) -> float:
+        return (self.stopped_at or time.monotonic()) - self.started_at
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, roots in self.components.items():
+                self._sample(self.usage[name], roots())
+            self._stop.wait(self.interval)
+
+    @staticmethod
+    def _sample(usage: ComponentUsage, roots: Sequence[int]) -> None:
+        rss = 0.0
+        for root in roots:
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(root)
+                for member in [process, *process.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        times = member.cpu_times()
+                        # cpu_times only grows per pid; the last value seen is that pid's total so far.
+                        usage._cpu_by_pid[member.pid] = times.user + times.system
+                        rss += member.memory_info().rss / 2**20
+        usage.cpu_seconds = sum(usage._cpu_by_pid.values())
+        usage.samples += 1
+        usage.peak_rss_mb = max(usage.peak_rss_mb, rss)
+        usage.mean_rss_mb += (rss - usage.mean_rss_mb) / usage.samples
+
+
+def pids_matching(*needles: str) -> Callable[[], list[int]]:
+    """Root pids whose command line contains every needle (children are walked by the sampler)."""
+
+    def find() -> list[int]:
+        found = []
+        for process in psutil.process_iter(["cmdline", "ppid"]):
+            command_line = " ".join(process.info["cmdline"] or [])
+            if all(needle in command_line for needle in needles):
+                found.append(process.pid)
+        # Keep only roots: a match whose parent also matches is counted through the parent.
+        matched = set(found)
+        roots = []
+        for pid in found:
+            with contextlib.suppress(psutil.Error):
+                if psutil.Process(pid).ppid() not in matched:
+                    roots.append(pid)
+        return roots
+
+    return find
