@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
+from shopstream_assets.lib.bench.produce import produce_benchmark_command
 from shopstream_assets.lib.settings import SettingsError, load_settings
+from streaming.producer import produce_command
 
 app = typer.Typer(
     help="ShopStream: real-time e-commerce analytics on Kafka, Spark, PostgreSQL, dbt, Dagster and Streamlit.",
@@ -20,6 +22,9 @@ services_app = typer.Typer(help="The embedded PostgreSQL and Apache Kafka server
 bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(bench_app, name="bench")
+
+app.command("produce")(produce_command)
+bench_app.command("produce")(produce_benchmark_command)
 
 
 def fail(message: str) -> typer.Exit:

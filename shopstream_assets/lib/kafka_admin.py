@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -27,7 +29,22 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, *, timeout: float 
 
 
 def end_offsets(bootstrap: str, topic: str, *, timeout: float = 10) -> dict[int, int]:
-    """High watermark (next offset to be written) of every partition of ``topic``."""
+    """High watermark (next offset to be written) of every partition of ``topic``.
+
+    Right after a topic is created its partitions may have no leader for a moment
+    (NOT_LEADER_FOR_PARTITION), so the read is retried until ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _end_offsets(bootstrap, topic, timeout=max(1.0, deadline - time.monotonic()))
+        except KafkaException:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _end_offsets(bootstrap: str, topic: str, *, timeout: float) -> dict[int, int]:
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "shopstream-offset-reader", "enable.auto.commit": False}
     )

@@ -628,28 +628,33 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
     return statuses
 
 
+def database_urls(settings: Settings) -> tuple[str, str]:
+    """(owner URL, dashboard URL): the configured ones, or the running embedded server's."""
+    if not settings.database_embedded:
+        return settings.database_url, settings.dashboard_database_url or settings.database_url
+    postgres = EmbeddedPostgres(settings)
+    if postgres.pid() is None:
+        raise ServiceError(
+            "SHOPSTREAM_DATABASE_URL is not set and the embedded PostgreSQL is not running: "
+            "run `shopstream services start` (or set SHOPSTREAM_DATABASE_URL)"
+        )
+    return postgres.admin_url(), settings.dashboard_database_url or postgres.reader_url()
+
+
+def kafka_bootstrap(settings: Settings) -> str:
+    """The configured brokers, or the running embedded broker (commands that only need Kafka)."""
+    if not settings.kafka_embedded:
+        return settings.kafka_bootstrap
+    kafka = EmbeddedKafka(settings)
+    if kafka.pid() is None:
+        raise ServiceError(
+            "SHOPSTREAM_KAFKA_BOOTSTRAP is not set and the embedded Kafka broker is not running: "
+            "run `shopstream services start` (or set SHOPSTREAM_KAFKA_BOOTSTRAP)"
+        )
+    return kafka.bootstrap
+
+
 def endpoints(settings: Settings) -> Endpoints:
     """The endpoints for a client command; embedded servers must already run."""
-    if settings.database_embedded:
-        postgres = EmbeddedPostgres(settings)
-        if postgres.pid() is None:
-            raise ServiceError(
-                "SHOPSTREAM_DATABASE_URL is not set and the embedded PostgreSQL is not running: "
-                "run `shopstream services start` (or set SHOPSTREAM_DATABASE_URL)"
-            )
-        database_url = postgres.admin_url()
-        dashboard_url = settings.dashboard_database_url or postgres.reader_url()
-    else:
-        database_url = settings.database_url
-        dashboard_url = settings.dashboard_database_url or database_url
-    if settings.kafka_embedded:
-        kafka = EmbeddedKafka(settings)
-        if kafka.pid() is None:
-            raise ServiceError(
-                "SHOPSTREAM_KAFKA_BOOTSTRAP is not set and the embedded Kafka broker is not running: "
-                "run `shopstream services start` (or set SHOPSTREAM_KAFKA_BOOTSTRAP)"
-            )
-        kafka_bootstrap = kafka.bootstrap
-    else:
-        kafka_bootstrap = settings.kafka_bootstrap
-    return Endpoints(database_url, dashboard_url, kafka_bootstrap)
+    database_url, dashboard_url = database_urls(settings)
+    return Endpoints(database_url, dashboard_url, kafka_bootstrap(settings))
