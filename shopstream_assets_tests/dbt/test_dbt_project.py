@@ -1,0 +1,289 @@
+"""dbt_project against real PostgreSQL and real dbt: Gold = pandas, incremental = full refresh.
+
+Bronze is filled with simulator messages (late, duplicate and broken ones included) through
+the stream's transactional writer, validated by the pure-Python reference rules, so no
+Kafka or Spark is needed. dbt starts in seconds, so one test shares its builds across
+many assertions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg
+import pytest
+
+from shopstream_assets.lib import database
+from shopstream_assets.lib.bench.dbt import (
+    KafkaPositions,
+    dbt_benchmark_command,
+    dbt_environment,
+    run_dbt,
+    write_messages,
+)
+from shopstream_assets_tests.dbt import gold_reference as reference
+from streaming.events import encode_event, format_timestamp
+from streaming.simulator import Simulator
+
+pytestmark = pytest.mark.timeout(600)
+
+# Starts 20 min before midnight at 2 events/s, so sessions straddle two UTC days.
+SIMULATION_START = datetime(2026, 3, 1, 23, 40, tzinfo=UTC)
+SILVER_AND_GOLD = {
+    "silver.stg_clickstream_events": "event_id",
+    "silver.int_user_sessions": "session_id",
+    "gold.mart_daily_metrics": "metric_date",
+    "gold.mart_conversion_funnel": "metric_date",
+    "gold.mart_product_performance": "product_id",
+    "gold.mart_user_behavior": "user_id",
+    "gold.mart_hot_leads": "lead_rank",
+}
+
+
+class Bronze:
+    """Writes simulator batches and hand-made late events into one test database."""
+
+    def __init__(self, database_url: str) -> None:
+        self.conn = database.connect(database_url, autocommit=True)
+        self.positions = KafkaPositions("t-dbt")
+
+    def write(self, keys: Sequence[bytes], values: Sequence[bytes]) -> int | None:
+        return write_messages(self.conn, keys, values, self.positions)
+
+    def write_events(self, events: Sequence[dict[str, Any]]) -> int | None:
+        keys = [event["session_id"].encode() for event in events]
+        return self.write(keys, [encode_event(event) for event in events])
+
+    def query(self, statement: str) -> list[tuple[Any, ...]]:
+        return self.conn.execute(statement).fetchall()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _bronze_event(row: tuple[Any, ...], **changes: Any) -> dict[str, Any]:
+    """A copy of a stored Bronze event (as the producer would send it) with ``changes``."""
+    (event_id, moment, user_id, session_id, event_type, product_id, name, category, price,
+     quantity, device, country) = row  # fmt: skip
+    event = {
+        "event_id": event_id,
+        "event_timestamp": format_timestamp(moment),
+        "user_id": user_id,
+        "session_id": session_id,
+        "event_type": event_type,
+        "product_id": product_id,
+        "product_name": name,
+        "product_category": category,
+        "product_price": float(price),
+        "quantity": quantity,
+        "device_type": device,
+        "country": country,
+        "schema_version": 1,
+    }
+    event.update(changes)
+    return event
+
+
+_EVENT_COLUMNS = (
+    "event_id, event_timestamp, user_id, session_id, event_type, product_id, product_name,"
+    " product_category, product_price, quantity, device_type, country"
+)
+
+
+def late_events(bronze: Bronze, tag: str) -> list[dict[str, Any]]:
+    """Events that change the past: a session's start moved back across midnight, and an
+    abandoned cart bought an hour later."""
+    made: list[dict[str, Any]] = []
+    # The first event of a session that started after midnight, re-dated to 23:59:59.
+    after_midnight = bronze.query(
+        f"select {_EVENT_COLUMNS} from bronze.clickstream_events as e"
+        " where event_timestamp >= date_trunc('day', (select max(event_timestamp)"
+        "   from bronze.clickstream_events)) and event_type = 'page_view'"
+        "   and not exists (select 1 from bronze.clickstream_events as earlier"
+        "     where earlier.session_id = e.session_id and earlier.event_timestamp < e.event_timestamp)"
+        " order by event_timestamp limit 1"
+    )
+    for row in after_midnight:
+        midnight = row[1].astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        made.append(
+            _bronze_event(
+                row, event_id=f"EVT_late_start_{tag}", event_timestamp=format_timestamp(midnight - timedelta(seconds=1))
+            )  # fmt: skip
+        )
+    # A purchase for the cart of a session that has a cart and no purchase yet.
+    abandoned_cart = bronze.query(
+        f"select {_EVENT_COLUMNS} from bronze.clickstream_events as e"
+        " where event_type = 'add_to_cart' and not exists (select 1 from bronze.clickstream_events"
+        "   as bought where bought.session_id = e.session_id and bought.event_type = 'purchase')"
+        " order by event_timestamp, event_id limit 1"
+    )
+    for row in abandoned_cart:
+        made.append(
+            _bronze_event(
+                row,
+                event_id=f"EVT_late_purchase_{tag}",
+                event_type="purchase",
+                event_timestamp=format_timestamp(row[1] + timedelta(hours=1)),
+            )  # fmt: skip
+        )
+    return made
+
+
+def snapshot(conn: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        relation: conn.execute(f"select * from {relation} order by {key}").fetchall()
+        for relation, key in SILVER_AND_GOLD.items()
+    }
+
+
+def read_table(conn: psycopg.Connection, relation: str) -> pd.DataFrame:
+    with conn.cursor() as cursor:
+        cursor.execute(f"select * from {relation} order by {SILVER_AND_GOLD[relation]}")
+        columns = [column.name for column in cursor.description]
+        return pd.DataFrame(cursor.fetchall(), columns=columns, dtype=object)
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+def _to_cents(value: Any) -> Any:
+    return None if value is None else int(value * 100)
+
+
+def assert_table_equals(
+    actual: pd.DataFrame, expected: pd.DataFrame, key: str, renames: dict[str, str] | None = None
+) -> None:
+    """Row for row, every column the reference computes (money compared in cents)."""
+    renames = renames or {}
+    assert len(actual) == len(expected), f"{len(actual)} rows, expected {len(expected)}"
+    expected = expected.sort_values(key, kind="stable").reset_index(drop=True)
+    actual = actual.sort_values(key, kind="stable").reset_index(drop=True)
+    for column in expected.columns:
+        actual_column = renames.get(column, column)
+        convert: Callable[[Any], Any] = _unchanged
+        if column.endswith("_cents"):
+            actual_column = renames.get(column, column.removesuffix("_cents"))
+            if actual_column == "abandoned_cart":
+                actual_column = "abandoned_cart_value"
+            convert = _to_cents
+
+        assert actual_column in actual.columns, f"missing column {actual_column}"
+        for index in range(len(expected)):
+            want = expected.at[index, column]
+            got = convert(actual.at[index, actual_column])
+            assert reference.same_value(want, got), (
+                f"{actual_column} of {key}={expected.at[index, key]!r}: got {got!r}, expected {want!r}"
+            )
+
+
+def assert_gold_equals_pandas(conn: psycopg.Connection) -> None:
+    events = reference.read_bronze(conn)
+    sessions = reference.sessions(events)
+    users = reference.user_behavior(sessions)
+    expected_tables = {
+        "silver.int_user_sessions": sessions,
+        "gold.mart_daily_metrics": reference.daily_metrics(events, sessions),
+        "gold.mart_conversion_funnel": reference.conversion_funnel(events, sessions),
+        "gold.mart_product_performance": reference.product_performance(events),
+        "gold.mart_user_behavior": users,
+        "gold.mart_hot_leads": reference.hot_leads(sessions, users),
+    }
+    renames = {"cart_value_cents": "cart_value"}
+    for relation, expected in expected_tables.items():
+        actual = read_table(conn, relation)
+        key = SILVER_AND_GOLD[relation]
+        try:
+            assert_table_equals(actual, expected, key, renames)
+        except AssertionError as error:
+            raise AssertionError(f"{relation}: {error}") from None
+
+
+def test_gold_equals_pandas_and_incremental_equals_full_refresh(database_url: str, tmp_path: Path) -> None:
+    env = dbt_environment(database_url)
+    simulator = Simulator(1403, start=SIMULATION_START, events_per_second=2.0, bad_ratio=0.15)
+    bronze = Bronze(database_url)
+    try:
+        # Batch 1, then build from nothing (the first run creates every table).
+        batch = simulator.take(3_000)
+        bronze.write(batch.keys, batch.values)
+        run_dbt(["build"], env, target_path=tmp_path / "target").check()
+
+        # Batches 2-4: simulator messages (late, duplicates, rejects), hand-made late events
+        # that move a session across midnight and turn an abandoned cart into a purchase,
+        # and an exact re-send of stored messages; incremental builds in between.
+        for step in range(3):
+            batch = simulator.take(1_500)
+            bronze.write(batch.keys, batch.values)
+            bronze.write_events(late_events(bronze, tag=str(step)))
+            bronze.write(batch.keys[:50], batch.values[:50])  # a producer retry: duplicates
+            run_dbt(["build"], env, target_path=tmp_path / "target").check()
+
+        duplicates, late_starts = bronze.query(
+            "select (select sum(duplicates) from bronze.ingest_batches),"
+            " (select count(*) from bronze.clickstream_events where event_id like 'EVT_late_start_%')"
+        )[0]
+        assert duplicates >= 150 and late_starts >= 1, "the scenario lacks duplicates or late events"
+        days = bronze.query("select count(*) from gold.mart_daily_metrics")[0][0]
+        assert days == 2
+
+        assert_gold_equals_pandas(bronze.conn)
+        incremental = snapshot(bronze.conn)
+
+        run_dbt(["build", "--full-refresh"], env, target_path=tmp_path / "target").check()
+        full_refresh = snapshot(bronze.conn)
+        for relation in SILVER_AND_GOLD:
+            assert incremental[relation] == full_refresh[relation], f"{relation} differs after --full-refresh"
+    finally:
+        bronze.close()
+
+
+def test_build_on_empty_bronze(database_url: str, tmp_path: Path) -> None:
+    """No events: every model builds, unit tests and data tests pass, Gold is empty."""
+    env = dbt_environment(database_url)
+    result = run_dbt(["build"], env, target_path=tmp_path / "target").check()
+    assert all(status in ("pass", "success") for status in result.node_status.values()), result.node_status
+    with database.connect(database_url) as conn:
+        for relation in SILVER_AND_GOLD:
+            assert conn.execute(f"select count(*) from {relation}").fetchone() == (0,)
+    # And an incremental run on empty tables is a no-op, not an error.
+    run_dbt(["run"], env, target_path=tmp_path / "target").check()
+
+
+def test_relations_and_dagster_lineage(database_url: str, tmp_path: Path) -> None:
+    """Relations are exactly silver.* / gold.*; the Bronze source maps onto the Bronze asset."""
+    env = dbt_environment(database_url)
+    run_dbt(["parse"], env, target_path=tmp_path / "target").check()
+    manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
+    models = {node["name"]: node["schema"] for node in manifest["nodes"].values() if node["resource_type"] == "model"}
+    expected = {relation.split(".")[1]: relation.split(".")[0] for relation in SILVER_AND_GOLD}
+    assert models == expected
+    source = manifest["sources"]["source.shopstream.bronze.clickstream_events"]
+    assert source["meta"]["dagster"]["asset_key"] == ["bronze", "clickstream_events"]
+    assert source["loaded_at_field"] == "ingested_at"
+    undocumented = [
+        f"{node['name']}.{column}"
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "model"
+        for column, spec in node["columns"].items()
+        if not spec.get("description")
+    ]
+    assert not undocumented
+    assert all(node["description"] for node in manifest["nodes"].values() if node["resource_type"] == "model")
+
+
+@pytest.mark.slow
+def test_benchmark_small(admin_database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`shopstream bench dbt` end to end on small sizes; prints a table and the ratio."""
+    dbt_benchmark_command(
+        sizes="4000,8000", increment=500, events_per_second=100.0, bad_ratio=0.05,
+        seed=7, chunk=2_000, database_url=admin_database_url, keep=False,
+    )  # fmt: skip
+    output = capsys.readouterr().out
+    assert "| 4,000 |" in output and "| 8,000 |" in output
+    assert "incremental run: 8,000 rows costs" in output
