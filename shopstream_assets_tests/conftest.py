@@ -51,42 +51,41 @@ def session_home() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def servers(session_home: Path) -> Iterator[Endpoints]:
-    """The session's PostgreSQL and Kafka: given ones, or embedded ones we stop at the end."""
-    env = {"SHOPSTREAM_HOME": str(session_home)}
-    given_database = os.environ.get("SHOPSTREAM_TEST_DATABASE_URL")
-    given_kafka = os.environ.get("SHOPSTREAM_TEST_KAFKA_BOOTSTRAP")
-    settings = load_settings(env)
-    started: list[EmbeddedPostgres | EmbeddedKafka] = []
+def postgres_server(session_home: Path) -> Iterator[tuple[str, str]]:
+    """(owner URL, read-only URL) of the session's PostgreSQL: a given one, or an embedded one stopped at the end."""
+    given = os.environ.get("SHOPSTREAM_TEST_DATABASE_URL")
+    if given:
+        yield given, given
+        return
+    postgres = EmbeddedPostgres(load_settings({"SHOPSTREAM_HOME": str(session_home)}))
     try:
-        if given_database:
-            database_url = given_database
-            dashboard_url = given_database
-        else:
-            postgres = EmbeddedPostgres(settings)
-            started.append(postgres)
-            database_url = postgres.start(progress=lambda message: None)
-            dashboard_url = postgres.reader_url()
-        if given_kafka:
-            kafka_bootstrap = given_kafka
-        else:
-            kafka = EmbeddedKafka(settings)
-            started.append(kafka)
-            kafka_bootstrap = kafka.start(progress=lambda message: None)
-        yield Endpoints(database_url, dashboard_url, kafka_bootstrap)
+        yield postgres.start(progress=lambda message: None), postgres.reader_url()
     finally:
-        for server in reversed(started):
-            server.stop(progress=lambda message: None)
+        postgres.stop(progress=lambda message: None)
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(servers: Endpoints) -> str:
-    return servers.kafka_bootstrap
+def kafka_bootstrap(session_home: Path) -> Iterator[str]:
+    """The session's Kafka broker: a given one, or an embedded one stopped at the end."""
+    given = os.environ.get("SHOPSTREAM_TEST_KAFKA_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    kafka = EmbeddedKafka(load_settings({"SHOPSTREAM_HOME": str(session_home)}))
+    try:
+        yield kafka.start(progress=lambda message: None)
+    finally:
+        kafka.stop(progress=lambda message: None)
 
 
 @pytest.fixture(scope="session")
-def admin_database_url(servers: Endpoints) -> str:
-    return servers.database_url
+def servers(postgres_server: tuple[str, str], kafka_bootstrap: str) -> Endpoints:
+    return Endpoints(postgres_server[0], postgres_server[1], kafka_bootstrap)
+
+
+@pytest.fixture(scope="session")
+def admin_database_url(postgres_server: tuple[str, str]) -> str:
+    return postgres_server[0]
 
 
 def _slug(request: pytest.FixtureRequest, limit: int) -> str:
@@ -106,9 +105,9 @@ def database_url(request: pytest.FixtureRequest, admin_database_url: str) -> Ite
 
 
 @pytest.fixture
-def dashboard_database_url(database_url: str, servers: Endpoints) -> str:
+def dashboard_database_url(database_url: str, postgres_server: tuple[str, str]) -> str:
     """The read-only role's URL for this test's database."""
-    return database.with_database(servers.dashboard_database_url, database.url_parts(database_url).database)
+    return database.with_database(postgres_server[1], database.url_parts(database_url).database)
 
 
 @pytest.fixture

@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from dashboard.cli import dashboard_command
+from shopstream_assets.lib.bench.dashboard import dashboard_benchmark_command
+from shopstream_assets.lib.bench.dbt import dbt_benchmark_command
 from shopstream_assets.lib.bench.produce import produce_benchmark_command
 from shopstream_assets.lib.settings import SettingsError, load_settings
 from streaming.producer import produce_command
@@ -25,6 +28,9 @@ app.add_typer(bench_app, name="bench")
 
 app.command("produce")(produce_command)
 bench_app.command("produce")(produce_benchmark_command)
+bench_app.command("dbt")(dbt_benchmark_command)
+app.command("dashboard")(dashboard_command)
+bench_app.command("dashboard")(dashboard_benchmark_command)
 
 
 def fail(message: str) -> typer.Exit:

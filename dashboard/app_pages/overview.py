@@ -1,0 +1,103 @@
+"""Overview: what is our conversion, where do sessions drop off, which products earn."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import streamlit as st
+
+from dashboard import charts, queries, ui
+from dashboard.metrics import KPIS, change, format_value, kpi_values
+from dashboard.queries import Filters
+
+DEFAULT_DAYS = 7
+
+st.title("Overview")
+st.caption(
+    "The reference KPIs for the selected period, each against the period of the same length before it. "
+    "Gold tables serve the unfiltered view; a country, device or category filter reads Silver."
+)
+
+
+def filter_bar(first_day: date, last_day: date) -> Filters:
+    options = queries.filter_options()
+    period_col, country_col, device_col, category_col = st.columns([1.3, 1, 1, 1])
+    default_start = max(first_day, last_day - timedelta(days=DEFAULT_DAYS - 1))
+    picked = period_col.date_input(
+        "Period",
+        value=(default_start, last_day),
+        min_value=first_day,
+        max_value=last_day,
+        key="overview_period",
+    )
+    # While the user has picked only the first date of a range, keep showing that day.
+    start, end = (picked[0], picked[-1]) if isinstance(picked, tuple | list) and picked else (last_day, last_day)
+    countries = country_col.multiselect("Country", options["countries"], key="overview_countries", placeholder="All")
+    devices = device_col.multiselect("Device", options["devices"], key="overview_devices", placeholder="All")
+    categories = category_col.multiselect(
+        "Category", options["categories"], key="overview_categories", placeholder="All"
+    )
+    return Filters(start, end, tuple(countries), tuple(devices), tuple(categories))
+
+
+def kpi_cards(filters: Filters) -> None:
+    current = kpi_values(queries.period_counts(filters))
+    previous_filters = filters.previous()
+    previous = kpi_values(queries.period_counts(previous_filters))
+    days = (filters.end - filters.start).days + 1
+    # Two rows of four: seven KPIs and the order count, each card wide enough for its value.
+    columns = [*st.columns(4), *st.columns(4)]
+    for column, kpi in zip(columns, KPIS, strict=False):
+        delta = change(current[kpi.key], previous[kpi.key])
+        column.metric(
+            kpi.label,
+            format_value(kpi, current[kpi.key]),
+            delta=f"{delta:+.1f}%" if delta is not None else None,
+            delta_color="normal" if kpi.higher_is_better else "inverse",
+            delta_description=f"vs previous {days} d" if delta is not None else None,
+            help=f"{kpi.help}. Previous period: {previous_filters.start:%d %b} - {previous_filters.end:%d %b}: "
+            f"{format_value(kpi, previous[kpi.key])}.",
+            border=True,
+        )
+    orders, previous_orders = (
+        queries.period_counts(filters).purchases,
+        queries.period_counts(previous_filters).purchases,
+    )
+    orders_change = change(orders, previous_orders)
+    columns[len(KPIS)].metric(
+        "Orders",
+        f"{orders:,}",
+        delta=f"{orders_change:+.1f}%" if orders_change is not None else None,
+        delta_description=f"vs previous {days} d" if orders_change is not None else None,
+        help=f"Purchase events. Previous period: {previous_orders:,}.",
+        border=True,
+    )
+
+
+def overview() -> None:
+    first_day, last_day = queries.data_bounds()
+    if last_day is None:
+        ui.no_data("Gold has no daily metrics yet: the first dbt run after events reach Bronze fills this page.")
+        return
+    filters = filter_bar(first_day, last_day)
+    kpi_cards(filters)
+
+    daily = charts.daily_kpis(queries.daily_counts(filters))
+    if daily.empty:
+        ui.no_data("No events match this period and these filters.")
+        return
+    revenue_col, conversion_col = st.columns(2)
+    revenue_col.plotly_chart(charts.revenue_trend(daily), key="revenue_trend")
+    conversion_col.plotly_chart(charts.conversion_trend(daily), key="conversion_trend")
+
+    funnel_col, products_col = st.columns(2)
+    funnel_col.plotly_chart(charts.funnel(queries.funnel(filters)), key="funnel")
+    products = queries.top_products(filters.categories)
+    if products.empty:
+        products_col.info("No products in Gold yet.")
+    else:
+        products_col.plotly_chart(charts.top_products(products), key="top_products")
+        products_col.caption("All-time revenue from `gold.mart_product_performance`; only the category filter applies.")
+
+
+ui.live(overview)

@@ -1,0 +1,67 @@
+"""Live Stream's non-SQL inputs: which topic and broker, and the ingest lag behind it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+from dashboard import queries
+from shopstream_assets.lib.settings import load_settings
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    topic: str
+    kafka_bootstrap: str | None  # None: no broker configured or started
+
+
+@dataclass(frozen=True)
+class IngestLag:
+    messages: int | None  # None: unknown (the broker did not answer)
+    detail: str
+
+
+@lru_cache(maxsize=4)
+def _stream_settings(environment: tuple[tuple[str, str], ...]) -> StreamSettings:
+    settings = load_settings(dict(environment))
+    bootstrap = settings.kafka_bootstrap
+    if bootstrap is None:
+        from shopstream_assets.lib.services import EmbeddedKafka, ServiceError
+
+        try:
+            bootstrap = EmbeddedKafka(settings).bootstrap
+        except ServiceError:
+            bootstrap = None
+    return StreamSettings(settings.topic, bootstrap)
+
+
+def stream_settings() -> StreamSettings:
+    """The topic and broker from the SHOPSTREAM_* environment (cached per environment)."""
+    relevant = tuple(sorted((key, value) for key, value in os.environ.items() if key.startswith("SHOPSTREAM_")))
+    return _stream_settings(relevant)
+
+
+def ingest_lag() -> IngestLag:
+    """Messages on the broker that Bronze has not committed yet.
+
+    Broker high watermarks minus the Bronze ledger's next offset per partition; a partition
+    Bronze has never read counts from offset 0 (the topic's retention may have dropped some
+    of those, so that part is an upper bound).
+    """
+    settings = stream_settings()
+    if settings.kafka_bootstrap is None:
+        return IngestLag(None, "No Kafka broker is configured (SHOPSTREAM_KAFKA_BOOTSTRAP) or started.")
+    broker = queries.broker_end_offsets(settings.kafka_bootstrap, settings.topic)
+    if broker is None:
+        return IngestLag(None, f"The broker at {settings.kafka_bootstrap} did not answer; lag unknown.")
+    if not broker:
+        return IngestLag(None, f"Topic {settings.topic!r} does not exist on {settings.kafka_bootstrap} yet.")
+    committed = queries.committed_offsets(settings.topic)
+    behind = {partition: max(end - committed.get(partition, 0), 0) for partition, end in broker.items()}
+    worst = max(behind, key=lambda partition: behind[partition])
+    return IngestLag(
+        sum(behind.values()),
+        f"Broker end offsets minus Bronze's committed offsets over {len(broker)} partitions of "
+        f"{settings.topic!r}; most behind: partition {worst} ({behind[worst]:,}).",
+    )

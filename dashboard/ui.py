@@ -1,0 +1,98 @@
+"""Streamlit pieces every page shares: the refresh settings, the live fragment, the messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import streamlit as st
+
+from dashboard.db import DatabaseDown, DataUnavailable, NotBuiltYet
+
+DEFAULT_REFRESH_SECONDS = 5
+REFRESH_CHOICES: tuple[int, ...] = (2, 5, 10, 30, 60)
+AUTO_REFRESH_KEY = "auto_refresh"
+REFRESH_SECONDS_KEY = "refresh_seconds"
+
+
+def refresh_controls() -> None:
+    """Sidebar switch and interval for the pages' auto-refresh (kept across pages)."""
+    st.session_state.setdefault(AUTO_REFRESH_KEY, True)
+    st.session_state.setdefault(REFRESH_SECONDS_KEY, DEFAULT_REFRESH_SECONDS)
+    with st.sidebar:
+        st.toggle("Auto-refresh", key=AUTO_REFRESH_KEY, help="Re-query the data without reloading the page.")
+        st.select_slider(
+            "Every",
+            options=REFRESH_CHOICES,
+            key=REFRESH_SECONDS_KEY,
+            format_func=lambda seconds: f"{seconds} s",
+            disabled=not st.session_state[AUTO_REFRESH_KEY],
+        )
+
+
+def refresh_seconds() -> int | None:
+    """The auto-refresh interval, or None when switched off."""
+    if not st.session_state.get(AUTO_REFRESH_KEY, True):
+        return None
+    return int(st.session_state.get(REFRESH_SECONDS_KEY, DEFAULT_REFRESH_SECONDS))
+
+
+def live(render: Callable[[], None]) -> None:
+    """Run ``render`` in a fragment that re-runs on its own every refresh interval.
+
+    Only the fragment re-runs, so the page keeps its scroll position and widgets. A
+    database that is down or a table not built yet shows a message instead of a
+    traceback; the next refresh tries again, which is how the page recovers by itself.
+    """
+    interval = refresh_seconds()
+
+    def live_section() -> None:
+        try:
+            render()
+        except DataUnavailable as problem:
+            show_unavailable(problem, interval)
+
+    st.fragment(live_section, run_every=interval)()
+
+
+def show_unavailable(problem: DataUnavailable, interval: int | None) -> None:
+    retry = (
+        f"The page tries again every {interval} s." if interval else "Auto-refresh is off: switch it on or press Retry."
+    )
+    if isinstance(problem, DatabaseDown):
+        st.error(f"**Database unavailable.** {problem} {retry}", icon=":material/cloud_off:")
+    elif isinstance(problem, NotBuiltYet):
+        st.info(
+            f"**No data yet.** {problem} Start the pipeline (`shopstream up`) and this page fills in. {retry}",
+            icon=":material/hourglass_empty:",
+        )
+    else:
+        st.warning(f"**Data unavailable.** {problem} {retry}", icon=":material/warning:")
+    if not interval:
+        st.button("Retry", key="retry_unavailable")
+
+
+def no_data(what: str) -> None:
+    """A clear note for a table that exists but holds no rows yet."""
+    st.info(f"**No data yet.** {what}", icon=":material/hourglass_empty:")
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    """'4 s ago', '3 min ago', '2 h ago' or '-'."""
+    if moment is None:
+        return "–"
+    seconds = max((now - moment).total_seconds(), 0.0)
+    return f"{duration(timedelta(seconds=seconds))} ago"
+
+
+def duration(span: timedelta | None) -> str:
+    if span is None:
+        return "–"
+    seconds = max(span.total_seconds(), 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"

@@ -1,0 +1,108 @@
+"""Queries, KPI formulas and charts against the seeded shop (no Streamlit runtime)."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import pytest
+
+from dashboard import charts, queries
+from dashboard.metrics import KPIS, PeriodCounts, kpi_values
+from shopstream_assets.lib import database
+from shopstream_assets_tests.dashboard.conftest import Shop, point_dashboard_at
+from shopstream_assets_tests.dashboard.expected import kpis_from_silver, scalar
+
+
+def close(actual: float | None, expected: float | None) -> bool:
+    if actual is None or expected is None:
+        return actual is None and expected is None
+    return math.isclose(float(actual), float(expected), rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_kpi_formulas_equal_the_gold_daily_mart(shop: Shop) -> None:
+    """dashboard.metrics and dbt's mart_daily_metrics are two definitions of one formula set."""
+    with database.connect(shop.admin_url) as conn, conn.cursor() as cursor:
+        cursor.execute("select *, unique_users as user_days from gold.mart_daily_metrics order by metric_date")
+        names = [column.name for column in cursor.description]
+        days = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    assert len(days) >= 10
+    for day in days:
+        mine = kpi_values(PeriodCounts.from_mapping(day))
+        for kpi in KPIS:
+            assert close(mine[kpi.key], day[kpi.key]), (day["metric_date"], kpi.key, mine[kpi.key], day[kpi.key])
+
+
+def test_silver_path_gives_the_gold_counts_when_the_filter_selects_everything(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    point_dashboard_at(monkeypatch, shop.reader_url)
+    _, last_day = queries.data_bounds()
+    period = queries.Filters(last_day - timedelta(days=6), last_day)
+    options = queries.filter_options()
+    everything = queries.Filters(period.start, period.end, countries=tuple(options["countries"]))
+    assert everything.has_dimensions and not period.has_dimensions
+    assert queries.period_counts(everything) == queries.period_counts(period)
+    assert queries.funnel(everything) == queries.funnel(period)
+
+
+def test_overview_counts_equal_an_independent_silver_computation(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    point_dashboard_at(monkeypatch, shop.reader_url)
+    _, last_day = queries.data_bounds()
+    start = last_day - timedelta(days=6)
+    for country in (None, "Ghana"):
+        filters = queries.Filters(start, last_day, countries=(country,) if country else ())
+        mine = kpi_values(queries.period_counts(filters))
+        expected = kpis_from_silver(shop.admin_url, start, last_day, country)
+        for kpi in KPIS:
+            assert close(mine[kpi.key], expected[kpi.key]), (country, kpi.key)
+
+
+INJECTIONS = (
+    "Nigeria'); drop table gold.mart_daily_metrics; --",
+    "x' or '1'='1",
+    'Electronics"; delete from silver.stg_clickstream_events; --',
+)
+
+
+def test_filter_values_reach_postgresql_only_as_parameters(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even with the owner role (which could drop tables), an injected filter is just a value."""
+    point_dashboard_at(monkeypatch, shop.admin_url)
+    _, last_day = queries.data_bounds()
+    before = scalar(shop.admin_url, "select count(*) from silver.stg_clickstream_events")
+    for attack in INJECTIONS:
+        filters = queries.Filters(last_day - timedelta(days=6), last_day, (attack,), (attack,), (attack,))
+        assert queries.period_counts(filters).is_empty
+        assert queries.funnel(filters) == {"viewed_sessions": 0, "carted_sessions": 0, "purchased_sessions": 0}
+        assert queries.top_products((attack,)).empty
+    assert scalar(shop.admin_url, "select count(*) from gold.mart_daily_metrics") > 0
+    assert scalar(shop.admin_url, "select count(*) from silver.stg_clickstream_events") == before
+
+
+def test_the_reader_role_cannot_write(shop: Shop) -> None:
+    with pytest.raises(Exception, match="read-only|permission denied"), database.connect(shop.reader_url) as conn:
+        conn.execute("delete from gold.mart_hot_leads")
+
+
+def test_every_chart_builds_from_real_query_results(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    point_dashboard_at(monkeypatch, shop.reader_url)
+    _, last_day = queries.data_bounds()
+    filters = queries.Filters(last_day - timedelta(days=6), last_day)
+    daily = charts.daily_kpis(queries.daily_counts(filters))
+    figures = [
+        charts.revenue_trend(daily),
+        charts.conversion_trend(daily),
+        charts.funnel(queries.funnel(filters)),
+        charts.top_products(queries.top_products()),
+        charts.rfm_tiers(queries.rfm_tiers()),
+        charts.rfm_scores(queries.rfm_scores()),
+        charts.rfm_scatter(queries.rfm_users()),
+        charts.lifecycle(queries.lifecycle_stages()),
+        charts.events_per_second(queries.events_per_second(24 * 60)),
+        charts.rejects_by_reason(queries.rejects_by_reason()),
+    ]
+    for figure in figures:
+        assert figure.data, figure.layout.title.text
+    tiers = queries.rfm_tiers()
+    assert set(tiers["rfm_tier"]) <= set(charts.TIER_ORDER)
+    assert int(tiers["users"].sum()) == scalar(shop.admin_url, "select count(*) from gold.mart_user_behavior")
