@@ -11,8 +11,10 @@ import typer
 from dashboard.cli import dashboard_command
 from shopstream_assets.lib.bench.dashboard import dashboard_benchmark_command
 from shopstream_assets.lib.bench.dbt import dbt_benchmark_command
+from shopstream_assets.lib.bench.ingest import ingest_benchmark_command
 from shopstream_assets.lib.bench.produce import produce_benchmark_command
 from shopstream_assets.lib.settings import SettingsError, load_settings
+from streaming.job import stream_command
 from streaming.producer import produce_command
 
 app = typer.Typer(
@@ -31,6 +33,8 @@ bench_app.command("produce")(produce_benchmark_command)
 bench_app.command("dbt")(dbt_benchmark_command)
 app.command("dashboard")(dashboard_command)
 bench_app.command("dashboard")(dashboard_benchmark_command)
+app.command("stream")(stream_command)
+bench_app.command("ingest")(ingest_benchmark_command)
 
 
 def fail(message: str) -> typer.Exit:

@@ -1,0 +1,224 @@
+"""`shopstream bench ingest`: how fast the Spark stream fills Bronze, and how late it gets there.
+
+Three phases, each on a topic of its own and a scratch database (dropped at the end):
+
+(a) drain: a topic pre-filled with ``--events`` (default 1,000,000) is streamed into Bronze;
+    rate = messages / (first batch start -> last batch commit), from ``bronze.ingest_batches``.
+(b) sustained: the producer sends as fast as it can for ``--sustained-seconds`` while the
+    stream runs; rate = messages committed in that window / window, with the consumer lag
+    sampled each second (it must not grow).
+(c) latency: the producer sends a steady ``--latency-rate`` (2,000 events/s); per event,
+    latency = its batch's ``committed_at`` - the producer's ``sent_at_ms`` header; p50/p95/p99.
+
+Producers run as ``streaming.producer`` subprocesses (their own CPU, as in production); the
+stream runs in this process with one SparkSession for all phases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import psycopg
+import typer
+
+from shopstream_assets.lib import database
+from shopstream_assets.lib.kafka_admin import ensure_topic
+from shopstream_assets.lib.settings import Settings, SettingsError, load_settings
+
+PRODUCER = "import typer; from streaming.producer import produce_command; typer.run(produce_command)"
+
+
+def _producer(settings: Settings, env: dict[str, str], topic: str, *options: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", PRODUCER, "--topic", topic, "--quiet", *options],
+        env={**env, "SHOPSTREAM_TOPIC": topic},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _wait_producer(process: subprocess.Popen[bytes], what: str) -> None:
+    _, stderr = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"{what} producer failed (exit {process.returncode}): {stderr.decode()[-2000:]}")
+
+
+def _fetch_one(url: str, query: str, params: tuple = ()) -> tuple:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, params).fetchone()
+
+
+def _echo(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def ingest_benchmark_command(
+    events: Annotated[
+        int, typer.Option("--events", min=1_000, help="Messages pre-filled for the drain phase (a).")
+    ] = 1_000_000,
+    sustained_seconds: Annotated[
+        float, typer.Option("--sustained-seconds", min=5, help="Length of the sustained phase (b).")
+    ] = 30.0,
+    latency_rate: Annotated[float, typer.Option("--latency-rate", min=1, help="Steady events/s in phase (c).")] = 2_000,
+    latency_seconds: Annotated[float, typer.Option("--latency-seconds", min=5, help="Length of phase (c).")] = 30.0,
+    max_offsets_per_trigger: Annotated[
+        int, typer.Option("--max-offsets-per-trigger", min=1, help="Most messages one micro-batch reads.")
+    ] = 250_000,
+    keep_database: Annotated[bool, typer.Option("--keep-database", help="Keep the scratch database.")] = False,
+) -> None:
+    """Measure Kafka -> Bronze: drain rate, sustained rate with the producer running, latency at a steady rate."""
+    from streaming.job import build_spark_session, configure_logging, resolve_endpoints, run_stream
+
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        raise typer.BadParameter(str(error)) from None
+    configure_logging(dataclasses.replace(settings, log_level="WARNING"))
+    found = resolve_endpoints(settings)
+    run_id = f"{int(time.time())}"
+    bench_database = f"shopstream_bench_ingest_{run_id}"
+    database.ensure_database(found.database_url, bench_database)
+    bench_url = database.with_database(found.database_url, bench_database)
+    database.migrate(bench_url)
+    env = {
+        **os.environ,
+        "SHOPSTREAM_DATABASE_URL": bench_url,
+        "SHOPSTREAM_KAFKA_BOOTSTRAP": found.kafka_bootstrap,
+    }
+    spark = build_spark_session(settings)
+    checkpoints = Path(tempfile.mkdtemp(prefix="shopstream-bench-checkpoints-"))
+    figures: dict[str, str] = {}
+    try:
+
+        def stream(topic: str, stop: threading.Event | None = None, until_idle: float = 3.0):
+            # Checkpoints in a scratch folder; jars and the session come from the real home.
+            bench_settings = dataclasses.replace(settings, topic=topic, home=checkpoints / topic)
+            return run_stream(
+                spark, bench_settings, database_url=bench_url, kafka_bootstrap=found.kafka_bootstrap,
+                until_idle=until_idle, max_offsets_per_trigger=max_offsets_per_trigger, stop=stop,
+            )  # fmt: skip
+
+        # (a) drain
+        topic = f"bench-drain-{run_id}"
+        ensure_topic(found.kafka_bootstrap, topic, settings.topic_partitions)
+        _echo(f"(a) pre-filling {topic} with {events:,} events ...")
+        _wait_producer(_producer(settings, env, topic, "--rate", "0", "--events", str(events)), "pre-fill")
+        _echo("(a) draining into Bronze ...")
+        summary = stream(topic)
+        consumed, seconds, first_batch = _fetch_one(
+            bench_url,
+            "select sum(messages_consumed), extract(epoch from max(committed_at) - min(started_at)),"
+            " extract(epoch from min(committed_at) - min(started_at))"
+            " from bronze.ingest_batches where kafka_topic = %s",
+            (topic,),
+        )
+        figures["drain"] = (
+            f"{consumed:,} events in {seconds:.1f} s = {consumed / seconds:,.0f} events/s "
+            f"({summary.batches} batches; first batch {first_batch:.1f} s)"
+        )
+        _echo(f"(a) drain: {figures['drain']}")
+
+        # (b) sustained, producer as fast as it goes
+        topic = f"bench-sustained-{run_id}"
+        ensure_topic(found.kafka_bootstrap, topic, settings.topic_partitions)
+        _echo(f"(b) producer at full speed for {sustained_seconds:.0f} s while the stream runs ...")
+        stop = threading.Event()
+        lag_samples: list[tuple[float, int]] = []
+        window_started = time.time()
+        producer = _producer(settings, env, topic, "--rate", "0", "--duration", str(sustained_seconds))
+        sampler = threading.Thread(
+            target=_sample_lag,
+            args=(found.kafka_bootstrap, bench_url, topic, producer, lag_samples, window_started),
+            daemon=True,
+        )
+        sampler.start()
+        result: dict[str, object] = {}
+        runner = threading.Thread(target=lambda: result.update(summary=stream(topic, stop, until_idle=5.0)))
+        runner.start()
+        _wait_producer(producer, "sustained")
+        window_ended = time.time()
+        sampler.join()
+        runner.join()
+        (in_window,) = _fetch_one(
+            bench_url,
+            "select coalesce(sum(messages_consumed), 0) from bronze.ingest_batches"
+            " where kafka_topic = %s and committed_at <= to_timestamp(%s)",
+            (topic, window_ended),
+        )
+        (produced,) = _fetch_one(
+            bench_url, "select sum(messages_consumed) from bronze.ingest_batches where kafka_topic = %s", (topic,)
+        )
+        window = window_ended - window_started
+        quarters = [lag for _, lag in lag_samples[:: max(1, len(lag_samples) // 4)]]
+        figures["sustained"] = (
+            f"{in_window:,} of {produced:,} produced events committed during the {window:.0f} s window = "
+            f"{in_window / window:,.0f} events/s (producer {produced / window:,.0f} events/s); "
+            f"lag through the window: {', '.join(f'{lag:,}' for lag in quarters)}"
+        )
+        _echo(f"(b) sustained: {figures['sustained']}")
+
+        # (c) latency at a steady rate
+        topic = f"bench-latency-{run_id}"
+        ensure_topic(found.kafka_bootstrap, topic, settings.topic_partitions)
+        _echo(f"(c) producer at {latency_rate:,.0f} events/s for {latency_seconds:.0f} s ...")
+        stop = threading.Event()
+        runner = threading.Thread(target=lambda: result.update(summary=stream(topic, stop, until_idle=5.0)))
+        runner.start()
+        time.sleep(3)  # the query is up before the first event is sent
+        producer = _producer(settings, env, topic, "--rate", str(latency_rate), "--duration", str(latency_seconds))
+        _wait_producer(producer, "latency")
+        runner.join()
+        count, p50, p95, p99, worst = _fetch_one(
+            bench_url,
+            "select count(*),"
+            " percentile_cont(0.50) within group (order by seconds),"
+            " percentile_cont(0.95) within group (order by seconds),"
+            " percentile_cont(0.99) within group (order by seconds), max(seconds)"
+            " from (select extract(epoch from b.committed_at - e.sent_at) as seconds"
+            "  from bronze.clickstream_events e join bronze.ingest_batches b using (batch_id)"
+            "  where e.kafka_topic = %s) latencies",
+            (topic,),
+        )
+        figures["latency"] = (
+            f"{count:,} events at {latency_rate:,.0f}/s: p50 {p50:.2f} s, p95 {p95:.2f} s, p99 {p99:.2f} s, "
+            f"max {worst:.2f} s"
+        )
+        _echo(f"(c) latency: {figures['latency']}")
+    finally:
+        spark.stop()
+        if not keep_database:
+            database.drop_database(found.database_url, bench_database)
+    typer.echo(
+        "Kafka -> Bronze benchmark (2 cores, Spark " + spark.version + ", local master " + settings.spark_master + ")"
+    )
+    for name, text in figures.items():
+        typer.echo(f"  {name:9} {text}")
+
+
+def _sample_lag(
+    kafka_bootstrap: str,
+    database_url: str,
+    topic: str,
+    producer: subprocess.Popen[bytes],
+    samples: list[tuple[float, int]],
+    started: float,
+) -> None:
+    """Messages in Kafka not yet in Bronze, once a second while the producer runs."""
+    from streaming.bronze_sink import read_committed_offsets
+    from streaming.job import watermarks
+
+    while producer.poll() is None:
+        marks = watermarks(kafka_bootstrap, topic)
+        committed = read_committed_offsets(database_url, topic)
+        lag = sum(high - committed.get(partition, low) for partition, (low, high) in marks.items())
+        samples.append((time.time() - started, lag))
+        time.sleep(1)

@@ -1,0 +1,175 @@
+"""streaming.bronze_sink: one transaction per batch, offsets never applied twice, all counted."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pyarrow as pa
+import pytest
+
+from shopstream_assets_tests.streaming.conftest import good_event, kafka_frame, without
+from streaming.bronze_sink import BronzeSink, committed_offsets, retrying, write_batch
+from streaming.events import RejectReason, encode_event
+from streaming.transforms import parse_and_validate
+
+TOPIC = "clicks"  # the topic kafka_frame writes into the rows
+
+
+def validated(spark, values, *, first_offset: int = 0) -> pa.Table:
+    table = parse_and_validate(kafka_frame(spark, values)).toArrow()
+    offsets = pa.array([offset + first_offset for offset in table["kafka_offset"].to_pylist()], pa.int64())
+    return table.set_column(table.schema.get_field_index("kafka_offset"), "kafka_offset", offsets)
+
+
+def events(count: int, start: int = 0) -> list[bytes]:
+    return [encode_event(good_event(event_id=f"EVT_{index:012d}")) for index in range(start, start + count)]
+
+
+def fetch(database_url: str, query: str) -> list[tuple]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(query).fetchall()
+
+
+def ledger(database_url: str) -> list[tuple]:
+    return fetch(
+        database_url,
+        "select batch_id, messages_consumed, rows_written, rejects, duplicates, repaired, source"
+        " from bronze.ingest_batches order by batch_id",
+    )
+
+
+def test_good_and_bad_messages_land_in_their_tables_with_one_ledger_row(spark, database_url: str) -> None:
+    bad = [
+        (b"{oops", RejectReason.MALFORMED_JSON),
+        (encode_event(good_event(event_id="EVT_neg", product_price=-5)), RejectReason.NEGATIVE_PRICE),
+        (without("user_id"), RejectReason.MISSING_FIELD),
+    ]
+    purchase_without_quantity = encode_event(good_event(event_id="EVT_repair", quantity=None))
+    values = events(7) + [value for value, _ in bad] + [purchase_without_quantity]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        result = write_batch(conn, validated(spark, values), topic=TOPIC, spark_batch_id=0)
+
+    assert (result.messages_consumed, result.rows_written, result.rejects, result.duplicates) == (11, 8, 3, 0)
+    assert result.repaired == 1
+    assert ledger(database_url) == [(result.batch_id, 11, 8, 3, 0, 1, "stream")]
+    assert fetch(database_url, "select count(*), count(distinct batch_id) from bronze.clickstream_events") == [(8, 1)]
+    rejects = fetch(database_url, "select reason, raw_value from bronze.clickstream_rejects order by kafka_offset")
+    assert [(reason, bytes(raw_value)) for reason, raw_value in rejects] == [
+        (reason.value, value) for value, reason in bad
+    ]
+    (repaired,) = fetch(
+        database_url,
+        "select quantity, repaired, repair_reason from bronze.clickstream_events where event_id = 'EVT_repair'",
+    )
+    assert repaired == (1, True, "purchase_null_quantity_set_to_1")
+    (offsets,) = fetch(database_url, "select start_offsets, end_offsets from bronze.ingest_batches")
+    assert offsets == ({"0": 0, "1": 1, "2": 2}, {"0": 10, "1": 11, "2": 9})
+
+
+def test_typed_values_and_kafka_position_survive_the_copy(spark, database_url: str) -> None:
+    tricky = good_event(
+        event_id="EVT_tricky", product_name='Ẹ̀wà "quoted", comma\nnewline nul\u0000', product_price=19.99
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        write_batch(conn, validated(spark, [encode_event(tricky)]), topic=TOPIC)
+    (row,) = fetch(
+        database_url,
+        "select product_name, product_price::text, event_timestamp = '2026-01-03T14:23:45.123Z',"
+        " kafka_topic, kafka_partition, kafka_offset, sent_at = to_timestamp(1767450225.5), schema_version"
+        " from bronze.clickstream_events",
+    )
+    # PostgreSQL text cannot hold U+0000: it is stored as U+FFFD.
+    assert row == ('Ẹ̀wà "quoted", comma\nnewline nul\ufffd', "19.99", True, TOPIC, 0, 0, True, 1)
+
+
+def test_duplicates_within_and_across_batches_are_counted_not_inserted(spark, database_url: str) -> None:
+    first = events(5)
+    # EVT_3 twice inside the batch, EVT_0 and EVT_1 already in Bronze from the first batch.
+    second = events(3, start=3) + events(2) + events(1, start=3)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        write_batch(conn, validated(spark, first), topic=TOPIC)
+        result = write_batch(conn, validated(spark, second, first_offset=100), topic=TOPIC)
+    assert (result.messages_consumed, result.rows_written, result.duplicates) == (6, 1, 5)
+    assert fetch(database_url, "select count(*) from bronze.clickstream_events") == [(6,)]
+    # The copy kept is the first one written (lowest partition, then offset).
+    assert fetch(
+        database_url, "select kafka_offset from bronze.clickstream_events where event_id = 'EVT_000000000003'"
+    ) == [(3,)]
+
+
+def test_a_replayed_batch_is_not_applied_twice(spark, database_url: str, caplog) -> None:
+    batch = validated(spark, events(6) + [b"not json"])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        first = write_batch(conn, batch, topic=TOPIC, spark_batch_id=4)
+        with caplog.at_level("INFO", logger="shopstream.stream"):
+            again = write_batch(conn, batch, topic=TOPIC, spark_batch_id=4)
+    assert first.batch_id is not None and again.batch_id is None
+    assert (again.messages_consumed, again.already_committed) == (0, 7)
+    assert "already committed" in caplog.text
+    assert len(ledger(database_url)) == 1
+    assert fetch(database_url, "select count(*) from bronze.clickstream_events") == [(6,)]
+    assert fetch(database_url, "select count(*) from bronze.clickstream_rejects") == [(1,)]
+
+
+def test_an_overlapping_batch_writes_only_the_new_offsets(spark, database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        write_batch(conn, validated(spark, events(9)), topic=TOPIC)  # offsets 0-8
+        result = write_batch(conn, validated(spark, events(9, start=6), first_offset=6), topic=TOPIC)  # 6-14
+        assert committed_offsets(conn, TOPIC) == {0: 13, 1: 14, 2: 15}
+    assert (result.already_committed, result.messages_consumed, result.rows_written) == (3, 6, 6)
+    assert fetch(database_url, "select count(*), count(distinct kafka_offset) from bronze.clickstream_events") == [
+        (15, 15)
+    ]
+
+
+def test_every_ledger_row_accounts_for_every_message(spark, database_url: str) -> None:
+    from streaming.simulator import Simulator
+
+    values = Simulator(seed=5, bad_ratio=0.2).take(2_000).values
+    with BronzeSink(database_url, TOPIC) as sink:
+        for start in range(0, len(values), 500):
+            sink.write(validated(spark, values[start : start + 500], first_offset=start))
+    rows = ledger(database_url)
+    assert len(rows) == 4
+    assert all(consumed == written + rejects + duplicates for _, consumed, written, rejects, duplicates, _, _ in rows)
+    assert sum(row[1] for row in rows) == 2_000
+    (totals,) = fetch(
+        database_url,
+        "select (select count(*) from bronze.clickstream_events), (select count(*) from bronze.clickstream_rejects)",
+    )
+    assert totals == (sum(row[2] for row in rows), sum(row[3] for row in rows))
+
+
+def test_two_writers_of_the_same_batch_apply_it_once(spark, database_url: str) -> None:
+    batch = validated(spark, events(200))
+    results = []
+
+    def write() -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            results.append(write_batch(conn, batch, topic=TOPIC))
+
+    threads = [threading.Thread(target=write) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(result.rows_written for result in results) == [0, 0, 200]
+    assert len(ledger(database_url)) == 1
+
+
+def test_retrying_logs_and_goes_on_after_transient_errors(caplog) -> None:
+    attempts = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise psycopg.OperationalError("connection refused")
+        return "done"
+
+    with caplog.at_level("WARNING", logger="shopstream.stream"):
+        assert retrying(flaky, what="writing", first_delay=0.01) == "done"
+    assert len(attempts) == 3
+    assert caplog.text.count("connection refused") == 2
+    with pytest.raises(psycopg.OperationalError):
+        retrying(lambda: (_ for _ in ()).throw(psycopg.OperationalError("down")), what="x", attempts=2, first_delay=0)

@@ -1,0 +1,228 @@
+"""streaming.job: the stream and the replay against a real broker, real Spark, real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shopstream_assets.lib import database
+from shopstream_assets.lib.settings import Settings, load_settings
+from shopstream_assets_tests.streaming.conftest import produce_messages
+from streaming.events import validate_message
+from streaming.job import (
+    StreamJobError,
+    check_connector_version,
+    checkpoint_dir,
+    replay_topic,
+    run_stream,
+    starting_offsets,
+)
+from streaming.simulator import BadKind, Simulator
+
+EVENT_COLUMNS_SQL = (
+    "event_id, event_timestamp, user_id, session_id, event_type, product_id, product_name, product_category,"
+    " product_price, quantity, device_type, country, schema_version, repaired, repair_reason,"
+    " kafka_topic, kafka_partition, kafka_offset, sent_at"
+)
+
+
+def stream_command_line(*options: str) -> list[str]:
+    """`shopstream stream ...` once the CLI registers it; until then the same Typer function."""
+    from shopstream_assets.lib.cli import app
+
+    if any(command.name == "stream" for command in app.registered_commands):
+        return [sys.executable, "-m", "shopstream_assets.lib.cli", "stream", *options]
+    runner = "import typer; from streaming.job import stream_command; typer.run(stream_command)"
+    return [sys.executable, "-c", runner, *options]
+
+
+def produce_simulated(kafka_bootstrap: str, topic: str, count: int, *, seed: int, bad_ratio: float):
+    batch = Simulator(seed=seed, bad_ratio=bad_ratio).take(count)
+    produce_messages(kafka_bootstrap, topic, batch.values, keys=batch.keys)
+    return batch
+
+
+def expected_bronze(values: list[bytes]) -> tuple[set[str], Counter[str], int]:
+    """(event_ids in Bronze, reject reasons counted, duplicates) by the Python reference rules."""
+    event_ids: set[str] = set()
+    rejects: Counter[str] = Counter()
+    duplicates = 0
+    for value in values:
+        verdict = validate_message(value)
+        if verdict.reason is not None:
+            rejects[verdict.reason.value] += 1
+            continue
+        event_id = json.loads(value)["event_id"]
+        if event_id in event_ids:
+            duplicates += 1
+        event_ids.add(event_id)
+    return event_ids, rejects, duplicates
+
+
+def fetch(database_url: str, query: str) -> list[tuple]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(query).fetchall()
+
+
+def assert_every_batch_accounted(database_url: str) -> tuple[int, int, int, int]:
+    rows = fetch(database_url, "select messages_consumed, rows_written, rejects, duplicates from bronze.ingest_batches")
+    assert rows and all(consumed == written + rejects + dups for consumed, written, rejects, dups in rows)
+    return tuple(sum(column) for column in zip(*rows, strict=True))  # type: ignore[return-value]
+
+
+def bronze_snapshot(database_url: str) -> tuple[list[tuple], list[tuple]]:
+    events = fetch(database_url, f"select {EVENT_COLUMNS_SQL} from bronze.clickstream_events order by event_id")
+    rejects = fetch(
+        database_url,
+        "select kafka_partition, kafka_offset, raw_value, raw_text, reason, reason_detail"
+        " from bronze.clickstream_rejects order by kafka_partition, kafka_offset",
+    )
+    return events, rejects
+
+
+def settings_for(shopstream_env: dict[str, str]) -> Settings:
+    return load_settings(shopstream_env)
+
+
+def test_connector_version_must_equal_pyspark() -> None:
+    import pyspark
+
+    jars = [Path("kafka-clients-3.9.2.jar"), Path(f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar")]
+    assert check_connector_version(jars) == pyspark.__version__
+    with pytest.raises(
+        StreamJobError, match=rf"connector is spark-sql-kafka-0-10_2.13 4.1.0 but pyspark is {pyspark.__version__}"
+    ):
+        check_connector_version([Path("spark-sql-kafka-0-10_2.13-4.1.0.jar")])
+
+
+def test_starting_offsets_come_from_the_ledger_else_earliest() -> None:
+    assert starting_offsets("t", [0, 1, 2], {}) == "earliest"
+    assert json.loads(starting_offsets("t", [0, 1, 2], {0: 7, 2: 3})) == {"t": {"0": 7, "1": -2, "2": 3}}
+
+
+def test_stream_lands_good_rows_rejects_duplicates_and_late_events(
+    spark, shopstream_env: dict[str, str], database_url: str, kafka_bootstrap: str, topic: str
+) -> None:
+    batch = produce_simulated(kafka_bootstrap, topic, 4_000, seed=21, bad_ratio=0.3)
+    settings = settings_for(shopstream_env)
+    summary = run_stream(
+        spark,
+        settings,
+        database_url=database_url,
+        kafka_bootstrap=kafka_bootstrap,
+        until_idle=2,
+        max_offsets_per_trigger=1_500,
+    )
+    event_ids, rejects, duplicates = expected_bronze(batch.values)
+    assert summary.batches >= 3 and summary.messages == 4_000
+    assert {row[0] for row in fetch(database_url, "select event_id from bronze.clickstream_events")} == event_ids
+    assert (
+        Counter(dict(fetch(database_url, "select reason, count(*) from bronze.clickstream_rejects group by 1")))
+        == rejects
+    )
+    assert assert_every_batch_accounted(database_url) == (4_000, len(event_ids), rejects.total(), duplicates)
+    assert duplicates > 0 and rejects.total() > 0
+    # Late events (event time minutes to hours before the send) land like any other.
+    late_ids = {label.event_id for label in batch.labels if label is not None and label.kind is BadKind.LATE}
+    assert late_ids and late_ids <= event_ids
+    (late_lag,) = fetch(
+        database_url,
+        "select min(sent_at - event_timestamp) from bronze.clickstream_events where event_id = any(%s)".replace(
+            "%s", "array[" + ",".join(f"'{event_id}'" for event_id in late_ids) + "]"
+        ),
+    )
+    assert late_lag[0].total_seconds() >= 60
+
+
+def test_deleted_checkpoint_restarts_from_the_stored_offsets(
+    spark, shopstream_env: dict[str, str], database_url: str, kafka_bootstrap: str, topic: str
+) -> None:
+    settings = settings_for(shopstream_env)
+    first = produce_simulated(kafka_bootstrap, topic, 1_500, seed=3, bad_ratio=0.1)
+    options = {"database_url": database_url, "kafka_bootstrap": kafka_bootstrap, "until_idle": 1.5}
+    run_stream(spark, settings, **options)
+    shutil.rmtree(checkpoint_dir(settings))
+    second = Simulator(seed=4, bad_ratio=0.1).take(1_000)
+    produce_messages(kafka_bootstrap, topic, second.values, keys=second.keys)
+    summary = run_stream(spark, settings, **options)
+    # It read only the new messages: from `earliest` it would have met 1,500 already committed.
+    assert (summary.messages, summary.already_committed) == (1_000, 0)
+    event_ids, rejects, duplicates = expected_bronze(first.values + second.values)
+    assert assert_every_batch_accounted(database_url) == (2_500, len(event_ids), rejects.total(), duplicates)
+
+
+def test_replay_into_empty_bronze_then_again_adds_nothing(
+    spark, shopstream_env: dict[str, str], database_url: str, kafka_bootstrap: str, topic: str
+) -> None:
+    batch = produce_simulated(kafka_bootstrap, topic, 3_000, seed=8, bad_ratio=0.2)
+    settings = settings_for(shopstream_env)
+    first = replay_topic(
+        spark, settings, database_url=database_url, kafka_bootstrap=kafka_bootstrap, max_offsets_per_chunk=1_200
+    )
+    event_ids, rejects, duplicates = expected_bronze(batch.values)
+    assert (first.messages, first.rows_written, first.rejects, first.duplicates) == (
+        3_000,
+        len(event_ids),
+        rejects.total(),
+        duplicates,
+    )
+    assert first.chunks >= 3
+    assert fetch(database_url, "select distinct source from bronze.ingest_batches") == [("replay",)]
+    second = replay_topic(spark, settings, database_url=database_url, kafka_bootstrap=kafka_bootstrap)
+    assert (second.chunks, second.messages) == (0, 0)
+    assert assert_every_batch_accounted(database_url) == (3_000, len(event_ids), rejects.total(), duplicates)
+
+
+def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
+    spark,
+    shopstream_env: dict[str, str],
+    database_url: str,
+    admin_database_url: str,
+    kafka_bootstrap: str,
+    topic: str,
+    spawn_process,
+) -> None:
+    total = 30_000
+    produce_simulated(kafka_bootstrap, topic, total, seed=99, bad_ratio=0.1)
+    command = stream_command_line("--max-offsets-per-trigger", "2500", "--until-idle", "4")
+
+    stream = spawn_process(command, env=shopstream_env, name="stream-killed")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and stream.poll() is None:
+        (committed,) = fetch(database_url, "select count(*) from bronze.ingest_batches")
+        if committed[0] >= 2:
+            break
+        time.sleep(0.2)
+    assert stream.poll() is None, "the stream exited before it could be killed"
+    os.killpg(stream.pid, signal.SIGKILL)  # the Python driver and Spark's JVM, mid-batch
+    stream.wait(10)
+    (consumed_before_restart,) = fetch(
+        database_url, "select coalesce(sum(messages_consumed), 0) from bronze.ingest_batches"
+    )
+    assert 0 < consumed_before_restart[0] < total
+
+    restarted = spawn_process(command, env=shopstream_env, name="stream-restarted")
+    assert restarted.wait(180) == 0
+    assert_every_batch_accounted(database_url)
+    (consumed,) = fetch(database_url, "select sum(messages_consumed) from bronze.ingest_batches")
+    assert consumed[0] == total
+
+    # The uninterrupted reference: the same topic through the same transforms and sink, at once.
+    reference_name = database.url_parts(database_url).database + "_ref"
+    database.ensure_database(admin_database_url, reference_name)
+    reference_url = database.with_database(admin_database_url, reference_name)
+    try:
+        database.migrate(reference_url)
+        replay_topic(spark, settings_for(shopstream_env), database_url=reference_url, kafka_bootstrap=kafka_bootstrap)
+        assert bronze_snapshot(database_url) == bronze_snapshot(reference_url)
+    finally:
+        database.drop_database(admin_database_url, reference_name)

@@ -1,0 +1,201 @@
+"""streaming.transforms: the Spark rules equal the pure-Python reference (streaming.events)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from shopstream_assets_tests.streaming.conftest import good_event, kafka_frame, raw, without
+from streaming.events import FIELD_NAMES, RejectReason, Repair, encode_event, validate_message
+from streaming.simulator import Simulator
+from streaming.transforms import (
+    EVENT_COLUMNS,
+    REJECT_COLUMNS,
+    VALIDATED_COLUMNS,
+    parse_and_validate,
+    split_good_rejected,
+)
+
+# Each (message, expected reason or None) pair: the varied corpus. Reasons come from the
+# reference rules; the test checks the reference too, so a rule change shows here first.
+CORPUS: list[tuple[bytes | None, RejectReason | None]] = [
+    (encode_event(good_event()), None),
+    (encode_event(good_event(event_type="page_view", quantity=None)), None),
+    (without("quantity"), None),  # purchase without quantity: repaired
+    (encode_event(good_event(quantity=None)), None),  # repaired
+    (encode_event(good_event(event_type="add_to_cart", quantity=None)), RejectReason.INVALID_QUANTITY),
+    (encode_event(good_event(product_name='Ẹ̀wà Agoyin — ₦ "quoted", comma\nnewline')), None),
+    (encode_event(good_event(product_name="nul\u0000byte")), None),
+    (encode_event(good_event(user_id="12345")), None),  # a digit string is still a string
+    (encode_event(good_event(product_name="true")), None),
+    (encode_event(good_event(product_name="{not json}")), None),
+    (encode_event(good_event(product_price=0)), None),
+    (encode_event(good_event(product_price=1_000_000_000)), None),
+    (encode_event(good_event(quantity=100)), None),
+    (encode_event({**good_event(), "extra_field": [1, 2]}), None),
+    (b"  " + encode_event(good_event()) + b"\n", None),
+    (encode_event(good_event(event_timestamp="2026-01-03T14:23:45Z")), None),
+    (encode_event(good_event(event_timestamp="2026-01-03 14:23:45+01:00")), None),
+    (encode_event(good_event(event_timestamp="2026-01-03T14:23:45.123456789Z")), None),
+    (encode_event(good_event(event_timestamp="2026-01-03T14:23+0100")), None),
+    (encode_event(good_event(event_timestamp="2026-01-03t14:23:45,5-03")), None),
+    (encode_event(good_event(event_timestamp="2026-01-03T14:23:45+01:00:30")), None),
+    (None, RejectReason.MALFORMED_JSON),
+    (b"", RejectReason.MALFORMED_JSON),
+    (b"   ", RejectReason.MALFORMED_JSON),
+    (b"{truncated", RejectReason.MALFORMED_JSON),
+    (encode_event(good_event())[:-5], RejectReason.MALFORMED_JSON),
+    (str(good_event()).encode(), RejectReason.MALFORMED_JSON),  # a Python dict repr
+    (b"[1, 2, 3]", RejectReason.MALFORMED_JSON),
+    (b"[" + encode_event(good_event()) + b"]", RejectReason.MALFORMED_JSON),
+    (b"42", RejectReason.MALFORMED_JSON),
+    (b'"a string"', RejectReason.MALFORMED_JSON),
+    (b"null", RejectReason.MALFORMED_JSON),
+    (b"NaN", RejectReason.MALFORMED_JSON),
+    (encode_event(good_event()) + b" trailing", RejectReason.MALFORMED_JSON),
+    (encode_event(good_event())[:-1] + b",}", RejectReason.MALFORMED_JSON),
+    (b"\xff\xfe" + encode_event(good_event()), RejectReason.INVALID_UTF8),
+    (encode_event(good_event()).replace(b"Earbuds", b"Earb\xe9ds"), RejectReason.INVALID_UTF8),
+    (encode_event(good_event(user_id=12345)), RejectReason.WRONG_TYPE),
+    (encode_event(good_event(event_id=True)), RejectReason.WRONG_TYPE),
+    (encode_event(good_event(country={"name": "Nigeria"})), RejectReason.WRONG_TYPE),
+    (encode_event(good_event(device_type=["Mobile"])), RejectReason.WRONG_TYPE),
+    (encode_event(good_event(product_price="4500.0")), RejectReason.WRONG_TYPE),
+    (encode_event(good_event(product_price="NaN")), RejectReason.WRONG_TYPE),
+    (encode_event(good_event(product_price=True)), RejectReason.WRONG_TYPE),
+    (encode_event(good_event(quantity=2.0)), RejectReason.WRONG_TYPE),
+    (encode_event(good_event(quantity=2.5)), RejectReason.WRONG_TYPE),
+    (encode_event(good_event(quantity="2")), RejectReason.WRONG_TYPE),
+    (encode_event(good_event(schema_version="1")), RejectReason.WRONG_TYPE),
+    (encode_event(good_event(schema_version=1.0)), RejectReason.WRONG_TYPE),
+    # the first wrong field in schema order is named, even after a missing one
+    (encode_event(good_event(user_id=None, country=7)), RejectReason.WRONG_TYPE),
+    (without("user_id"), RejectReason.MISSING_FIELD),
+    (without("schema_version"), RejectReason.MISSING_FIELD),
+    (without("product_price"), RejectReason.MISSING_FIELD),
+    (encode_event(good_event(session_id="")), RejectReason.MISSING_FIELD),
+    (encode_event(good_event(product_name="  \t ")), RejectReason.MISSING_FIELD),
+    (encode_event(good_event(product_name="\u00a0\u2003")), RejectReason.MISSING_FIELD),
+    (encode_event(good_event(event_id=None)), RejectReason.MISSING_FIELD),
+    (b"{}", RejectReason.MISSING_FIELD),
+    (encode_event(good_event(schema_version=2)), RejectReason.UNSUPPORTED_SCHEMA_VERSION),
+    (encode_event(good_event(schema_version=10**20)), RejectReason.UNSUPPORTED_SCHEMA_VERSION),
+    (encode_event(good_event(event_type="wishlist_add")), RejectReason.UNKNOWN_EVENT_TYPE),
+    (encode_event(good_event(event_type="Purchase")), RejectReason.UNKNOWN_EVENT_TYPE),
+    (encode_event(good_event(event_timestamp="not a date")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(event_timestamp="2026-01-03T14:23:45")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(event_timestamp="2026-01-03")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(event_timestamp="2026-13-03T14:23:45Z")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(event_timestamp="2026-02-30T14:23:45Z")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(event_timestamp="2026-01-03T14:23:45.123 UTC")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(event_timestamp=" 2026-01-03T14:23:45Z")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(event_timestamp="1767450225")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(product_price=-18499.99)), RejectReason.NEGATIVE_PRICE),
+    (raw(product_price=math.nan), RejectReason.INVALID_PRICE),
+    (raw(product_price=math.inf), RejectReason.INVALID_PRICE),
+    (raw(product_price=-math.inf), RejectReason.INVALID_PRICE),
+    (b'{"product_price": 1e400}', RejectReason.MISSING_FIELD),
+    (encode_event(good_event(product_price=1e12)), RejectReason.INVALID_PRICE),
+    (encode_event(good_event(quantity=0)), RejectReason.INVALID_QUANTITY),
+    (encode_event(good_event(quantity=-3)), RejectReason.INVALID_QUANTITY),
+    (encode_event(good_event(quantity=101)), RejectReason.INVALID_QUANTITY),
+    (encode_event(good_event(quantity=10**20)), RejectReason.INVALID_QUANTITY),
+]
+
+
+def spark_verdicts(spark, values: Sequence[bytes | None]) -> list[dict[str, object]]:
+    rows = parse_and_validate(kafka_frame(spark, values)).toArrow().to_pylist()
+    return sorted(rows, key=lambda row: row["kafka_offset"])
+
+
+def test_corpus_expectations_match_the_reference() -> None:
+    # Guards the corpus itself: its expected reasons are the reference's.
+    for value, expected in CORPUS:
+        assert validate_message(value).reason == expected, value
+
+
+def test_spark_rules_agree_with_the_reference(spark) -> None:
+    simulated = Simulator(seed=13, bad_ratio=0.3).take(3_000).values
+    values = [value for value, _ in CORPUS] + simulated
+    rows = spark_verdicts(spark, values)
+    assert len(rows) == len(values)
+    disagreements = []
+    for value, row in zip(values, rows, strict=True):
+        verdict = validate_message(value)
+        spark_says = (row["reject_reason"], bool(row["repaired"]))
+        python_says = (verdict.reason.value if verdict.reason else None, verdict.repair is not None)
+        if spark_says != python_says:
+            disagreements.append((value, python_says, spark_says, row["reject_detail"]))
+        elif verdict.reason in (RejectReason.WRONG_TYPE, RejectReason.MISSING_FIELD) and (
+            verdict.detail.split(" ")[0] != row["reject_detail"].split(" ")[0]
+        ):
+            # Both must name the same field first.
+            disagreements.append((value, verdict.detail, row["reject_detail"]))
+    assert not disagreements, "\n".join(repr(item) for item in disagreements)
+    # The simulator's bad mix really was exercised.
+    reasons = {row["reject_reason"] for row in rows}
+    assert set(RejectReason) <= reasons
+
+
+def test_good_rows_are_typed_like_the_reference_reads_them(spark) -> None:
+    values = [value for value, expected in CORPUS if expected is None]
+    for row, value in zip(spark_verdicts(spark, values), values, strict=True):
+        event = json.loads(value)
+        assert row["reject_reason"] is None and row["raw_value"] is None and row["raw_text"] is None
+        expected_moment = datetime.fromisoformat(event["event_timestamp"]).astimezone(UTC)
+        # Spark keeps microseconds; fromisoformat reads the same digits.
+        assert row["event_timestamp"] == expected_moment, event["event_timestamp"]
+        assert row["product_price"] == event["product_price"]
+        assert row["schema_version"] == 1
+        if event["event_type"] == "purchase" and event.get("quantity") is None:
+            assert (row["quantity"], row["repaired"]) == (1, True)
+            assert row["repair_reason"] == Repair.PURCHASE_NULL_QUANTITY.value
+        else:
+            assert (row["quantity"], row["repaired"], row["repair_reason"]) == (event.get("quantity"), False, None)
+        for name in ("event_id", "user_id", "product_name", "device_type", "country"):
+            assert row[name] == event[name]
+
+
+def test_n_good_and_m_bad_split_into_n_rows_and_m_rejects(spark) -> None:
+    good = [encode_event(good_event(event_id=f"EVT_{index:012d}")) for index in range(20)]
+    bad = [
+        (b"{oops", RejectReason.MALFORMED_JSON),
+        (encode_event(good_event(product_price=-1)), RejectReason.NEGATIVE_PRICE),
+        (encode_event(good_event(event_type="refund")), RejectReason.UNKNOWN_EVENT_TYPE),
+        (without("country"), RejectReason.MISSING_FIELD),
+        (b"\xc3\x28{}", RejectReason.INVALID_UTF8),
+    ]
+    values = good[:10] + [value for value, _ in bad] + good[10:]
+    validated = parse_and_validate(kafka_frame(spark, values))
+    assert tuple(validated.columns) == VALIDATED_COLUMNS
+    good_rows, rejected_rows = split_good_rejected(validated)
+    assert tuple(good_rows.columns) == EVENT_COLUMNS and tuple(rejected_rows.columns) == REJECT_COLUMNS
+    assert good_rows.count() == 20
+    rejects = sorted(rejected_rows.collect(), key=lambda row: row["kafka_offset"])
+    assert [row["reject_reason"] for row in rejects] == [reason.value for _, reason in bad]
+    assert [row["raw_value"] for row in rejects] == [value for value, _ in bad]
+    # raw_text only where the bytes are UTF-8
+    assert rejects[0]["raw_text"] == "{oops" and rejects[-1]["raw_text"] is None
+
+
+def test_kafka_position_and_sent_at_header_are_kept(spark) -> None:
+    values = [encode_event(good_event(event_id=f"EVT_{index}")) for index in range(3)]
+    rows = spark_verdicts(spark, values)
+    assert [(row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) for row in rows] == [
+        ("clicks", 0, 0),
+        ("clicks", 1, 1),
+        ("clicks", 2, 2),
+    ]
+    assert {row["sent_at"] for row in rows} == {datetime(2026, 1, 3, 14, 23, 45, 500000, tzinfo=UTC)}
+    no_header = parse_and_validate(kafka_frame(spark, values, sent_at_ms=None)).toArrow()
+    assert no_header["sent_at"].null_count == 3
+
+
+@pytest.mark.parametrize("name", FIELD_NAMES)
+def test_every_field_reaches_the_good_rows(spark, name: str) -> None:
+    (row,) = spark_verdicts(spark, [encode_event(good_event())])
+    assert row[name] is not None

@@ -1,0 +1,642 @@
+"""Kafka -> Bronze: the Structured Streaming query (``shopstream stream``) and the batch replay.
+
+Both read the topic with Spark's own Kafka source, run the one pure transformation
+(:func:`streaming.transforms.parse_and_validate`), take ONE action per batch
+(``toArrow()``: each action would re-read Kafka) and hand the Arrow table to
+:mod:`streaming.bronze_sink`, which commits rows, rejects and the ledger row in one
+PostgreSQL transaction and skips offsets already committed. That is what makes a
+replayed micro-batch (after ``kill -9``) or a restart without checkpoint exactly-once.
+
+Where the stream starts: the checkpoint under ``SHOPSTREAM_HOME/checkpoints/<topic>``
+when there is one; otherwise the next offsets recorded in ``bronze.ingest_batches``
+(``earliest`` for partitions never written). Nothing here deletes a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from shopstream_assets.lib.jars import SPARK_CONNECTOR, resolve_jars
+from shopstream_assets.lib.settings import Settings
+from streaming.bronze_sink import (
+    SOURCE_REPLAY,
+    SOURCE_STREAM,
+    BatchResult,
+    BronzeSink,
+    retrying,
+)
+from streaming.transforms import parse_and_validate
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger("shopstream.stream")
+
+APP_NAME = "shopstream-bronze"
+# Big enough to amortise the ~0.1 s fixed cost of a micro-batch (checkpoint writes, job
+# scheduling) when draining a backlog; at a steady 2,000 events/s batches stay small anyway.
+DEFAULT_MAX_OFFSETS_PER_TRIGGER = 250_000
+DEFAULT_REPLAY_CHUNK = 500_000
+CONNECTOR_ARTIFACT = "spark-sql-kafka-0-10_2.13"
+# Consecutive failed query runs (broker down, PostgreSQL down beyond the sink's own
+# retries) before the job gives up; a batch that commits resets the count.
+MAX_CONSECUTIVE_RESTARTS = 8
+
+# Spark's INFO chatter and a few harmless start-up warnings off; our own log says what happens.
+LOG4J2_PROPERTIES = """\
+rootLogger.level = warn
+rootLogger.appenderRef.console.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yyyy-MM-dd HH:mm:ss} %p spark %c{1}: %m%n%ex
+logger.nativecode.name = org.apache.hadoop.util.NativeCodeLoader
+logger.nativecode.level = error
+logger.sparkutils.name = org.apache.spark.util.Utils
+logger.sparkutils.level = error
+logger.kafkaconfig.name = org.apache.kafka.clients
+logger.kafkaconfig.level = error
+logger.kafkadata.name = org.apache.spark.sql.kafka010
+logger.kafkadata.level = error
+logger.checkpoint.name = org.apache.spark.sql.execution.streaming
+logger.checkpoint.level = error
+# "Failed to cancel job group" when a query stops between batches
+logger.dagscheduler.name = org.apache.spark.scheduler.DAGScheduler
+logger.dagscheduler.level = error
+"""
+
+
+class StreamJobError(RuntimeError):
+    """The job cannot start or cannot go on; the message says what to fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Spark session
+
+
+def connector_jars(settings: Settings) -> list[Path]:
+    """The Kafka connector closure under SHOPSTREAM_HOME/jars/spark-connector (resolved if missing)."""
+    jars = resolve_jars(SPARK_CONNECTOR, settings.jars_dir, progress=log.info)
+    if not jars:
+        raise StreamJobError(f"no jars in {settings.jars_dir / SPARK_CONNECTOR}; delete it and run again")
+    return jars
+
+
+def check_connector_version(jars: list[Path]) -> str:
+    """The connector's version; raises unless it equals ``pyspark.__version__``."""
+    import pyspark
+
+    prefix = CONNECTOR_ARTIFACT + "-"
+    versions = [jar.name.removeprefix(prefix).removesuffix(".jar") for jar in jars if jar.name.startswith(prefix)]
+    if not versions:
+        raise StreamJobError(f"{CONNECTOR_ARTIFACT} is not among the connector jars: {[jar.name for jar in jars]}")
+    if versions[0] != pyspark.__version__:
+        raise StreamJobError(
+            f"Spark's Kafka connector is {CONNECTOR_ARTIFACT} {versions[0]} but pyspark is {pyspark.__version__}: "
+            "they must be the same version. Set <spark.version> in streaming/jvm/pom.xml to pyspark's "
+            "version (or install the pyspark matching the connector) and run again."
+        )
+    return versions[0]
+
+
+def _log4j_config(settings: Settings) -> Path:
+    path = settings.run_dir / "spark-log4j2.properties"
+    if not path.exists() or path.read_text() != LOG4J2_PROPERTIES:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(LOG4J2_PROPERTIES)
+    return path
+
+
+def build_spark_session(
+    settings: Settings,
+    *,
+    master: str | None = None,
+    app_name: str = APP_NAME,
+    extra_conf: Mapping[str, str] | None = None,
+) -> SparkSession:
+    """A SparkSession with the Kafka connector, UTC, quiet logs and no console progress bar."""
+    from pyspark.sql import SparkSession
+
+    jars = connector_jars(settings)
+    check_connector_version(jars)
+    java_options = f"-Dlog4j2.configurationFile=file:{_log4j_config(settings)}"
+    builder = (
+        SparkSession.builder.master(master or settings.spark_master)
+        .appName(app_name)
+        .config("spark.jars", ",".join(str(jar) for jar in jars))
+        .config("spark.driver.extraJavaOptions", java_options)
+        .config("spark.executor.extraJavaOptions", java_options)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+    )
+    for key, value in (extra_conf or {}).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+# ---------------------------------------------------------------------------------------------
+# Offsets
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    database_url: str
+    kafka_bootstrap: str
+
+
+def resolve_endpoints(settings: Settings) -> Endpoints:
+    """Configured URLs, or those of the embedded servers (which must be running)."""
+    if settings.database_url and settings.kafka_bootstrap:
+        return Endpoints(settings.database_url, settings.kafka_bootstrap)
+    from shopstream_assets.lib.services import endpoints
+
+    found = endpoints(settings)
+    return Endpoints(found.database_url, found.kafka_bootstrap)
+
+
+def watermarks(kafka_bootstrap: str, topic: str, *, timeout: float = 10) -> dict[int, tuple[int, int]]:
+    """{partition: (low, high)} of ``topic``; empty when the topic does not exist."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": "shopstream-offsets", "enable.auto.commit": False}
+    )
+    try:
+        return _watermarks(consumer, topic, timeout=timeout, topic_partition=TopicPartition)
+    finally:
+        consumer.close()
+
+
+def _watermarks(consumer: Any, topic: str, *, timeout: float, topic_partition: Any) -> dict[int, tuple[int, int]]:
+    metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return {}
+    return {
+        partition: consumer.get_watermark_offsets(topic_partition(topic, partition), timeout=timeout)
+        for partition in sorted(metadata.partitions)
+    }
+
+
+def checkpoint_dir(settings: Settings, topic: str | None = None) -> Path:
+    return settings.checkpoints_dir / (topic or settings.topic)
+
+
+def has_checkpoint(checkpoint: Path) -> bool:
+    offsets = checkpoint / "offsets"
+    return offsets.is_dir() and any(entry.name.isdigit() for entry in offsets.iterdir())
+
+
+def starting_offsets(topic: str, partitions: list[int], committed: Mapping[int, int]) -> str:
+    """Kafka source ``startingOffsets``: the ledger's next offsets, -2 (earliest) elsewhere."""
+    if not committed:
+        return "earliest"
+    return json.dumps({topic: {str(partition): committed.get(partition, -2) for partition in partitions}})
+
+
+# ---------------------------------------------------------------------------------------------
+# The stream
+
+
+@dataclass
+class StreamSummary:
+    batches: int = 0
+    messages: int = 0
+    rows_written: int = 0
+    rejects: int = 0
+    duplicates: int = 0
+    already_committed: int = 0
+    restarts: int = 0
+    seconds: float = 0.0
+    results: list[BatchResult] = field(default_factory=list)
+
+    def add(self, result: BatchResult) -> None:
+        self.batches += 1
+        self.messages += result.messages_consumed
+        self.rows_written += result.rows_written
+        self.rejects += result.rejects
+        self.duplicates += result.duplicates
+        self.already_committed += result.already_committed
+
+
+class _BatchWriter:
+    """The foreachBatch function: transform, one toArrow(), one transaction, one log line."""
+
+    def __init__(self, sink: BronzeSink, kafka_bootstrap: str, topic: str, summary: StreamSummary) -> None:
+        from confluent_kafka import Consumer
+
+        self.sink = sink
+        self.topic = topic
+        self.summary = summary
+        self.in_batch = False
+        self.query_id: str | None = None
+        # Where Bronze stands per partition, for the consumer-lag figure.
+        self.position: dict[int, int] = dict(sink.committed_offsets())
+        self._lag_lock = threading.Lock()
+        self._lag_consumer = Consumer(
+            {"bootstrap.servers": kafka_bootstrap, "group.id": "shopstream-lag", "enable.auto.commit": False}
+        )
+
+    def __call__(self, batch: DataFrame, spark_batch_id: int) -> None:
+        self.in_batch = True
+        try:
+            self._write(batch, spark_batch_id)
+        finally:
+            self.in_batch = False
+
+    def _write(self, batch: DataFrame, spark_batch_id: int) -> None:
+        started_at = datetime.now(UTC)
+        began = time.perf_counter()
+        validated = parse_and_validate(batch).toArrow()
+        spark_seconds = time.perf_counter() - began
+        result = self.sink.write(
+            validated, spark_query_id=self.query_id, spark_batch_id=spark_batch_id, started_at=started_at
+        )
+        seconds = time.perf_counter() - began
+        for partition, offset in result.end_offsets.items():
+            self.position[partition] = max(offset, self.position.get(partition, 0))
+        self.summary.add(result)
+        self.summary.results.append(result)
+        lag = self.lag()
+        lag_text = "?" if lag is None else f"{lag:,}"
+        if result.batch_id is None:
+            log.info(
+                "spark batch %d: %d messages already committed, nothing written; lag %s; %.2f s",
+                spark_batch_id,
+                result.already_committed,
+                lag_text,
+                seconds,
+            )
+            return
+        log.info(
+            "batch %d (spark %d): %d messages -> %d rows, %d rejects, %d duplicates%s; lag %s; "
+            "%.2f s (spark %.2f s, postgres %.2f s)",
+            result.batch_id,
+            spark_batch_id,
+            result.messages_consumed,
+            result.rows_written,
+            result.rejects,
+            result.duplicates,
+            f", {result.already_committed} already committed" if result.already_committed else "",
+            lag_text,
+            seconds,
+            spark_seconds,
+            seconds - spark_seconds,
+        )
+
+    def lag(self) -> int | None:
+        """Messages in Kafka not yet in Bronze, summed over partitions (None if Kafka did not answer)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            with self._lag_lock:  # the batch thread and the idle watch share the consumer
+                marks = _watermarks(self._lag_consumer, self.topic, timeout=2, topic_partition=TopicPartition)
+        except KafkaException:
+            return None
+        return sum(max(0, high - self.position.get(partition, low)) for partition, (low, high) in marks.items())
+
+    def close(self) -> None:
+        self._lag_consumer.close()
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT ask for a clean stop (the running batch finishes or rolls back)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("stop requested (%s)", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, request_stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _is_fatal(error: BaseException) -> bool:
+    text = str(error)
+    # failOnDataLoss: offsets we have not read are gone from Kafka. Restarting cannot help.
+    return "data may have been lost" in text or "failOnDataLoss" in text
+
+
+def run_stream(
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    database_url: str,
+    kafka_bootstrap: str,
+    trigger_seconds: float = 0.0,
+    until_idle: float | None = None,
+    max_offsets_per_trigger: int = DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+    stop: threading.Event | None = None,
+) -> StreamSummary:
+    """Run the Kafka -> Bronze query until ``until_idle`` seconds pass without data, or ``stop``.
+
+    A failed query run (broker or PostgreSQL unreachable for longer than the sink's
+    retries) is restarted from its checkpoint with backoff.
+    """
+    from shopstream_assets.lib.kafka_admin import ensure_topic
+
+    topic = settings.topic
+    stop = stop or threading.Event()
+    checkpoint = checkpoint_dir(settings, topic)
+    summary = StreamSummary()
+    began = time.monotonic()
+    retrying(
+        lambda: ensure_topic(kafka_bootstrap, topic, settings.topic_partitions),
+        what=f"reaching Kafka at {kafka_bootstrap}",
+        transient=(Exception,),
+    )
+    with BronzeSink(database_url, topic, source=SOURCE_STREAM) as sink, _stop_on_signals(stop):
+        writer = _BatchWriter(sink, kafka_bootstrap, topic, summary)
+        try:
+            failures = 0
+            while not stop.is_set():
+                batches_before = summary.batches
+                try:
+                    finished = _run_query_once(
+                        spark,
+                        settings,
+                        writer,
+                        checkpoint,
+                        kafka_bootstrap=kafka_bootstrap,
+                        trigger_seconds=trigger_seconds,
+                        until_idle=until_idle,
+                        max_offsets_per_trigger=max_offsets_per_trigger,
+                        stop=stop,
+                    )
+                except Exception as error:  # noqa: BLE001 -- py4j surfaces every failure as a generic exception
+                    if stop.is_set():
+                        break
+                    if _is_fatal(error):
+                        raise StreamJobError(f"the stream cannot go on: {_first_line(error)}") from error
+                    failures = 0 if summary.batches > batches_before else failures + 1
+                    if failures >= MAX_CONSECUTIVE_RESTARTS:
+                        raise StreamJobError(
+                            f"the stream failed {failures} times in a row; last error: {_first_line(error)}"
+                        ) from error
+                    delay = min(2.0**failures, 30.0)
+                    summary.restarts += 1
+                    log.warning(
+                        "stream query failed (%s); restarting from the checkpoint in %.0f s (%d/%d)",
+                        _first_line(error),
+                        delay,
+                        failures,
+                        MAX_CONSECUTIVE_RESTARTS,
+                    )
+                    stop.wait(delay)
+                    continue
+                if finished:
+                    break
+        finally:
+            writer.close()
+    summary.seconds = time.monotonic() - began
+    return summary
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    for line in text.splitlines():
+        if line.strip() and "Traceback" not in line:
+            return line.strip()[:300]
+    return type(error).__name__
+
+
+def _run_query_once(
+    spark: SparkSession,
+    settings: Settings,
+    writer: _BatchWriter,
+    checkpoint: Path,
+    *,
+    kafka_bootstrap: str,
+    trigger_seconds: float,
+    until_idle: float | None,
+    max_offsets_per_trigger: int,
+    stop: threading.Event,
+) -> bool:
+    """Start the query and watch it; True when it ended on purpose (idle or stop)."""
+    topic = settings.topic
+    if has_checkpoint(checkpoint):
+        start = "earliest"  # ignored by Spark: the checkpoint's offsets win
+        log.info("resuming from checkpoint %s", checkpoint)
+    else:
+        committed = writer.sink.committed_offsets()
+        partitions = sorted(watermarks(kafka_bootstrap, topic))
+        start = starting_offsets(topic, partitions, committed)
+        log.info(
+            "no checkpoint at %s: starting from %s",
+            checkpoint,
+            "the earliest offsets" if start == "earliest" else f"the offsets stored in bronze.ingest_batches {start}",
+        )
+    source = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", start)
+        .option("failOnDataLoss", "true")
+        .option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
+        .option("includeHeaders", "true")
+        .load()
+    )
+    stream_writer = source.writeStream.foreachBatch(writer).option("checkpointLocation", str(checkpoint))
+    if trigger_seconds > 0:
+        stream_writer = stream_writer.trigger(processingTime=f"{trigger_seconds} seconds")
+    query = stream_writer.start()
+    writer.query_id = str(query.id)
+    idle_since = time.monotonic()
+    try:
+        while True:
+            if query.awaitTermination(0.25):
+                # Ended without our stop: awaitTermination raised if it failed.
+                return stop.is_set()
+            if stop.is_set():
+                return True
+            if until_idle is None:
+                continue
+            # Idle = no batch running and Bronze holds every offset the topic has. Polled at
+            # most every half second: it asks the broker for the partitions' high watermarks.
+            now = time.monotonic()
+            if writer.in_batch or writer.lag() != 0:
+                idle_since = now
+            elif now - idle_since >= until_idle:
+                log.info("no new data for %.0f s: stopping", until_idle)
+                return True
+    finally:
+        try:
+            query.stop()
+        except Exception as error:  # noqa: BLE001 -- a stop interrupted by a signal; the JVM cleans up
+            log.debug("query.stop(): %s", error)
+
+
+# ---------------------------------------------------------------------------------------------
+# The batch replay (Dagster's on-demand Bronze materialization)
+
+
+@dataclass
+class ReplaySummary:
+    chunks: int = 0
+    messages: int = 0
+    rows_written: int = 0
+    rejects: int = 0
+    duplicates: int = 0
+    already_committed: int = 0
+    batch_ids: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def replay_topic(
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    database_url: str | None = None,
+    kafka_bootstrap: str | None = None,
+    topic: str | None = None,
+    max_offsets_per_chunk: int = DEFAULT_REPLAY_CHUNK,
+) -> ReplaySummary:
+    """Write into Bronze whatever the topic holds beyond the ledger's offsets, in batch mode.
+
+    Reads ``spark.read.format("kafka")`` from the stored end offsets (earliest where none)
+    up to the latest offsets at the time of the call, in chunks of at most
+    ``max_offsets_per_chunk`` messages, through the same transforms and sink as the
+    stream (``source='replay'``). Safe beside a running stream: the sink's lock and
+    offset check write every message once, whoever gets there first.
+    """
+    if database_url is None or kafka_bootstrap is None:
+        found = resolve_endpoints(settings)
+        database_url = database_url or found.database_url
+        kafka_bootstrap = kafka_bootstrap or found.kafka_bootstrap
+    topic = topic or settings.topic
+    began = time.monotonic()
+    summary = ReplaySummary()
+    marks = watermarks(kafka_bootstrap, topic)
+    if not marks:
+        raise StreamJobError(f"topic {topic!r} does not exist on {kafka_bootstrap}")
+    with BronzeSink(database_url, topic, source=SOURCE_REPLAY) as sink:
+        position = {partition: max(low, 0) for partition, (low, _) in marks.items()}
+        position.update({p: o for p, o in sink.committed_offsets().items() if p in position})
+        latest = {partition: high for partition, (_, high) in marks.items()}
+        per_partition = max(1, max_offsets_per_chunk // len(marks))
+        while any(position[p] < latest[p] for p in position):
+            end = {p: min(latest[p], position[p] + per_partition) for p in position}
+            messages = (
+                spark.read.format("kafka")
+                .option("kafka.bootstrap.servers", kafka_bootstrap)
+                .option("subscribe", topic)
+                .option("startingOffsets", json.dumps({topic: {str(p): o for p, o in position.items()}}))
+                .option("endingOffsets", json.dumps({topic: {str(p): o for p, o in end.items()}}))
+                .option("failOnDataLoss", "true")
+                .option("includeHeaders", "true")
+                .load()
+            )
+            started_at = datetime.now(UTC)
+            result = sink.write(parse_and_validate(messages).toArrow(), started_at=started_at)
+            summary.chunks += 1
+            summary.messages += result.messages_consumed
+            summary.rows_written += result.rows_written
+            summary.rejects += result.rejects
+            summary.duplicates += result.duplicates
+            summary.already_committed += result.already_committed
+            if result.batch_id is not None:
+                summary.batch_ids.append(result.batch_id)
+            log.info(
+                "replay chunk %d: %d messages -> %d rows, %d rejects, %d duplicates, %d already committed",
+                summary.chunks,
+                result.messages_consumed,
+                result.rows_written,
+                result.rejects,
+                result.duplicates,
+                result.already_committed,
+            )
+            position = end
+    summary.seconds = time.monotonic() - began
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    # py4j logs every callback at INFO.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def stream_command(
+    trigger: Annotated[
+        float,
+        typer.Option(
+            "--trigger", min=0, help="Seconds between micro-batch starts; 0 = next batch as soon as one commits."
+        ),
+    ] = 0,
+    until_idle: Annotated[
+        float | None,
+        typer.Option("--until-idle", min=0, help="Exit after this many seconds without new data (tests, benchmarks)."),
+    ] = None,
+    max_offsets_per_trigger: Annotated[
+        int, typer.Option("--max-offsets-per-trigger", min=1, help="Most messages one micro-batch reads.")
+    ] = DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+) -> None:
+    """Stream the clickstream topic into Bronze (PostgreSQL), exactly once."""
+    from shopstream_assets.lib.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings)
+    try:
+        found = resolve_endpoints(settings)
+        spark = build_spark_session(settings)
+    except (RuntimeError, StreamJobError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    try:
+        summary = run_stream(
+            spark,
+            settings,
+            database_url=found.database_url,
+            kafka_bootstrap=found.kafka_bootstrap,
+            trigger_seconds=trigger,
+            until_idle=until_idle,
+            max_offsets_per_trigger=max_offsets_per_trigger,
+        )
+    except StreamJobError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    finally:
+        spark.stop()
+    rate = summary.messages / summary.seconds if summary.seconds else 0.0
+    typer.echo(
+        f"stream stopped: {summary.batches} batches, {summary.messages} messages -> {summary.rows_written} rows, "
+        f"{summary.rejects} rejects, {summary.duplicates} duplicates in {summary.seconds:.1f} s ({rate:,.0f} msg/s)",
+        err=True,
+    )
