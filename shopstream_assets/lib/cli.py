@@ -11,6 +11,7 @@ import typer
 from dashboard.cli import dashboard_command
 from shopstream_assets.lib.bench.dashboard import dashboard_benchmark_command
 from shopstream_assets.lib.bench.dbt import dbt_benchmark_command
+from shopstream_assets.lib.bench.freshness import freshness_benchmark_command
 from shopstream_assets.lib.bench.ingest import ingest_benchmark_command
 from shopstream_assets.lib.bench.produce import produce_benchmark_command
 from shopstream_assets.lib.settings import SettingsError, load_settings
@@ -35,6 +36,26 @@ app.command("dashboard")(dashboard_command)
 bench_app.command("dashboard")(dashboard_benchmark_command)
 app.command("stream")(stream_command)
 bench_app.command("ingest")(ingest_benchmark_command)
+bench_app.command("freshness")(freshness_benchmark_command)
+
+dagster_app = typer.Typer(help="Dagster's webserver and daemon on this project's instance.", no_args_is_help=True)
+app.add_typer(dagster_app, name="dagster")
+
+
+@dagster_app.command("webserver")
+def dagster_webserver_command() -> None:
+    """Write dagster.yaml, prepare the dbt manifest, then become dagster-webserver (the UI)."""
+    from shopstream_assets.lib.dagster_instance import main
+
+    main(["webserver"])
+
+
+@dagster_app.command("daemon")
+def dagster_daemon_command() -> None:
+    """Write dagster.yaml, prepare the dbt manifest, then become dagster-daemon (sensors, schedules, run queue)."""
+    from shopstream_assets.lib.dagster_instance import main
+
+    main(["daemon"])
 
 
 def fail(message: str) -> typer.Exit:

@@ -41,7 +41,10 @@ class StackPlan:
 
 def plan_children(settings: Settings) -> StackPlan:
     """Pipeline processes, each one a `shopstream` sub-command in its own process group."""
-    return StackPlan(children=[])
+    from shopstream_assets.lib.dagster_instance import dagster_processes
+
+    children = [Child(process.name, process.command, process.url) for process in dagster_processes(settings)]
+    return StackPlan(children=children)
 
 
 def _status_line(endpoints: Endpoints, topic: str, previous: tuple[float, int] | None) -> tuple[str, tuple[float, int]]:

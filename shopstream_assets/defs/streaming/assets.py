@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from shopstream_assets.defs.resources import KafkaResource, PostgresResource, ShopstreamSparkResource
 from shopstream_assets.lib.settings import load_settings
 
 settings = load_settings()
@@ -14,3 +15,56 @@ kafka_clickstream = dg.AssetSpec(
     owners=["team:data-engineering"],
     metadata={"topic": settings.topic, "partitions": settings.topic_partitions, "retention": "7 days"},
 )
+
+
+@dg.asset(
+    key=dg.AssetKey(["bronze", "clickstream_events"]),
+    deps=[kafka_clickstream],
+    description=(
+        "Validated clickstream events in PostgreSQL (`bronze.clickstream_events`), exactly once per Kafka "
+        "offset; rejects in `bronze.clickstream_rejects`, one ledger row per batch in `bronze.ingest_batches`. "
+        "The Spark stream writes it continuously (the Bronze sensor records each batch range here); "
+        "materializing it replays the topic beyond the ledger's offsets in a Spark batch job."
+    ),
+    group_name="streaming",
+    kinds={"spark", "postgres"},
+    owners=["team:data-engineering"],
+    metadata={"relation": "bronze.clickstream_events", "writer": "streaming/job.py"},
+)
+def clickstream_events(
+    context: dg.AssetExecutionContext,
+    pyspark: ShopstreamSparkResource,
+    postgres: PostgresResource,
+    kafka: KafkaResource,
+) -> dg.MaterializeResult:
+    """Replay the topic into Bronze with the stream's own transforms and sink (idempotent)."""
+    from streaming.job import replay_topic
+
+    topic = kafka.topic_name()
+    summary = replay_topic(
+        pyspark.spark_session,
+        load_settings(),
+        database_url=postgres.url(),
+        kafka_bootstrap=kafka.bootstrap_servers(),
+        topic=topic,
+    )
+    context.log.info(
+        f"replayed {topic}: {summary.messages:,} new messages -> {summary.rows_written:,} rows, "
+        f"{summary.rejects:,} rejects, {summary.duplicates:,} duplicates, "
+        f"{summary.already_committed:,} already in Bronze, in {summary.seconds:.1f} s"
+    )
+    batch_range = f"{summary.batch_ids[0]}-{summary.batch_ids[-1]}" if summary.batch_ids else "none"
+    return dg.MaterializeResult(
+        metadata={
+            "source": "replay",
+            "topic": topic,
+            "messages": summary.messages,
+            "rows_written": summary.rows_written,
+            "rejects": summary.rejects,
+            "duplicates": summary.duplicates,
+            "already_committed": summary.already_committed,
+            "batch_range": batch_range,
+            "chunks": summary.chunks,
+            "seconds": dg.MetadataValue.float(round(summary.seconds, 2)),
+        }
+    )

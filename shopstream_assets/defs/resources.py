@@ -1,0 +1,108 @@
+"""Resources every ShopStream definition shares, resolved from the SHOPSTREAM_* settings.
+
+Endpoints are looked up when a run or a sensor tick uses them, not when the code location
+loads: the UI opens (and shows the graph) even while PostgreSQL or Kafka is down.
+"""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from importlib import metadata
+
+import dagster as dg
+import psycopg
+from dagster_dbt import DbtCliResource
+from dagster_pyspark import LazyPySparkResource
+from packaging import version
+
+from shopstream_assets.defs.dbt.project import shopstream_dbt_project
+from shopstream_assets.lib import database
+from shopstream_assets.lib.dagster_instance import dbt_profile_environment, venv_executable
+from shopstream_assets.lib.services import Endpoints, endpoints
+from shopstream_assets.lib.settings import Settings, load_settings
+
+
+def current_endpoints() -> tuple[Settings, Endpoints]:
+    settings = load_settings()
+    return settings, endpoints(settings)
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """ShopStream's PostgreSQL (Bronze, Silver, Gold): SHOPSTREAM_DATABASE_URL or the embedded server."""
+
+    database_url: str | None = None
+
+    def url(self) -> str:
+        return self.database_url or current_endpoints()[1].database_url
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        """An autocommit connection: the callers only read."""
+        with database.connect(self.url(), autocommit=True) as conn:
+            yield conn
+
+
+class KafkaResource(dg.ConfigurableResource):
+    """The clickstream topic and its broker: SHOPSTREAM_KAFKA_BOOTSTRAP / SHOPSTREAM_TOPIC or the embedded one."""
+
+    bootstrap: str | None = None
+    topic: str | None = None
+
+    def bootstrap_servers(self) -> str:
+        return self.bootstrap or current_endpoints()[1].kafka_bootstrap
+
+    def topic_name(self) -> str:
+        return self.topic or load_settings().topic
+
+
+class ShopstreamDbtCliResource(DbtCliResource):
+    """dbt from this venv, with the SHOPSTREAM_DB_* variables its profile reads set for the run.
+
+    They are derived from the current endpoints at run start, so the profile always names the
+    database the rest of the pipeline uses, however the process was started.
+    """
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        super().setup_for_execution(context)
+        os.environ.update(dbt_profile_environment(current_endpoints()[1]))
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        # dagster-dbt asks `dbt --version`, a whole dbt start-up (2-3 s) in every run; the
+        # executable is this venv's, so its version is the installed dbt-core's.
+        return version.parse(metadata.version("dbt-core"))
+
+
+class ShopstreamSparkResource(LazyPySparkResource):
+    """The lazy dagster-pyspark session, built by the stream's own session factory.
+
+    ``streaming.job.build_spark_session`` adds the Kafka connector jars (resolving them on
+    first use), UTC and quiet logs; ``spark_config`` adds to that. The session lives as long
+    as the run worker process.
+    """
+
+    def _init_session(self) -> None:
+        if self._spark_session is None:
+            from streaming.job import build_spark_session
+
+            self._spark_session = build_spark_session(
+                load_settings(), app_name="shopstream-dagster-replay", extra_conf=self.spark_config
+            )
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={
+            "dbt": ShopstreamDbtCliResource(
+                project_dir=shopstream_dbt_project, dbt_executable=venv_executable("dbt")
+            ),
+            "pyspark": ShopstreamSparkResource(spark_config={}),
+            "postgres": PostgresResource(),
+            "kafka": KafkaResource(),
+        },
+        # One process per run, no process per step: a dbt run is one step, and a step
+        # subprocess would load the code location again (seconds of event-to-Gold latency).
+        executor=dg.in_process_executor,
+    )

@@ -1,0 +1,142 @@
+"""Checks on Bronze: its rows add up, few messages are rejected, and Bronze keeps up with Kafka.
+
+The stream writes Bronze outside Dagster, so these run on a clock (defs/quality.py), after
+an on-demand Bronze materialization and from the asset's Checks tab.
+"""
+
+import dagster as dg
+
+from shopstream_assets.defs.resources import KafkaResource, PostgresResource
+from shopstream_assets.lib.kafka_admin import end_offsets
+
+BRONZE_KEY = dg.AssetKey(["bronze", "clickstream_events"])
+# Real producers send a little broken data (the simulator's --bad-ratio imitates it); more than
+# 5 % of a recent hour means a producer or the schema changed.
+MAX_REJECT_RATE = 0.05
+REJECT_RATE_WINDOW = "1 hour"
+# Messages in Kafka not yet in Bronze. About ten seconds at the target rate of 1,000 events/s
+# plus one full micro-batch; above it the stream is down or falling behind.
+MAX_CONSUMER_LAG = 10_000
+
+
+@dg.asset_check(
+    asset=BRONZE_KEY,
+    name="row_count",
+    description=(
+        "Bronze is not empty and holds exactly the rows its ledger says were written "
+        "(count(*) = sum(bronze.ingest_batches.rows_written) for the topic)."
+    ),
+    blocking=False,
+)
+def bronze_row_count(postgres: PostgresResource, kafka: KafkaResource) -> dg.AssetCheckResult:
+    topic = kafka.topic_name()
+    with postgres.connect() as conn:
+        table_rows, ledger_rows, batches = conn.execute(
+            """
+            select (select count(*) from bronze.clickstream_events where kafka_topic = %(topic)s),
+                   coalesce(sum(rows_written), 0), count(*)
+            from bronze.ingest_batches where kafka_topic = %(topic)s
+            """,
+            {"topic": topic},
+        ).fetchone()
+    metadata = {
+        "rows": table_rows,
+        "ledger_rows_written": ledger_rows,
+        "batches": batches,
+        "topic": topic,
+    }
+    if table_rows != ledger_rows:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"bronze.clickstream_events has {table_rows:,} rows but the ledger says {ledger_rows:,}",
+            metadata=metadata,
+        )
+    return dg.AssetCheckResult(
+        passed=table_rows > 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None if table_rows else f"no rows yet for topic {topic}",
+        metadata=metadata,
+    )
+
+
+@dg.asset_check(
+    asset=BRONZE_KEY,
+    name="reject_rate",
+    description=(
+        f"At most {MAX_REJECT_RATE:.0%} of the messages committed in the last {REJECT_RATE_WINDOW} were rejected."
+    ),
+)
+def bronze_reject_rate(postgres: PostgresResource, kafka: KafkaResource) -> dg.AssetCheckResult:
+    topic = kafka.topic_name()
+    with postgres.connect() as conn:
+        messages, rejects = conn.execute(
+            "select coalesce(sum(messages_consumed), 0), coalesce(sum(rejects), 0) from bronze.ingest_batches"
+            f" where kafka_topic = %s and committed_at > now() - interval '{REJECT_RATE_WINDOW}'",
+            (topic,),
+        ).fetchone()
+        reasons = conn.execute(
+            "select reason, count(*) from bronze.clickstream_rejects"
+            f" where kafka_topic = %s and ingested_at > now() - interval '{REJECT_RATE_WINDOW}'"
+            " group by reason order by 2 desc",
+            (topic,),
+        ).fetchall()
+    rate = rejects / messages if messages else 0.0
+    return dg.AssetCheckResult(
+        passed=rate <= MAX_REJECT_RATE,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "reject_rate": dg.MetadataValue.float(round(rate, 5)),
+            "messages": messages,
+            "rejects": rejects,
+            "rejects_by_reason": dg.MetadataValue.json(
+                {reason: count for reason, count in reasons}
+            ),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=BRONZE_KEY,
+    name="consumer_lag",
+    description=(
+        f"Messages in Kafka not yet in Bronze stay under {MAX_CONSUMER_LAG:,}: the broker's end offsets "
+        "against the end offsets committed in bronze.ingest_batches. Spark commits no consumer-group "
+        "offsets to Kafka, so no Kafka tool can show this lag."
+    ),
+)
+def bronze_consumer_lag(postgres: PostgresResource, kafka: KafkaResource) -> dg.AssetCheckResult:
+    topic = kafka.topic_name()
+    broker = end_offsets(kafka.bootstrap_servers(), topic)
+    if not broker:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"topic {topic} does not exist on {kafka.bootstrap_servers()}",
+        )
+    # Imported here: pyarrow costs every run worker ~0.5 s at start-up, and only this check needs it.
+    from streaming.bronze_sink import committed_offsets
+
+    with postgres.connect() as conn:
+        committed = committed_offsets(conn, topic)
+    # A partition Bronze never wrote lags by all it holds (counted from offset 0; retention
+    # may have dropped some, so this can overstate, never understate, a young topic's lag).
+    lag_by_partition = {
+        str(partition): max(0, high - committed.get(partition, 0))
+        for partition, high in sorted(broker.items())
+    }
+    total_lag = sum(lag_by_partition.values())
+    return dg.AssetCheckResult(
+        passed=total_lag <= MAX_CONSUMER_LAG,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "lag": total_lag,
+            "lag_by_partition": dg.MetadataValue.json(lag_by_partition),
+            "broker_end_offsets": dg.MetadataValue.json(
+                {str(p): o for p, o in sorted(broker.items())}
+            ),
+            "bronze_end_offsets": dg.MetadataValue.json(
+                {str(p): o for p, o in sorted(committed.items())}
+            ),
+        },
+    )

@@ -1,0 +1,219 @@
+"""The Bronze sensor: new ingestion batches -> one Bronze materialization + one dbt run.
+
+The Spark stream writes Bronze outside Dagster, one ``bronze.ingest_batches`` row per
+committed micro-batch; ``batch_id`` grows in commit order, so the last one seen is the
+sensor's whole cursor. On each tick:
+
+* no batch after the cursor: skip;
+* a dbt run this sensor launched is still queued or running: skip WITHOUT moving the
+  cursor, so the next run covers every batch that landed meanwhile (one catch-up run,
+  not a queue of them);
+* otherwise: record a Bronze materialization for the batch range (rows, rejects,
+  duplicates, end offsets), request one run of every Silver and Gold model (job
+  ``refresh_silver_gold``) with run key ``bronze-<first>-<last>``, and move the cursor to
+  ``<last>``. The incremental models read Bronze by their own ``batch_id`` cursor, so a
+  run covers whatever committed before it starts, and a failed run is made good by the next.
+
+Why not ``AutomationCondition.eager()`` on the dbt assets: it requests a run when Bronze
+changes, but a change that lands while that run is in progress is folded into the run
+already under way and is lost (dagster issue 24650) -- Gold then waits for the next
+batch. The ``dbt`` pool (limit 1 in dagster.yaml) is the hard guard against two dbt runs
+at once whatever starts them (this sensor, the schedule, the UI).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import dagster as dg
+
+from shopstream_assets.defs.resources import KafkaResource, PostgresResource
+from shopstream_assets.lib.settings import load_settings
+
+SENSOR_NAME = "bronze_sensor"
+BRONZE_KEY = dg.AssetKey(["bronze", "clickstream_events"])
+# Every dbt model (keys silver/<model> and gold/<model>, see defs/dbt/assets.py), without
+# the dbt tests: they scan whole tables and would hold every refresh; defs/quality.py runs them.
+refresh_silver_gold_job = dg.define_asset_job(
+    name="refresh_silver_gold",
+    selection=dg.AssetSelection.key_prefixes("silver", "gold").without_checks(),
+    description="Every Silver and Gold dbt model, incrementally, without the dbt tests (the Bronze sensor's runs).",
+)
+BATCH_RANGE_TAG = "shopstream/bronze_batches"
+# Statuses of a run that has not finished; NOT_STARTED is a run the daemon is launching.
+IN_FLIGHT_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """The new ledger rows of one topic, summed."""
+
+    first_batch_id: int
+    last_batch_id: int
+    batches: int
+    stream_batches: int
+    messages: int
+    rows_written: int
+    rejects: int
+    duplicates: int
+    end_offsets: dict[str, int]
+    min_event_time: datetime | None
+    max_event_time: datetime | None
+    last_committed_at: datetime
+
+    @property
+    def run_key(self) -> str:
+        return f"bronze-{self.first_batch_id}-{self.last_batch_id}"
+
+
+def new_batches(postgres: PostgresResource, topic: str, after_batch_id: int) -> BatchRange | None:
+    """The batches of ``topic`` committed after ``after_batch_id``, or None."""
+    with postgres.connect() as conn:
+        row = conn.execute(
+            """
+            select min(batch_id), max(batch_id), count(*), count(*) filter (where source = 'stream'),
+                   coalesce(sum(messages_consumed), 0), coalesce(sum(rows_written), 0),
+                   coalesce(sum(rejects), 0), coalesce(sum(duplicates), 0),
+                   min(min_event_time), max(max_event_time), max(committed_at)
+            from bronze.ingest_batches
+            where kafka_topic = %s and batch_id > %s
+            """,
+            (topic, after_batch_id),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        # Next offset per partition after the range: the max over the ledger up to its end.
+        offsets = conn.execute(
+            """
+            select offsets.key, max((offsets.value)::bigint)
+            from bronze.ingest_batches as batches, jsonb_each_text(batches.end_offsets) as offsets
+            where batches.kafka_topic = %s and batches.batch_id <= %s
+            group by offsets.key
+            """,
+            (topic, row[1]),
+        ).fetchall()
+    return BatchRange(
+        first_batch_id=row[0],
+        last_batch_id=row[1],
+        batches=row[2],
+        stream_batches=row[3],
+        messages=row[4],
+        rows_written=row[5],
+        rejects=row[6],
+        duplicates=row[7],
+        end_offsets={
+            partition: offset
+            for partition, offset in sorted(offsets, key=lambda item: int(item[0]))
+        },
+        min_event_time=row[8],
+        max_event_time=row[9],
+        last_committed_at=row[10],
+    )
+
+
+def latest_batch_id(postgres: PostgresResource, topic: str) -> int:
+    with postgres.connect() as conn:
+        (latest,) = conn.execute(
+            "select coalesce(max(batch_id), 0) from bronze.ingest_batches where kafka_topic = %s",
+            (topic,),
+        ).fetchone()
+    return latest
+
+
+def bronze_materialization(batch_range: BatchRange, topic: str) -> dg.AssetMaterialization:
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "source": "stream"
+        if batch_range.stream_batches == batch_range.batches
+        else "stream and replay",
+        "topic": topic,
+        "batch_range": f"{batch_range.first_batch_id}-{batch_range.last_batch_id}",
+        "batches": batch_range.batches,
+        "messages": batch_range.messages,
+        "rows_written": batch_range.rows_written,
+        "rejects": batch_range.rejects,
+        "duplicates": batch_range.duplicates,
+        "end_offsets": dg.MetadataValue.json(batch_range.end_offsets),
+        "last_committed_at": dg.MetadataValue.timestamp(batch_range.last_committed_at),
+    }
+    if batch_range.min_event_time is not None and batch_range.max_event_time is not None:
+        metadata["event_time_range"] = (
+            f"{batch_range.min_event_time.isoformat()} .. {batch_range.max_event_time.isoformat()}"
+        )
+    return dg.AssetMaterialization(
+        asset_key=BRONZE_KEY,
+        description=f"{batch_range.batches} ingestion batches committed to bronze.clickstream_events",
+        metadata=metadata,
+    )
+
+
+def dbt_runs_in_flight(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
+    """Runs this sensor launched that have not finished (the daemon tags them with the sensor's name)."""
+    return list(
+        instance.get_run_records(
+            filters=dg.RunsFilter(
+                statuses=IN_FLIGHT_STATUSES, tags={"dagster/sensor_name": SENSOR_NAME}
+            ),
+            limit=5,
+        )
+    )
+
+
+@dg.sensor(
+    name=SENSOR_NAME,
+    description=(
+        "Polls bronze.ingest_batches; when batches have committed and no dbt run it launched is still "
+        "queued or running, records a Bronze materialization and requests one run of every dbt model "
+        "(run key bronze-<first>-<last>). While a run is in flight it skips without moving its cursor, "
+        "so the next run covers the backlog."
+    ),
+    job=refresh_silver_gold_job,
+    minimum_interval_seconds=load_settings().sensor_interval_seconds,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def bronze_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource, kafka: KafkaResource
+) -> dg.SensorResult | dg.SkipReason:
+    last_seen = int(context.cursor) if context.cursor else 0
+    topic = kafka.topic_name()
+    # Identity values are never reused, so a cursor beyond the ledger means Bronze was
+    # recreated (a new database) while Dagster's storage kept the old cursor.
+    bronze_recreated = last_seen > latest_batch_id(postgres, topic)
+    if bronze_recreated:
+        context.log.warning(
+            f"cursor {last_seen} is beyond bronze.ingest_batches for {topic}: starting over"
+        )
+        last_seen = 0
+    batch_range = new_batches(postgres, topic, last_seen)
+    if batch_range is None:
+        skip = dg.SkipReason(
+            f"no new batches in bronze.ingest_batches for topic {topic} after batch {last_seen}"
+        )
+        return dg.SensorResult(skip_reason=skip, cursor="0") if bronze_recreated else skip
+    in_flight = dbt_runs_in_flight(context.instance)
+    if in_flight:
+        run = in_flight[0].dagster_run
+        covering = run.tags.get(BATCH_RANGE_TAG, "?")
+        return dg.SkipReason(
+            f"{batch_range.batches} new batches ({batch_range.first_batch_id}-{batch_range.last_batch_id}) wait: "
+            f"dbt run {run.run_id[:8]} for batches {covering} is {run.status.value}; "
+            "the next run will cover them all"
+        )
+    context.log.info(
+        f"batches {batch_range.first_batch_id}-{batch_range.last_batch_id}: {batch_range.rows_written:,} rows, "
+        f"{batch_range.rejects:,} rejects, {batch_range.duplicates:,} duplicates -> dbt run {batch_range.run_key}"
+    )
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=batch_range.run_key,
+                tags={BATCH_RANGE_TAG: f"{batch_range.first_batch_id}-{batch_range.last_batch_id}"},
+            )
+        ],
+        asset_events=[bronze_materialization(batch_range, topic)],
+        cursor=str(batch_range.last_batch_id),
+    )

@@ -1,0 +1,223 @@
+"""The whole loop through real Dagster processes: stream -> Bronze -> sensor -> dbt -> Gold, and a
+Gold materialization launched through the webserver's GraphQL API as the UI's button does."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from shopstream_assets.defs.streaming.sensors import BATCH_RANGE_TAG, SENSOR_NAME
+from shopstream_assets.lib.dagster_instance import (
+    daemon_command,
+    dagster_environment,
+    dbt_profile_environment,
+    dbt_target_dir,
+    prepare_dbt_manifest,
+    webserver_command,
+    webserver_url,
+)
+from shopstream_assets.lib.database import connect
+from shopstream_assets.lib.services import Endpoints, free_port
+from shopstream_assets.lib.settings import Settings, load_settings
+
+DAILY_METRICS = dg.AssetKey(["gold", "mart_daily_metrics"])
+STAGING = dg.AssetKey(["silver", "stg_clickstream_events"])
+LOOP_TIMEOUT_S = 300
+STREAM = "import typer; from streaming.job import stream_command; typer.run(stream_command)"
+
+LAUNCH = """
+mutation Launch($executionParams: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+LOCATIONS = (
+    "{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus } } } }"
+)
+RUN_STATUS = (
+    "query Run($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } } }"
+)
+
+
+def _graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = json.load(response)
+    assert "errors" not in payload, payload
+    return payload["data"]
+
+
+def _wait(what: str, condition: Callable[[], Any], timeout: float, logs: Path) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    tails = "\n".join(
+        f"--- {log.name}\n{log.read_text()[-2500:]}" for log in sorted(logs.glob("*.log"))
+    )
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
+
+
+def _sensor_runs(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
+    return list(
+        instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}))
+    )
+
+
+def _gold_events(database_url: str) -> int:
+    with connect(database_url) as conn:
+        exists = conn.execute("select to_regclass('gold.mart_daily_metrics')").fetchone()[0]
+        if exists is None:
+            return 0
+        return conn.execute(
+            "select coalesce(sum(events), 0) from gold.mart_daily_metrics"
+        ).fetchone()[0]
+
+
+@pytest.mark.slow
+def test_stream_sensor_dbt_loop_and_ui_materialization(
+    process_env: Settings,
+    shopstream_env: dict[str, str],
+    database_url: str,
+    kafka_bootstrap: str,
+    dagster_instance: dg.DagsterInstance,
+    tmp_path: Path,
+    spawn_process: Callable[..., Any],
+) -> None:
+    found = Endpoints(
+        database_url, shopstream_env["SHOPSTREAM_DASHBOARD_DATABASE_URL"], kafka_bootstrap
+    )
+    # What `shopstream up` does before starting Dagster: the manifest for this database.
+    prepare_dbt_manifest(
+        dbt_profile_environment(found), dbt_target_dir(process_env), progress=lambda message: None
+    )
+    env = dagster_environment(
+        process_env, found, base={**shopstream_env, "SHOPSTREAM_DAGSTER_PORT": str(free_port())}
+    )
+    settings = load_settings(env)
+    logs = tmp_path / "logs"
+
+    spawn_process(daemon_command(), env=env, name="dagster-daemon")
+    spawn_process(webserver_command(settings), env=env, name="dagster-webserver")
+    spawn_process([sys.executable, "-c", STREAM], env=env, name="stream")
+    spawn_process(
+        [
+            sys.executable,
+            "-m",
+            "streaming.producer",
+            "--rate",
+            "150",
+            "--duration",
+            "150",
+            "--quiet",
+        ],
+        env=env,
+        name="producer",
+    )
+
+    # The stream writes Bronze, the sensor fires, dbt succeeds, Gold has the events.
+    first_gold = _wait(
+        "a successful sensor-launched dbt run and Gold rows",
+        lambda: (
+            _gold_events(database_url)
+            if any(
+                record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+                for record in _sensor_runs(dagster_instance)
+            )
+            else 0
+        ),
+        LOOP_TIMEOUT_S,
+        logs,
+    )
+    # Events keep arriving: a later run moves Gold on.
+    _wait(
+        "Gold to change", lambda: _gold_events(database_url) > first_gold, LOOP_TIMEOUT_S / 2, logs
+    )
+
+    runs = sorted(_sensor_runs(dagster_instance), key=lambda record: record.create_timestamp)
+    finished = [record for record in runs if record.end_time is not None]
+    for earlier, later in zip(finished, finished[1:], strict=False):
+        assert later.start_time >= earlier.end_time, "two dbt runs overlapped"
+    ranges = [
+        tuple(map(int, record.dagster_run.tags[BATCH_RANGE_TAG].split("-"))) for record in runs
+    ]
+    for (_, last), (first, _) in zip(ranges, ranges[1:], strict=False):
+        assert first == last + 1, f"batch ranges are not contiguous: {ranges}"
+    # Models only: the dbt tests stay off the refresh's critical path (defs/quality.py runs them).
+    assert all(not record.dagster_run.asset_check_selection for record in runs)
+    staged = dagster_instance.get_latest_materialization_event(STAGING)
+    assert (
+        staged is not None and staged.asset_materialization.metadata["dagster/row_count"].value > 0
+    )
+
+    # The UI's "Materialize" on gold/mart_daily_metrics: launchPipelineExecution on the asset job.
+    url = webserver_url(settings)
+    locations = _wait(
+        "the webserver to load the code location",
+        lambda: [
+            entry["name"]
+            for entry in _graphql(url, LOCATIONS)["workspaceOrError"].get("locationEntries", [])
+            if entry["loadStatus"] == "LOADED"
+        ],
+        120,
+        logs,
+    )
+    launched = _graphql(
+        url,
+        LAUNCH,
+        {
+            "executionParams": {
+                "selector": {
+                    "repositoryLocationName": locations[0],
+                    "repositoryName": "__repository__",
+                    "pipelineName": "__ASSET_JOB",
+                    "assetSelection": [{"path": DAILY_METRICS.path}],
+                },
+                "mode": "default",
+                "executionMetadata": {"tags": []},
+                "runConfigData": {},
+            }
+        },
+    )["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    status = _wait(
+        "the UI-launched run to finish",
+        lambda: (
+            (state := _graphql(url, RUN_STATUS, {"runId": run_id})["runOrError"]["status"])
+            in ("SUCCESS", "FAILURE", "CANCELED")
+            and state
+        ),
+        180,
+        logs,
+    )
+    assert status == "SUCCESS"
+    run = dagster_instance.get_run_by_id(run_id)
+    assert run is not None and run.asset_selection == {DAILY_METRICS}
+    # The model's dbt tests ran with it, as asset checks.
+    checks = dagster_instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    assert checks
+    assert {
+        record.event_log_entry.dagster_event.event_specific_data.asset_key for record in checks
+    } == {DAILY_METRICS}
