@@ -157,12 +157,19 @@ def migrate_command() -> None:
 
 @app.command("up")
 def up_command(
+    rate: Annotated[
+        float, typer.Option("--rate", min=0, help="Simulated events per second; 0 starts no producer.")
+    ] = 100.0,
     no_status: Annotated[bool, typer.Option("--no-status", help="Print no live status line.")] = False,
 ) -> None:
-    """Start the whole pipeline; Ctrl-C stops everything it started."""
+    """Start the whole pipeline: servers, topic, producer, Spark stream, Dagster, dashboard.
+
+    Ctrl-C (or SIGTERM) stops everything it started; what was delivered to Kafka is in
+    Bronze after the next start.
+    """
     from shopstream_assets.lib.stack import run_stack
 
-    sys.exit(run_stack(settings_or_exit(), live_status=not no_status))
+    sys.exit(run_stack(settings_or_exit(), live_status=not no_status, producer_rate=rate))
 
 
 @app.command("test-setup", hidden=True)

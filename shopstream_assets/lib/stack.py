@@ -34,16 +34,34 @@ class Child:
 
 @dataclass
 class StackPlan:
-    """The processes `up` runs beside the servers; later parts of the pipeline add theirs here."""
+    """The processes `up` runs beside the servers, in start order (stopped in reverse)."""
 
     children: list[Child] = field(default_factory=list)
 
 
-def plan_children(settings: Settings) -> StackPlan:
-    """Pipeline processes, each one a `shopstream` sub-command in its own process group."""
+DEFAULT_PRODUCER_RATE = 100.0
+SHOPSTREAM = [sys.executable, "-m", "shopstream_assets.lib.cli"]
+
+
+def plan_children(settings: Settings, *, producer_rate: float = DEFAULT_PRODUCER_RATE) -> StackPlan:
+    """Pipeline processes, each one a `shopstream` sub-command in its own process group.
+
+    The consumer side starts before the producer so the first events are picked up at once;
+    the dashboard last, when there is something to show.
+    """
     from shopstream_assets.lib.dagster_instance import dagster_processes
 
-    children = [Child(process.name, process.command, process.url) for process in dagster_processes(settings)]
+    children = [Child("stream", [*SHOPSTREAM, "stream"])]
+    children += [Child(process.name, process.command, process.url) for process in dagster_processes(settings)]
+    if producer_rate > 0:
+        children.append(Child("producer", [*SHOPSTREAM, "produce", "--rate", f"{producer_rate:g}", "--quiet"]))
+    children.append(
+        Child(
+            "dashboard",
+            [*SHOPSTREAM, "dashboard", "--port", str(settings.dashboard_port)],
+            f"http://{settings.bind_address}:{settings.dashboard_port}",
+        )
+    )
     return StackPlan(children=children)
 
 
@@ -77,7 +95,13 @@ def _status_line(endpoints: Endpoints, topic: str, previous: tuple[float, int] |
     return line, (now, in_topic)
 
 
-def run_stack(settings: Settings, *, live_status: bool = True, echo: Callable[[str], None] = typer.echo) -> int:
+def run_stack(
+    settings: Settings,
+    *,
+    live_status: bool = True,
+    producer_rate: float = DEFAULT_PRODUCER_RATE,
+    echo: Callable[[str], None] = typer.echo,
+) -> int:
     """Start servers and pipeline processes; on Ctrl-C or SIGTERM stop all of them. Returns an exit code."""
     stopping = False
 
@@ -93,7 +117,7 @@ def run_stack(settings: Settings, *, live_status: bool = True, echo: Callable[[s
         "postgresql": EmbeddedPostgres(settings).pid() is not None,
         "kafka": EmbeddedKafka(settings).pid() is not None,
     }
-    plan = plan_children(settings)
+    plan = plan_children(settings, producer_rate=producer_rate)
     exit_code = 0
     try:
         endpoints = start_services(settings, progress=lambda message: echo(message))
