@@ -11,6 +11,7 @@ import typer
 from dashboard.cli import dashboard_command
 from shopstream_assets.lib.bench.dashboard import dashboard_benchmark_command
 from shopstream_assets.lib.bench.dbt import dbt_benchmark_command
+from shopstream_assets.lib.bench.e2e import e2e_benchmark_command
 from shopstream_assets.lib.bench.freshness import freshness_benchmark_command
 from shopstream_assets.lib.bench.ingest import ingest_benchmark_command
 from shopstream_assets.lib.bench.produce import produce_benchmark_command
@@ -37,6 +38,7 @@ bench_app.command("dashboard")(dashboard_benchmark_command)
 app.command("stream")(stream_command)
 bench_app.command("ingest")(ingest_benchmark_command)
 bench_app.command("freshness")(freshness_benchmark_command)
+bench_app.command("e2e")(e2e_benchmark_command)
 
 dagster_app = typer.Typer(help="Dagster's webserver and daemon on this project's instance.", no_args_is_help=True)
 app.add_typer(dagster_app, name="dagster")
