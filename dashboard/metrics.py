@@ -2,13 +2,22 @@
 
 ``gold.mart_daily_metrics`` (dbt) is the other, SQL definition of the same formulas for one
 UTC day; the tests hold the two equal day by day. The dashboard sums the counts over a
-period (and, with filters, over the Silver rows the filters select) and applies these
-formulas, so a period's rate is a ratio of sums, never an average of daily rates.
+period and over the Gold segment cells its filters select (``gold.mart_daily_segment_metrics``
+and ``gold.mart_daily_segment_sessions``, whose YAML is the SQL side of these definitions)
+and applies these formulas, so a period's rate is a ratio of sums, never an average of
+daily rates.
 
-Revenue per user divides by *user-days* (a user active on three days of the period counts
-three times): that is the daily mart's definition summed over days, which keeps the counts
-additive and the unfiltered Overview on Gold. For a single day it is exactly the reference's
-"Total Revenue / Unique Users".
+Unique users are *user-days*: each (user, UTC day) counts once, in the segment cell of the
+user's first event that day. Unfiltered, a user active on three days of the period counts
+three times (the daily mart's unique users summed over days; for one day exactly the
+reference's "Total Revenue / Unique Users"). Under a country or device filter they are the
+user-days that began in the selected countries or devices; under a category filter, those
+whose first event of the day was on a product of the selected categories. Revenue per user
+under a filter is the filtered revenue over those user-days, so with a category filter it is
+the categories' revenue per user-day that began in them.
+
+Sessions have no category (a session spans products): sessions and cart abandonment follow
+the country and device filters only, over all categories.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ class PeriodCounts:
     purchases: int = 0
     units_sold: int = 0
     revenue: float = 0.0
-    # Sum over days of each day's distinct users (see the module docstring).
+    # User-days: each (user, day) once, in the cell of its first event (module docstring).
     user_days: int = 0
     sessions: int = 0
     abandoned_cart_sessions: int = 0
@@ -100,7 +109,7 @@ KPIS: tuple[Kpi, ...] = (
         lambda c: _percent(c.abandoned_cart_sessions, c.sessions),
         "percent",
         False,
-        "Sessions with a cart and no purchase / sessions x 100",
+        "Sessions with a cart and no purchase / sessions x 100 (sessions have no category)",
     ),
     Kpi(
         "average_order_value",
@@ -116,7 +125,7 @@ KPIS: tuple[Kpi, ...] = (
         lambda c: _ratio(c.revenue, c.user_days),
         "naira",
         True,
-        "Revenue / unique users (per day, summed over the period's days)",
+        "Revenue / unique users (user-days: a user counts once per day, in the segment of the day's first event)",
     ),
 )
 KPI_BY_KEY: dict[str, Kpi] = {kpi.key: kpi for kpi in KPIS}

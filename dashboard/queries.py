@@ -5,12 +5,15 @@ Pages call these functions and never write SQL. Values always travel as query pa
 text spliced into one. Results are cached per argument set for a few seconds
 (``st.cache_data``), so several open tabs and widget clicks share one query per refresh.
 
-Sources: the Overview reads Gold (``gold.mart_daily_metrics``, ``mart_conversion_funnel``,
-``mart_product_performance``) while no country/device/category filter is set. Gold's daily
-marts have no such dimensions, so a filtered Overview reads Silver
-(``silver.stg_clickstream_events`` and ``silver.int_user_sessions``) and produces the same
-additive counts, to which ``dashboard.metrics`` applies the same formulas. User Behavior
-reads ``gold.mart_user_behavior`` and ``gold.mart_hot_leads``; Live Stream reads Bronze.
+Sources: everything the Overview shows comes from Gold, filtered or not, in a few hundred
+rows per day. Event measures and users come from ``gold.mart_daily_segment_metrics`` (per
+day, country, device and product category), session measures and the funnel from
+``gold.mart_daily_segment_sessions`` (per day, country and device: a session has no
+category, so the category filter leaves them over all categories), top products from
+``gold.mart_product_daily``. Their columns are additive: a query sums the cells the filters
+select, and ``dashboard.metrics`` applies the KPI formulas to the sums (see its docstring for
+what "unique users" means under a filter). User Behavior reads ``gold.mart_user_behavior``
+and ``gold.mart_hot_leads``; Live Stream reads Bronze and ``gold.refresh_log``.
 """
 
 from __future__ import annotations
@@ -39,10 +42,6 @@ class Filters:
     countries: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
-
-    @property
-    def has_dimensions(self) -> bool:
-        return bool(self.countries or self.devices or self.categories)
 
     def previous(self) -> Filters:
         """The period of the same length just before this one, same dimensions."""
@@ -73,9 +72,10 @@ select min(metric_date) as first_day, max(metric_date) as last_day
 from gold.mart_daily_metrics
 """
 
+# The segments that have ever had events: a few rows per day of a small Gold mart.
 FILTER_COUNTRIES_DEVICES = """
 select distinct country, device_type
-from silver.int_user_sessions
+from gold.mart_daily_segment_sessions
 order by country, device_type
 """
 
@@ -85,132 +85,83 @@ from gold.mart_product_performance
 order by product_category
 """
 
-# Gold: the daily mart's counts, summed over the period (ratios are taken in Python).
-GOLD_DAILY_COUNTS = """
-select
-    metric_date,
-    events,
-    page_views,
-    add_to_carts,
-    purchases,
-    units_sold,
-    revenue,
-    unique_users as user_days,
-    sessions,
-    abandoned_cart_sessions
-from gold.mart_daily_metrics
-where metric_date between %(start)s and %(end)s
-order by metric_date
-"""
-
-# Silver, same counts and same day rules as the daily mart: event measures on the event's
-# UTC day, session measures on the day the session started. An empty array filters nothing.
-# A category filter keeps the sessions that touched the category, measured on its events.
-_FILTERED_EVENTS = """
-filtered_events as (
-    select event_date, user_id, session_id, is_page_view, is_add_to_cart, is_purchase,
-        quantity, line_revenue
-    from silver.stg_clickstream_events
-    where event_date between %(start)s and %(end)s
+# An empty array selects everything: `cardinality(x) = 0 or column = any(x)`.
+_EVENT_CELLS = """
+    where metric_date between %(start)s and %(end)s
         and (cardinality(%(countries)s::text[]) = 0 or country = any(%(countries)s::text[]))
         and (cardinality(%(devices)s::text[]) = 0 or device_type = any(%(devices)s::text[]))
-        and (cardinality(%(categories)s::text[]) = 0 or product_category = any(%(categories)s::text[]))
-)"""
+        and (cardinality(%(categories)s::text[]) = 0 or product_category = any(%(categories)s::text[]))"""
 
-_SESSION_MEASURES = """
-session_measures as (
-    select
-        sessions.session_id,
-        sessions.session_date,
-        count(*) filter (where events.is_page_view) as page_views,
-        count(*) filter (where events.is_add_to_cart) as add_to_carts,
-        count(*) filter (where events.is_purchase) as purchases
-    from silver.int_user_sessions as sessions
-    inner join silver.stg_clickstream_events as events
-        on events.session_id = sessions.session_id
-    where sessions.session_date between %(start)s and %(end)s
-        and (cardinality(%(countries)s::text[]) = 0 or sessions.country = any(%(countries)s::text[]))
-        and (cardinality(%(devices)s::text[]) = 0 or sessions.device_type = any(%(devices)s::text[]))
-        and (cardinality(%(categories)s::text[]) = 0
-            or events.product_category = any(%(categories)s::text[]))
-    group by sessions.session_id, sessions.session_date
-)"""
+# Sessions have no category (gold.mart_daily_segment_sessions): only country and device apply.
+_SESSION_CELLS = """
+    where metric_date between %(start)s and %(end)s
+        and (cardinality(%(countries)s::text[]) = 0 or country = any(%(countries)s::text[]))
+        and (cardinality(%(devices)s::text[]) = 0 or device_type = any(%(devices)s::text[]))"""
 
-SILVER_DAILY_COUNTS = f"""
-with {_FILTERED_EVENTS},
-{_SESSION_MEASURES},
-event_totals as (
+# One row per day with :class:`PeriodCounts` columns: the selected cells' sums.
+DAILY_COUNTS = f"""
+with event_days as (
     select
-        event_date as metric_date,
-        count(*) as events,
-        count(*) filter (where is_page_view) as page_views,
-        count(*) filter (where is_add_to_cart) as add_to_carts,
-        count(*) filter (where is_purchase) as purchases,
-        coalesce(sum(quantity) filter (where is_purchase), 0) as units_sold,
-        coalesce(sum(line_revenue), 0) as revenue,
-        count(distinct user_id) as user_days
-    from filtered_events
-    group by event_date
+        metric_date,
+        sum(events) as events,
+        sum(page_views) as page_views,
+        sum(add_to_carts) as add_to_carts,
+        sum(purchases) as purchases,
+        sum(units_sold) as units_sold,
+        sum(revenue) as revenue,
+        sum(user_days) as user_days
+    from gold.mart_daily_segment_metrics{_EVENT_CELLS}
+    group by metric_date
 ),
-session_totals as (
+session_days as (
     select
-        session_date as metric_date,
-        count(*) as sessions,
-        count(*) filter (where add_to_carts > 0 and purchases = 0) as abandoned_cart_sessions
-    from session_measures
-    group by session_date
+        metric_date,
+        sum(sessions) as sessions,
+        sum(abandoned_cart_sessions) as abandoned_cart_sessions
+    from gold.mart_daily_segment_sessions{_SESSION_CELLS}
+    group by metric_date
 )
 select
-    coalesce(event_totals.metric_date, session_totals.metric_date) as metric_date,
-    coalesce(event_totals.events, 0) as events,
-    coalesce(event_totals.page_views, 0) as page_views,
-    coalesce(event_totals.add_to_carts, 0) as add_to_carts,
-    coalesce(event_totals.purchases, 0) as purchases,
-    coalesce(event_totals.units_sold, 0) as units_sold,
-    coalesce(event_totals.revenue, 0) as revenue,
-    coalesce(event_totals.user_days, 0) as user_days,
-    coalesce(session_totals.sessions, 0) as sessions,
-    coalesce(session_totals.abandoned_cart_sessions, 0) as abandoned_cart_sessions
-from event_totals
-full outer join session_totals
-    on event_totals.metric_date = session_totals.metric_date
+    coalesce(event_days.metric_date, session_days.metric_date) as metric_date,
+    coalesce(event_days.events, 0) as events,
+    coalesce(event_days.page_views, 0) as page_views,
+    coalesce(event_days.add_to_carts, 0) as add_to_carts,
+    coalesce(event_days.purchases, 0) as purchases,
+    coalesce(event_days.units_sold, 0) as units_sold,
+    coalesce(event_days.revenue, 0) as revenue,
+    coalesce(event_days.user_days, 0) as user_days,
+    coalesce(session_days.sessions, 0) as sessions,
+    coalesce(session_days.abandoned_cart_sessions, 0) as abandoned_cart_sessions
+from event_days
+full outer join session_days
+    on event_days.metric_date = session_days.metric_date
 order by metric_date
-"""
-
-GOLD_FUNNEL = """
-select
-    coalesce(sum(viewed_sessions), 0) as viewed_sessions,
-    coalesce(sum(carted_sessions), 0) as carted_sessions,
-    coalesce(sum(purchased_sessions), 0) as purchased_sessions
-from gold.mart_conversion_funnel
-where metric_date between %(start)s and %(end)s
 """
 
 # The funnel's rule (gold.mart_conversion_funnel): a step counts sessions that reached it
 # and every step before it.
-SILVER_FUNNEL = f"""
-with {_SESSION_MEASURES}
+FUNNEL = f"""
 select
-    count(*) filter (where page_views > 0) as viewed_sessions,
-    count(*) filter (where page_views > 0 and add_to_carts > 0) as carted_sessions,
-    count(*) filter (where page_views > 0 and add_to_carts > 0 and purchases > 0) as purchased_sessions
-from session_measures
+    coalesce(sum(viewed_sessions), 0) as viewed_sessions,
+    coalesce(sum(carted_sessions), 0) as carted_sessions,
+    coalesce(sum(purchased_sessions), 0) as purchased_sessions
+from gold.mart_daily_segment_sessions{_SESSION_CELLS}
 """
 
-# The product mart holds all-time totals per product; only the category filter applies.
-TOP_PRODUCTS = """
+# The period's products by revenue, every filter applied (the product's category for the
+# category filter); ranks are taken over the selected cells, ties sharing a rank.
+TOP_PRODUCTS = f"""
 select
-    revenue_rank,
+    rank() over (order by sum(revenue) desc) as revenue_rank,
     product_id,
-    product_name,
-    product_category,
-    revenue,
-    units_sold,
-    purchases,
-    views,
-    view_to_purchase_rate
-from gold.mart_product_performance
-where cardinality(%(categories)s::text[]) = 0 or product_category = any(%(categories)s::text[])
+    min(product_name) as product_name,
+    min(product_category) as product_category,
+    sum(revenue) as revenue,
+    sum(units_sold) as units_sold,
+    sum(purchases) as purchases,
+    sum(views) as views
+from gold.mart_product_daily{_EVENT_CELLS}
+group by product_id
 order by revenue desc, product_id
 limit %(limit)s
 """
@@ -237,8 +188,7 @@ def filter_options() -> dict[str, list[str]]:
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def daily_counts(filters: Filters) -> pd.DataFrame:
     """One row per day of the period with :class:`PeriodCounts` columns."""
-    statement = SILVER_DAILY_COUNTS if filters.has_dimensions else GOLD_DAILY_COUNTS
-    return fetch(statement, filters.params())
+    return fetch(DAILY_COUNTS, filters.params())
 
 
 def period_counts(filters: Filters) -> PeriodCounts:
@@ -251,14 +201,13 @@ def period_counts(filters: Filters) -> PeriodCounts:
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def funnel(filters: Filters) -> dict[str, int]:
-    statement = SILVER_FUNNEL if filters.has_dimensions else GOLD_FUNNEL
-    row = fetch(statement, filters.params()).iloc[0]
+    row = fetch(FUNNEL, filters.params()).iloc[0]
     return {name: int(row[name] or 0) for name in ("viewed_sessions", "carted_sessions", "purchased_sessions")}
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
-def top_products(categories: tuple[str, ...] = (), limit: int = 10) -> pd.DataFrame:
-    return fetch(TOP_PRODUCTS, {"categories": list(categories), "limit": limit})
+def top_products(filters: Filters, limit: int = 10) -> pd.DataFrame:
+    return fetch(TOP_PRODUCTS, {**filters.params(), "limit": limit})
 
 
 # ---------------------------------------------------------------------------------------
@@ -419,31 +368,27 @@ where batches.kafka_topic = %(topic)s
 group by 1
 """
 
-# Gold's ingestion cursor is the newest Bronze batch folded into the daily mart; its events'
-# time against now is the event-to-Gold freshness. Statistics times are the best Gold-wide
-# "last refresh" PostgreSQL keeps (dbt leaves no timestamp in the marts).
+# gold.refresh_log's newest row is the last complete dbt refresh of Gold: its start time and
+# the newest Bronze batch Gold then held, whose newest event time against now is the
+# event-to-Gold freshness. The log is indexed on refreshed_at, so this reads one row.
 GOLD_STATUS = """
-with gold_cursor as (
-    select max(last_batch_id) as batch_id from gold.mart_daily_metrics
+with last_refresh as (
+    select refreshed_at, gold_batch_id
+    from gold.refresh_log
+    order by refreshed_at desc
+    limit 1
 )
 select
-    gold_cursor.batch_id as gold_batch_id,
-    batches.committed_at as gold_batch_committed_at,
+    last_refresh.gold_batch_id,
+    last_refresh.refreshed_at as gold_refreshed_at,
     (
         select max(earlier.max_event_time)
         from bronze.ingest_batches as earlier
-        where earlier.batch_id <= gold_cursor.batch_id
+        where earlier.batch_id <= last_refresh.gold_batch_id
     ) as gold_newest_event_time,
-    (
-        select max(greatest(stats.last_analyze, stats.last_autoanalyze, stats.last_vacuum,
-            stats.last_autovacuum))
-        from pg_stat_user_tables as stats
-        where stats.schemaname = 'gold'
-    ) as gold_statistics_at,
     now() as database_now
-from gold_cursor
-left join bronze.ingest_batches as batches
-    on batches.batch_id = gold_cursor.batch_id
+from (select) as always_one_row
+left join last_refresh on true
 """
 
 

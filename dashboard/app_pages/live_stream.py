@@ -28,13 +28,13 @@ def health(per_second: pd.DataFrame, lag: IngestLag) -> None:
         gold = queries.gold_status()
     except NotBuiltYet:
         # The stream runs before dbt's first build: Bronze health is still worth showing.
-        gold = {"gold_newest_event_time": None, "gold_batch_id": None, "gold_statistics_at": None}
+        gold = {"gold_newest_event_time": None, "gold_batch_id": None, "gold_refreshed_at": None}
     now = _timestamp(summary["database_now"])
     last_batch_at = _timestamp(summary["last_batch_committed_at"])
     gold_event_time = _timestamp(gold["gold_newest_event_time"])
     gold_batch = gold["gold_batch_id"]
     has_gold = gold_batch is not None and not pd.isna(gold_batch)
-    gold_refreshed = _timestamp(gold["gold_statistics_at"])
+    gold_refreshed = _timestamp(gold["gold_refreshed_at"])
 
     recent = per_second.loc[per_second["second"] >= now - pd.Timedelta(seconds=60), "events"] if now else []
     rate = float(pd.Series(recent, dtype=float).sum()) / 60.0
@@ -69,8 +69,8 @@ def health(per_second: pd.DataFrame, lag: IngestLag) -> None:
         ui.ago(gold_refreshed, now) if gold_refreshed is not None else ("unknown" if has_gold else "not built"),
         border=True,
         help=(
-            f"Gold holds Bronze up to batch #{int(gold_batch)}. The time is PostgreSQL's latest statistics "
-            "update on a Gold table."
+            f"Gold holds Bronze up to batch #{int(gold_batch)}. The start of the last dbt run that built "
+            "every Gold mart (gold.refresh_log)."
             if has_gold
             else "Gold has not been built yet."
         ),

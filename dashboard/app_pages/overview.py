@@ -14,9 +14,17 @@ DEFAULT_DAYS = 7
 
 st.title("Overview")
 st.caption(
-    "The reference KPIs for the selected period, each against the period of the same length before it. "
-    "Gold tables serve the unfiltered view; a country, device or category filter reads Silver."
+    "The reference KPIs for the selected period, each against the period of the same length before it, "
+    "from Gold's daily segment tables whatever the filters."
 )
+
+# Sessions (cart abandonment, the funnel) have no category: they follow country and device only.
+SESSIONS_IGNORE_CATEGORY = "A session spans categories: the category filter does not apply to sessions."
+# What a category filter means for the KPIs that are not event counts (dashboard.metrics).
+CATEGORY_SCOPE: dict[str, str] = {
+    "cart_abandonment_rate": SESSIONS_IGNORE_CATEGORY,
+    "revenue_per_user": "Users here: user-days whose first event was on a product of the selected categories.",
+}
 
 
 def filter_bar(first_day: date, last_day: date) -> Filters:
@@ -49,6 +57,7 @@ def kpi_cards(filters: Filters) -> None:
     columns = [*st.columns(4), *st.columns(4)]
     for column, kpi in zip(columns, KPIS, strict=False):
         delta = change(current[kpi.key], previous[kpi.key])
+        scope = f" {CATEGORY_SCOPE[kpi.key]}" if filters.categories and kpi.key in CATEGORY_SCOPE else ""
         column.metric(
             kpi.label,
             format_value(kpi, current[kpi.key]),
@@ -56,7 +65,7 @@ def kpi_cards(filters: Filters) -> None:
             delta_color="normal" if kpi.higher_is_better else "inverse",
             delta_description=f"vs previous {days} d" if delta is not None else None,
             help=f"{kpi.help}. Previous period: {previous_filters.start:%d %b} - {previous_filters.end:%d %b}: "
-            f"{format_value(kpi, previous[kpi.key])}.",
+            f"{format_value(kpi, previous[kpi.key])}.{scope}",
             border=True,
         )
     orders, previous_orders = (
@@ -92,12 +101,14 @@ def overview() -> None:
 
     funnel_col, products_col = st.columns(2)
     funnel_col.plotly_chart(charts.funnel(queries.funnel(filters)), key="funnel")
-    products = queries.top_products(filters.categories)
+    if filters.categories:
+        funnel_col.caption(f"Sessions of the selected countries and devices. {SESSIONS_IGNORE_CATEGORY}")
+    products = queries.top_products(filters)
     if products.empty:
-        products_col.info("No products in Gold yet.")
+        products_col.info("No product sold or viewed in this period and these filters.")
     else:
         products_col.plotly_chart(charts.top_products(products), key="top_products")
-        products_col.caption("All-time revenue from `gold.mart_product_performance`; only the category filter applies.")
+        products_col.caption("Revenue in the selected period and filters, from `gold.mart_product_daily`.")
 
 
 ui.live(overview)

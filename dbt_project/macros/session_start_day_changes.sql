@@ -7,14 +7,21 @@
     data, not the history.
 
     Columns: metric_date, sessions, abandoned_cart_sessions, viewed_sessions,
-    carted_sessions, purchased_sessions (funnel steps: reached this and every earlier step). -#}
-{% macro session_start_day_changes(events_relation, cursor) -%}
+    carted_sessions, purchased_sessions (funnel steps: reached this and every earlier step).
+
+    With by_segment=true the changes are per (metric_date, country, device_type) as well: a
+    session's country and device are those of its first event (int_user_sessions' rule), so
+    a late event that becomes a session's first event can move it between segments too. -#}
+{% macro session_start_day_changes(events_relation, cursor, by_segment=false) -%}
     with touched_events as (
 
         select
             touched.session_id,
+            touched.event_id,
             touched.event_timestamp,
             touched.batch_id,
+            touched.country,
+            touched.device_type,
             touched.is_page_view,
             touched.is_add_to_cart,
             touched.is_purchase
@@ -40,6 +47,14 @@
                 as old_carted,
             coalesce(bool_or(is_purchase) filter (where batch_id <= {{ cursor }}), false)
                 as old_purchased,
+            {%- if by_segment %}
+            (array_agg(country order by event_timestamp, event_id)
+                filter (where batch_id <= {{ cursor }}))[1] as old_country,
+            (array_agg(device_type order by event_timestamp, event_id)
+                filter (where batch_id <= {{ cursor }}))[1] as old_device_type,
+            (array_agg(country order by event_timestamp, event_id))[1] as new_country,
+            (array_agg(device_type order by event_timestamp, event_id))[1] as new_device_type,
+            {%- endif %}
             (min(event_timestamp) at time zone 'UTC')::date as new_start_date,
             bool_or(is_page_view) as new_viewed,
             bool_or(is_add_to_cart) as new_carted,
@@ -54,6 +69,10 @@
 
         select
             old_start_date as metric_date,
+            {%- if by_segment %}
+            old_country as country,
+            old_device_type as device_type,
+            {%- endif %}
             -1 as weight,
             old_viewed as viewed,
             old_carted as carted,
@@ -65,6 +84,10 @@
 
         select
             new_start_date as metric_date,
+            {%- if by_segment %}
+            new_country as country,
+            new_device_type as device_type,
+            {%- endif %}
             1 as weight,
             new_viewed as viewed,
             new_carted as carted,
@@ -75,6 +98,10 @@
 
     select
         metric_date,
+        {%- if by_segment %}
+        country,
+        device_type,
+        {%- endif %}
         sum(weight) as sessions,
         coalesce(sum(weight) filter (where carted and not purchased), 0)
             as abandoned_cart_sessions,
@@ -84,5 +111,5 @@
             as purchased_sessions
 
     from contributions
-    group by metric_date
+    group by metric_date{% if by_segment %}, country, device_type{% endif %}
 {%- endmacro %}

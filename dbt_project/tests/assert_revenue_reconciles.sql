@@ -1,5 +1,6 @@
 -- Revenue reconciliation: Silver purchase revenue equals the revenue of every Gold table
--- that sums it (days, products, sessions, users). Returns a row per layer that disagrees.
+-- that sums it (days, segments, products, product-days, sessions, users). Returns a row
+-- per layer that disagrees.
 {{ config(tags=['full_scan']) }}
 
 with silver as (
@@ -17,6 +18,12 @@ layers as (
     union all
     select 'mart_product_performance', coalesce(sum(revenue), 0)
     from {{ ref('mart_product_performance') }}
+    union all
+    select 'mart_daily_segment_metrics', coalesce(sum(revenue), 0)
+    from {{ ref('mart_daily_segment_metrics') }}
+    union all
+    select 'mart_product_daily', coalesce(sum(revenue), 0)
+    from {{ ref('mart_product_daily') }}
     union all
     select 'int_user_sessions', coalesce(sum(revenue), 0)
     from {{ ref('int_user_sessions') }}

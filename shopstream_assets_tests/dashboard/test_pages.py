@@ -55,7 +55,19 @@ def test_overview_shows_the_database_kpis_and_filters_change_them(shop: Shop, mo
         assert filtered[kpi.label] == format_value(kpi, ghana[kpi.key]), kpi.key
     assert filtered["Revenue"] != shown["Revenue"]
 
+    # Country, device and category together; the funnel says sessions ignore the category.
+    app.multiselect(key="overview_devices").set_value(["Mobile"])
+    app.multiselect(key="overview_categories").set_value(["Fashion"]).run()
+    assert not app.exception
+    combined = kpis_from_silver(shop.admin_url, start, last_day, "Ghana", devices=["Mobile"], categories=["Fashion"])
+    shown_combined = metrics(app)
+    for kpi in KPIS:
+        assert shown_combined[kpi.label] == format_value(kpi, combined[kpi.key]), kpi.key
+    assert "the category filter does not apply to sessions" in " ".join(str(c.value) for c in app.caption)
+
     # A one-day period: the KPIs are that day's row of the Gold mart.
+    app.multiselect(key="overview_devices").set_value([])
+    app.multiselect(key="overview_categories").set_value([])
     app.multiselect(key="overview_countries").set_value([]).run()
     app.date_input(key="overview_period").set_value((last_day, last_day)).run()
     one_day = kpis_from_silver(shop.admin_url, last_day, last_day)
@@ -88,6 +100,9 @@ def test_live_stream_shows_bronze_batches_rejects_and_gold_freshness(
     assert shown["Last Bronze batch"].endswith("ago")
     assert shown["Ingest lag"] == "unknown"  # no broker configured in this test
     assert shown["Event-to-Gold freshness"] != "–"
+    # The last Gold refresh is the dbt run's start in gold.refresh_log, seconds to minutes ago.
+    assert shown["Last Gold refresh"].endswith("ago")
+    assert scalar(shop.admin_url, "select count(*) from gold.refresh_log") >= 1
     assert len(app.get("plotly_chart")) == 2  # events per second, rejects by reason
     latest = app.dataframe[0].value
     newest = scalar(shop.admin_url, "select max(ingested_at) from bronze.clickstream_events")

@@ -11,7 +11,7 @@ from dashboard import charts, queries
 from dashboard.metrics import KPIS, PeriodCounts, kpi_values
 from shopstream_assets.lib import database
 from shopstream_assets_tests.dashboard.conftest import Shop, point_dashboard_at
-from shopstream_assets_tests.dashboard.expected import kpis_from_silver, scalar
+from shopstream_assets_tests.dashboard.expected import kpis_from_silver, scalar, top_products_from_silver
 
 
 def close(actual: float | None, expected: float | None) -> bool:
@@ -33,29 +33,95 @@ def test_kpi_formulas_equal_the_gold_daily_mart(shop: Shop) -> None:
             assert close(mine[kpi.key], day[kpi.key]), (day["metric_date"], kpi.key, mine[kpi.key], day[kpi.key])
 
 
-def test_silver_path_gives_the_gold_counts_when_the_filter_selects_everything(
-    shop: Shop, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_selecting_every_filter_value_gives_the_daily_marts(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The segment marts summed over every cell are the daily marts, users included."""
     point_dashboard_at(monkeypatch, shop.reader_url)
     _, last_day = queries.data_bounds()
     period = queries.Filters(last_day - timedelta(days=6), last_day)
     options = queries.filter_options()
-    everything = queries.Filters(period.start, period.end, countries=tuple(options["countries"]))
-    assert everything.has_dimensions and not period.has_dimensions
+    assert options["countries"] and options["devices"] and options["categories"]
+    everything = queries.Filters(
+        period.start, period.end, tuple(options["countries"]), tuple(options["devices"]), tuple(options["categories"])
+    )
     assert queries.period_counts(everything) == queries.period_counts(period)
     assert queries.funnel(everything) == queries.funnel(period)
 
+    with database.connect(shop.admin_url) as conn:
+        daily = conn.execute(
+            "select coalesce(sum(events), 0), coalesce(sum(revenue), 0), coalesce(sum(unique_users), 0),"
+            " coalesce(sum(sessions), 0), coalesce(sum(abandoned_cart_sessions), 0)"
+            " from gold.mart_daily_metrics where metric_date between %s and %s",
+            (period.start, period.end),
+        ).fetchone()
+        funnel = conn.execute(
+            "select coalesce(sum(viewed_sessions), 0), coalesce(sum(carted_sessions), 0),"
+            " coalesce(sum(purchased_sessions), 0)"
+            " from gold.mart_conversion_funnel where metric_date between %s and %s",
+            (period.start, period.end),
+        ).fetchone()
+    counts = queries.period_counts(period)
+    mine = (counts.events, counts.revenue, counts.user_days, counts.sessions, counts.abandoned_cart_sessions)
+    assert mine == (daily[0], float(daily[1]), daily[2], daily[3], daily[4])
+    assert tuple(queries.funnel(period).values()) == funnel
 
-def test_overview_counts_equal_an_independent_silver_computation(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+
+# (countries, devices, categories): single and combined filters. The simulator's users
+# switch devices and browse several categories a day, so user-days span cells.
+FILTER_CASES = (
+    ((), (), ()),
+    (("Ghana",), (), ()),
+    ((), ("Desktop",), ()),
+    ((), (), ("Electronics",)),
+    ((), (), ("Electronics", "Fashion")),
+    (("Nigeria",), ("Mobile", "Tablet"), ("Fashion",)),
+)
+
+
+@pytest.mark.parametrize(("countries", "devices", "categories"), FILTER_CASES)
+def test_filtered_overview_equals_an_independent_silver_computation(
+    shop: Shop,
+    monkeypatch: pytest.MonkeyPatch,
+    countries: tuple[str, ...],
+    devices: tuple[str, ...],
+    categories: tuple[str, ...],
+) -> None:
+    """KPIs, funnel and top products of a filtered period: Gold queries = Silver, recomputed."""
     point_dashboard_at(monkeypatch, shop.reader_url)
     _, last_day = queries.data_bounds()
     start = last_day - timedelta(days=6)
-    for country in (None, "Ghana"):
-        filters = queries.Filters(start, last_day, countries=(country,) if country else ())
-        mine = kpi_values(queries.period_counts(filters))
-        expected = kpis_from_silver(shop.admin_url, start, last_day, country)
-        for kpi in KPIS:
-            assert close(mine[kpi.key], expected[kpi.key]), (country, kpi.key)
+    filters = queries.Filters(start, last_day, countries, devices, categories)
+    counts = queries.period_counts(filters)
+    assert not counts.is_empty
+    mine = kpi_values(counts)
+    assert len(countries) <= 1
+    country = countries[0] if countries else None
+    expected = kpis_from_silver(shop.admin_url, start, last_day, country, devices=devices, categories=categories)
+    for kpi in KPIS:
+        assert close(mine[kpi.key], expected[kpi.key]), (kpi.key, mine[kpi.key], expected[kpi.key])
+    steps = queries.funnel(filters)
+    for step in ("viewed_sessions", "carted_sessions", "purchased_sessions"):
+        assert steps[step] == expected[step], step
+
+    products = queries.top_products(filters)
+    want = top_products_from_silver(
+        shop.admin_url, start, last_day, countries=countries, devices=devices, categories=categories
+    )
+    assert list(products["product_id"]) == list(want["product_id"])
+    assert [float(value) for value in products["revenue"]] == [float(value) for value in want["revenue"]]
+    assert list(products["purchases"]) == list(want["purchases"])
+    if categories:
+        assert set(products["product_category"]) <= set(categories)
+
+
+def test_top_products_follow_the_period(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    point_dashboard_at(monkeypatch, shop.reader_url)
+    first_day, last_day = queries.data_bounds()
+    whole = queries.top_products(queries.Filters(first_day, last_day), limit=100)
+    one_day = queries.top_products(queries.Filters(last_day, last_day), limit=100)
+    assert float(one_day["revenue"].sum()) < float(whole["revenue"].sum())
+    # Over all days the product-day mart adds up to the all-time product mart.
+    all_time = scalar(shop.admin_url, "select sum(revenue) from gold.mart_product_performance")
+    assert float(whole["revenue"].sum()) == float(all_time)
 
 
 INJECTIONS = (
@@ -74,7 +140,7 @@ def test_filter_values_reach_postgresql_only_as_parameters(shop: Shop, monkeypat
         filters = queries.Filters(last_day - timedelta(days=6), last_day, (attack,), (attack,), (attack,))
         assert queries.period_counts(filters).is_empty
         assert queries.funnel(filters) == {"viewed_sessions": 0, "carted_sessions": 0, "purchased_sessions": 0}
-        assert queries.top_products((attack,)).empty
+        assert queries.top_products(filters).empty
     assert scalar(shop.admin_url, "select count(*) from gold.mart_daily_metrics") > 0
     assert scalar(shop.admin_url, "select count(*) from silver.stg_clickstream_events") == before
 
@@ -93,7 +159,7 @@ def test_every_chart_builds_from_real_query_results(shop: Shop, monkeypatch: pyt
         charts.revenue_trend(daily),
         charts.conversion_trend(daily),
         charts.funnel(queries.funnel(filters)),
-        charts.top_products(queries.top_products()),
+        charts.top_products(queries.top_products(filters)),
         charts.rfm_tiers(queries.rfm_tiers()),
         charts.rfm_scores(queries.rfm_scores()),
         charts.rfm_scatter(queries.rfm_users()),

@@ -155,6 +155,76 @@ def product_performance(events: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
+SEGMENT = ["country", "device_type"]
+EVENT_SEGMENT = ["event_date", *SEGMENT, "product_category"]
+
+
+def daily_segment_metrics(events: pd.DataFrame) -> pd.DataFrame:
+    """Per (day, country, device, category) of the event; each user-day counted once, in
+    the cell of the user's first event that day (event time, then event_id)."""
+    grouped = events.groupby(EVENT_SEGMENT, sort=True)
+    cells = pd.DataFrame(
+        {
+            "events": grouped.size(),
+            "page_views": grouped["is_page_view"].sum(),
+            "add_to_carts": grouped["is_add_to_cart"].sum(),
+            "purchases": grouped["is_purchase"].sum(),
+            "units_sold": grouped["units_purchased"].sum(),
+            "revenue_cents": grouped["line_cents"].sum(),
+            "last_batch_id": grouped["batch_id"].max(),
+        }
+    )
+    first_events = (
+        events.sort_values(["user_id", "event_date", "event_timestamp", "event_id"])
+        .groupby(["user_id", "event_date"], sort=False)
+        .head(1)
+    )
+    cells["user_days"] = first_events.groupby(EVENT_SEGMENT).size().reindex(cells.index, fill_value=0)
+    return cells.reset_index().rename(columns={"event_date": "metric_date"})
+
+
+def daily_segment_sessions(events: pd.DataFrame, session_rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (day, country, device) with events: the sessions that started there (a session's
+    day, country and device are those of its first event)."""
+    cells = events.groupby(["event_date", *SEGMENT], sort=True)["batch_id"].max().rename("last_batch_id")
+    viewed = session_rows["page_views"] > 0
+    carted = viewed & (session_rows["add_to_carts"] > 0)
+    bought = carted & (session_rows["purchases"] > 0)
+    measures = session_rows.assign(
+        sessions=1,
+        abandoned_cart_sessions=session_rows["abandoned_cart"].astype("int64"),
+        viewed_sessions=viewed.astype("int64"),
+        carted_sessions=carted.astype("int64"),
+        purchased_sessions=bought.astype("int64"),
+    )
+    columns = ["sessions", "abandoned_cart_sessions", "viewed_sessions", "carted_sessions", "purchased_sessions"]
+    totals = measures.groupby(["session_date", *SEGMENT])[columns].sum()
+    totals.index = totals.index.set_names(["event_date", *SEGMENT])
+    result = pd.DataFrame(cells).join(totals, how="left").fillna({column: 0 for column in columns})
+    result[columns] = result[columns].astype("int64")
+    return result.reset_index().rename(columns={"event_date": "metric_date"})
+
+
+def product_daily(events: pd.DataFrame) -> pd.DataFrame:
+    grouped = events.groupby(["event_date", "product_id", *SEGMENT], sort=True)
+    return (
+        pd.DataFrame(
+            {
+                "product_name": grouped["product_name"].min(),
+                "product_category": grouped["product_category"].min(),
+                "views": grouped["is_page_view"].sum(),
+                "carts": grouped["is_add_to_cart"].sum(),
+                "purchases": grouped["is_purchase"].sum(),
+                "units_sold": grouped["units_purchased"].sum(),
+                "revenue_cents": grouped["line_cents"].sum(),
+                "last_batch_id": grouped["batch_id"].max(),
+            }
+        )
+        .reset_index()
+        .rename(columns={"event_date": "metric_date"})
+    )
+
+
 def quintile(values: pd.Series) -> pd.Series:
     """1 + floor(5 (rank - 1) / n), rank ascending, ties sharing the lowest rank."""
     ranks = values.rank(method="min", ascending=True)

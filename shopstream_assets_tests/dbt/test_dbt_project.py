@@ -34,15 +34,21 @@ pytestmark = pytest.mark.timeout(600)
 
 # Starts 20 min before midnight at 2 events/s, so sessions straddle two UTC days.
 SIMULATION_START = datetime(2026, 3, 1, 23, 40, tzinfo=UTC)
-SILVER_AND_GOLD = {
-    "silver.stg_clickstream_events": "event_id",
-    "silver.int_user_sessions": "session_id",
-    "gold.mart_daily_metrics": "metric_date",
-    "gold.mart_conversion_funnel": "metric_date",
-    "gold.mart_product_performance": "product_id",
-    "gold.mart_user_behavior": "user_id",
-    "gold.mart_hot_leads": "lead_rank",
+# Relation -> its key columns (the order rows are compared in).
+SILVER_AND_GOLD: dict[str, tuple[str, ...]] = {
+    "silver.stg_clickstream_events": ("event_id",),
+    "silver.int_user_sessions": ("session_id",),
+    "gold.mart_daily_metrics": ("metric_date",),
+    "gold.mart_daily_segment_metrics": ("metric_date", "country", "device_type", "product_category"),
+    "gold.mart_daily_segment_sessions": ("metric_date", "country", "device_type"),
+    "gold.mart_conversion_funnel": ("metric_date",),
+    "gold.mart_product_performance": ("product_id",),
+    "gold.mart_product_daily": ("metric_date", "product_id", "country", "device_type"),
+    "gold.mart_user_behavior": ("user_id",),
+    "gold.mart_hot_leads": ("lead_rank",),
 }
+# A log of runs, not a function of the data: compared on its own, not by full refresh.
+REFRESH_LOG = "gold.refresh_log"
 
 
 class Bronze:
@@ -96,8 +102,9 @@ _EVENT_COLUMNS = (
 
 
 def late_events(bronze: Bronze, tag: str) -> list[dict[str, Any]]:
-    """Events that change the past: a session's start moved back across midnight, and an
-    abandoned cart bought an hour later."""
+    """Events that change the past: a session's start moved back across midnight, an
+    abandoned cart bought an hour later, and a user-day's first event moved to another
+    device and category."""
     made: list[dict[str, Any]] = []
     # The first event of a session that started after midnight, re-dated to 23:59:59.
     after_midnight = bronze.query(
@@ -131,19 +138,51 @@ def late_events(bronze: Bronze, tag: str) -> list[dict[str, Any]]:
                 event_timestamp=format_timestamp(row[1] + timedelta(hours=1)),
             )  # fmt: skip
         )
+    # A user's first event of a day, copied one second earlier on another device and for a
+    # product of another category: the user-day and its session move to another segment.
+    first_of_day = bronze.query(
+        f"select {_EVENT_COLUMNS} from bronze.clickstream_events as e"
+        " where event_type = 'page_view'"
+        "   and event_timestamp - interval '1 second' >= date_trunc('day', event_timestamp at time zone 'UTC')"
+        "     at time zone 'UTC'"
+        "   and not exists (select 1 from bronze.clickstream_events as earlier"
+        "     where earlier.user_id = e.user_id and earlier.event_timestamp < e.event_timestamp"
+        "       and earlier.event_timestamp >= date_trunc('day', e.event_timestamp at time zone 'UTC')"
+        "         at time zone 'UTC')"
+        " order by event_timestamp desc, event_id limit 1"
+    )
+    for row in first_of_day:
+        category, device = row[7], row[10]
+        other_product = bronze.conn.execute(
+            "select product_id, product_name, product_category, product_price from bronze.clickstream_events"
+            " where product_category <> %s order by product_id limit 1",
+            (category,),
+        ).fetchone()
+        made.append(
+            _bronze_event(
+                row,
+                event_id=f"EVT_late_first_{tag}",
+                event_timestamp=format_timestamp(row[1] - timedelta(seconds=1)),
+                product_id=other_product[0],
+                product_name=other_product[1],
+                product_category=other_product[2],
+                product_price=float(other_product[3]),
+                device_type="Tablet" if device != "Tablet" else "Desktop",
+            )
+        )
     return made
 
 
 def snapshot(conn: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     return {
-        relation: conn.execute(f"select * from {relation} order by {key}").fetchall()
+        relation: conn.execute(f"select * from {relation} order by {', '.join(key)}").fetchall()
         for relation, key in SILVER_AND_GOLD.items()
     }
 
 
 def read_table(conn: psycopg.Connection, relation: str) -> pd.DataFrame:
     with conn.cursor() as cursor:
-        cursor.execute(f"select * from {relation} order by {SILVER_AND_GOLD[relation]}")
+        cursor.execute(f"select * from {relation} order by {', '.join(SILVER_AND_GOLD[relation])}")
         columns = [column.name for column in cursor.description]
         return pd.DataFrame(cursor.fetchall(), columns=columns, dtype=object)
 
@@ -157,10 +196,11 @@ def _to_cents(value: Any) -> Any:
 
 
 def assert_table_equals(
-    actual: pd.DataFrame, expected: pd.DataFrame, key: str, renames: dict[str, str] | None = None
+    actual: pd.DataFrame, expected: pd.DataFrame, key: Sequence[str], renames: dict[str, str] | None = None
 ) -> None:
     """Row for row, every column the reference computes (money compared in cents)."""
     renames = renames or {}
+    key = list(key)
     assert len(actual) == len(expected), f"{len(actual)} rows, expected {len(expected)}"
     expected = expected.sort_values(key, kind="stable").reset_index(drop=True)
     actual = actual.sort_values(key, kind="stable").reset_index(drop=True)
@@ -178,7 +218,7 @@ def assert_table_equals(
             want = expected.at[index, column]
             got = convert(actual.at[index, actual_column])
             assert reference.same_value(want, got), (
-                f"{actual_column} of {key}={expected.at[index, key]!r}: got {got!r}, expected {want!r}"
+                f"{actual_column} of {key}={tuple(expected.loc[index, key])!r}: got {got!r}, expected {want!r}"
             )
 
 
@@ -189,8 +229,11 @@ def assert_gold_equals_pandas(conn: psycopg.Connection) -> None:
     expected_tables = {
         "silver.int_user_sessions": sessions,
         "gold.mart_daily_metrics": reference.daily_metrics(events, sessions),
+        "gold.mart_daily_segment_metrics": reference.daily_segment_metrics(events),
+        "gold.mart_daily_segment_sessions": reference.daily_segment_sessions(events, sessions),
         "gold.mart_conversion_funnel": reference.conversion_funnel(events, sessions),
         "gold.mart_product_performance": reference.product_performance(events),
+        "gold.mart_product_daily": reference.product_daily(events),
         "gold.mart_user_behavior": users,
         "gold.mart_hot_leads": reference.hot_leads(sessions, users),
     }
@@ -204,6 +247,26 @@ def assert_gold_equals_pandas(conn: psycopg.Connection) -> None:
             raise AssertionError(f"{relation}: {error}") from None
 
 
+def build_and_check_refresh_log(bronze: Bronze, env: dict[str, str], tmp_path: Path, *extra: str) -> None:
+    """`dbt build`, then gold.refresh_log's newest row is this run: its start time and Gold's cursor."""
+    runs_before = bronze.query(f"select count(*) from {REFRESH_LOG}")[0][0] if _has_refresh_log(bronze) else 0
+    before = datetime.now(UTC)
+    run_dbt(["build", *extra], env, target_path=tmp_path / "target").check()
+    after = datetime.now(UTC)
+    runs, refreshed_at, gold_batch_id = bronze.query(
+        f"select (select count(*) from {REFRESH_LOG}), refreshed_at, gold_batch_id"
+        f" from {REFRESH_LOG} order by refreshed_at desc limit 1"
+    )[0]
+    assert runs == runs_before + 1
+    # dbt's run_started_at is taken when dbt starts, a moment after the subprocess launches.
+    assert before - timedelta(seconds=1) <= refreshed_at <= after
+    assert gold_batch_id == bronze.query("select max(batch_id) from silver.stg_clickstream_events")[0][0]
+
+
+def _has_refresh_log(bronze: Bronze) -> bool:
+    return bronze.query(f"select to_regclass('{REFRESH_LOG}') is not null")[0][0]
+
+
 def test_gold_equals_pandas_and_incremental_equals_full_refresh(database_url: str, tmp_path: Path) -> None:
     env = dbt_environment(database_url)
     simulator = Simulator(1403, start=SIMULATION_START, events_per_second=2.0, bad_ratio=0.15)
@@ -212,7 +275,7 @@ def test_gold_equals_pandas_and_incremental_equals_full_refresh(database_url: st
         # Batch 1, then build from nothing (the first run creates every table).
         batch = simulator.take(3_000)
         bronze.write(batch.keys, batch.values)
-        run_dbt(["build"], env, target_path=tmp_path / "target").check()
+        build_and_check_refresh_log(bronze, env, tmp_path)
 
         # Batches 2-4: simulator messages (late, duplicates, rejects), hand-made late events
         # that move a session across midnight and turn an abandoned cart into a purchase,
@@ -222,23 +285,26 @@ def test_gold_equals_pandas_and_incremental_equals_full_refresh(database_url: st
             bronze.write(batch.keys, batch.values)
             bronze.write_events(late_events(bronze, tag=str(step)))
             bronze.write(batch.keys[:50], batch.values[:50])  # a producer retry: duplicates
-            run_dbt(["build"], env, target_path=tmp_path / "target").check()
+            build_and_check_refresh_log(bronze, env, tmp_path)
 
-        duplicates, late_starts = bronze.query(
+        duplicates, late_starts, late_firsts = bronze.query(
             "select (select sum(duplicates) from bronze.ingest_batches),"
-            " (select count(*) from bronze.clickstream_events where event_id like 'EVT_late_start_%')"
+            " (select count(*) from bronze.clickstream_events where event_id like 'EVT_late_start_%'),"
+            " (select count(*) from bronze.clickstream_events where event_id like 'EVT_late_first_%')"
         )[0]
-        assert duplicates >= 150 and late_starts >= 1, "the scenario lacks duplicates or late events"
+        assert duplicates >= 150 and late_starts >= 1 and late_firsts == 3, "the scenario lacks late events"
         days = bronze.query("select count(*) from gold.mart_daily_metrics")[0][0]
         assert days == 2
 
         assert_gold_equals_pandas(bronze.conn)
         incremental = snapshot(bronze.conn)
 
-        run_dbt(["build", "--full-refresh"], env, target_path=tmp_path / "target").check()
+        build_and_check_refresh_log(bronze, env, tmp_path, "--full-refresh")
         full_refresh = snapshot(bronze.conn)
         for relation in SILVER_AND_GOLD:
             assert incremental[relation] == full_refresh[relation], f"{relation} differs after --full-refresh"
+        # The run log survives --full-refresh: one row per build.
+        assert bronze.query(f"select count(distinct invocation_id) from {REFRESH_LOG}")[0][0] == 5
     finally:
         bronze.close()
 
@@ -251,6 +317,8 @@ def test_build_on_empty_bronze(database_url: str, tmp_path: Path) -> None:
     with database.connect(database_url) as conn:
         for relation in SILVER_AND_GOLD:
             assert conn.execute(f"select count(*) from {relation}").fetchone() == (0,)
+        # The run is logged; Gold holds no batch yet.
+        assert conn.execute(f"select count(*), max(gold_batch_id) from {REFRESH_LOG}").fetchone() == (1, None)
     # And an incremental run on empty tables is a no-op, not an error.
     run_dbt(["run"], env, target_path=tmp_path / "target").check()
 
@@ -261,7 +329,7 @@ def test_relations_and_dagster_lineage(database_url: str, tmp_path: Path) -> Non
     run_dbt(["parse"], env, target_path=tmp_path / "target").check()
     manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
     models = {node["name"]: node["schema"] for node in manifest["nodes"].values() if node["resource_type"] == "model"}
-    expected = {relation.split(".")[1]: relation.split(".")[0] for relation in SILVER_AND_GOLD}
+    expected = {relation.split(".")[1]: relation.split(".")[0] for relation in [*SILVER_AND_GOLD, REFRESH_LOG]}
     assert models == expected
     source = manifest["sources"]["source.shopstream.bronze.clickstream_events"]
     assert source["meta"]["dagster"]["asset_key"] == ["bronze", "clickstream_events"]

@@ -147,32 +147,40 @@ def dashboard_environment(dashboard_url: str, topic: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def page_queries(last_day: date, topic: str) -> dict[str, list[tuple[str, Callable[[], object]]]]:
+def page_queries(first_day: date, last_day: date, topic: str) -> dict[str, list[tuple[str, Callable[[], object]]]]:
     """Every query each page runs on its first render, as (label, call)."""
     from dashboard import queries
 
     period = queries.Filters(last_day - timedelta(days=6), last_day)
     filtered = queries.Filters(period.start, period.end, countries=("Nigeria",), devices=("Mobile",))
     by_category = queries.Filters(period.start, period.end, categories=("Electronics",))
+    # Every day Gold holds: the largest period a user can pick.
+    whole = queries.Filters(first_day, last_day, countries=("Nigeria",), categories=("Fashion",))
     return {
         "overview": [
             ("data bounds", queries.data_bounds),
             ("filter options", queries.filter_options),
-            ("daily counts (Gold)", lambda: queries.daily_counts(period)),
-            ("previous period (Gold)", lambda: queries.daily_counts(period.previous())),
-            ("funnel (Gold)", lambda: queries.funnel(period)),
-            ("top products (Gold)", queries.top_products),
+            ("daily counts", lambda: queries.daily_counts(period)),
+            ("previous period", lambda: queries.daily_counts(period.previous())),
+            ("funnel", lambda: queries.funnel(period)),
+            ("top products", lambda: queries.top_products(period)),
         ],
-        "overview, country+device filter (Silver)": [
+        "overview, country+device filter": [
             ("daily counts", lambda: queries.daily_counts(filtered)),
             ("previous period", lambda: queries.daily_counts(filtered.previous())),
             ("funnel", lambda: queries.funnel(filtered)),
+            ("top products", lambda: queries.top_products(filtered)),
         ],
-        "overview, category filter (Silver)": [
+        "overview, category filter": [
             ("daily counts", lambda: queries.daily_counts(by_category)),
             ("previous period", lambda: queries.daily_counts(by_category.previous())),
             ("funnel", lambda: queries.funnel(by_category)),
-            ("top products", lambda: queries.top_products(("Electronics",))),
+            ("top products", lambda: queries.top_products(by_category)),
+        ],
+        "overview, whole history": [
+            ("daily counts", lambda: queries.daily_counts(whole)),
+            ("funnel", lambda: queries.funnel(whole)),
+            ("top products", lambda: queries.top_products(whole)),
         ],
         "user_behavior": [
             ("rfm tiers", queries.rfm_tiers),
@@ -238,12 +246,12 @@ def measure(
     from dashboard import queries
 
     with dashboard_environment(dashboard_url, topic):
-        _, last_day = queries.data_bounds()
-        if last_day is None:
+        first_day, last_day = queries.data_bounds()
+        if first_day is None or last_day is None:
             raise RuntimeError("Gold has no daily metrics: nothing to measure")
         timings = {
             page: [(label, _median_ms(call, repeats)) for label, call in calls]
-            for page, calls in page_queries(last_day, topic).items()
+            for page, calls in page_queries(first_day, last_day, topic).items()
         }
         renders = {page: render_ms(page, repeats) for page in PAGES}
     return timings, renders
@@ -330,7 +338,8 @@ def dashboard_benchmark_command(
         if not keep:
             database.drop_database(admin_url, name)
     typer.echo(report(timings, renders))
-    worst_page = max((page for page in timings if page in renders), key=lambda page: sum(ms for _, ms in timings[page]))
+    # Every group counts, the filtered Overviews included: the target is per page view.
+    worst_page = max(timings, key=lambda page: sum(ms for _, ms in timings[page]))
     worst_queries = sum(ms for _, ms in timings[worst_page])
     worst_render = max(renders.values())
     typer.echo(
