@@ -60,3 +60,30 @@ def _end_offsets(bootstrap: str, topic: str, *, timeout: float) -> dict[int, int
         return offsets
     finally:
         consumer.close()
+
+
+def watermarks(bootstrap: str, topic: str, *, timeout: float = 10) -> dict[int, tuple[int, int]]:
+    """{partition: (low, high)} watermarks of ``topic``; empty when the topic does not exist."""
+    consumer = offset_reader(bootstrap)
+    try:
+        return read_watermarks(consumer, topic, timeout=timeout)
+    finally:
+        consumer.close()
+
+
+def offset_reader(bootstrap: str) -> Consumer:
+    """A consumer that only reads offsets (no group membership, no commits); close it after use."""
+    return Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "shopstream-offset-reader", "enable.auto.commit": False}
+    )
+
+
+def read_watermarks(consumer: Consumer, topic: str, *, timeout: float) -> dict[int, tuple[int, int]]:
+    """:func:`watermarks` over a consumer the caller keeps (a long-lived lag watch)."""
+    metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return {}
+    return {
+        partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        for partition in sorted(metadata.partitions)
+    }

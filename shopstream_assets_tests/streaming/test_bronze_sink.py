@@ -173,3 +173,38 @@ def test_retrying_logs_and_goes_on_after_transient_errors(caplog) -> None:
     assert caplog.text.count("connection refused") == 2
     with pytest.raises(psycopg.OperationalError):
         retrying(lambda: (_ for _ in ()).throw(psycopg.OperationalError("down")), what="x", attempts=2, first_delay=0)
+
+
+def test_an_id_the_probe_misses_falls_back_to_the_staging_path(spark, database_url: str, caplog) -> None:
+    # The existing-id probe sends newline-joined ids, so an id holding a newline is not found:
+    # its COPY collides and the batch goes through the staging table, still exactly once.
+    odd = [encode_event(good_event(event_id="EVT_line\nbreak"))]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        write_batch(conn, validated(spark, odd), topic=TOPIC)
+        with caplog.at_level("WARNING", logger="shopstream.stream"):
+            again = write_batch(conn, validated(spark, odd + events(2), first_offset=10), topic=TOPIC)
+    assert "staging table" in caplog.text
+    assert (again.messages_consumed, again.rows_written, again.duplicates) == (3, 2, 1)
+    assert fetch(database_url, "select count(*) from bronze.clickstream_events") == [(3,)]
+
+
+def test_writers_of_different_topics_share_one_lock(spark, database_url: str) -> None:
+    """batch_id must grow in commit order across topics: a writer waits for any other."""
+    finished = threading.Event()
+    first, other = validated(spark, events(3, start=10)), validated(spark, events(3), first_offset=100)
+
+    def write_other_topic() -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            write_batch(conn, other, topic="another-topic")
+        finished.set()
+
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        with holder.transaction():
+            write_batch(holder, first, topic=TOPIC)
+            writer = threading.Thread(target=write_other_topic)
+            writer.start()
+            assert not finished.wait(1.0), "a writer of another topic went past the Bronze lock"
+        writer.join(30)
+    assert finished.is_set()
+    rows = fetch(database_url, "select kafka_topic from bronze.ingest_batches order by batch_id")
+    assert rows == [(TOPIC,), ("another-topic",)]

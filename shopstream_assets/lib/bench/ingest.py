@@ -12,6 +12,10 @@ Three phases, each on a topic of its own and a scratch database (dropped at the 
 
 Producers run as ``streaming.producer`` subprocesses (their own CPU, as in production); the
 stream runs in this process with one SparkSession for all phases.
+
+The box is shared, so every figure carries the 1-minute load average during its phase and
+the load-independent cost: CPU-seconds per 100k events of the stream (this Python process
+plus its Spark JVM) and of the PostgreSQL server (when it is the embedded one).
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import psutil
 import psycopg
 import typer
 
-from shopstream_assets.lib import database
+from shopstream_assets.lib import database, services
 from shopstream_assets.lib.kafka_admin import ensure_topic
 from shopstream_assets.lib.settings import Settings, SettingsError, load_settings
 
@@ -57,6 +62,54 @@ def _fetch_one(url: str, query: str, params: tuple = ()) -> tuple:
         return conn.execute(query, params).fetchone()
 
 
+class _CpuMeter:
+    """CPU-seconds of the stream (this process + its JVM) and of the embedded PostgreSQL, and the load."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._me = psutil.Process()
+        postgres_pid = services.EmbeddedPostgres(settings).pid() if settings.database_embedded else None
+        self._postgres = psutil.Process(postgres_pid) if postgres_pid else None
+        self._start = self._read()
+        self._load: list[float] = []
+
+    @staticmethod
+    def _seconds(members: list[psutil.Process]) -> float:
+        total = 0.0
+        for member in members:
+            try:
+                times = member.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    def _read(self) -> tuple[float, float]:
+        # This process and its JVM only: the producers are children of this process too.
+        jvms = [child for child in self._me.children(recursive=True) if "java" in child.name()]
+        stream = self._seconds([self._me, *jvms])
+        if self._postgres is None:
+            return stream, float("nan")
+        # Backends that already exited (the sink's closes when a phase ends) are in the
+        # postmaster's children_* times once reaped; live ones are read directly.
+        try:
+            reaped = self._postgres.cpu_times()
+        except psutil.Error:
+            return stream, float("nan")
+        live = self._seconds(self._postgres.children(recursive=True))
+        return stream, reaped.user + reaped.system + reaped.children_user + reaped.children_system + live
+
+    def sample_load(self) -> None:
+        self._load.append(os.getloadavg()[0])
+
+    def text(self, events: int) -> str:
+        self.sample_load()
+        stream, postgres = (now - then for now, then in zip(self._read(), self._start, strict=True))
+        per = 100_000 / max(events, 1)
+        load = sum(self._load) / len(self._load)
+        postgres_text = "" if postgres != postgres else f", PostgreSQL {postgres * per:.2f}"
+        return f"[load {load:.1f}; CPU-s per 100k events: stream {stream * per:.2f}{postgres_text}]"
+
+
 def _echo(message: str) -> None:
     typer.echo(message, err=True)
 
@@ -76,23 +129,24 @@ def ingest_benchmark_command(
     keep_database: Annotated[bool, typer.Option("--keep-database", help="Keep the scratch database.")] = False,
 ) -> None:
     """Measure Kafka -> Bronze: drain rate, sustained rate with the producer running, latency at a steady rate."""
-    from streaming.job import build_spark_session, configure_logging, resolve_endpoints, run_stream
+    from streaming.job import build_spark_session, configure_logging, run_stream
 
     try:
         settings = load_settings()
     except SettingsError as error:
         raise typer.BadParameter(str(error)) from None
     configure_logging(dataclasses.replace(settings, log_level="WARNING"))
-    found = resolve_endpoints(settings)
+    database_url = services.database_urls(settings)[0]
+    kafka_bootstrap = services.kafka_bootstrap(settings)
     run_id = f"{int(time.time())}"
     bench_database = f"shopstream_bench_ingest_{run_id}"
-    database.ensure_database(found.database_url, bench_database)
-    bench_url = database.with_database(found.database_url, bench_database)
+    database.ensure_database(database_url, bench_database)
+    bench_url = database.with_database(database_url, bench_database)
     database.migrate(bench_url)
     env = {
         **os.environ,
         "SHOPSTREAM_DATABASE_URL": bench_url,
-        "SHOPSTREAM_KAFKA_BOOTSTRAP": found.kafka_bootstrap,
+        "SHOPSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
     }
     spark = build_spark_session(settings)
     checkpoints = Path(tempfile.mkdtemp(prefix="shopstream-bench-checkpoints-"))
@@ -103,16 +157,17 @@ def ingest_benchmark_command(
             # Checkpoints in a scratch folder; jars and the session come from the real home.
             bench_settings = dataclasses.replace(settings, topic=topic, home=checkpoints / topic)
             return run_stream(
-                spark, bench_settings, database_url=bench_url, kafka_bootstrap=found.kafka_bootstrap,
+                spark, bench_settings, database_url=bench_url, kafka_bootstrap=kafka_bootstrap,
                 until_idle=until_idle, max_offsets_per_trigger=max_offsets_per_trigger, stop=stop,
             )  # fmt: skip
 
         # (a) drain
         topic = f"bench-drain-{run_id}"
-        ensure_topic(found.kafka_bootstrap, topic, settings.topic_partitions)
+        ensure_topic(kafka_bootstrap, topic, settings.topic_partitions)
         _echo(f"(a) pre-filling {topic} with {events:,} events ...")
         _wait_producer(_producer(settings, env, topic, "--rate", "0", "--events", str(events)), "pre-fill")
-        _echo("(a) draining into Bronze ...")
+        _echo(f"(a) draining into Bronze ... (load {os.getloadavg()[0]:.1f})")
+        meter = _CpuMeter(settings)
         summary = stream(topic)
         consumed, seconds, first_batch = _fetch_one(
             bench_url,
@@ -123,21 +178,22 @@ def ingest_benchmark_command(
         )
         figures["drain"] = (
             f"{consumed:,} events in {seconds:.1f} s = {consumed / seconds:,.0f} events/s "
-            f"({summary.batches} batches; first batch {first_batch:.1f} s)"
+            f"({summary.batches} batches; first batch {first_batch:.1f} s) {meter.text(consumed)}"
         )
         _echo(f"(a) drain: {figures['drain']}")
 
         # (b) sustained, producer as fast as it goes
         topic = f"bench-sustained-{run_id}"
-        ensure_topic(found.kafka_bootstrap, topic, settings.topic_partitions)
+        ensure_topic(kafka_bootstrap, topic, settings.topic_partitions)
         _echo(f"(b) producer at full speed for {sustained_seconds:.0f} s while the stream runs ...")
         stop = threading.Event()
         lag_samples: list[tuple[float, int]] = []
+        meter = _CpuMeter(settings)
         window_started = time.time()
         producer = _producer(settings, env, topic, "--rate", "0", "--duration", str(sustained_seconds))
         sampler = threading.Thread(
             target=_sample_lag,
-            args=(found.kafka_bootstrap, bench_url, topic, producer, lag_samples, window_started),
+            args=(kafka_bootstrap, bench_url, topic, producer, lag_samples, window_started, meter),
             daemon=True,
         )
         sampler.start()
@@ -162,18 +218,19 @@ def ingest_benchmark_command(
         figures["sustained"] = (
             f"{in_window:,} of {produced:,} produced events committed during the {window:.0f} s window = "
             f"{in_window / window:,.0f} events/s (producer {produced / window:,.0f} events/s); "
-            f"lag through the window: {', '.join(f'{lag:,}' for lag in quarters)}"
+            f"lag through the window: {', '.join(f'{lag:,}' for lag in quarters)} {meter.text(produced)}"
         )
         _echo(f"(b) sustained: {figures['sustained']}")
 
         # (c) latency at a steady rate
         topic = f"bench-latency-{run_id}"
-        ensure_topic(found.kafka_bootstrap, topic, settings.topic_partitions)
+        ensure_topic(kafka_bootstrap, topic, settings.topic_partitions)
         _echo(f"(c) producer at {latency_rate:,.0f} events/s for {latency_seconds:.0f} s ...")
         stop = threading.Event()
         runner = threading.Thread(target=lambda: result.update(summary=stream(topic, stop, until_idle=5.0)))
         runner.start()
         time.sleep(3)  # the query is up before the first event is sent
+        meter = _CpuMeter(settings)
         producer = _producer(settings, env, topic, "--rate", str(latency_rate), "--duration", str(latency_seconds))
         _wait_producer(producer, "latency")
         runner.join()
@@ -190,15 +247,15 @@ def ingest_benchmark_command(
         )
         figures["latency"] = (
             f"{count:,} events at {latency_rate:,.0f}/s: p50 {p50:.2f} s, p95 {p95:.2f} s, p99 {p99:.2f} s, "
-            f"max {worst:.2f} s"
+            f"max {worst:.2f} s {meter.text(count)}"
         )
         _echo(f"(c) latency: {figures['latency']}")
     finally:
         spark.stop()
         if not keep_database:
-            database.drop_database(found.database_url, bench_database)
+            database.drop_database(database_url, bench_database)
     typer.echo(
-        "Kafka -> Bronze benchmark (2 cores, Spark " + spark.version + ", local master " + settings.spark_master + ")"
+        f"Kafka -> Bronze benchmark ({os.cpu_count()} cores, Spark {spark.version}, master {settings.spark_master})"
     )
     for name, text in figures.items():
         typer.echo(f"  {name:9} {text}")
@@ -211,14 +268,16 @@ def _sample_lag(
     producer: subprocess.Popen[bytes],
     samples: list[tuple[float, int]],
     started: float,
+    meter: _CpuMeter,
 ) -> None:
     """Messages in Kafka not yet in Bronze, once a second while the producer runs."""
-    from streaming.bronze_sink import read_committed_offsets
-    from streaming.job import watermarks
+    from shopstream_assets.lib.kafka_admin import watermarks
+    from streaming.ledger import read_committed_offsets
 
     while producer.poll() is None:
         marks = watermarks(kafka_bootstrap, topic)
         committed = read_committed_offsets(database_url, topic)
         lag = sum(high - committed.get(partition, low) for partition, (low, high) in marks.items())
         samples.append((time.time() - started, lag))
+        meter.sample_load()
         time.sleep(1)
