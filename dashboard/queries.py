@@ -26,6 +26,7 @@ import streamlit as st
 
 from dashboard.db import fetch
 from dashboard.metrics import PeriodCounts
+from streaming.ledger import COMMITTED_OFFSETS_SQL
 
 # Short enough that a 5 s auto-refresh sees new data, long enough that tabs share results.
 LIVE_TTL_SECONDS = 2
@@ -359,14 +360,8 @@ order by batch_id desc
 limit %(limit)s
 """
 
-# Next offset to write per partition, as the Bronze sink computes it
-# (streaming.bronze_sink.committed_offsets): the max end offset over the ledger.
-COMMITTED_OFFSETS = """
-select (offsets.key)::int as partition, max((offsets.value)::bigint) as next_offset
-from bronze.ingest_batches as batches, jsonb_each_text(batches.end_offsets) as offsets
-where batches.kafka_topic = %(topic)s
-group by 1
-"""
+# Next offset to write per partition: the Bronze sink's own definition (streaming/ledger.py).
+COMMITTED_OFFSETS = COMMITTED_OFFSETS_SQL
 
 # gold.refresh_log's newest row is the last complete dbt refresh of Gold: its start time and
 # the newest Bronze batch Gold then held, whose newest event time against now is the

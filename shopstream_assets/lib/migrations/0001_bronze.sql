@@ -6,7 +6,7 @@ create schema if not exists gold;
 
 -- One row per committed micro-batch (stream) or replay chunk (Dagster), written in the
 -- same transaction as the batch's events and rejects. batch_id is assigned at commit
--- under a per-topic advisory lock, so it grows in commit order: the ingestion cursor
+-- under one advisory lock shared by every Bronze writer, so it grows in commit order: the ingestion cursor
 -- that the Bronze sensor and dbt's incremental models follow. Spark's own batch id
 -- restarts with a new checkpoint and is kept only for diagnosis.
 create table if not exists bronze.ingest_batches (
