@@ -9,7 +9,8 @@ code location: ``DbtProject.prepare_if_dev()`` only acts under ``dagster dev``.
 `shopstream up` runs each process as ``python -m shopstream_assets.lib.dagster_instance
 webserver|daemon``: that prepares the instance (idempotent, under a file lock, so the two
 never run ``dbt parse`` at once) and then ``exec``s the Dagster command, which keeps the
-process id and process group ``up`` stops.
+process id and process group ``up`` stops. The daemon is dagster-daemon's own CLI run
+through :func:`run_daemon`, which only shortens its sensor loop.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ DBT_PROFILE_VARIABLES = (
     "SHOPSTREAM_DB_PASSWORD",
     "SHOPSTREAM_DB_NAME",
 )
+# The first argument that makes ``python -m`` this module dagster-daemon (see run_daemon);
+# it keeps "dagster-daemon" in the process's command line, where `ps` and `up` look for it.
+DAEMON_ENTRY = "dagster-daemon"
+FAST_SENSOR_LOOP_S = 1.0
 # Files whose change makes the prepared manifest stale.
 DBT_SOURCE_SUFFIXES = (".sql", ".yml", ".yaml", ".md", ".csv")
 
@@ -253,7 +258,53 @@ def webserver_command(settings: Settings) -> list[str]:
 
 
 def daemon_command() -> list[str]:
-    return [venv_executable("dagster-daemon"), "run", "-w", str(WORKSPACE_FILE)]
+    """``dagster-daemon run`` through :func:`run_daemon` (the same CLI, a shorter sensor loop)."""
+    return [
+        sys.executable,
+        "-m",
+        "shopstream_assets.lib.dagster_instance",
+        DAEMON_ENTRY,
+        "run",
+        "-w",
+        str(WORKSPACE_FILE),
+    ]
+
+
+def sensor_loop_seconds(sensor_interval_seconds: int, dagster_loop_seconds: float) -> float:
+    """How often the daemon should look at its sensors for the Bronze sensor to keep its interval."""
+    if sensor_interval_seconds >= dagster_loop_seconds:
+        return dagster_loop_seconds
+    return FAST_SENSOR_LOOP_S
+
+
+def run_daemon(argv: list[str]) -> None:
+    """``dagster-daemon <argv>`` in this process, its sensor loop no longer than the sensor interval.
+
+    dagster-daemon evaluates sensors in a loop of at least 5 s (``MIN_INTERVAL_LOOP_TIME``, a
+    module constant with no setting), so SHOPSTREAM_SENSOR_INTERVAL below 5 had no effect: a
+    new Bronze batch waited 2.5 s on average, 5 s at worst, before a dbt run was even
+    requested. Below 5 s we shorten that loop to 1 s; an idle loop costs a few queries. The
+    constant is private: if a Dagster upgrade drops it, the daemon runs unchanged and says so.
+    """
+    from dagster._daemon import cli as daemon_cli
+    from dagster._daemon import sensor as sensor_daemon
+
+    dagster_loop = getattr(sensor_daemon, "MIN_INTERVAL_LOOP_TIME", None)
+    try:
+        interval = load_settings().sensor_interval_seconds
+    except SettingsError:
+        interval = None
+    if not isinstance(dagster_loop, int | float):
+        print(
+            "warning: dagster._daemon.sensor.MIN_INTERVAL_LOOP_TIME is gone; "
+            "the sensor loop keeps Dagster's own interval",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif interval is not None:
+        sensor_daemon.MIN_INTERVAL_LOOP_TIME = sensor_loop_seconds(interval, dagster_loop)
+    sys.argv = ["dagster-daemon", *argv]
+    sys.exit(daemon_cli.main())
 
 
 def prepare_instance(settings: Settings, found: Endpoints, progress: Progress = print) -> Path:
@@ -307,4 +358,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == [DAEMON_ENTRY]:
+        run_daemon(sys.argv[2:])
+    else:
+        main()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
-from shopstream_assets.defs.streaming.sensors import SENSOR_NAME
+from shopstream_assets.defs.streaming.sensors import SENSOR_NAME, sensor_minimum_interval
 from shopstream_assets.lib.settings import load_settings
 
 TOPIC = dg.AssetKey(["kafka", "ecommerce_clickstream"])
@@ -81,8 +83,52 @@ def test_sensor_and_schedules_defaults(defs: dg.Definitions) -> None:
 
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert sensor.minimum_interval_seconds == load_settings().sensor_interval_seconds
+    assert sensor.minimum_interval_seconds == sensor_minimum_interval(
+        load_settings().sensor_interval_seconds
+    )
+    assert sensor_minimum_interval(5) == 4 and sensor_minimum_interval(1) == 1
     rebuild = defs.resolve_schedule_def("gold_full_rebuild")
     assert rebuild.default_status == dg.DefaultScheduleStatus.STOPPED
     (request,) = rebuild.evaluate_tick(dg.build_schedule_context()).run_requests
     assert request.run_config["ops"] == {DBT_OP_NAME: {"config": {"full_refresh": True}}}
+    # Bronze's cheap checks often; the dbt tests, which hold the dbt pool, hourly.
+    assert defs.resolve_schedule_def("bronze_checks_every_10_minutes").cron_schedule == "*/10 * * * *"
+    assert defs.resolve_schedule_def("dbt_tests_hourly").cron_schedule == "17 * * * *"
+    graph = defs.resolve_asset_graph()
+    bronze_checks = defs.resolve_job_def("bronze_quality_checks").asset_layer.asset_graph
+    dbt_tests = defs.resolve_job_def("data_quality_checks").asset_layer.asset_graph
+    assert bronze_checks.asset_check_keys and all(
+        key.asset_key == dg.AssetKey(["bronze", "clickstream_events"])
+        for key in bronze_checks.asset_check_keys
+    )
+    assert dbt_tests.asset_check_keys == graph.asset_check_keys - bronze_checks.asset_check_keys
+
+
+def test_dbt_timings_read_from_dbt_json_log(defs: dg.Definitions, tmp_path: Path) -> None:
+    from shopstream_assets.defs.dbt.assets import read_dbt_timings  # needs the manifest
+
+    def line(name: str, ts: str, **data: object) -> str:
+        return json.dumps({"data": data, "info": {"name": name, "ts": f"2026-11-25T12:00:{ts}Z"}})
+
+    earlier_invocation = line("MainReportVersion", "00.000000")
+    log = tmp_path / "dbt.log"
+    log.write_text(
+        "\n".join(
+            [
+                earlier_invocation,
+                line("MainReportVersion", "03.000000"),
+                line("PartialParsingEnabled", "04.000000"),
+                line("FoundStats", "04.500000"),
+                line("LogModelResult", "05.000000", execution_time=0.4, node_info={"node_name": "a"}),
+                line("LogModelResult", "06.000000", execution_time=1.2, node_info={"node_name": "b"}),
+                line("CommandCompleted", "06.500000"),
+            ]
+        )
+        + "\n"
+    )
+    invoked_at = datetime(2026, 11, 25, 12, 0, 1, tzinfo=UTC).timestamp()
+    timings = read_dbt_timings(log, len(earlier_invocation) + 1, invoked_at)
+    assert timings is not None and timings.partial_parse
+    assert (timings.startup_s, timings.parse_s, timings.models_s) == (2.0, 1.5, 2.0)
+    assert timings.slowest_models == [("b", 1.2), ("a", 0.4)]
+    assert read_dbt_timings(tmp_path / "missing.log", 0, invoked_at) is None

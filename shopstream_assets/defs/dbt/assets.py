@@ -7,11 +7,13 @@ staging model hangs off the Bronze asset and topic -> Bronze -> Silver -> Gold i
 """
 
 import contextlib
+import json
 import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from shopstream_assets.defs.dbt.project import shopstream_dbt_project
+from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX, shopstream_dbt_project
 
 DBT_OP_NAME = "shopstream_dbt"
 STALE_RUN_FOLDER_S = 24 * 3600
@@ -94,6 +96,111 @@ def _run_target_path(context: dg.AssetExecutionContext) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class DbtTimings:
+    """Where one dbt invocation spent its time, from its own JSON log (epoch seconds)."""
+
+    invoked_at: float
+    started_at: float  # dbt's first log line: the interpreter is up and dbt is imported
+    parsed_at: float  # "Found N models ...": the manifest is loaded (partial parse or not)
+    finished_at: float  # the last log line
+    partial_parse: bool
+    slowest_models: list[tuple[str, float]]
+
+    @property
+    def startup_s(self) -> float:
+        return self.started_at - self.invoked_at
+
+    @property
+    def parse_s(self) -> float:
+        return self.parsed_at - self.started_at
+
+    @property
+    def models_s(self) -> float:
+        return self.finished_at - self.parsed_at
+
+    def summary(self) -> str:
+        slowest = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.slowest_models)
+        parse = "partial parse" if self.partial_parse else "FULL parse"
+        return (
+            f"dbt start-up {self.startup_s:.1f} s, {parse} {self.parse_s:.1f} s, "
+            f"models {self.models_s:.1f} s (slowest: {slowest or 'none'})"
+        )
+
+    def tags(self) -> dict[str, str]:
+        return {
+            f"{DBT_TIMING_TAG_PREFIX}invoked_at": f"{self.invoked_at:.3f}",
+            f"{DBT_TIMING_TAG_PREFIX}startup_s": f"{self.startup_s:.2f}",
+            f"{DBT_TIMING_TAG_PREFIX}parse_s": f"{self.parse_s:.2f}",
+            f"{DBT_TIMING_TAG_PREFIX}models_s": f"{self.models_s:.2f}",
+            f"{DBT_TIMING_TAG_PREFIX}finished_at": f"{self.finished_at:.3f}",
+            f"{DBT_TIMING_TAG_PREFIX}partial_parse": str(self.partial_parse).lower(),
+        }
+
+
+def read_dbt_timings(log_path: Path, offset: int, invoked_at: float) -> DbtTimings | None:
+    """Timings of the invocation whose JSON log lines start at byte ``offset`` of ``log_path``.
+
+    dagster-dbt points DBT_LOG_PATH at the run's target folder and asks for JSON logs, so
+    ``dbt.log`` there holds every event with its timestamp. None if the log is missing or
+    has no "Found N models" line (dbt failed before parsing).
+    """
+    if not log_path.exists():
+        return None
+    started_at = parsed_at = finished_at = None
+    partial_parse = False
+    model_seconds: list[tuple[str, float]] = []
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        for line in log:
+            try:
+                event = json.loads(line)
+                info = event["info"]
+                at = datetime.fromisoformat(info["ts"]).timestamp()
+            except (ValueError, KeyError, TypeError):
+                continue
+            started_at = at if started_at is None else started_at
+            finished_at = at
+            name = info.get("name")
+            if name == "PartialParsingEnabled":
+                partial_parse = True
+            elif name == "FoundStats" and parsed_at is None:
+                parsed_at = at
+            elif name == "LogModelResult":
+                data = event.get("data", {})
+                model = data.get("node_info", {}).get("node_name", "?")
+                model_seconds.append((model, float(data.get("execution_time") or 0.0)))
+    if started_at is None or parsed_at is None or finished_at is None:
+        return None
+    return DbtTimings(
+        invoked_at=invoked_at,
+        started_at=started_at,
+        parsed_at=parsed_at,
+        finished_at=finished_at,
+        partial_parse=partial_parse,
+        slowest_models=sorted(model_seconds, key=lambda item: -item[1])[:3],
+    )
+
+
+def _report_dbt_timings(
+    context: dg.AssetExecutionContext, target_path: Path, offset: int, invoked_at: float
+) -> None:
+    """Log where the `dbt run` spent its time and keep it as run tags; never fails the run."""
+    try:
+        timings = read_dbt_timings(target_path / "dbt.log", offset, invoked_at)
+        if timings is None:
+            return
+        context.log.info(timings.summary())
+        context.instance.add_run_tags(context.run.run_id, timings.tags())
+    except Exception as error:  # timings are diagnostics: the models have already run
+        context.log.warning(f"could not read dbt's timings: {error!r}")
+
+
+def _log_size(target_path: Path) -> int:
+    log_path = target_path / "dbt.log"
+    return log_path.stat().st_size if log_path.exists() else 0
+
+
 @dbt_assets(
     manifest=shopstream_dbt_project.manifest_path,
     project=shopstream_dbt_project,
@@ -111,18 +218,20 @@ def shopstream_dbt_models(
     Not `dbt build`: build holds each downstream model until the upstream tests finish, and
     those tests scan whole tables, so Gold would wait on them in every run. The Bronze
     sensor's runs select the models without their checks (freshness first); the tests run
-    as asset checks every 10 minutes (defs/quality.py), in the daily rebuild and whenever a
+    as asset checks hourly (defs/quality.py), in the daily rebuild and whenever a
     model is materialized from the UI. A double append to Silver, the one error that would
     corrupt Gold, fails the model itself through a unique index.
     """
     run_args = ["run", "--full-refresh"] if config.full_refresh else ["run"]
     with _run_target_path(context) as target_path:
         if context.selected_asset_keys:
+            invoked_at, log_offset = time.time(), _log_size(target_path)
             yield from (
                 dbt.cli(run_args, context=context, target_path=target_path)
                 .stream()
                 .fetch_row_counts()
             )
+            _report_dbt_timings(context, target_path, log_offset, invoked_at)
         if context.selected_asset_check_keys:
             yield from dbt.cli(["test"], context=context, target_path=target_path).stream()
 

@@ -5,6 +5,11 @@ from pathlib import Path
 
 from dagster_dbt import DbtProject
 
+# Run tags with where each `dbt run` spent its time (defs/dbt/assets.py, DbtTimings); they
+# show in the UI's run view and `shopstream bench freshness` reads them. Here, not in
+# assets.py, so readers need no manifest.
+DBT_TIMING_TAG_PREFIX = "shopstream/dbt_"
+
 # DBT_TARGET_PATH is dbt's own variable (and dagster-dbt copies partial_parse.msgpack from
 # there): `shopstream up` points it into SHOPSTREAM_HOME, so every home (a benchmark's, a
 # test's) has a manifest parsed for its own database.

@@ -115,7 +115,7 @@ def bronze_consumer_lag(postgres: PostgresResource, kafka: KafkaResource) -> dg.
             description=f"topic {topic} does not exist on {kafka.bootstrap_servers()}",
         )
     # Imported here: pyarrow costs every run worker ~0.5 s at start-up, and only this check needs it.
-    from streaming.bronze_sink import committed_offsets
+    from streaming.ledger import committed_offsets
 
     with postgres.connect() as conn:
         committed = committed_offsets(conn, topic)

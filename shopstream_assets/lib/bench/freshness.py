@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -73,6 +73,21 @@ class GoldWatch:
         return None
 
 
+# One refresh cycle, step by step, from each sensor run's event log and the dbt timing tags
+# the dbt asset writes (defs/dbt/assets.py): less sensitive to the box's load than the
+# end-to-end latency, because each step is timed on its own.
+CYCLE_STEPS = (
+    "batch commit -> request",
+    "request -> launched",
+    "launched -> worker up",
+    "worker up -> dbt invoked",
+    "dbt start-up",
+    "dbt parse",
+    "dbt models",
+    "dbt end -> run end",
+)
+
+
 @dataclass(frozen=True)
 class FreshnessResult:
     events: int
@@ -82,6 +97,10 @@ class FreshnessResult:
     dbt_run_s: list[float]
     launch_s: list[float]
     runs_failed: int
+    steps_s: dict[str, list[float]] = field(default_factory=dict)
+    partial_parse_runs: int = 0
+    timed_runs: int = 0
+    load_averages: list[float] = field(default_factory=list)
 
 
 def _bench_environment(
@@ -144,6 +163,55 @@ def _gold_rows(conn: object) -> list[tuple[date, int]]:
     return conn.execute("select metric_date, last_batch_id from gold.mart_daily_metrics").fetchall()
 
 
+def _cycle_steps(
+    instance: Any, records: list[Any], committed_at: Mapping[int, float]
+) -> tuple[dict[str, list[float]], int, int]:
+    """Per-step durations of the finished sensor runs; (steps, runs with partial parse, timed runs)."""
+    import dagster as dg
+
+    from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX
+    from shopstream_assets.defs.streaming.sensors import BATCH_RANGE_TAG
+
+    steps: dict[str, list[float]] = {name: [] for name in CYCLE_STEPS}
+    partial = timed = 0
+    # RUN_STARTING: the queue daemon launched the run; RUN_START: its worker loaded the code.
+    wanted = {dg.DagsterEventType.RUN_STARTING, dg.DagsterEventType.RUN_START}
+    for record in records:
+        if record.dagster_run.status != dg.DagsterRunStatus.SUCCESS:
+            continue
+        run, requested = record.dagster_run, record.create_timestamp.timestamp()
+        at = {
+            entry.event_log_entry.dagster_event.event_type: entry.event_log_entry.timestamp
+            for entry in instance.get_records_for_run(run.run_id, of_type=wanted).records
+        }
+        last_batch = int(run.tags.get(BATCH_RANGE_TAG, "0-0").split("-")[-1])
+        if last_batch in committed_at:
+            steps["batch commit -> request"].append(requested - committed_at[last_batch])
+        launched = at.get(dg.DagsterEventType.RUN_STARTING)
+        worker_up = at.get(dg.DagsterEventType.RUN_START)
+        if launched is not None:
+            steps["request -> launched"].append(launched - requested)
+            if worker_up is not None:
+                steps["launched -> worker up"].append(worker_up - launched)
+        tags = {
+            name.removeprefix(DBT_TIMING_TAG_PREFIX): value
+            for name, value in run.tags.items()
+            if name.startswith(DBT_TIMING_TAG_PREFIX)
+        }
+        if "invoked_at" not in tags:
+            continue
+        timed += 1
+        partial += tags.get("partial_parse") == "true"
+        if worker_up is not None:
+            steps["worker up -> dbt invoked"].append(float(tags["invoked_at"]) - worker_up)
+        steps["dbt start-up"].append(float(tags["startup_s"]))
+        steps["dbt parse"].append(float(tags["parse_s"]))
+        steps["dbt models"].append(float(tags["models_s"]))
+        if record.end_time:
+            steps["dbt end -> run end"].append(record.end_time - float(tags["finished_at"]))
+    return steps, partial, timed
+
+
 def run_freshness_benchmark(
     settings: Settings,
     *,
@@ -199,13 +267,20 @@ def run_freshness_benchmark(
             f"producing {rate:,.0f} events/s for {warmup:.0f} s warm-up + {seconds:.0f} s measured ..."
         )
         next_status = began + 10
+        # The 1-minute load average while measuring: the other tenants of a 2-core box
+        # change the figures more than most tuning does.
+        load_averages: list[float] = []
         while producer.poll() is None:
             watch.observe(_gold_rows(conn), time.time())
             time.sleep(POLL_INTERVAL_S)
             if time.time() >= next_status:
                 next_status += 10
+                load = os.getloadavg()[0]
+                if time.time() >= measured_from:
+                    load_averages.append(load)
                 progress(
                     f"  {time.time() - began:5.0f} s  Gold has reached batch {_max_reached(watch)}"
+                    f"  (load {load:.1f})"
                 )
         # Let Gold catch up with the last batch the stream commits.
         drain_deadline = time.time() + 90
@@ -236,6 +311,13 @@ def run_freshness_benchmark(
             records = instance.get_run_records(
                 filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME})
             )
+            committed_at = dict(
+                conn.execute(
+                    "select batch_id, extract(epoch from committed_at)::float8"
+                    " from bronze.ingest_batches"
+                ).fetchall()
+            )
+            steps, partial_parse_runs, timed_runs = _cycle_steps(instance, records, committed_at)
 
     gold_latency: list[float] = []
     bronze_latency: list[float] = []
@@ -259,6 +341,10 @@ def run_freshness_benchmark(
         runs_failed=sum(
             record.dagster_run.status == dg.DagsterRunStatus.FAILURE for record in records
         ),
+        steps_s=steps,
+        partial_parse_runs=partial_parse_runs,
+        timed_runs=timed_runs,
+        load_averages=load_averages,
     )
 
 
@@ -268,9 +354,9 @@ def _max_reached(watch: GoldWatch) -> int:
 
 def _line(name: str, values: list[float]) -> str:
     if not values:
-        return f"{name:<22} no samples"
+        return f"{name:<26} no samples"
     return (
-        f"{name:<22} p50 {percentile(values, 0.5):6.1f} s   p95 {percentile(values, 0.95):6.1f} s   "
+        f"{name:<26} p50 {percentile(values, 0.5):6.1f} s   p95 {percentile(values, 0.95):6.1f} s   "
         f"max {max(values):6.1f} s   (n={len(values):,})"
     )
 
@@ -301,6 +387,16 @@ def freshness_benchmark_command(
     typer.echo(_line("event -> Gold", result.gold_latency_s))
     typer.echo(_line("dbt run (run worker)", result.dbt_run_s))
     typer.echo(_line("run request -> start", result.launch_s))
+    typer.echo("one refresh cycle, step by step (successful sensor runs):")
+    for name in CYCLE_STEPS:
+        typer.echo("  " + _line(name, result.steps_s.get(name, [])))
+    typer.echo(f"  dbt used partial parsing in {result.partial_parse_runs} of {result.timed_runs} runs")
+    if result.load_averages:
+        loads = result.load_averages
+        typer.echo(
+            f"load average (1 min) while measuring: mean {sum(loads) / len(loads):.1f}, "
+            f"min {min(loads):.1f}, max {max(loads):.1f} on {os.cpu_count()} cores"
+        )
     p95 = percentile(result.gold_latency_s, 0.95) if result.gold_latency_s else float("inf")
     verdict = "met" if p95 <= TARGET_P95_S and not result.unreached else "missed"
     typer.echo(
