@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -133,6 +135,8 @@ def build_spark_session(
 
     jars = connector_jars(settings)
     check_connector_version(jars)
+    # Python workers (toArrow, any UDF) must run this interpreter, not whatever python3 is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     java_options = f"-Dlog4j2.configurationFile=file:{_log4j_config(settings)}"
     builder = (
         SparkSession.builder.master(master or settings.spark_master)
