@@ -103,13 +103,12 @@ def produce_benchmark_command(
     ] = None,
 ) -> None:
     """Events/s generated, events/s delivered to Kafka, and producer CPU seconds per 100k events."""
-    from shopstream_assets.lib.services import ServiceError
+    from shopstream_assets.lib.services import ServiceError, kafka_bootstrap
     from shopstream_assets.lib.settings import SettingsError, load_settings
-    from streaming.producer import kafka_bootstrap_from_settings
 
     try:
         settings = load_settings()
-        bootstrap = kafka_bootstrap_from_settings(settings)
+        bootstrap = kafka_bootstrap(settings)
     except (SettingsError, ServiceError) as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None
