@@ -179,7 +179,11 @@ def test_up_runs_the_pipeline_and_ctrl_c_leaves_no_process(own_home: Path) -> No
         up.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal delivers
         assert up.wait(180) == 0, log.read_text()
     finally:
-        stop_group(up, timeout=5)
+        # On a failure above, SIGTERM lets `up` stop its children in order before anything is killed.
+        stop_group(up, timeout=240)
+        for process in descendants:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
     assert "all stopped" in log.read_text()
     survivors = [
         process for process in descendants if process.is_running() and process.status() != psutil.STATUS_ZOMBIE
