@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.events import DagsterEvent, DagsterEventType
 
-from shopstream_assets.defs.streaming.sensors import BATCH_RANGE_TAG, SENSOR_NAME
+from shopstream_assets.defs.streaming.sensors import BATCH_RANGE_TAG, SENSOR_NAME, retry_wait_seconds
 from shopstream_assets.lib.settings import Settings
 from shopstream_assets_tests.defs.conftest import produce_events
 from streaming.job import replay_topic
@@ -134,3 +134,8 @@ def test_sensor_starts_over_when_bronze_was_recreated(
 ) -> None:
     data = _tick(defs, dagster_instance, "12345")
     assert not data.run_requests and data.cursor == "0"
+
+
+def test_a_failed_run_is_retried_at_once_then_with_a_doubling_wait() -> None:
+    waits = [retry_wait_seconds(attempt, interval_seconds=5) for attempt in range(1, 9)]
+    assert waits == [0, 10, 20, 40, 80, 160, 300, 300]

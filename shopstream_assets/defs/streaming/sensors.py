@@ -12,7 +12,12 @@ sensor's whole cursor. On each tick:
   duplicates, end offsets), request one run of every Silver and Gold model (job
   ``refresh_silver_gold``) with run key ``bronze-<first>-<last>``, and move the cursor to
   ``<last>``. The incremental models read Bronze by their own ``batch_id`` cursor, so a
-  run covers whatever committed before it starts, and a failed run is made good by the next.
+  run covers whatever committed before it starts, and a failed run is made good by the next;
+* no new batch, but the newest run this sensor launched failed (or was canceled): request
+  it again under a new run key ``bronze-<first>-<last>-retry-<n>`` (the daemon drops a run
+  key it has seen, whatever that run's outcome), so a quiet stream does not leave Gold
+  behind Bronze. The first retry goes out on the next tick; each further failure in a row
+  doubles the wait, up to ``MAX_RETRY_WAIT_S``.
 
 Why not ``AutomationCondition.eager()`` on the dbt assets: it requests a run when Bronze
 changes, but a change that lands while that run is in progress is folded into the run
@@ -21,6 +26,7 @@ batch. The ``dbt`` pool (limit 1 in dagster.yaml) is the hard guard against two 
 at once whatever starts them (this sensor, the schedule, the UI).
 """
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,6 +45,10 @@ refresh_silver_gold_job = dg.define_asset_job(
     description="Every Silver and Gold dbt model, incrementally, without the dbt tests (the Bronze sensor's runs).",
 )
 BATCH_RANGE_TAG = "shopstream/bronze_batches"
+RETRY_ATTEMPT_TAG = "shopstream/retry_attempt"
+# A lasting fault (a lock, a permission, a bad deploy) then costs one failed run every few
+# minutes, not one per tick.
+MAX_RETRY_WAIT_S = 300
 # dagster-daemon looks at its sensors once per loop of at least 5 s (MIN_INTERVAL_LOOP_TIME in
 # dagster/_daemon/sensor.py) and evaluates one only if its minimum interval has fully elapsed
 # since the last tick started. A minimum of exactly 5 s is then a hair short on every other
@@ -52,6 +62,8 @@ IN_FLIGHT_STATUSES = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+# A run that ended without folding its batches into Gold.
+UNSUCCESSFUL_STATUSES = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
 @dataclass(frozen=True)
@@ -173,13 +185,44 @@ def dbt_runs_in_flight(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
     )
 
 
+def failed_run(instance: dg.DagsterInstance) -> dg.RunRecord | None:
+    """The newest run this sensor launched, if it failed or was canceled: its batches are not in Gold."""
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}), limit=1)
+    if records and records[0].dagster_run.status in UNSUCCESSFUL_STATUSES:
+        return records[0]
+    return None
+
+
+def retry_wait_seconds(attempt: int, interval_seconds: int) -> int:
+    """How long after the failed run ended retry ``attempt`` (1 = the first) waits."""
+    return 0 if attempt <= 1 else min(MAX_RETRY_WAIT_S, interval_seconds * 2 ** (attempt - 1))
+
+
+def retry_request(failed: dg.RunRecord, interval_seconds: int) -> dg.RunRequest | dg.SkipReason:
+    run = failed.dagster_run
+    covering = run.tags.get(BATCH_RANGE_TAG, "unknown")
+    attempt = int(run.tags.get(RETRY_ATTEMPT_TAG, "0")) + 1
+    ended_at = failed.end_time or failed.update_timestamp.timestamp()
+    wait_left = retry_wait_seconds(attempt, interval_seconds) - (time.time() - ended_at)
+    if wait_left > 0:
+        return dg.SkipReason(
+            f"dbt run {run.run_id[:8]} for batches {covering} is {run.status.value}; "
+            f"retry {attempt} in {wait_left:.0f} s"
+        )
+    return dg.RunRequest(
+        run_key=f"bronze-{covering}-retry-{attempt}",
+        tags={BATCH_RANGE_TAG: covering, RETRY_ATTEMPT_TAG: str(attempt)},
+    )
+
+
 @dg.sensor(
     name=SENSOR_NAME,
     description=(
         "Polls bronze.ingest_batches; when batches have committed and no dbt run it launched is still "
         "queued or running, records a Bronze materialization and requests one run of every dbt model "
         "(run key bronze-<first>-<last>). While a run is in flight it skips without moving its cursor, "
-        "so the next run covers the backlog."
+        "so the next run covers the backlog. A failed run with no new batch after it is retried "
+        "(run key bronze-<first>-<last>-retry-<n>), waiting longer after each failure in a row."
     ),
     job=refresh_silver_gold_job,
     minimum_interval_seconds=sensor_minimum_interval(load_settings().sensor_interval_seconds),
@@ -203,7 +246,18 @@ def bronze_sensor(
         skip = dg.SkipReason(
             f"no new batches in bronze.ingest_batches for topic {topic} after batch {last_seen}"
         )
-        return dg.SensorResult(skip_reason=skip, cursor="0") if bronze_recreated else skip
+        if bronze_recreated:
+            return dg.SensorResult(skip_reason=skip, cursor="0")
+        failed = failed_run(context.instance)
+        if failed is None:
+            return skip
+        retry = retry_request(failed, load_settings().sensor_interval_seconds)
+        if isinstance(retry, dg.RunRequest):
+            context.log.info(
+                f"dbt run {failed.dagster_run.run_id[:8]} {failed.dagster_run.status.value}, no new batch: "
+                f"-> dbt run {retry.run_key}"
+            )
+        return retry
     in_flight = dbt_runs_in_flight(context.instance)
     if in_flight:
         run = in_flight[0].dagster_run
