@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+from shopstream_assets.lib.services import Endpoints
 
 CLI = [sys.executable, "-m", "shopstream_assets.lib.cli"]
 
@@ -23,3 +29,36 @@ def test_every_command_has_help() -> None:
     for words in (["--help"], ["services", "--help"], ["bench", "--help"], ["dagster", "--help"], ["stream", "--help"]):
         result = subprocess.run([*CLI, *words], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, (words, result.stderr[-2000:])
+
+
+@pytest.mark.slow
+def test_a_short_bench_ingest_prints_its_three_figures(servers: Endpoints, session_home: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SHOPSTREAM_")}
+    env.update(servers.environment())
+    env.update({"SHOPSTREAM_HOME": str(session_home), "SHOPSTREAM_SPARK_MASTER": "local[2]"})
+    result = subprocess.run(
+        [
+            *CLI,
+            "bench",
+            "ingest",
+            "--events",
+            "5000",
+            "--sustained-seconds",
+            "8",
+            "--sustained-rate",
+            "2000",
+            "--latency-rate",
+            "500",
+            "--latency-seconds",
+            "8",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    figures = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert "5,000 events in" in figures["drain"]
+    assert "lag steady" in figures["sustained"] or "lag GROWING" in figures["sustained"]
+    assert re.search(r"[1-9][\d,]* events at 500/s: p50 \d", figures["latency"]), figures["latency"]

@@ -4,9 +4,11 @@ Three phases, each on a topic of its own and a scratch database (dropped at the 
 
 (a) drain: a topic pre-filled with ``--events`` (default 1,000,000) is streamed into Bronze;
     rate = messages / (first batch start -> last batch commit), from ``bronze.ingest_batches``.
-(b) sustained: the producer sends as fast as it can for ``--sustained-seconds`` while the
-    stream runs; rate = messages committed in that window / window, with the consumer lag
-    sampled each second (it must not grow).
+(b) sustained: the producer sends ``--sustained-rate`` events/s (default 25,000; 0 = as fast
+    as it can) for ``--sustained-seconds`` while the stream runs on the same cores; rate =
+    messages committed in that window / window, with the consumer lag sampled each second.
+    The stream sustains the rate when the lag does not grow: the lag over the last quarter
+    of the window is no higher than over the first (plus one batch).
 (c) latency: the producer sends a steady ``--latency-rate`` (2,000 events/s); per event,
     latency = its batch's ``committed_at`` - the producer's ``sent_at_ms`` header; p50/p95/p99.
 
@@ -121,6 +123,9 @@ def ingest_benchmark_command(
     sustained_seconds: Annotated[
         float, typer.Option("--sustained-seconds", min=5, help="Length of the sustained phase (b).")
     ] = 30.0,
+    sustained_rate: Annotated[
+        float, typer.Option("--sustained-rate", min=0, help="Producer events/s in phase (b); 0 = flat out.")
+    ] = 25_000,
     latency_rate: Annotated[float, typer.Option("--latency-rate", min=1, help="Steady events/s in phase (c).")] = 2_000,
     latency_seconds: Annotated[float, typer.Option("--latency-seconds", min=5, help="Length of phase (c).")] = 30.0,
     max_offsets_per_trigger: Annotated[
@@ -185,12 +190,13 @@ def ingest_benchmark_command(
         # (b) sustained, producer as fast as it goes
         topic = f"bench-sustained-{run_id}"
         ensure_topic(kafka_bootstrap, topic, settings.topic_partitions)
-        _echo(f"(b) producer at full speed for {sustained_seconds:.0f} s while the stream runs ...")
+        pace = "full speed" if sustained_rate == 0 else f"{sustained_rate:,.0f} events/s"
+        _echo(f"(b) producer at {pace} for {sustained_seconds:.0f} s while the stream runs ...")
         stop = threading.Event()
         lag_samples: list[tuple[float, int]] = []
         meter = _CpuMeter(settings)
         window_started = time.time()
-        producer = _producer(settings, env, topic, "--rate", "0", "--duration", str(sustained_seconds))
+        producer = _producer(settings, env, topic, "--rate", str(sustained_rate), "--duration", str(sustained_seconds))
         sampler = threading.Thread(
             target=_sample_lag,
             args=(kafka_bootstrap, bench_url, topic, producer, lag_samples, window_started, meter),
@@ -218,7 +224,8 @@ def ingest_benchmark_command(
         figures["sustained"] = (
             f"{in_window:,} of {produced:,} produced events committed during the {window:.0f} s window = "
             f"{in_window / window:,.0f} events/s (producer {produced / window:,.0f} events/s); "
-            f"lag through the window: {', '.join(f'{lag:,}' for lag in quarters)} {meter.text(produced)}"
+            f"lag through the window: {', '.join(f'{lag:,}' for lag in quarters)} "
+            f"({_lag_verdict(lag_samples, max_offsets_per_trigger)}) {meter.text(produced)}"
         )
         _echo(f"(b) sustained: {figures['sustained']}")
 
@@ -259,6 +266,17 @@ def ingest_benchmark_command(
     )
     for name, text in figures.items():
         typer.echo(f"  {name:9} {text}")
+
+
+def _lag_verdict(samples: list[tuple[float, int]], batch_size: int) -> str:
+    """The lag is steady when the last quarter's mean lag is no higher than the first's plus one batch."""
+    lags = [lag for _, lag in samples]
+    if len(lags) < 4:
+        return "too few lag samples"
+    quarter = len(lags) // 4
+    first, last = sum(lags[:quarter]) / quarter, sum(lags[-quarter:]) / quarter
+    steady = last <= first + batch_size
+    return f"lag {'steady' if steady else 'GROWING'}: mean {first:,.0f} in the first quarter, {last:,.0f} in the last"
 
 
 def _sample_lag(
