@@ -18,6 +18,10 @@ already have written. Exactly-once therefore lives here, in one transaction per 
    valid rows - inserted rows, so per batch messages_consumed = rows_written + rejects +
    duplicates (a table check enforces it).
 
+Failures: a lost connection is retried (:class:`BronzeSink`); a batch PostgreSQL refuses for
+its data (SQLSTATE class 22 or 54, e.g. an index row too big) fails at once with
+:class:`PoisonBatchError` naming the batch, since every retry would fail the same way.
+
 Why not always stage: the staging COPY, the sort for ``distinct on`` and the insert-select
 cost PostgreSQL about as much CPU again as the direct COPY (measured on 300k rows).
 """
@@ -47,7 +51,9 @@ __all__ = [
     "SOURCE_STREAM",
     "BatchResult",
     "BronzeSink",
+    "PoisonBatchError",
     "committed_offsets",
+    "never_succeeds",
     "read_committed_offsets",
     "retrying",
     "write_batch",
@@ -63,6 +69,23 @@ _NUL = "\x00"
 _NUL_REPLACEMENT = "\ufffd"
 
 T = TypeVar("T")
+
+# SQLSTATE classes of errors the same rows hit again on every attempt: 22 data exception
+# (a value PostgreSQL cannot store), 54 program limit exceeded (an index row too big).
+# Retrying those would only stop the stream later.
+_NEVER_SUCCEEDS_SQLSTATE_CLASSES = ("22", "54")
+
+
+class PoisonBatchError(RuntimeError):
+    """A batch PostgreSQL refuses for what it holds: retrying, or restarting the stream, cannot help."""
+
+
+def never_succeeds(error: BaseException) -> bool:
+    """Is ``error`` one PostgreSQL raises for the data itself, so a retry would fail the same way?"""
+    sqlstate = getattr(error, "sqlstate", None)
+    return (
+        isinstance(error, psycopg.Error) and sqlstate is not None and sqlstate[:2] in _NEVER_SUCCEEDS_SQLSTATE_CLASSES
+    )
 
 
 @dataclass(frozen=True)
@@ -347,13 +370,16 @@ def retrying(
     transient: tuple[type[BaseException], ...] = (psycopg.OperationalError,),
     on_retry: Callable[[], None] | None = None,
 ) -> T:
-    """Run ``action``; on a transient error log it, wait (doubling) and try again."""
+    """Run ``action``; on a transient error log it, wait (doubling) and try again.
+
+    An error the data itself causes (:func:`never_succeeds`) is raised at once, whatever its type.
+    """
     delay = first_delay
     for attempt in range(1, attempts + 1):
         try:
             return action()
         except transient as error:
-            if attempt == attempts:
+            if attempt == attempts or never_succeeds(error):
                 raise
             log.warning(
                 "%s failed (%s); retry %d/%d in %.0f s",
@@ -410,11 +436,28 @@ class BronzeSink:
         )
 
     def write(self, validated: pa.Table, **batch_info: Any) -> BatchResult:
-        return retrying(
-            lambda: write_batch(self._connection(), validated, topic=self.topic, source=self.source, **batch_info),
-            what="writing the batch to PostgreSQL",
-            attempts=self.attempts,
-            on_retry=self._drop_connection,
+        try:
+            return retrying(
+                lambda: write_batch(self._connection(), validated, topic=self.topic, source=self.source, **batch_info),
+                what="writing the batch to PostgreSQL",
+                attempts=self.attempts,
+                on_retry=self._drop_connection,
+            )
+        except psycopg.Error as error:
+            if not never_succeeds(error):
+                raise
+            raise PoisonBatchError(self._poison_message(validated, error, batch_info.get("spark_batch_id"))) from error
+
+    def _poison_message(self, validated: pa.Table, error: psycopg.Error, spark_batch_id: int | None) -> str:
+        start, end = _offset_ranges(validated) if validated.num_rows else ({}, {})
+        ranges = ", ".join(f"partition {p} offsets {start[p]}-{end[p] - 1}" for p in sorted(start)) or "no messages"
+        spark_batch = f" (Spark batch {spark_batch_id})" if spark_batch_id is not None else ""
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return (
+            f"PostgreSQL refuses the batch of {validated.num_rows} messages from topic {self.topic!r}{spark_batch},"
+            f" {ranges}: {first_line} (SQLSTATE {error.sqlstate}). Retrying cannot help: a message the"
+            " validation rules let through does not fit Bronze; reject it in streaming/events.py and"
+            " streaming/transforms.py, then restart the stream."
         )
 
     def close(self) -> None:

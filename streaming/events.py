@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +29,15 @@ DEVICE_TYPES = ("Mobile", "Desktop", "Tablet")
 QUANTITY_EVENT_TYPES = ("add_to_cart", "purchase")
 MAX_QUANTITY = 100
 MAX_PRICE = 1_000_000_000.0
+# Ids are primary and index keys downstream (Bronze's event_id, Silver's session_id): a
+# btree entry must stay under ~2.7 KB, so an id is at most 256 characters (1 KB of UTF-8).
+MAX_ID_LENGTH = 256
+# What Spark's JSON parser (Jackson's StreamReadConstraints) refuses: a number with more
+# than 1000 digits, or more than 1000 nested arrays/objects. The reference refuses them too.
+MAX_NUMBER_DIGITS = 1000
+MAX_NESTING_DEPTH = 1000
+
+MAX_UTC_OFFSET = timedelta(hours=18)
 
 # Kafka message header holding the producer's send time (epoch milliseconds, ASCII digits),
 # so event->Bronze latency is measurable without touching the event itself.
@@ -40,11 +52,18 @@ class EventField:
     required: bool
     description: str
     example: Any
+    max_length: int | None = None  # characters, for strings
 
 
 EVENT_FIELDS: tuple[EventField, ...] = (
     EventField(
-        "event_id", "string", "string", True, "Unique event id; duplicates are counted, not stored", "EVT_a1b2c3d4e5f6"
+        "event_id",
+        "string",
+        "string",
+        True,
+        "Unique event id; duplicates are counted, not stored",
+        "EVT_a1b2c3d4e5f6",
+        MAX_ID_LENGTH,
     ),
     EventField(
         "event_timestamp",
@@ -54,12 +73,18 @@ EVENT_FIELDS: tuple[EventField, ...] = (
         "When the shopper acted: UTC ISO-8601 with milliseconds",
         "2026-01-03T14:23:45.123Z",
     ),
-    EventField("user_id", "string", "string", True, "Stable shopper id", "USER_12345"),
+    EventField("user_id", "string", "string", True, "Stable shopper id", "USER_12345", MAX_ID_LENGTH),
     EventField(
-        "session_id", "string", "string", True, "Browsing session; the Kafka message key", "SESSION_abcdef012345"
+        "session_id",
+        "string",
+        "string",
+        True,
+        "Browsing session; the Kafka message key",
+        "SESSION_abcdef012345",
+        MAX_ID_LENGTH,
     ),
     EventField("event_type", "string", "string", True, "page_view, add_to_cart or purchase", "purchase"),
-    EventField("product_id", "string", "string", True, "Catalog product id", "P001"),
+    EventField("product_id", "string", "string", True, "Catalog product id", "P001", MAX_ID_LENGTH),
     EventField("product_name", "string", "string", True, "Product name", "Wireless Earbuds"),
     EventField("product_category", "string", "string", True, "Product category", "Electronics"),
     EventField("product_price", "number", "double", True, "Unit price in NGN, >= 0", 79.99),
@@ -77,6 +102,10 @@ EVENT_FIELDS: tuple[EventField, ...] = (
 )
 FIELD_NAMES: tuple[str, ...] = tuple(field.name for field in EVENT_FIELDS)
 REQUIRED_FIELDS: tuple[str, ...] = tuple(field.name for field in EVENT_FIELDS if field.required)
+# (name, maximum characters) of the fields with a length limit, in schema order.
+LENGTH_LIMITS: tuple[tuple[str, int], ...] = tuple(
+    (field.name, field.max_length) for field in EVENT_FIELDS if field.max_length is not None
+)
 
 
 class RejectReason(StrEnum):
@@ -89,6 +118,7 @@ class RejectReason(StrEnum):
     MALFORMED_JSON = "malformed_json"  # not a JSON object
     WRONG_TYPE = "wrong_type"  # a field has a JSON type the schema does not allow
     MISSING_FIELD = "missing_field"  # a required field is absent, null or empty
+    FIELD_TOO_LONG = "field_too_long"  # an id over MAX_ID_LENGTH characters
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     INVALID_TIMESTAMP = "invalid_timestamp"  # not ISO-8601 with a UTC offset
@@ -99,9 +129,15 @@ class RejectReason(StrEnum):
 
 REJECT_REASON_DESCRIPTIONS: dict[RejectReason, str] = {
     RejectReason.INVALID_UTF8: "the message value is not UTF-8 text",
-    RejectReason.MALFORMED_JSON: "the value is not a JSON object",
+    RejectReason.MALFORMED_JSON: (
+        f"the value is not a JSON object, or has a number over {MAX_NUMBER_DIGITS} digits"
+        f" or nesting over {MAX_NESTING_DEPTH} levels"
+    ),
     RejectReason.WRONG_TYPE: "a field has a JSON type the schema does not allow",
     RejectReason.MISSING_FIELD: "a required field is absent, null or empty",
+    RejectReason.FIELD_TOO_LONG: (
+        f"an id ({', '.join(name for name, _ in LENGTH_LIMITS)}) is over {MAX_ID_LENGTH} characters"
+    ),
     RejectReason.UNSUPPORTED_SCHEMA_VERSION: f"schema_version is not {SCHEMA_VERSION}",
     RejectReason.UNKNOWN_EVENT_TYPE: f"event_type is not one of {', '.join(EVENT_TYPES)}",
     RejectReason.INVALID_TIMESTAMP: "event_timestamp is not ISO-8601 with a time zone",
@@ -124,14 +160,22 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime | None:
-    """The timestamp rule: ISO-8601 with an explicit offset (``Z`` or ``+hh:mm``)."""
+    """The timestamp rule: ISO-8601 with an explicit offset (``Z`` or ``+hh:mm``), years 1-9999 in UTC.
+
+    The offset is at most 18 hours in whole seconds, as Spark's timestamp cast takes it.
+    """
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    if moment.tzinfo is None:
+    offset = moment.utcoffset()
+    # Spark (java.time.ZoneOffset) takes offsets up to 18:00 in whole seconds; Python up to 24 h.
+    if offset is None or abs(offset) > MAX_UTC_OFFSET or offset.microseconds:
         return None
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-01:00 is year 10000 in UTC: no datetime holds it
+        return None
 
 
 def encode_event(event: Mapping[str, Any]) -> bytes:
@@ -159,6 +203,80 @@ class Verdict:
         return self.reason is None
 
 
+class _JsonLimitExceeded(ValueError):
+    """A number or a nesting Spark's JSON parser refuses (see MAX_NUMBER_DIGITS)."""
+
+
+def _float_digits(token: str) -> int:
+    """The digits Jackson counts in a float token: integer, fraction and exponent digits.
+
+    A token with a leading zero (``0.5``, ``-0e7``) takes Jackson's other code path, which
+    counts an absent fraction or exponent as -1 digits.
+    """
+    mantissa, has_exponent, exponent = token.lstrip("-").replace("E", "e").partition("e")
+    integer, has_fraction, fraction = mantissa.partition(".")
+    digits = len(integer) + len(fraction) + len(exponent.lstrip("+-"))
+    if integer == "0":
+        digits -= (not has_fraction) + (not has_exponent)
+    return digits
+
+
+def _parse_float(token: str) -> float:
+    # A token is never shorter than its digit count: most tokens skip the count.
+    if len(token) > MAX_NUMBER_DIGITS and _float_digits(token) > MAX_NUMBER_DIGITS:
+        raise _JsonLimitExceeded(f"a number with over {MAX_NUMBER_DIGITS} digits: {token[:40]}...")
+    return float(token)
+
+
+def _parse_int(token: str) -> int:
+    if len(token) > MAX_NUMBER_DIGITS and len(token.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise _JsonLimitExceeded(f"a number with over {MAX_NUMBER_DIGITS} digits: {token[:40]}...")
+    return int(token)
+
+
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_DEEP_PARSE_LOCK = threading.Lock()
+
+
+def _nesting_depth(text: str) -> int:
+    """Deepest nesting of arrays and objects; brackets inside strings do not count."""
+    depth = deepest = 0
+    for token in _STRING_OR_BRACKET.findall(text):
+        if token in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in ("]", "}"):
+            depth -= 1
+    return deepest
+
+
+def decode_json(text: str) -> Any:
+    """``json.loads`` within Spark's limits: a ValueError for what Spark's parser refuses too.
+
+    Unlike ``json.loads``, never a RecursionError for nesting Spark accepts (up to
+    :data:`MAX_NESTING_DEPTH`): what validate_message accepts, this decodes.
+    """
+    # A text with few brackets cannot nest deeply: most messages skip the depth scan.
+    if text.count("[") + text.count("{") > MAX_NESTING_DEPTH and _nesting_depth(text) > MAX_NESTING_DEPTH:
+        raise _JsonLimitExceeded(f"nesting deeper than {MAX_NESTING_DEPTH} levels")
+    try:
+        return json.loads(text, parse_float=_parse_float, parse_int=_parse_int)
+    except RecursionError:
+        pass
+    # Within Spark's limit yet too deep for Python's recursion limit, which json's C scanner
+    # counts against: parse again with room for MAX_NESTING_DEPTH more levels. The limit is
+    # process-wide, hence the lock.
+    with _DEEP_PARSE_LOCK:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(limit + MAX_NESTING_DEPTH + 100)
+        try:
+            return json.loads(text, parse_float=_parse_float, parse_int=_parse_int)
+        except RecursionError:  # a caller already deep in its own stack: still not a crash
+            raise _JsonLimitExceeded("nesting too deep for Python's recursion limit") from None
+        finally:
+            sys.setrecursionlimit(limit)
+
+
 def validate_message(value: bytes | None) -> Verdict:
     """Validate one raw Kafka message value in pure Python.
 
@@ -172,7 +290,7 @@ def validate_message(value: bytes | None) -> Verdict:
     except UnicodeDecodeError as error:
         return Verdict(RejectReason.INVALID_UTF8, str(error))
     try:
-        event = json.loads(text)
+        event = decode_json(text)
     except ValueError as error:
         return Verdict(RejectReason.MALFORMED_JSON, str(error))
     if not isinstance(event, dict):
@@ -190,13 +308,19 @@ def validate_event(event: Mapping[str, Any]) -> Verdict:
         value = event.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
             return Verdict(RejectReason.MISSING_FIELD, name)
+    for name, max_length in LENGTH_LIMITS:
+        if len(event[name]) > max_length:
+            return Verdict(RejectReason.FIELD_TOO_LONG, f"{name} is {len(event[name])} characters, over {max_length}")
     if event["schema_version"] != SCHEMA_VERSION:
         return Verdict(RejectReason.UNSUPPORTED_SCHEMA_VERSION, str(event["schema_version"]))
     if event["event_type"] not in EVENT_TYPES:
         return Verdict(RejectReason.UNKNOWN_EVENT_TYPE, str(event["event_type"])[:100])
     if parse_timestamp(event["event_timestamp"]) is None:
         return Verdict(RejectReason.INVALID_TIMESTAMP, str(event["event_timestamp"])[:100])
-    price = float(event["product_price"])
+    try:
+        price = float(event["product_price"])
+    except OverflowError:  # an integer beyond double range; Spark reads it as Infinity
+        price = math.inf
     if math.isnan(price) or math.isinf(price) or price > MAX_PRICE:
         return Verdict(RejectReason.INVALID_PRICE, str(event["product_price"]))
     if price < 0:
@@ -230,6 +354,8 @@ def json_schema() -> dict[str, Any]:
     properties["event_type"]["enum"] = list(EVENT_TYPES)
     properties["device_type"]["enum"] = list(DEVICE_TYPES)
     properties["event_timestamp"]["format"] = "date-time"
+    for name, max_length in LENGTH_LIMITS:
+        properties[name]["maxLength"] = max_length
     properties["product_price"]["minimum"] = 0
     properties["quantity"]["minimum"] = 1
     properties["quantity"]["maximum"] = MAX_QUANTITY

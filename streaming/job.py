@@ -333,9 +333,12 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def _is_fatal(error: BaseException) -> bool:
+    from streaming.bronze_sink import PoisonBatchError
+
     text = str(error)
-    # failOnDataLoss: offsets we have not read are gone from Kafka. Restarting cannot help.
-    return "data may have been lost" in text or "failOnDataLoss" in text
+    # failOnDataLoss: offsets we have not read are gone from Kafka. Restarting cannot help;
+    # nor can it for a batch PostgreSQL refuses for its data (py4j keeps the Python error's name).
+    return "data may have been lost" in text or "failOnDataLoss" in text or PoisonBatchError.__name__ in text
 
 
 def run_stream(
@@ -415,7 +418,13 @@ def run_stream(
 
 
 def _first_line(error: BaseException) -> str:
+    from streaming.bronze_sink import PoisonBatchError
+
     text = str(error).strip()
+    marker = f"{PoisonBatchError.__name__}: "
+    for line in text.splitlines():
+        if marker in line:  # the sink's own message, from inside py4j's traceback
+            return line.split(marker, 1)[1].strip()[:600]
     for line in text.splitlines():
         if line.strip() and "Traceback" not in line:
             return line.strip()[:300]

@@ -14,14 +14,25 @@ PERMISSIVE mode does the parsing on the hot path. Two things it cannot tell on i
 resolved from a VARIANT parse of the same text, computed only for the few rows that need
 it (CASE WHEN is evaluated lazily per row): which field carries a wrong JSON type on a
 corrupt row, and whether a string field holding ``123``/``true``/``{...}`` was a JSON
-string (``from_json`` turns any JSON value into text for a string column).
+string (``from_json`` turns any JSON value into text for a string column, and a number
+beyond double range such as ``1e400`` into the quoted text ``"Infinity"``).
+
+Limits both sides share: Jackson refuses a number of more than 1000 digits and nesting
+deeper than 1000 levels (``malformed_json``), and the reference refuses them too; a
+timestamp outside years 1-9999 once in UTC is ``invalid_timestamp`` (Python's datetime
+cannot hold it); ids over ``MAX_ID_LENGTH`` characters are ``field_too_long``.
 
 Known differences from the Python reference, all on inputs the producer never writes:
 a JSON object followed by a second object (``{..} {..}``) is accepted by Jackson;
-duplicate keys, or a bare ``NaN``/``Infinity`` next to a wrong type, make the variant
-probe fail and the row is rejected as ``wrong_type`` without naming the field; ISO-8601
-basic and week-date timestamps (``20260103T142345Z``, ``2026-W01-1T...``), which Python's
-``fromisoformat`` accepts, are ``invalid_timestamp`` here.
+duplicate keys, or a bare ``NaN``/``Infinity`` literal anywhere in the message, make the
+variant probe fail: a corrupt row is then rejected as ``wrong_type`` without naming the
+field, and a string field whose text looks like a non-string (``123``, ``{..}``, ``true``)
+is taken to hold one (``wrong_type``, that field named) even where it was a JSON string
+(``"123"`` beside a ``NaN``), which Python accepts; ISO-8601 basic and week-date
+timestamps (``20260103T142345Z``, ``2026-W01-1T...``), which Python's ``fromisoformat``
+accepts, are ``invalid_timestamp`` here. The reference's digit count for the 1000-digit
+limit follows what Spark was measured to do (a leading zero counts differently); a number
+right at the limit that Jackson reads through another code path may still differ by one.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from streaming.events import (
     EVENT_FIELDS,
     EVENT_TYPES,
+    LENGTH_LIMITS,
     MAX_PRICE,
     MAX_QUANTITY,
     REQUIRED_FIELDS,
@@ -87,7 +99,8 @@ FROM_JSON_OPTIONS = {
 _ENDS_WITH_OBJECT = r"\}[ \t\n\r]*$"
 # A value from_json produced for a string column that may have been a non-string JSON
 # value (number, true/false, object, array): only these rows are checked in the variant.
-_MAYBE_NOT_A_STRING = r"(?s)^(-?[0-9][0-9.eE+\-]*|true|false|[\{\[].*)$"
+# Jackson writes a non-finite number (NaN, or 1e400 read as Infinity) in quotes.
+_MAYBE_NOT_A_STRING = r'(?s)^(-?[0-9][0-9.eE+\-]*|true|false|[\{\[].*|"(NaN|-?Infinity)")$'
 # str.strip()'s whitespace: Java's Unicode White_Space plus the ASCII separators 0x1c-0x1f.
 _BLANK = r"(?U)^[\s\x{1c}-\x{1f}\x{85}\x{a0}]*$"
 # The producer's own format and its near relatives, cast directly (the hot path).
@@ -100,7 +113,12 @@ _OTHER_ISO_TIMESTAMP = (
 )
 _INTEGER_VARIANT_TYPES = ("TINYINT", "SMALLINT", "INT", "BIGINT")
 # First characters of from_json text that a non-string JSON value can produce.
-_NON_STRING_FIRST_CHARACTERS = ("-", *"0123456789", "t", "f", "{", "[")
+_NON_STRING_FIRST_CHARACTERS = ("-", *"0123456789", "t", "f", "{", "[", '"')
+# Python's datetime holds years 1-9999: a timestamp beyond them after UTC conversion
+# (9999-12-31T23:59-01:00) is invalid, as streaming.events.parse_timestamp says, and would
+# not convert to Python in the sink. Bounds in microseconds since the epoch.
+_MIN_TIMESTAMP_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+_MAX_TIMESTAMP_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 
 
 def _maybe_not_a_string(text: Column) -> Column:
@@ -149,7 +167,7 @@ def _first(cases: list[tuple[Column, Column]], otherwise: Column | None = None) 
 
 
 def _parse_timestamp(text: Column) -> Column:
-    """``streaming.events.parse_timestamp`` in Spark: ISO-8601 with a UTC offset, else null."""
+    """``streaming.events.parse_timestamp`` in Spark, without its year range (:func:`_in_year_range`)."""
     normalized = F.regexp_replace(
         text,
         _OTHER_ISO_TIMESTAMP,
@@ -163,6 +181,11 @@ def _parse_timestamp(text: Column) -> Column:
             (text.rlike(_OTHER_ISO_TIMESTAMP), F.regexp_replace(normalized, " ", "").try_cast("timestamp")),
         ]
     )
+
+
+def _in_year_range(timestamp: Column) -> Column:
+    """Null for a timestamp outside years 1-9999 in UTC (a cheap comparison of longs)."""
+    return F.when(F.unix_micros(timestamp).between(_MIN_TIMESTAMP_MICROS, _MAX_TIMESTAMP_MICROS), timestamp)
 
 
 def _sent_at(headers: Column) -> Column:
@@ -219,8 +242,9 @@ def _build_projections(has_headers: bool) -> list[list[Column | str]]:
             (_sent_at(F.col("headers")) if has_headers else F.lit(None).cast("timestamp")).alias("sent_at"),
         ]
     )
-    # Parsed once here, used by the rule and as the typed column.
-    projections.append(["*", _parse_timestamp(F.col("_parsed.event_timestamp")).alias("_event_timestamp")])
+    # Parsed once here, range-checked in the next projection (a column of its own, so the
+    # regexes run once), then used by the rule and as the typed column.
+    projections.append(["*", _parse_timestamp(F.col("_parsed.event_timestamp")).alias("_parsed_timestamp")])
 
     text = F.col("_text")
     field = {name: F.col(f"_parsed.{name}") for name in (*(f.name for f in EVENT_FIELDS), CORRUPT_COLUMN)}
@@ -228,16 +252,27 @@ def _build_projections(has_headers: bool) -> list[list[Column | str]]:
     price = field["product_price"]
     price_not_finite = F.isnan(price) | price.isin(float("inf"), float("-inf"))
 
-    event_timestamp = F.col("_event_timestamp")
-    maybe_not_a_string = F.lit(False)
+    in_range_timestamp = _in_year_range(F.col("_parsed_timestamp"))
+    # The first string field whose text may be a non-string, or null: the name serves as
+    # the wrong_type detail when the variant probe fails, without a second regex pass.
+    string_field_checks: list[tuple[Column, Column]] = []
     for event_field in EVENT_FIELDS:
         if event_field.json_type != "string":
             continue
         check = _maybe_not_a_string(field[event_field.name])
         if event_field.name == "event_timestamp":
             # A timestamp that parses was a JSON string; only a failed one needs the check.
-            check = event_timestamp.isNull() & check
-        maybe_not_a_string = maybe_not_a_string | check
+            check = in_range_timestamp.isNull() & check
+        string_field_checks.append((check, F.lit(event_field.name)))
+    projections.append(
+        [
+            "*",
+            in_range_timestamp.alias("_event_timestamp"),
+            _first(string_field_checks).alias("_maybe_not_a_string_field"),
+        ]
+    )
+    event_timestamp = F.col("_event_timestamp")
+    maybe_not_a_string = F.col("_maybe_not_a_string_field").isNotNull()
     # Rows whose JSON types from_json cannot vouch for. A string "NaN" parses as a double NaN.
     needs_type_probe = corrupt | maybe_not_a_string | F.coalesce(price_not_finite, F.lit(False))
 
@@ -276,6 +311,12 @@ def _build_projections(has_headers: bool) -> list[list[Column | str]]:
         # Parsed as an object by Jackson but not by the variant parser (a NaN literal or a
         # duplicate key beside the bad field): the field cannot be named.
         (corrupt & variant.isNull(), F.lit("a field has a JSON type the schema does not allow")),
+        # Not corrupt, but the probe failed while a string field's text looks like a
+        # non-string: taken to be one (it nearly always is), and that field named.
+        (
+            maybe_not_a_string & variant.isNull(),
+            F.concat(F.col("_maybe_not_a_string_field"), F.lit(" is not a string (JSON type unknown)")),
+        ),
     ]
     for event_field in EVENT_FIELDS:
         variant_type = json_type[event_field.name]
@@ -302,6 +343,19 @@ def _build_projections(has_headers: bool) -> list[list[Column | str]]:
     ]
     missing_field = _first(missing_cases)
 
+    # octet_length is O(1) and bounds the character count: most rows skip counting.
+    too_long = _first(
+        [
+            (
+                (F.octet_length(field[name]) > max_length) & (F.length(field[name]) > max_length),
+                F.concat(
+                    F.lit(f"{name} is "), F.length(field[name]).cast("string"), F.lit(f" characters, over {max_length}")
+                ),
+            )
+            for name, max_length in LENGTH_LIMITS
+        ]
+    )
+
     quantity = field["quantity"]
     quantity_present = present("quantity")
     event_type = field["event_type"]
@@ -313,6 +367,7 @@ def _build_projections(has_headers: bool) -> list[list[Column | str]]:
             (~is_object, _verdict(RejectReason.MALFORMED_JSON, F.lit("not a JSON object"))),
             (wrong_type_detail.isNotNull(), _verdict(RejectReason.WRONG_TYPE, wrong_type_detail)),
             (missing_field.isNotNull(), _verdict(RejectReason.MISSING_FIELD, missing_field)),
+            (too_long.isNotNull(), _verdict(RejectReason.FIELD_TOO_LONG, too_long)),
             (
                 F.coalesce(field["schema_version"] != SCHEMA_VERSION, F.lit(True)),
                 _verdict(

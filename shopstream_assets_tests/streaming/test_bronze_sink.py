@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import psycopg
 import pyarrow as pa
 import pytest
 
 from shopstream_assets_tests.streaming.conftest import good_event, kafka_frame, without
-from streaming.bronze_sink import BronzeSink, committed_offsets, retrying, write_batch
+from streaming.bronze_sink import (
+    BronzeSink,
+    PoisonBatchError,
+    committed_offsets,
+    never_succeeds,
+    retrying,
+    write_batch,
+)
 from streaming.events import RejectReason, encode_event
 from streaming.transforms import parse_and_validate
 
@@ -208,3 +216,33 @@ def test_writers_of_different_topics_share_one_lock(spark, database_url: str) ->
     assert finished.is_set()
     rows = fetch(database_url, "select kafka_topic from bronze.ingest_batches order by batch_id")
     assert rows == [(TOPIC,), ("another-topic",)]
+
+
+def test_a_batch_postgresql_refuses_for_its_data_fails_at_once_naming_the_batch(spark, database_url: str) -> None:
+    """An index row too big (SQLSTATE 54000) fails the same way every time: no retry loop."""
+    batch = validated(spark, events(3), first_offset=40)
+    # Bypasses the rules (they reject an id this long) to reach PostgreSQL's own limit.
+    too_long_for_the_btree = "".join(chr(0x4E00 + (index * 7919) % 20_000) for index in range(3_000))
+    batch = batch.set_column(
+        batch.schema.get_field_index("event_id"),
+        "event_id",
+        pa.array([too_long_for_the_btree, "EVT_a", "EVT_b"], pa.string()),
+    )
+    began = time.monotonic()
+    with BronzeSink(database_url, TOPIC, attempts=8) as sink, pytest.raises(PoisonBatchError) as refused:
+        sink.write(batch, spark_batch_id=7)
+    assert time.monotonic() - began < 5, "retried an error that can never succeed"
+    message = str(refused.value)
+    assert "Spark batch 7" in message and "partition 0 offsets 40-40" in message and "SQLSTATE 54000" in message
+    assert isinstance(refused.value.__cause__, psycopg.errors.ProgramLimitExceeded)
+    assert ledger(database_url) == []  # the transaction rolled back as a whole
+
+
+def test_only_errors_of_the_data_itself_count_as_never_succeeding(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn, pytest.raises(psycopg.DataError) as data_error:
+        conn.execute("select 1 / 0")
+    assert never_succeeds(data_error.value)  # SQLSTATE 22012
+    with pytest.raises(psycopg.OperationalError) as unreachable:
+        psycopg.connect("postgresql://nobody@127.0.0.1:1/none", connect_timeout=2)
+    assert not never_succeeds(unreachable.value)
+    assert not never_succeeds(ValueError("not a database error"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -10,7 +9,15 @@ from datetime import UTC, datetime
 import pytest
 
 from shopstream_assets_tests.streaming.conftest import good_event, kafka_frame, raw, without
-from streaming.events import FIELD_NAMES, RejectReason, Repair, encode_event, validate_message
+from streaming.events import (
+    FIELD_NAMES,
+    MAX_ID_LENGTH,
+    RejectReason,
+    Repair,
+    decode_json,
+    encode_event,
+    validate_message,
+)
 from streaming.simulator import Simulator
 from streaming.transforms import (
     EVENT_COLUMNS,
@@ -104,6 +111,37 @@ CORPUS: list[tuple[bytes | None, RejectReason | None]] = [
     (encode_event(good_event(quantity=-3)), RejectReason.INVALID_QUANTITY),
     (encode_event(good_event(quantity=101)), RejectReason.INVALID_QUANTITY),
     (encode_event(good_event(quantity=10**20)), RejectReason.INVALID_QUANTITY),
+    # Ids: at most MAX_ID_LENGTH characters, counted as characters, not UTF-8 bytes.
+    (encode_event(good_event(event_id="E" * MAX_ID_LENGTH)), None),
+    (encode_event(good_event(user_id="é" * MAX_ID_LENGTH)), None),
+    (encode_event(good_event(event_id="E" * (MAX_ID_LENGTH + 1))), RejectReason.FIELD_TOO_LONG),
+    (encode_event(good_event(session_id="会" * 3_000)), RejectReason.FIELD_TOO_LONG),
+    (encode_event(good_event(product_id="P" * 300, schema_version=2)), RejectReason.FIELD_TOO_LONG),
+    (encode_event(good_event(user_id=" " * 300)), RejectReason.MISSING_FIELD),  # blank comes first
+    # Timestamps: years 1-9999 after conversion to UTC, as Python's datetime holds them.
+    (encode_event(good_event(event_timestamp="9999-12-31T23:59:59.999999Z")), None),
+    (encode_event(good_event(event_timestamp="0001-01-01T00:30:00-01:00")), None),
+    (encode_event(good_event(event_timestamp="9999-12-31T23:59:59-01:00")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(event_timestamp="0001-01-01T00:00:00+01:00")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(event_timestamp="0000-06-01T00:00:00Z")), RejectReason.INVALID_TIMESTAMP),
+    # A number beyond double range is not a string, though from_json makes it "Infinity".
+    (encode_event(good_event()).replace(b'"EVT_000000000001"', b"1e400"), RejectReason.WRONG_TYPE),
+    (encode_event(good_event()).replace(b'"Mobile"', b"-1e400"), RejectReason.WRONG_TYPE),
+    (encode_event(good_event(event_id="Infinity", product_name='"NaN"')), None),
+    (encode_event(good_event(product_price=10**400)), RejectReason.INVALID_PRICE),
+    # A NaN literal elsewhere defeats the variant probe: a non-string id is still wrong_type.
+    (raw(event_id=123, extra=math.nan), RejectReason.WRONG_TYPE),
+    (raw(user_id={"a": 1}, extra=math.inf), RejectReason.WRONG_TYPE),
+    # Jackson's limits: nesting over 1000 levels and numbers over 1000 digits are malformed.
+    (encode_event(good_event())[:-1] + b',"extra":' + b"[" * 999 + b"]" * 999 + b"}", None),
+    (encode_event(good_event())[:-1] + b',"extra":' + b"[" * 1_000 + b"]" * 1_000 + b"}", RejectReason.MALFORMED_JSON),
+    (b'{"event_id": ' + b"[" * 5_000 + b"]" * 5_000 + b"}", RejectReason.MALFORMED_JSON),
+    (encode_event(good_event())[:-1] + b',"extra":' + b"1" * 1_000 + b"}", None),
+    (encode_event(good_event())[:-1] + b',"extra":-' + b"1" * 1_001 + b"}", RejectReason.MALFORMED_JSON),
+    (encode_event(good_event()).replace(b"79.99", b"0." + b"0" * 999 + b"1"), None),
+    (encode_event(good_event()).replace(b"79.99", b"0." + b"0" * 1_500 + b"1"), RejectReason.MALFORMED_JSON),
+    (encode_event(good_event()).replace(b"79.99", b"7." + b"0" * 999 + b"1"), RejectReason.MALFORMED_JSON),
+    (encode_event(good_event()).replace(b"79.99", b"7.9e" + b"0" * 997 + b"1"), None),
 ]
 
 
@@ -144,7 +182,7 @@ def test_spark_rules_agree_with_the_reference(spark) -> None:
 def test_good_rows_are_typed_like_the_reference_reads_them(spark) -> None:
     values = [value for value, expected in CORPUS if expected is None]
     for row, value in zip(spark_verdicts(spark, values), values, strict=True):
-        event = json.loads(value)
+        event = decode_json(value.decode())
         assert row["reject_reason"] is None and row["raw_value"] is None and row["raw_text"] is None
         expected_moment = datetime.fromisoformat(event["event_timestamp"]).astimezone(UTC)
         # Spark keeps microseconds; fromisoformat reads the same digits.
