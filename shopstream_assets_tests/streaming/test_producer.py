@@ -108,6 +108,19 @@ def test_rate_is_paced_smoothly_and_event_time_matches_send_time(kafka_bootstrap
         assert timedelta(milliseconds=-50) <= lag <= timedelta(seconds=2)
 
 
+def test_a_paced_producer_sleeps_between_turns(kafka_bootstrap: str, topic: str) -> None:
+    """At 2,000 events/s the next event is always under a millisecond away; the producer once
+    waited that long, librdkafka rounded it down to no wait, and the loop spun a whole core.
+    CPU time, not wall time: a loaded machine cannot fail this, a spinning loop always does."""
+    rate, seconds = 2_000.0, 2.0
+    producer = ClickstreamProducer(kafka_bootstrap, topic)
+    cpu_before = time.process_time()
+    result = run(Simulator(9, events_per_second=rate), producer, duration=seconds)
+    cpu_seconds = time.process_time() - cpu_before
+    assert result.counts.sent == pytest.approx(rate * seconds, rel=0.05)
+    assert cpu_seconds < seconds / 2, f"{cpu_seconds:.2f} CPU s in {seconds:g} s of pacing at {rate:g} events/s"
+
+
 def producer_env(kafka_bootstrap: str, topic: str, home: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("SHOPSTREAM_")}
     env.update({"SHOPSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap, "SHOPSTREAM_TOPIC": topic, "SHOPSTREAM_HOME": str(home)})
