@@ -4,7 +4,7 @@ Three phases, each on a topic of its own and a scratch database (dropped at the 
 
 (a) drain: a topic pre-filled with ``--events`` (default 1,000,000) is streamed into Bronze;
     rate = messages / (first batch start -> last batch commit), from ``bronze.ingest_batches``.
-(b) sustained: the producer sends ``--sustained-rate`` events/s (default 25,000; 0 = as fast
+(b) sustained: the producer sends ``--sustained-rate`` events/s (default 22,000; 0 = as fast
     as it can) for ``--sustained-seconds`` while the stream runs on the same cores; rate =
     messages committed in that window / window, with the consumer lag sampled each second.
     The stream sustains the rate when the lag does not grow: its mean over the last quarter
@@ -122,7 +122,7 @@ def ingest_benchmark_command(
     ] = 1_000_000,
     sustained_seconds: Annotated[
         float, typer.Option("--sustained-seconds", min=5, help="Length of the sustained phase (b).")
-    ] = 30.0,
+    ] = 60.0,
     sustained_rate: Annotated[
         float, typer.Option("--sustained-rate", min=0, help="Producer events/s in phase (b); 0 = flat out.")
     ] = 25_000,
