@@ -125,7 +125,7 @@ def ingest_benchmark_command(
     ] = 60.0,
     sustained_rate: Annotated[
         float, typer.Option("--sustained-rate", min=0, help="Producer events/s in phase (b); 0 = flat out.")
-    ] = 25_000,
+    ] = 22_000,
     latency_rate: Annotated[float, typer.Option("--latency-rate", min=1, help="Steady events/s in phase (c).")] = 2_000,
     latency_seconds: Annotated[float, typer.Option("--latency-seconds", min=5, help="Length of phase (c).")] = 30.0,
     max_offsets_per_trigger: Annotated[
