@@ -344,14 +344,14 @@ def produce_command(
     """Send simulated shoppers' clickstream to Kafka; with neither --duration nor --events, until Ctrl-C."""
     from shopstream_assets.lib.kafka_admin import ensure_topic
     from shopstream_assets.lib.services import ServiceError, kafka_bootstrap
-    from shopstream_assets.lib.settings import SettingsError, load_settings
+    from shopstream_assets.lib.settings import SettingsError, load_settings, parse_topic
 
     try:
         settings = load_settings()
+        topic = parse_topic("--topic", topic) if topic is not None else settings.topic
         bootstrap = kafka_bootstrap(settings)
     except (SettingsError, ServiceError) as error:
         raise _fail(str(error)) from None
-    topic = topic or settings.topic
     partitions = partitions or settings.topic_partitions
     try:
         created = ensure_topic(bootstrap, topic, partitions)

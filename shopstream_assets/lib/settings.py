@@ -144,6 +144,13 @@ def parse_kafka_bootstrap(name: str, raw: str) -> str:
     return ",".join(servers)
 
 
+def parse_topic(name: str, raw: str) -> str:
+    """Kafka's own rule for topic names; ``name`` is the setting or option the value came from."""
+    if not re.fullmatch(r"[A-Za-z0-9._\-]{1,249}", raw):
+        raise SettingsError(f"{name} must be 1-249 characters of letters, digits, '.', '_' or '-': got {raw!r}")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -164,12 +171,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if kafka_bootstrap is not None:
         kafka_bootstrap = parse_kafka_bootstrap("SHOPSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
 
-    topic = _text(env, "SHOPSTREAM_TOPIC") or DEFAULT_TOPIC
-    # Kafka's own rule for topic names.
-    if not re.fullmatch(r"[A-Za-z0-9._\-]{1,249}", topic):
-        raise SettingsError(
-            f"SHOPSTREAM_TOPIC must be 1-249 characters of letters, digits, '.', '_' or '-': got {topic!r}"
-        )
+    topic = parse_topic("SHOPSTREAM_TOPIC", _text(env, "SHOPSTREAM_TOPIC") or DEFAULT_TOPIC)
 
     spark_master = _text(env, "SHOPSTREAM_SPARK_MASTER") or "local[*]"
     if not _SPARK_MASTER.match(spark_master):

@@ -225,3 +225,15 @@ def test_benchmark_short_run(kafka_bootstrap: str) -> None:
     assert benchmark.generated_per_second > benchmark.delivered_per_second > 0
     assert 0 < benchmark.cpu_seconds_per_100k < 100
     assert len(benchmark.lines()) == 3
+
+
+def test_cli_refuses_a_bad_topic_name_naming_the_option(kafka_bootstrap: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*PRODUCE, "--topic", "no spaces!", "--events", "1"],
+        env=producer_env(kafka_bootstrap, "ecommerce-clickstream", tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "--topic must be 1-249 characters" in result.stderr, result.stderr[-2000:]
