@@ -169,6 +169,49 @@ def has_checkpoint(checkpoint: Path) -> bool:
     return offsets.is_dir() and any(entry.name.isdigit() for entry in offsets.iterdir())
 
 
+def checkpoint_position(checkpoint: Path, topic: str) -> dict[int, int] | None:
+    """Next offset per partition after the newest batch the checkpoint marks committed; None if none.
+
+    Spark writes ``offsets/<n>`` (lines: version, batch metadata, one JSON per source) before
+    batch n runs and ``commits/<n>`` after foreachBatch returned, i.e. after its Bronze commit.
+    """
+    commits = checkpoint / "commits"
+    done = [int(entry.name) for entry in commits.iterdir() if entry.name.isdigit()] if commits.is_dir() else []
+    if not done:
+        return None
+    try:
+        lines = (checkpoint / "offsets" / str(max(done))).read_text().splitlines()
+        positions = json.loads(lines[2])[topic]
+        return {int(partition): int(offset) for partition, offset in positions.items()}
+    except (OSError, IndexError, KeyError, TypeError, ValueError) as error:
+        raise StreamJobError(f"cannot read the checkpoint's offsets under {checkpoint}: {error!r}") from None
+
+
+def checkpoint_ahead_of_bronze(
+    checkpoint_next: Mapping[int, int], bronze_next: Mapping[int, int], low_watermarks: Mapping[int, int]
+) -> dict[int, tuple[int, int]]:
+    """{partition: (checkpoint's next offset, Bronze's)} where resuming from the checkpoint would skip messages.
+
+    A committed batch is in the ledger before Spark marks it committed, so in a consistent
+    pair Bronze is never behind the checkpoint. Behind means the database was reset or
+    restored (or the stream points at another one). Bronze's position in a partition it
+    never wrote is the partition's first offset still on the broker.
+    """
+    ahead: dict[int, tuple[int, int]] = {}
+    for partition, checkpoint_offset in checkpoint_next.items():
+        bronze_offset = bronze_next.get(partition, low_watermarks.get(partition, 0))
+        if checkpoint_offset > bronze_offset:
+            ahead[partition] = (checkpoint_offset, bronze_offset)
+    return ahead
+
+
+def set_checkpoint_aside(checkpoint: Path) -> Path:
+    """Rename (never delete) a checkpoint so the stream starts again from Bronze's own offsets."""
+    aside = checkpoint.with_name(f"{checkpoint.name}.set-aside-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+    checkpoint.rename(aside)
+    return aside
+
+
 def starting_offsets(topic: str, partitions: list[int], committed: Mapping[int, int]) -> str:
     """Kafka source ``startingOffsets``: the ledger's next offsets, -2 (earliest) elsewhere."""
     if not committed:
@@ -351,11 +394,14 @@ def run_stream(
     until_idle: float | None = None,
     max_offsets_per_trigger: int = DEFAULT_MAX_OFFSETS_PER_TRIGGER,
     stop: threading.Event | None = None,
+    restart_from_bronze: bool = False,
 ) -> StreamSummary:
     """Run the Kafka -> Bronze query until ``until_idle`` seconds pass without data, or ``stop``.
 
     A failed query run (broker or PostgreSQL unreachable for longer than the sink's
-    retries) is restarted from its checkpoint with backoff.
+    retries) is restarted from its checkpoint with backoff. A checkpoint ahead of Bronze (a
+    reset or restored database) stops the job before it reads anything, unless
+    ``restart_from_bronze``: then it is set aside and the stream starts from Bronze's offsets.
     """
     from shopstream_assets.lib.kafka_admin import ensure_topic
     from streaming.bronze_sink import SOURCE_STREAM, BronzeSink, retrying
@@ -371,6 +417,7 @@ def run_stream(
         transient=(Exception,),
     )
     with BronzeSink(database_url, topic, source=SOURCE_STREAM) as sink, _stop_on_signals(stop):
+        _check_checkpoint_against_bronze(checkpoint, sink, kafka_bootstrap, topic, restart_from_bronze)
         writer = _BatchWriter(sink, kafka_bootstrap, topic, summary)
         try:
             failures = 0
@@ -415,6 +462,33 @@ def run_stream(
             writer.close()
     summary.seconds = time.monotonic() - began
     return summary
+
+
+def _check_checkpoint_against_bronze(
+    checkpoint: Path, sink: BronzeSink, kafka_bootstrap: str, topic: str, restart_from_bronze: bool
+) -> None:
+    from shopstream_assets.lib.kafka_admin import watermarks
+
+    position = checkpoint_position(checkpoint, topic)
+    if position is None:
+        return
+    low_watermarks = {partition: low for partition, (low, _) in watermarks(kafka_bootstrap, topic).items()}
+    ahead = checkpoint_ahead_of_bronze(position, sink.committed_offsets(), low_watermarks)
+    if not ahead:
+        return
+    where = ", ".join(
+        f"partition {partition}: checkpoint {checkpoint_offset:,}, Bronze {bronze_offset:,}"
+        for partition, (checkpoint_offset, bronze_offset) in sorted(ahead.items())
+    )
+    if not restart_from_bronze:
+        raise StreamJobError(
+            f"the checkpoint {checkpoint} is ahead of bronze.ingest_batches ({where}): the database was reset or "
+            "restored, or this is not the database the checkpoint wrote to. Resuming would skip those messages. "
+            "If this is the right database, run `shopstream stream --restart-from-bronze` once: it sets the "
+            "checkpoint aside (renamed, not deleted) and reads from the offsets Bronze holds."
+        )
+    aside = set_checkpoint_aside(checkpoint)
+    log.warning("checkpoint ahead of Bronze (%s): set aside as %s; starting from Bronze's offsets", where, aside)
 
 
 def _first_line(error: BaseException) -> str:
@@ -634,6 +708,13 @@ def stream_command(
     max_offsets_per_trigger: Annotated[
         int, typer.Option("--max-offsets-per-trigger", min=1, help="Most messages one micro-batch reads.")
     ] = DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+    restart_from_bronze: Annotated[
+        bool,
+        typer.Option(
+            "--restart-from-bronze",
+            help="If the checkpoint is ahead of Bronze (a reset database), set it aside; read from Bronze's offsets.",
+        ),
+    ] = False,
 ) -> None:
     """Stream the clickstream topic into Bronze (PostgreSQL), exactly once."""
     from shopstream_assets.lib.settings import SettingsError, load_settings
@@ -662,6 +743,7 @@ def stream_command(
             trigger_seconds=trigger,
             until_idle=until_idle,
             max_offsets_per_trigger=max_offsets_per_trigger,
+            restart_from_bronze=restart_from_bronze,
         )
     except StreamJobError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)

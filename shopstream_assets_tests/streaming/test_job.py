@@ -160,6 +160,37 @@ def test_deleted_checkpoint_restarts_from_the_stored_offsets(
     assert assert_every_batch_accounted(database_url) == (2_500, len(event_ids), rejects.total(), duplicates)
 
 
+def test_a_checkpoint_ahead_of_bronze_stops_the_stream_until_set_aside(
+    spark, shopstream_env: dict[str, str], database_url: str, admin_database_url: str, kafka_bootstrap: str, topic: str
+) -> None:
+    """A reset database under a surviving checkpoint: resuming would silently skip every message
+    the checkpoint has passed. The stream refuses, naming the partitions; --restart-from-bronze sets
+    the checkpoint aside (renamed, kept) and reads from Bronze's offsets, so nothing is lost."""
+    settings = settings_for(shopstream_env)
+    first = produce_simulated(kafka_bootstrap, topic, 1_200, seed=31, bad_ratio=0.1)
+    run_stream(spark, settings, database_url=database_url, kafka_bootstrap=kafka_bootstrap, until_idle=1.5)
+    reset_name = f"{database.url_parts(database_url).database}_reset"
+    database.ensure_database(admin_database_url, reset_name)
+    reset_url = database.with_database(admin_database_url, reset_name)
+    try:
+        database.migrate(reset_url)
+        options = {"database_url": reset_url, "kafka_bootstrap": kafka_bootstrap, "until_idle": 1.5}
+        with pytest.raises(StreamJobError, match=r"checkpoint .* is ahead of bronze.ingest_batches \(partition 0"):
+            run_stream(spark, settings, **options)
+        assert fetch(reset_url, "select count(*) from bronze.ingest_batches") == [(0,)]
+
+        summary = run_stream(spark, settings, restart_from_bronze=True, **options)
+        assert summary.messages == 1_200
+        event_ids, rejects, duplicates = expected_bronze(first.values)
+        assert assert_every_batch_accounted(reset_url) == (1_200, len(event_ids), rejects.total(), duplicates)
+        kept = list(checkpoint_dir(settings).parent.glob(f"{topic}.set-aside-*"))
+        assert len(kept) == 1 and (kept[0] / "commits").is_dir()
+        # The new checkpoint agrees with Bronze: a plain restart goes on without complaint.
+        assert run_stream(spark, settings, **options).messages == 0
+    finally:
+        database.drop_database(admin_database_url, reset_name)
+
+
 def test_replay_into_empty_bronze_then_again_adds_nothing(
     spark, shopstream_env: dict[str, str], database_url: str, kafka_bootstrap: str, topic: str
 ) -> None:
