@@ -13,3 +13,11 @@
     {%- endif -%}
 {%- endmacro %}
 
+{#- The rows of `relation` that this run adds: those of batches after `cursor` (the value of
+    ingestion_cursor()) in an incremental run, all of them in a full build. -#}
+{% macro after_cursor(relation, cursor) -%}
+    select * from {{ relation }}
+    {%- if is_incremental() %}
+    where batch_id > {{ cursor }}
+    {%- endif %}
+{%- endmacro %}

@@ -6,13 +6,20 @@
     sessions' events are read (through the session_id index), so the cost follows the new
     data, not the history.
 
-    Columns: metric_date, sessions, abandoned_cart_sessions, viewed_sessions,
-    carted_sessions, purchased_sessions (funnel steps: reached this and every earlier step).
+    In a full build nothing is stored, so the changes are the totals: those of
+    session_start_day_totals over `sessions_relation` (int_user_sessions), which counts
+    each session once instead of reading its events.
+
+    Columns: metric_date, then session_measures(): sessions, abandoned_cart_sessions,
+    viewed_sessions, carted_sessions, purchased_sessions.
 
     With by_segment=true the changes are per (metric_date, country, device_type) as well: a
     session's country and device are those of its first event (int_user_sessions' rule), so
     a late event that becomes a session's first event can move it between segments too. -#}
-{% macro session_start_day_changes(events_relation, cursor, by_segment=false) -%}
+{% macro session_start_day_changes(events_relation, sessions_relation, cursor, by_segment=false) -%}
+    {%- if not is_incremental() -%}
+    {{ session_start_day_totals(sessions_relation, by_segment) }}
+    {%- else -%}
     with touched_events as (
 
         select
@@ -102,14 +109,37 @@
         country,
         device_type,
         {%- endif %}
-        sum(weight) as sessions,
-        coalesce(sum(weight) filter (where carted and not purchased), 0)
-            as abandoned_cart_sessions,
-        coalesce(sum(weight) filter (where viewed), 0) as viewed_sessions,
-        coalesce(sum(weight) filter (where viewed and carted), 0) as carted_sessions,
-        coalesce(sum(weight) filter (where viewed and carted and purchased), 0)
-            as purchased_sessions
+        {{- session_measures(
+            viewed='viewed',
+            carted='carted',
+            purchased='purchased',
+            abandoned='carted and not purchased',
+            weight='weight',
+        ) }}
 
     from contributions
     group by metric_date{% if by_segment %}, country, device_type{% endif %}
+    {%- endif %}
+{%- endmacro %}
+
+{#- Per UTC day a session started (and with by_segment per the country and device of its
+    first event), the session measures of every session in `sessions_relation`
+    (int_user_sessions): what a full build counts, with the columns of
+    session_start_day_changes. -#}
+{% macro session_start_day_totals(sessions_relation, by_segment=false) -%}
+    select
+        session_date as metric_date,
+        {%- if by_segment %}
+        country,
+        device_type,
+        {%- endif %}
+        {{- session_measures(
+            viewed='page_views > 0',
+            carted='add_to_carts > 0',
+            purchased='purchases > 0',
+            abandoned='abandoned_cart',
+        ) }}
+
+    from {{ sessions_relation }}
+    group by session_date{% if by_segment %}, country, device_type{% endif %}
 {%- endmacro %}

@@ -12,24 +12,21 @@ with silver as (
 ),
 
 layers as (
+    {%- for layer, revenue_column in {
+        'mart_daily_metrics': 'revenue',
+        'mart_product_performance': 'revenue',
+        'mart_daily_segment_metrics': 'revenue',
+        'mart_product_daily': 'revenue',
+        'int_user_sessions': 'revenue',
+        'mart_user_behavior': 'monetary',
+    }.items() %}
 
-    select 'mart_daily_metrics' as layer, coalesce(sum(revenue), 0) as revenue
-    from {{ ref('mart_daily_metrics') }}
+    select '{{ layer }}' as layer, coalesce(sum({{ revenue_column }}), 0) as revenue
+    from {{ ref(layer) }}
+    {%- if not loop.last %}
     union all
-    select 'mart_product_performance', coalesce(sum(revenue), 0)
-    from {{ ref('mart_product_performance') }}
-    union all
-    select 'mart_daily_segment_metrics', coalesce(sum(revenue), 0)
-    from {{ ref('mart_daily_segment_metrics') }}
-    union all
-    select 'mart_product_daily', coalesce(sum(revenue), 0)
-    from {{ ref('mart_product_daily') }}
-    union all
-    select 'int_user_sessions', coalesce(sum(revenue), 0)
-    from {{ ref('int_user_sessions') }}
-    union all
-    select 'mart_user_behavior', coalesce(sum(monetary), 0)
-    from {{ ref('mart_user_behavior') }}
+    {%- endif %}
+    {%- endfor %}
 
 )
 

@@ -2,17 +2,17 @@
 -- cells they give the day's row of mart_daily_metrics and mart_conversion_funnel (users
 -- included, since each user-day sits in exactly one cell), and summed over days a
 -- product's row of mart_product_performance. Returns a row per disagreeing key.
+{%- set day_columns = (event_measures() | list) + ['unique_users'] %}
+{%- set session_columns = session_measure_columns() %}
+{%- set product_columns = event_measures('product') | list %}
 
 with segment_days as (
 
     select
         metric_date,
-        sum(events) as events,
-        sum(page_views) as page_views,
-        sum(add_to_carts) as add_to_carts,
-        sum(purchases) as purchases,
-        sum(units_sold) as units_sold,
-        sum(revenue) as revenue,
+        {%- for column in event_measures() %}
+        sum({{ column }}) as {{ column }},
+        {%- endfor %}
         sum(user_days) as unique_users
     from {{ ref('mart_daily_segment_metrics') }}
     group by metric_date
@@ -23,11 +23,9 @@ session_days as (
 
     select
         metric_date,
-        sum(sessions) as sessions,
-        sum(abandoned_cart_sessions) as abandoned_cart_sessions,
-        sum(viewed_sessions) as viewed_sessions,
-        sum(carted_sessions) as carted_sessions,
-        sum(purchased_sessions) as purchased_sessions
+        {%- for column in session_columns %}
+        sum({{ column }}) as {{ column }}{% if not loop.last %},{% endif %}
+        {%- endfor %}
     from {{ ref('mart_daily_segment_sessions') }}
     group by metric_date
 
@@ -37,11 +35,9 @@ product_totals as (
 
     select
         product_id,
-        sum(views) as views,
-        sum(carts) as carts,
-        sum(purchases) as purchases,
-        sum(units_sold) as units_sold,
-        sum(revenue) as revenue
+        {%- for column in product_columns %}
+        sum({{ column }}) as {{ column }}{% if not loop.last %},{% endif %}
+        {%- endfor %}
     from {{ ref('mart_product_daily') }}
     group by product_id
 
@@ -55,16 +51,11 @@ day_mismatches as (
     left join session_days on session_days.metric_date = daily.metric_date
     left join {{ ref('mart_conversion_funnel') }} as funnel
         on funnel.metric_date = daily.metric_date
-    where (daily.events, daily.page_views, daily.add_to_carts, daily.purchases,
-            daily.units_sold, daily.revenue, daily.unique_users)
-        is distinct from (segment_days.events, segment_days.page_views,
-            segment_days.add_to_carts, segment_days.purchases, segment_days.units_sold,
-            segment_days.revenue, segment_days.unique_users)
+    where (daily.{{ day_columns | join(', daily.') }})
+        is distinct from (segment_days.{{ day_columns | join(', segment_days.') }})
         or (daily.sessions, daily.abandoned_cart_sessions, funnel.viewed_sessions,
             funnel.carted_sessions, funnel.purchased_sessions)
-        is distinct from (session_days.sessions, session_days.abandoned_cart_sessions,
-            session_days.viewed_sessions, session_days.carted_sessions,
-            session_days.purchased_sessions)
+        is distinct from (session_days.{{ session_columns | join(', session_days.') }})
 
 ),
 
@@ -73,10 +64,8 @@ product_mismatches as (
     select 'mart_product_performance' as mart, products.product_id as row_key
     from {{ ref('mart_product_performance') }} as products
     full outer join product_totals on product_totals.product_id = products.product_id
-    where (products.views, products.carts, products.purchases, products.units_sold,
-            products.revenue)
-        is distinct from (product_totals.views, product_totals.carts,
-            product_totals.purchases, product_totals.units_sold, product_totals.revenue)
+    where (products.{{ product_columns | join(', products.') }})
+        is distinct from (product_totals.{{ product_columns | join(', product_totals.') }})
 
 )
 

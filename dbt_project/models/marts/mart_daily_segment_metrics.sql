@@ -21,8 +21,10 @@
     their cells, counts new user-days in the cell of their first event, and moves a user-day
     whose first event changed (a late event earlier in the day) from its old cell to its new
     one. Only those user-days' events are read (through the (user_id, event_date) index);
-    for every other touched user-day one index probe finds an earlier stored event. -#}
+    for every other touched user-day one index probe finds an earlier stored event. A full
+    build runs the same query with every event as new and nothing stored. -#}
 {%- set cursor = ingestion_cursor() %}
+{%- set measures = event_measures() %}
 
 -- Not materialized: referenced twice, PostgreSQL would otherwise copy all of Silver into a
 -- CTE and lose its indexes, making the incremental run cost the history.
@@ -32,11 +34,10 @@ with events as not materialized (
 
 ),
 
-{% if is_incremental() -%}
-new_events as (
+-- Not materialized either: referenced twice, and in a full build it is all of Silver.
+new_events as not materialized (
 
-    select * from events
-    where batch_id > {{ cursor }}
+    {{ after_cursor('events', cursor) }}
 
 ),
 
@@ -47,12 +48,7 @@ event_changes as (
         country,
         device_type,
         product_category,
-        count(*) as events,
-        count(*) filter (where is_page_view) as page_views,
-        count(*) filter (where is_add_to_cart) as add_to_carts,
-        count(*) filter (where is_purchase) as purchases,
-        coalesce(sum(quantity) filter (where is_purchase), 0) as units_sold,
-        sum(line_revenue) as revenue,
+        {{- aggregate_event_measures(measures) }}
         max(batch_id) as last_batch_id
 
     from new_events
@@ -76,6 +72,7 @@ new_user_day_firsts as (
 
 ),
 
+{% if is_incremental() -%}
 moved_user_days as (
 
     -- A user-day changes cell only when its first event is new: a new user-day, or a late
@@ -157,125 +154,33 @@ user_changes as (
     group by metric_date, country, device_type, product_category
 
 ),
-
-changed_cells as (
-
-    select metric_date, country, device_type, product_category from event_changes
-    union
-    select metric_date, country, device_type, product_category from user_changes
-
-),
-
-cell_totals as (
-
-    select
-        changed_cells.metric_date,
-        changed_cells.country,
-        changed_cells.device_type,
-        changed_cells.product_category,
-        coalesce(previous.events, 0) + coalesce(event_changes.events, 0) as events,
-        coalesce(previous.page_views, 0) + coalesce(event_changes.page_views, 0) as page_views,
-        coalesce(previous.add_to_carts, 0)
-            + coalesce(event_changes.add_to_carts, 0) as add_to_carts,
-        coalesce(previous.purchases, 0) + coalesce(event_changes.purchases, 0) as purchases,
-        coalesce(previous.units_sold, 0) + coalesce(event_changes.units_sold, 0) as units_sold,
-        coalesce(previous.revenue, 0) + coalesce(event_changes.revenue, 0) as revenue,
-        coalesce(previous.user_days, 0) + coalesce(user_changes.user_days, 0) as user_days,
-        -- greatest() skips nulls: a cell changed only by a user-day move keeps its value.
-        greatest(previous.last_batch_id, event_changes.last_batch_id) as last_batch_id
-
-    from changed_cells
-    left join {{ this }} as previous
-        on changed_cells.metric_date = previous.metric_date
-            and changed_cells.country = previous.country
-            and changed_cells.device_type = previous.device_type
-            and changed_cells.product_category = previous.product_category
-    left join event_changes
-        on changed_cells.metric_date = event_changes.metric_date
-            and changed_cells.country = event_changes.country
-            and changed_cells.device_type = event_changes.device_type
-            and changed_cells.product_category = event_changes.product_category
-    left join user_changes
-        on changed_cells.metric_date = user_changes.metric_date
-            and changed_cells.country = user_changes.country
-            and changed_cells.device_type = user_changes.device_type
-            and changed_cells.product_category = user_changes.product_category
-
-),
 {%- else -%}
-event_totals as (
+user_changes as (
 
+    -- Nothing stored: every user-day is new and counts once, in its first event's cell.
     select
         event_date as metric_date,
-        country,
-        device_type,
-        product_category,
-        count(*) as events,
-        count(*) filter (where is_page_view) as page_views,
-        count(*) filter (where is_add_to_cart) as add_to_carts,
-        count(*) filter (where is_purchase) as purchases,
-        coalesce(sum(quantity) filter (where is_purchase), 0) as units_sold,
-        sum(line_revenue) as revenue,
-        max(batch_id) as last_batch_id
-
-    from events
-    group by event_date, country, device_type, product_category
-
-),
-
-user_day_first_events as (
-
-    select distinct on (user_id, event_date)
-        event_date as metric_date,
-        country,
-        device_type,
-        product_category
-
-    from events
-    order by user_id, event_date, event_timestamp, event_id
-
-),
-
-user_totals as (
-
-    select
-        metric_date,
         country,
         device_type,
         product_category,
         count(*) as user_days
 
-    from user_day_first_events
-    group by metric_date, country, device_type, product_category
-
-),
-
-cell_totals as (
-
-    -- A user-day's first event lies in its cell, so the event cells are all cells.
-    select
-        event_totals.metric_date,
-        event_totals.country,
-        event_totals.device_type,
-        event_totals.product_category,
-        event_totals.events,
-        event_totals.page_views,
-        event_totals.add_to_carts,
-        event_totals.purchases,
-        event_totals.units_sold,
-        event_totals.revenue,
-        coalesce(user_totals.user_days, 0) as user_days,
-        event_totals.last_batch_id
-
-    from event_totals
-    left join user_totals
-        on event_totals.metric_date = user_totals.metric_date
-            and event_totals.country = user_totals.country
-            and event_totals.device_type = user_totals.device_type
-            and event_totals.product_category = user_totals.product_category
+    from new_user_day_firsts
+    group by event_date, country, device_type, product_category
 
 ),
 {%- endif %}
+
+cell_totals as (
+
+    -- A user-day's first event lies in its cell, so the cells changed are cells with events.
+    {{ stored_plus_changes(
+        keys=['metric_date', 'country', 'device_type', 'product_category'],
+        changes={'event_changes': measures, 'user_changes': ['user_days']},
+        batch_changes='event_changes',
+    ) }}
+
+),
 
 final as (
 
@@ -284,12 +189,7 @@ final as (
         country,
         device_type,
         product_category,
-        events::bigint as events,
-        page_views::bigint as page_views,
-        add_to_carts::bigint as add_to_carts,
-        purchases::bigint as purchases,
-        units_sold::bigint as units_sold,
-        revenue::numeric(18, 2) as revenue,
+        {{- cast_event_measures(measures) }}
         user_days::bigint as user_days,
         last_batch_id
 

@@ -13,16 +13,16 @@
     category. The cells are the (day, country, device) cells with events, as the daily
     marts' days are the days with events, so a cell that loses its last session start to a
     late event keeps a row with zero sessions in both incremental and full-refresh builds.
-    Incremental by difference through session_start_day_changes(by_segment=true). -#}
+    Incremental by difference through session_start_day_changes(by_segment=true); a full
+    build adds all sessions to nothing. -#}
 {%- set cursor = ingestion_cursor() %}
 
-with events as (
+with new_events as (
 
-    select * from {{ ref('stg_clickstream_events') }}
+    {{ after_cursor(ref('stg_clickstream_events'), cursor) }}
 
 ),
 
-{% if is_incremental() -%}
 new_event_cells as (
 
     select
@@ -31,112 +31,31 @@ new_event_cells as (
         device_type,
         max(batch_id) as last_batch_id
 
-    from events
-    where batch_id > {{ cursor }}
+    from new_events
     group by event_date, country, device_type
 
 ),
 
 session_changes as (
 
-    {{ session_start_day_changes(ref('stg_clickstream_events'), cursor, by_segment=true) }}
-
-),
-
-changed_cells as (
-
-    select metric_date, country, device_type from new_event_cells
-    union
-    select metric_date, country, device_type from session_changes
+    {{ session_start_day_changes(
+        ref('stg_clickstream_events'), ref('int_user_sessions'), cursor, by_segment=true
+    ) }}
 
 ),
 
 cell_totals as (
 
-    select
-        changed_cells.metric_date,
-        changed_cells.country,
-        changed_cells.device_type,
-        coalesce(previous.sessions, 0) + coalesce(session_changes.sessions, 0) as sessions,
-        coalesce(previous.abandoned_cart_sessions, 0)
-            + coalesce(session_changes.abandoned_cart_sessions, 0) as abandoned_cart_sessions,
-        coalesce(previous.viewed_sessions, 0)
-            + coalesce(session_changes.viewed_sessions, 0) as viewed_sessions,
-        coalesce(previous.carted_sessions, 0)
-            + coalesce(session_changes.carted_sessions, 0) as carted_sessions,
-        coalesce(previous.purchased_sessions, 0)
-            + coalesce(session_changes.purchased_sessions, 0) as purchased_sessions,
-        greatest(previous.last_batch_id, new_event_cells.last_batch_id) as last_batch_id
-
-    from changed_cells
-    left join {{ this }} as previous
-        on changed_cells.metric_date = previous.metric_date
-            and changed_cells.country = previous.country
-            and changed_cells.device_type = previous.device_type
-    left join new_event_cells
-        on changed_cells.metric_date = new_event_cells.metric_date
-            and changed_cells.country = new_event_cells.country
-            and changed_cells.device_type = new_event_cells.device_type
-    left join session_changes
-        on changed_cells.metric_date = session_changes.metric_date
-            and changed_cells.country = session_changes.country
-            and changed_cells.device_type = session_changes.device_type
+    {{ stored_plus_changes(
+        keys=['metric_date', 'country', 'device_type'],
+        changes={
+            'new_event_cells': [],
+            'session_changes': session_measure_columns(),
+        },
+        batch_changes='new_event_cells',
+    ) }}
 
 ),
-{%- else -%}
-event_cells as (
-
-    select
-        event_date as metric_date,
-        country,
-        device_type,
-        max(batch_id) as last_batch_id
-
-    from events
-    group by event_date, country, device_type
-
-),
-
-session_totals as (
-
-    select
-        session_date as metric_date,
-        country,
-        device_type,
-        count(*) as sessions,
-        count(*) filter (where abandoned_cart) as abandoned_cart_sessions,
-        count(*) filter (where page_views > 0) as viewed_sessions,
-        count(*) filter (where page_views > 0 and add_to_carts > 0) as carted_sessions,
-        count(*) filter (
-            where page_views > 0 and add_to_carts > 0 and purchases > 0
-        ) as purchased_sessions
-
-    from {{ ref('int_user_sessions') }}
-    group by session_date, country, device_type
-
-),
-
-cell_totals as (
-
-    select
-        event_cells.metric_date,
-        event_cells.country,
-        event_cells.device_type,
-        coalesce(session_totals.sessions, 0) as sessions,
-        coalesce(session_totals.abandoned_cart_sessions, 0) as abandoned_cart_sessions,
-        coalesce(session_totals.viewed_sessions, 0) as viewed_sessions,
-        coalesce(session_totals.carted_sessions, 0) as carted_sessions,
-        coalesce(session_totals.purchased_sessions, 0) as purchased_sessions,
-        event_cells.last_batch_id
-
-    from event_cells
-    left join session_totals
-        on event_cells.metric_date = session_totals.metric_date
-            and event_cells.country = session_totals.country
-            and event_cells.device_type = session_totals.device_type
-
-),
-{%- endif %}
 
 final as (
 

@@ -13,13 +13,11 @@
     This is exact because each event_id reaches Silver once, in one batch. Revenue ranks
     are then recomputed over all products, which costs the catalog size, not the history. -#}
 {%- set cursor = ingestion_cursor() %}
+{%- set measures = event_measures('product') %}
 
-with events as (
+with new_events as (
 
-    select * from {{ ref('stg_clickstream_events') }}
-    {% if is_incremental() -%}
-    where batch_id > {{ cursor }}
-    {%- endif %}
+    {{ after_cursor(ref('stg_clickstream_events'), cursor) }}
 
 ),
 
@@ -31,45 +29,26 @@ event_totals as (
         -- alphabetically first wins, which an additive run can keep without history.
         min(product_name) as product_name,
         min(product_category) as product_category,
-        count(*) filter (where is_page_view) as views,
-        count(*) filter (where is_add_to_cart) as carts,
-        count(*) filter (where is_purchase) as purchases,
-        coalesce(sum(quantity) filter (where is_purchase), 0) as units_sold,
-        sum(line_revenue) as revenue,
+        {{- aggregate_event_measures(measures) }}
         max(batch_id) as last_batch_id
 
-    from events
+    from new_events
     group by product_id
 
 ),
 
-{% if is_incremental() -%}
 product_totals as (
 
-    select
-        coalesce(previous.product_id, event_totals.product_id) as product_id,
-        -- least/greatest skip nulls in PostgreSQL: a side without the product is ignored.
-        least(previous.product_name, event_totals.product_name) as product_name,
-        least(previous.product_category, event_totals.product_category) as product_category,
-        coalesce(previous.views, 0) + coalesce(event_totals.views, 0) as views,
-        coalesce(previous.carts, 0) + coalesce(event_totals.carts, 0) as carts,
-        coalesce(previous.purchases, 0) + coalesce(event_totals.purchases, 0) as purchases,
-        coalesce(previous.units_sold, 0) + coalesce(event_totals.units_sold, 0) as units_sold,
-        coalesce(previous.revenue, 0) + coalesce(event_totals.revenue, 0) as revenue,
-        greatest(previous.last_batch_id, event_totals.last_batch_id) as last_batch_id
-
-    from {{ this }} as previous
-    full outer join event_totals
-        on previous.product_id = event_totals.product_id
+    -- Every stored product, changed or not: the revenue ranks are taken over all of them.
+    {{ stored_plus_changes(
+        keys=['product_id'],
+        changes={'event_totals': measures},
+        batch_changes='event_totals',
+        keep_least=['product_name', 'product_category'],
+        every_stored_row=true,
+    ) }}
 
 ),
-{%- else -%}
-product_totals as (
-
-    select * from event_totals
-
-),
-{%- endif %}
 
 final as (
 
@@ -77,11 +56,7 @@ final as (
         product_id,
         product_name,
         product_category,
-        views::bigint as views,
-        carts::bigint as carts,
-        purchases::bigint as purchases,
-        units_sold::bigint as units_sold,
-        revenue::numeric(18, 2) as revenue,
+        {{- cast_event_measures(measures) }}
         {{ percent('purchases', 'views') }} as view_to_purchase_rate,
         rank() over (order by revenue desc) as revenue_rank,
         last_batch_id
