@@ -9,6 +9,7 @@ many assertions.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -350,8 +351,10 @@ def test_benchmark_small(admin_database_url: str, capsys: pytest.CaptureFixture[
     """`shopstream bench dbt` end to end on small sizes; prints a table and the ratio."""
     dbt_benchmark_command(
         sizes="4000,8000", increment=500, events_per_second=100.0, bad_ratio=0.05,
-        seed=7, chunk=2_000, database_url=admin_database_url, keep=False,
+        seed=7, chunk=2_000, database_url=admin_database_url, keep=False, repeats=2,
     )  # fmt: skip
     output = capsys.readouterr().out
     assert "| 4,000 |" in output and "| 8,000 |" in output
+    # The median of two incremental runs, both shown.
+    assert re.search(r"\| 4,000 \| [^|]+\| [^|]+\| \d+\.\d\d s \(\d+\.\d\d, \d+\.\d\d\) \|", output), output
     assert "incremental run: 8,000 rows costs" in output
