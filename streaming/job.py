@@ -142,6 +142,9 @@ def build_spark_session(
         SparkSession.builder.master(master or settings.spark_master)
         .appName(app_name)
         .config("spark.jars", ",".join(str(jar) for jar in jars))
+        # Read when the driver JVM is launched. Local mode runs the tasks in it too: the 1g
+        # default spent a tenth of the drain in GC (27-29k events/s against 31k with 3g).
+        .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.driver.extraJavaOptions", java_options)
         .config("spark.executor.extraJavaOptions", java_options)
         .config("spark.sql.session.timeZone", "UTC")

@@ -34,6 +34,7 @@ class Settings:
     topic: str
     topic_partitions: int
     spark_master: str
+    spark_driver_memory: str
     dagster_port: int
     dashboard_port: int
     sensor_interval_seconds: int
@@ -84,6 +85,7 @@ VARIABLES: dict[str, str] = {
     "SHOPSTREAM_TOPIC": f"clickstream topic (default {DEFAULT_TOPIC})",
     "SHOPSTREAM_TOPIC_PARTITIONS": "partitions when the topic is created (default 6)",
     "SHOPSTREAM_SPARK_MASTER": "Spark master URL (default local[*]; spark://host:7077 for a cluster)",
+    "SHOPSTREAM_SPARK_DRIVER_MEMORY": "heap of the Spark driver JVM (default 2g; in local mode the tasks run in it)",
     "SHOPSTREAM_DAGSTER_PORT": "Dagster webserver port on 127.0.0.1 (default 3000)",
     "SHOPSTREAM_DASHBOARD_PORT": "Streamlit dashboard port on 127.0.0.1 (default 8501)",
     "SHOPSTREAM_SENSOR_INTERVAL": "seconds between Bronze sensor ticks (default 5)",
@@ -180,6 +182,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"(spark://host:7077, k8s://..., yarn): got {spark_master!r}"
         )
 
+    spark_driver_memory = (_text(env, "SHOPSTREAM_SPARK_DRIVER_MEMORY") or "2g").lower()
+    if not re.fullmatch(r"[1-9]\d*[kmgt]", spark_driver_memory):
+        raise SettingsError(
+            f"SHOPSTREAM_SPARK_DRIVER_MEMORY must be a size such as 2g or 1536m: got {spark_driver_memory!r}"
+        )
+
     log_level = (_text(env, "SHOPSTREAM_LOG_LEVEL") or "INFO").upper()
     if log_level not in _LOG_LEVELS:
         raise SettingsError(f"SHOPSTREAM_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}: got {log_level!r}")
@@ -196,6 +204,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         topic=topic,
         topic_partitions=_int(env, "SHOPSTREAM_TOPIC_PARTITIONS", 6, low=1, high=1000),
         spark_master=spark_master,
+        spark_driver_memory=spark_driver_memory,
         dagster_port=_port(env, "SHOPSTREAM_DAGSTER_PORT", 3000),
         dashboard_port=_port(env, "SHOPSTREAM_DASHBOARD_PORT", 8501),
         sensor_interval_seconds=_int(env, "SHOPSTREAM_SENSOR_INTERVAL", 5, low=1, high=3600),

@@ -44,6 +44,7 @@ def test_explicit_values_are_used() -> None:
         ("SHOPSTREAM_TOPIC", "no spaces allowed", "SHOPSTREAM_TOPIC must be"),
         ("SHOPSTREAM_TOPIC_PARTITIONS", "0", "from 1 to 1000"),
         ("SHOPSTREAM_SPARK_MASTER", "local[two]", "SHOPSTREAM_SPARK_MASTER must be"),
+        ("SHOPSTREAM_SPARK_DRIVER_MEMORY", "lots", "SHOPSTREAM_SPARK_DRIVER_MEMORY must be a size"),
         ("SHOPSTREAM_DAGSTER_PORT", "70000", "from 1 to 65535"),
         ("SHOPSTREAM_DASHBOARD_PORT", "eighty", "whole number"),
         ("SHOPSTREAM_SENSOR_INTERVAL", "-5", "from 1 to 3600"),
