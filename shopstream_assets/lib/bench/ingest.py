@@ -292,14 +292,23 @@ def _sample_lag(
     started: float,
     meter: _CpuMeter,
 ) -> None:
-    """Messages in Kafka not yet in Bronze, once a second while the producer runs."""
-    from shopstream_assets.lib.kafka_admin import watermarks
-    from streaming.ledger import read_committed_offsets
+    """Messages in Kafka not yet in Bronze, once a second while the producer runs.
 
-    while producer.poll() is None:
-        marks = watermarks(kafka_bootstrap, topic)
-        committed = read_committed_offsets(database_url, topic)
-        lag = sum(high - committed.get(partition, low) for partition, (low, high) in marks.items())
-        samples.append((time.time() - started, lag))
-        meter.sample_load()
-        time.sleep(1)
+    One consumer and one connection for the whole phase: a new one per sample would add its
+    own load to the broker and the server being measured.
+    """
+    from shopstream_assets.lib.kafka_admin import offset_reader, read_watermarks
+    from streaming.ledger import committed_offsets
+
+    consumer = offset_reader(kafka_bootstrap)
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            while producer.poll() is None:
+                marks = read_watermarks(consumer, topic, timeout=10)
+                committed = committed_offsets(conn, topic)
+                lag = sum(high - committed.get(partition, low) for partition, (low, high) in marks.items())
+                samples.append((time.time() - started, lag))
+                meter.sample_load()
+                time.sleep(1)
+    finally:
+        consumer.close()
