@@ -199,7 +199,9 @@ def ingest_benchmark_command(
         producer = _producer(settings, env, topic, "--rate", str(sustained_rate), "--duration", str(sustained_seconds))
         sampler = threading.Thread(
             target=_sample_lag,
+            # At least 16 samples however short the window, so the verdict has quarters to compare.
             args=(kafka_bootstrap, bench_url, topic, producer, lag_samples, window_started, meter),
+            kwargs={"interval": min(1.0, sustained_seconds / 16)},
             daemon=True,
         )
         sampler.start()
@@ -291,12 +293,16 @@ def _sample_lag(
     samples: list[tuple[float, int]],
     started: float,
     meter: _CpuMeter,
+    *,
+    interval: float = 1.0,
 ) -> None:
-    """Messages in Kafka not yet in Bronze, once a second while the producer runs.
+    """Messages in Kafka not yet in Bronze, every ``interval`` seconds while the producer runs.
 
     One consumer and one connection for the whole phase: a new one per sample would add its
     own load to the broker and the server being measured.
     """
+    from confluent_kafka import KafkaException
+
     from shopstream_assets.lib.kafka_admin import offset_reader, read_watermarks
     from streaming.ledger import committed_offsets
 
@@ -304,11 +310,20 @@ def _sample_lag(
     try:
         with psycopg.connect(database_url, autocommit=True) as conn:
             while producer.poll() is None:
-                marks = read_watermarks(consumer, topic, timeout=10)
+                try:
+                    marks = read_watermarks(consumer, topic, timeout=2)
+                except KafkaException as error:
+                    # A topic created a moment ago may have no partition leader yet
+                    # (NOT_LEADER_FOR_PARTITION): skip this sample, not the whole watch.
+                    _echo(f"(b) lag sample skipped: {error}")
+                    marks = {}
+                if not marks:  # nor may this consumer see the topic yet; a lag of 0 would be a lie
+                    time.sleep(0.2)
+                    continue
                 committed = committed_offsets(conn, topic)
                 lag = sum(high - committed.get(partition, low) for partition, (low, high) in marks.items())
                 samples.append((time.time() - started, lag))
                 meter.sample_load()
-                time.sleep(1)
+                time.sleep(interval)
     finally:
         consumer.close()
