@@ -8,6 +8,7 @@ from functools import lru_cache
 
 from dashboard import queries
 from shopstream_assets.lib.settings import load_settings
+from streaming.ledger import messages_behind
 
 
 @dataclass(frozen=True)
@@ -43,22 +44,16 @@ def stream_settings() -> StreamSettings:
 
 
 def ingest_lag() -> IngestLag:
-    """Messages on the broker that Bronze has not committed yet.
-
-    Broker high watermarks minus the Bronze ledger's next offset per partition; a partition
-    Bronze has never read counts from offset 0 (the topic's retention may have dropped some
-    of those, so that part is an upper bound).
-    """
+    """Messages on the broker that Bronze has not committed yet (``streaming.ledger.messages_behind``)."""
     settings = stream_settings()
     if settings.kafka_bootstrap is None:
         return IngestLag(None, "No Kafka broker is configured (SHOPSTREAM_KAFKA_BOOTSTRAP) or started.")
-    broker = queries.broker_end_offsets(settings.kafka_bootstrap, settings.topic)
+    broker = queries.broker_watermarks(settings.kafka_bootstrap, settings.topic)
     if broker is None:
         return IngestLag(None, f"The broker at {settings.kafka_bootstrap} did not answer; lag unknown.")
     if not broker:
         return IngestLag(None, f"Topic {settings.topic!r} does not exist on {settings.kafka_bootstrap} yet.")
-    committed = queries.committed_offsets(settings.topic)
-    behind = {partition: max(end - committed.get(partition, 0), 0) for partition, end in broker.items()}
+    behind = messages_behind(broker, queries.committed_offsets(settings.topic))
     worst = max(behind, key=lambda partition: behind[partition])
     return IngestLag(
         sum(behind.values()),

@@ -424,11 +424,11 @@ def gold_status() -> dict[str, object]:
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
-def broker_end_offsets(bootstrap: str, topic: str) -> dict[int, int] | None:
-    """The topic's high watermarks, or None when the broker does not answer in time."""
-    from shopstream_assets.lib.kafka_admin import end_offsets
+def broker_watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]] | None:
+    """The topic's {partition: (low, high)} watermarks, or None when the broker does not answer in time."""
+    from shopstream_assets.lib.kafka_admin import watermarks
 
     try:
-        return end_offsets(bootstrap, topic, timeout=2)
+        return watermarks(bootstrap, topic, timeout=2)
     except Exception:  # noqa: BLE001 -- the broker being away must not break the page
         return None

@@ -4,13 +4,13 @@ Spark's ``foreachBatch`` is at-least-once: after a crash the last batch runs aga
 the same offsets, and after a lost checkpoint the stream restarts from offsets it may
 already have written. Exactly-once therefore lives here, in one transaction per batch:
 
-1. one ``pg_advisory_xact_lock`` shared by every Bronze writer (all topics, the stream and a
-   Dagster replay), so writers never interleave and ``batch_id`` -- the cursor dbt and the
-   sensor follow -- grows in commit order;
-2. the committed high-water mark per partition (``max(end_offsets)`` over the topic's
-   ``bronze.ingest_batches`` rows) drops every message already written, so a replayed
-   batch is not applied twice (a fully covered one writes nothing: "already committed");
-3. the ledger row, the events and the rejects (COPY) commit together. Events: the first
+1. one ``pg_advisory_xact_lock`` shared by every Bronze writer (``streaming.ledger.lock_bronze``),
+   so writers never interleave and ``batch_id`` -- the cursor dbt and the sensor follow --
+   grows in commit order;
+2. the committed next offset per partition (``bronze.ingest_offsets``, which every batch
+   advances) drops every message already written, so a replayed batch is not applied
+   twice (a fully covered one writes nothing: "already committed");
+3. the ledger row, its offsets, the events and the rejects (COPY) commit together. Events: the first
    copy of each event_id in the batch (lowest partition, then offset) whose id Bronze does
    not hold yet is COPYed straight into ``bronze.clickstream_events``; the lock makes that
    probe exact. Should a row collide anyway (a writer that bypasses this module), the batch
@@ -29,7 +29,6 @@ cost PostgreSQL about as much CPU again as the direct COPY (measured on 300k row
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -43,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
-from streaming.ledger import committed_offsets, read_committed_offsets
+from streaming.ledger import advance_offsets, committed_offsets, json_offsets, lock_bronze, read_committed_offsets
 from streaming.transforms import EVENT_COLUMNS, REJECT_COLUMNS
 
 __all__ = [
@@ -104,16 +103,6 @@ class BatchResult:
     committed_at: datetime | None = None
 
 
-# One lock for every Bronze writer, whatever the topic: batch_id is assigned at commit and
-# must grow in commit order across topics too, or the cursor would skip a batch that
-# commits after a higher id. (bigint key = hashtext('shopstream.bronze'), fixed.)
-_BRONZE_LOCK_SQL = "select pg_advisory_xact_lock(hashtext('shopstream.bronze')::bigint)"
-
-
-def _lock_bronze(conn: psycopg.Connection) -> None:
-    conn.execute(_BRONZE_LOCK_SQL)
-
-
 def _not_yet_committed(table: pa.Table, high_water: Mapping[int, int]) -> pa.Table:
     if not high_water or table.num_rows == 0:
         return table
@@ -142,10 +131,6 @@ def _without_nul(table: pa.Table) -> pa.Table:
             fixed = pc.replace_substring(column, _NUL, _NUL_REPLACEMENT)
             table = table.set_column(index, column_field, fixed)
     return table
-
-
-def _json_offsets(offsets: Mapping[int, int]) -> str:
-    return json.dumps({str(partition): offset for partition, offset in sorted(offsets.items())})
 
 
 _EVENT_COLUMN_LIST = sql.SQL(", ").join(sql.Identifier(name) for name in EVENT_COLUMNS)
@@ -179,7 +164,7 @@ def write_batch(
     """
     started_at = started_at or datetime.now(UTC)
     with conn.transaction():
-        _lock_bronze(conn)
+        lock_bronze(conn)
         fresh = _not_yet_committed(validated, committed_offsets(conn, topic))
         already_committed = validated.num_rows - fresh.num_rows
         if fresh.num_rows == 0:
@@ -204,13 +189,14 @@ def write_batch(
                 source,
                 spark_query_id,
                 spark_batch_id,
-                _json_offsets(start_offsets),
-                _json_offsets(end_offsets),
+                json_offsets(start_offsets),
+                json_offsets(end_offsets),
                 event_times["min"],
                 event_times["max"],
                 started_at,
             ),
         ).fetchone()
+        advance_offsets(conn, topic, end_offsets, batch_id)
 
         rows_written = repaired = 0
         if good.num_rows:

@@ -39,6 +39,7 @@ import typer
 
 from shopstream_assets.lib.jars import SPARK_CONNECTOR, resolve_jars
 from shopstream_assets.lib.settings import Settings
+from streaming.ledger import messages_behind
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -351,7 +352,7 @@ class _BatchWriter:
         marks = self._watch.marks
         if marks is None:
             return None
-        return sum(max(0, high - self.position.get(partition, low)) for partition, (low, high) in marks.items())
+        return sum(messages_behind(marks, self.position).values())
 
     def close(self) -> None:
         self._watch.close()
@@ -406,7 +407,7 @@ def run_stream(
     reset or restored database) stops the job before it reads anything, unless
     ``restart_from_bronze``: then it is set aside and the stream starts from Bronze's offsets.
     """
-    from shopstream_assets.lib.kafka_admin import ensure_topic
+    from shopstream_assets.lib.kafka_admin import ensure_topic, watermarks
     from streaming.bronze_sink import SOURCE_STREAM, BronzeSink, retrying
 
     topic = settings.topic
@@ -420,7 +421,9 @@ def run_stream(
         transient=(Exception,),
     )
     with BronzeSink(database_url, topic, source=SOURCE_STREAM) as sink, _stop_on_signals(stop):
-        _check_checkpoint_against_bronze(checkpoint, sink, kafka_bootstrap, topic, restart_from_bronze)
+        marks = watermarks(kafka_bootstrap, topic)
+        _refuse_bronze_ahead_of_topic(sink.committed_offsets(), marks, kafka_bootstrap, topic)
+        _check_checkpoint_against_bronze(checkpoint, sink, marks, topic, restart_from_bronze)
         writer = _BatchWriter(sink, kafka_bootstrap, topic, summary)
         try:
             failures = 0
@@ -467,15 +470,47 @@ def run_stream(
     return summary
 
 
-def _check_checkpoint_against_bronze(
-    checkpoint: Path, sink: BronzeSink, kafka_bootstrap: str, topic: str, restart_from_bronze: bool
+def _refuse_bronze_ahead_of_topic(
+    committed: Mapping[int, int], marks: Mapping[int, tuple[int, int]], kafka_bootstrap: str, topic: str
 ) -> None:
-    from shopstream_assets.lib.kafka_admin import watermarks
+    """Bronze's offsets for ``topic`` beyond what the broker has ever held: not the same topic.
 
+    It was deleted and recreated, or the bootstrap now names another cluster. Its offsets do
+    not line up with Bronze's, so streaming or replaying it would skip messages as "already
+    committed" (or write none at all).
+    """
+    if not marks:
+        return  # the broker did not describe the topic (yet): nothing to compare
+    beyond = {
+        partition: (offset, marks[partition][1] if partition in marks else None)
+        for partition, offset in committed.items()
+        if partition not in marks or offset > marks[partition][1]
+    }
+    if not beyond:
+        return
+    where = ", ".join(
+        f"partition {partition}: Bronze {bronze:,}, broker {'no such partition' if high is None else f'{high:,}'}"
+        for partition, (bronze, high) in sorted(beyond.items())
+    )
+    raise StreamJobError(
+        f"bronze.ingest_offsets holds topic {topic!r} beyond what the broker at {kafka_bootstrap} has ({where}): "
+        "the topic was deleted and recreated, or this is another Kafka cluster, so its offsets are not Bronze's. "
+        "Stream it under a topic name of its own (SHOPSTREAM_TOPIC), or point SHOPSTREAM_KAFKA_BOOTSTRAP back "
+        "at the cluster Bronze was filled from."
+    )
+
+
+def _check_checkpoint_against_bronze(
+    checkpoint: Path,
+    sink: BronzeSink,
+    marks: Mapping[int, tuple[int, int]],
+    topic: str,
+    restart_from_bronze: bool,
+) -> None:
     position = checkpoint_position(checkpoint, topic)
     if position is None:
         return
-    low_watermarks = {partition: low for partition, (low, _) in watermarks(kafka_bootstrap, topic).items()}
+    low_watermarks = {partition: low for partition, (low, _) in marks.items()}
     ahead = checkpoint_ahead_of_bronze(position, sink.committed_offsets(), low_watermarks)
     if not ahead:
         return
@@ -643,6 +678,7 @@ def replay_topic(
     if not marks:
         raise StreamJobError(f"topic {topic!r} does not exist on {kafka_bootstrap}")
     with BronzeSink(database_url, topic, source=SOURCE_REPLAY) as sink:
+        _refuse_bronze_ahead_of_topic(sink.committed_offsets(), marks, kafka_bootstrap, topic)
         position = {partition: max(low, 0) for partition, (low, _) in marks.items()}
         position.update({p: o for p, o in sink.committed_offsets().items() if p in position})
         latest = {partition: high for partition, (_, high) in marks.items()}

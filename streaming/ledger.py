@@ -1,22 +1,37 @@
-"""Reading ``bronze.ingest_batches``, the Bronze ledger, without Spark or pyarrow.
+"""The Bronze ledger: ``bronze.ingest_batches`` and ``bronze.ingest_offsets``, without Spark or pyarrow.
 
-The stream's sink, the Dagster checks and the live dashboard all ask the same question —
-up to which Kafka offset is Bronze complete? — so the SQL lives here once. Importing this
-module costs only psycopg.
+The stream's sink, the Dagster sensor and checks, the live dashboard and the benchmarks all
+ask the same question -- up to which Kafka offset is Bronze complete? -- and every Bronze
+writer must take the same lock and advance the same offsets, so that SQL lives here once.
+Importing this module costs only psycopg.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+
 import psycopg
 
-# Next offset to write per partition: the max of end_offsets over the topic's ledger rows
-# ({"<partition>": <next offset>} jsonb). Named parameter so psycopg and pandas.read_sql
-# callers can both pass {"topic": ...}.
+# Next offset to write per partition. Named parameter so psycopg and pandas.read_sql callers
+# can both pass {"topic": ...}.
 COMMITTED_OFFSETS_SQL = """\
-select (offsets.key)::int as partition, max((offsets.value)::bigint) as next_offset
-from bronze.ingest_batches as batches, jsonb_each_text(batches.end_offsets) as offsets
-where batches.kafka_topic = %(topic)s
-group by 1"""
+select kafka_partition as partition, next_offset
+from bronze.ingest_offsets
+where kafka_topic = %(topic)s"""
+
+# One lock for every Bronze writer (all topics, the stream, a Dagster replay, the benchmarks'
+# bulk load): writers never interleave, so batch_id -- the cursor dbt and the sensor
+# follow -- grows in commit order, and a probe for already-written ids is exact.
+_BRONZE_LOCK_SQL = "select pg_advisory_xact_lock(hashtext('shopstream.bronze')::bigint)"
+
+_ADVANCE_OFFSETS_SQL = """\
+insert into bronze.ingest_offsets (kafka_topic, kafka_partition, next_offset, batch_id)
+select %(topic)s, (offsets.key)::int, (offsets.value)::bigint, %(batch_id)s
+from jsonb_each_text(%(end_offsets)s::jsonb) as offsets
+on conflict (kafka_topic, kafka_partition) do update
+    set next_offset = excluded.next_offset, batch_id = excluded.batch_id
+    where bronze.ingest_offsets.next_offset < excluded.next_offset"""
 
 
 def committed_offsets(conn: psycopg.Connection, topic: str) -> dict[int, int]:
@@ -29,3 +44,33 @@ def read_committed_offsets(database_url: str, topic: str) -> dict[int, int]:
     """:func:`committed_offsets` over a connection of its own."""
     with psycopg.connect(database_url, connect_timeout=10, autocommit=True) as conn:
         return committed_offsets(conn, topic)
+
+
+def lock_bronze(conn: psycopg.Connection) -> None:
+    """Take the Bronze writers' lock until the end of the current transaction."""
+    conn.execute(_BRONZE_LOCK_SQL)
+
+
+def json_offsets(offsets: Mapping[int, int]) -> str:
+    """{partition: offset} as the ledger's jsonb text, partitions in order."""
+    return json.dumps({str(partition): offset for partition, offset in sorted(offsets.items())})
+
+
+def advance_offsets(conn: psycopg.Connection, topic: str, end_offsets: Mapping[int, int], batch_id: int) -> None:
+    """Move ``topic``'s committed offsets forward to ``end_offsets``, in the batch's transaction."""
+    conn.execute(_ADVANCE_OFFSETS_SQL, {"topic": topic, "end_offsets": json_offsets(end_offsets), "batch_id": batch_id})
+
+
+def messages_behind(watermarks: Mapping[int, tuple[int, int]], committed: Mapping[int, int]) -> dict[int, int]:
+    """Consumer lag per partition: messages the broker holds that Bronze has not committed.
+
+    ``watermarks`` are the broker's {partition: (low, high)}, ``committed`` Bronze's next
+    offsets. A partition Bronze has not reached yet counts from its low watermark: what
+    retention has dropped cannot be read, so it is not lag. Spark commits nothing to Kafka,
+    so no Kafka tool can show this figure; the stream's log, the Dagster check, the live
+    dashboard, `shopstream up` and the benchmarks all use this one definition.
+    """
+    return {
+        partition: max(0, high - max(committed.get(partition, low), low))
+        for partition, (low, high) in sorted(watermarks.items())
+    }

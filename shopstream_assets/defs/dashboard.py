@@ -5,12 +5,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from shopstream_assets.defs.streaming.assets import BRONZE_KEY
 from shopstream_assets.lib.settings import load_settings
 
 # Every SQL the dashboard runs lives in dashboard/queries.py, and a relation's name is its
 # asset key, so the lineage is read from there rather than kept by hand beside it.
 DASHBOARD_QUERIES = Path(__file__).resolve().parents[2] / "dashboard" / "queries.py"
-BRONZE = dg.AssetKey(["bronze", "clickstream_events"])
 _RELATION = re.compile(r"\b(bronze|silver|gold)\.([a-z_][a-z0-9_]*)\b")
 
 
@@ -20,7 +20,7 @@ def relations_read(queries: Path = DASHBOARD_QUERIES) -> list[dg.AssetKey]:
     Bronze's three tables (events, rejects, ingestion ledger) are one asset, bronze/clickstream_events.
     """
     keys = {
-        BRONZE if layer == "bronze" else dg.AssetKey([layer, name])
+        BRONZE_KEY if layer == "bronze" else dg.AssetKey([layer, name])
         for layer, name in _RELATION.findall(queries.read_text())
     }
     return sorted(keys, key=lambda key: key.to_user_string())

@@ -14,7 +14,7 @@ models only, for freshness). Two jobs, because they cost the refresh loop very d
 
 import dagster as dg
 
-from shopstream_assets.defs.streaming.checks import BRONZE_KEY
+from shopstream_assets.defs.streaming.assets import BRONZE_KEY
 
 bronze_checks = dg.AssetSelection.checks_for_assets(BRONZE_KEY)
 

@@ -16,7 +16,9 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, *, timeout: float 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     if topic in admin.list_topics(timeout=timeout).topics:
         return False
-    spec = NewTopic(topic, num_partitions=partitions, replication_factor=1, config={"retention.ms": str(RETENTION_MS)})
+    # -1: the cluster's default.replication.factor (1 on the embedded broker, usually 3 on a
+    # production cluster), so events delivered to an existing cluster survive a broker's loss.
+    spec = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config={"retention.ms": str(RETENTION_MS)})
     future = admin.create_topics([spec], operation_timeout=timeout)[topic]
     try:
         future.result(timeout)
@@ -29,44 +31,26 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, *, timeout: float 
 
 
 def end_offsets(bootstrap: str, topic: str, *, timeout: float = 10) -> dict[int, int]:
-    """High watermark (next offset to be written) of every partition of ``topic``.
+    """High watermark (next offset to be written) of every partition of ``topic``."""
+    return {partition: high for partition, (_, high) in watermarks(bootstrap, topic, timeout=timeout).items()}
+
+
+def watermarks(bootstrap: str, topic: str, *, timeout: float = 10) -> dict[int, tuple[int, int]]:
+    """{partition: (low, high)} watermarks of ``topic``; empty when the topic does not exist.
 
     Right after a topic is created its partitions may have no leader for a moment
     (NOT_LEADER_FOR_PARTITION), so the read is retried until ``timeout``.
     """
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return _end_offsets(bootstrap, topic, timeout=max(1.0, deadline - time.monotonic()))
-        except KafkaException:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _end_offsets(bootstrap: str, topic: str, *, timeout: float) -> dict[int, int]:
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "shopstream-offset-reader", "enable.auto.commit": False}
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-        topic_metadata = metadata.topics.get(topic)
-        if topic_metadata is None or topic_metadata.error is not None:
-            return {}
-        offsets = {}
-        for partition in topic_metadata.partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-            offsets[partition] = high
-        return offsets
-    finally:
-        consumer.close()
-
-
-def watermarks(bootstrap: str, topic: str, *, timeout: float = 10) -> dict[int, tuple[int, int]]:
-    """{partition: (low, high)} watermarks of ``topic``; empty when the topic does not exist."""
     consumer = offset_reader(bootstrap)
     try:
-        return read_watermarks(consumer, topic, timeout=timeout)
+        while True:
+            try:
+                return read_watermarks(consumer, topic, timeout=max(1.0, deadline - time.monotonic()))
+            except KafkaException:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 

@@ -16,10 +16,11 @@ from types import FrameType
 import typer
 
 from shopstream_assets.lib.database import connect, redact
-from shopstream_assets.lib.kafka_admin import end_offsets, ensure_topic
+from shopstream_assets.lib.kafka_admin import ensure_topic, watermarks
 from shopstream_assets.lib.processes import spawn, stop_group
 from shopstream_assets.lib.services import EmbeddedKafka, EmbeddedPostgres, Endpoints, start_services
 from shopstream_assets.lib.settings import Settings
+from streaming.ledger import committed_offsets, messages_behind
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,28 +68,27 @@ def plan_children(settings: Settings, *, producer_rate: float = DEFAULT_PRODUCER
 
 def _status_line(endpoints: Endpoints, topic: str, previous: tuple[float, int] | None) -> tuple[str, tuple[float, int]]:
     now = time.monotonic()
-    try:
-        in_topic = sum(end_offsets(endpoints.kafka_bootstrap, topic, timeout=2).values())
-    except Exception:  # noqa: BLE001 -- a status line must never take the stack down
-        in_topic = previous[1] if previous else 0
+    marks: dict[int, tuple[int, int]] | None = None
+    in_topic = previous[1] if previous else 0
+    with contextlib.suppress(Exception):  # a status line must never take the stack down
+        marks = watermarks(endpoints.kafka_bootstrap, topic, timeout=2)
+        in_topic = sum(high for _, high in marks.values())
     rate = 0.0
     if previous and now > previous[0]:
         rate = (in_topic - previous[1]) / (now - previous[0])
     bronze_rows = lag = "?"
     last_gold = "-"
     with contextlib.suppress(Exception), connect(endpoints.database_url) as conn:
-        bronze_rows, consumed = conn.execute(
-            "select coalesce(sum(rows_written), 0), coalesce(sum(messages_consumed), 0)"
-            " from bronze.ingest_batches where kafka_topic = %s",
-            (topic,),
+        (rows,) = conn.execute(
+            "select coalesce(sum(rows_written), 0) from bronze.ingest_batches where kafka_topic = %s", (topic,)
         ).fetchone()
-        lag = f"{max(in_topic - consumed, 0):,}"
-        bronze_rows = f"{bronze_rows:,}"
-        refreshed = conn.execute(
-            "select max(last_analyze) from pg_stat_user_tables where schemaname = 'gold'"
-        ).fetchone()[0]
+        bronze_rows = f"{rows:,}"
+        if marks is not None:
+            lag = f"{sum(messages_behind(marks, committed_offsets(conn, topic)).values()):,}"
+        # The start of the last dbt run that refreshed Gold (absent until the first one).
+        (refreshed,) = conn.execute("select max(refreshed_at) from gold.refresh_log").fetchone()
         if refreshed is not None:
-            last_gold = refreshed.strftime("%H:%M:%S")
+            last_gold = refreshed.astimezone().strftime("%H:%M:%S")
     line = (
         f"in {rate:,.0f} ev/s | topic {in_topic:,} | bronze {bronze_rows} rows | lag {lag} | gold refreshed {last_gold}"
     )

@@ -131,6 +131,26 @@ def test_an_overlapping_batch_writes_only_the_new_offsets(spark, database_url: s
     ]
 
 
+def test_the_offsets_table_always_equals_the_ledgers_maxima(spark, database_url: str) -> None:
+    """bronze.ingest_offsets is what the sink, the sensor and the dashboard read for "where is Bronze"."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        write_batch(conn, validated(spark, events(9)), topic=TOPIC)  # offsets 0-8
+        write_batch(conn, validated(spark, events(3)), topic=TOPIC)  # already committed: no ledger row
+        write_batch(conn, validated(spark, events(9, start=6), first_offset=6), topic=TOPIC)  # 6-14
+        write_batch(conn, validated(spark, events(2), first_offset=100), topic="another-topic")
+        assert committed_offsets(conn, TOPIC) == {0: 13, 1: 14, 2: 15}
+        assert committed_offsets(conn, "another-topic") == {0: 101, 1: 102}
+    ledger_maxima = fetch(
+        database_url,
+        "select kafka_topic, (offsets.key)::int, max((offsets.value)::bigint)"
+        " from bronze.ingest_batches, jsonb_each_text(end_offsets) as offsets group by 1, 2 order by 1, 2",
+    )
+    offsets = fetch(
+        database_url, "select kafka_topic, kafka_partition, next_offset from bronze.ingest_offsets order by 1, 2"
+    )
+    assert offsets == ledger_maxima
+
+
 def test_every_ledger_row_accounts_for_every_message(spark, database_url: str) -> None:
     from streaming.simulator import Simulator
 

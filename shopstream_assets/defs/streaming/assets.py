@@ -7,6 +7,10 @@ from shopstream_assets.lib.settings import load_settings
 
 settings = load_settings()
 
+# bronze/clickstream_events is bronze.clickstream_events; the checks, the sensor and the
+# dashboard's lineage refer to it by this key.
+BRONZE_KEY = dg.AssetKey(["bronze", "clickstream_events"])
+
 kafka_clickstream = dg.AssetSpec(
     key=dg.AssetKey(["kafka", "ecommerce_clickstream"]),
     description=f"Kafka topic `{settings.topic}`: raw clickstream events from the shopper simulator, keyed by session.",
@@ -18,7 +22,7 @@ kafka_clickstream = dg.AssetSpec(
 
 
 @dg.asset(
-    key=dg.AssetKey(["bronze", "clickstream_events"]),
+    key=BRONZE_KEY,
     deps=[kafka_clickstream],
     description=(
         "Validated clickstream events in PostgreSQL (`bronze.clickstream_events`), exactly once per Kafka "

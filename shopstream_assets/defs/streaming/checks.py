@@ -7,9 +7,10 @@ an on-demand Bronze materialization and from the asset's Checks tab.
 import dagster as dg
 
 from shopstream_assets.defs.resources import KafkaResource, PostgresResource
-from shopstream_assets.lib.kafka_admin import end_offsets
+from shopstream_assets.defs.streaming.assets import BRONZE_KEY
+from shopstream_assets.lib.kafka_admin import watermarks
+from streaming.ledger import committed_offsets, messages_behind
 
-BRONZE_KEY = dg.AssetKey(["bronze", "clickstream_events"])
 # Real producers send a little broken data (the simulator's --bad-ratio imitates it); more than
 # 5 % of a recent hour means a producer or the schema changed.
 MAX_REJECT_RATE = 0.05
@@ -89,9 +90,7 @@ def bronze_reject_rate(postgres: PostgresResource, kafka: KafkaResource) -> dg.A
             "reject_rate": dg.MetadataValue.float(round(rate, 5)),
             "messages": messages,
             "rejects": rejects,
-            "rejects_by_reason": dg.MetadataValue.json(
-                {reason: count for reason, count in reasons}
-            ),
+            "rejects_by_reason": dg.MetadataValue.json({reason: count for reason, count in reasons}),
         },
     )
 
@@ -107,24 +106,16 @@ def bronze_reject_rate(postgres: PostgresResource, kafka: KafkaResource) -> dg.A
 )
 def bronze_consumer_lag(postgres: PostgresResource, kafka: KafkaResource) -> dg.AssetCheckResult:
     topic = kafka.topic_name()
-    broker = end_offsets(kafka.bootstrap_servers(), topic)
+    broker = watermarks(kafka.bootstrap_servers(), topic)
     if not broker:
         return dg.AssetCheckResult(
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
             description=f"topic {topic} does not exist on {kafka.bootstrap_servers()}",
         )
-    # Imported here: pyarrow costs every run worker ~0.5 s at start-up, and only this check needs it.
-    from streaming.ledger import committed_offsets
-
     with postgres.connect() as conn:
         committed = committed_offsets(conn, topic)
-    # A partition Bronze never wrote lags by all it holds (counted from offset 0; retention
-    # may have dropped some, so this can overstate, never understate, a young topic's lag).
-    lag_by_partition = {
-        str(partition): max(0, high - committed.get(partition, 0))
-        for partition, high in sorted(broker.items())
-    }
+    lag_by_partition = {str(partition): lag for partition, lag in messages_behind(broker, committed).items()}
     total_lag = sum(lag_by_partition.values())
     return dg.AssetCheckResult(
         passed=total_lag <= MAX_CONSUMER_LAG,
@@ -132,11 +123,7 @@ def bronze_consumer_lag(postgres: PostgresResource, kafka: KafkaResource) -> dg.
         metadata={
             "lag": total_lag,
             "lag_by_partition": dg.MetadataValue.json(lag_by_partition),
-            "broker_end_offsets": dg.MetadataValue.json(
-                {str(p): o for p, o in sorted(broker.items())}
-            ),
-            "bronze_end_offsets": dg.MetadataValue.json(
-                {str(p): o for p, o in sorted(committed.items())}
-            ),
+            "broker_end_offsets": dg.MetadataValue.json({str(p): high for p, (_, high) in sorted(broker.items())}),
+            "bronze_end_offsets": dg.MetadataValue.json({str(p): o for p, o in sorted(committed.items())}),
         },
     )

@@ -33,10 +33,10 @@ from datetime import datetime
 import dagster as dg
 
 from shopstream_assets.defs.resources import KafkaResource, PostgresResource
+from shopstream_assets.defs.streaming.assets import BRONZE_KEY
 from shopstream_assets.lib.settings import load_settings
 
 SENSOR_NAME = "bronze_sensor"
-BRONZE_KEY = dg.AssetKey(["bronze", "clickstream_events"])
 # Every dbt model (keys silver/<model> and gold/<model>, see defs/dbt/assets.py), without
 # the dbt tests: they scan whole tables and would hold every refresh; defs/quality.py runs them.
 refresh_silver_gold_job = dg.define_asset_job(
@@ -91,29 +91,24 @@ class BatchRange:
 def new_batches(postgres: PostgresResource, topic: str, after_batch_id: int) -> BatchRange | None:
     """The batches of ``topic`` committed after ``after_batch_id``, or None."""
     with postgres.connect() as conn:
+        # One statement, one snapshot: the next offsets per partition are those after the
+        # range's last batch, even while the stream commits more.
         row = conn.execute(
             """
             select min(batch_id), max(batch_id), count(*), count(*) filter (where source = 'stream'),
                    coalesce(sum(messages_consumed), 0), coalesce(sum(rows_written), 0),
                    coalesce(sum(rejects), 0), coalesce(sum(duplicates), 0),
-                   min(min_event_time), max(max_event_time), max(committed_at)
+                   min(min_event_time), max(max_event_time), max(committed_at),
+                   (select jsonb_object_agg(kafka_partition, next_offset)
+                    from bronze.ingest_offsets where kafka_topic = %(topic)s)
             from bronze.ingest_batches
-            where kafka_topic = %s and batch_id > %s
+            where kafka_topic = %(topic)s and batch_id > %(after_batch_id)s
             """,
-            (topic, after_batch_id),
+            {"topic": topic, "after_batch_id": after_batch_id},
         ).fetchone()
-        if row is None or row[0] is None:
-            return None
-        # Next offset per partition after the range: the max over the ledger up to its end.
-        offsets = conn.execute(
-            """
-            select offsets.key, max((offsets.value)::bigint)
-            from bronze.ingest_batches as batches, jsonb_each_text(batches.end_offsets) as offsets
-            where batches.kafka_topic = %s and batches.batch_id <= %s
-            group by offsets.key
-            """,
-            (topic, row[1]),
-        ).fetchall()
+    if row is None or row[0] is None:
+        return None
+    offsets = row[11] or {}
     return BatchRange(
         first_batch_id=row[0],
         last_batch_id=row[1],
@@ -123,10 +118,7 @@ def new_batches(postgres: PostgresResource, topic: str, after_batch_id: int) -> 
         rows_written=row[5],
         rejects=row[6],
         duplicates=row[7],
-        end_offsets={
-            partition: offset
-            for partition, offset in sorted(offsets, key=lambda item: int(item[0]))
-        },
+        end_offsets={partition: offset for partition, offset in sorted(offsets.items(), key=lambda item: int(item[0]))},
         min_event_time=row[8],
         max_event_time=row[9],
         last_committed_at=row[10],
@@ -144,9 +136,7 @@ def latest_batch_id(postgres: PostgresResource, topic: str) -> int:
 
 def bronze_materialization(batch_range: BatchRange, topic: str) -> dg.AssetMaterialization:
     metadata: dict[str, dg.RawMetadataValue] = {
-        "source": "stream"
-        if batch_range.stream_batches == batch_range.batches
-        else "stream and replay",
+        "source": "stream" if batch_range.stream_batches == batch_range.batches else "stream and replay",
         "topic": topic,
         "batch_range": f"{batch_range.first_batch_id}-{batch_range.last_batch_id}",
         "batches": batch_range.batches,
@@ -177,9 +167,7 @@ def dbt_runs_in_flight(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
     """Runs this sensor launched that have not finished (the daemon tags them with the sensor's name)."""
     return list(
         instance.get_run_records(
-            filters=dg.RunsFilter(
-                statuses=IN_FLIGHT_STATUSES, tags={"dagster/sensor_name": SENSOR_NAME}
-            ),
+            filters=dg.RunsFilter(statuses=IN_FLIGHT_STATUSES, tags={"dagster/sensor_name": SENSOR_NAME}),
             limit=5,
         )
     )
@@ -237,15 +225,11 @@ def bronze_sensor(
     # recreated (a new database) while Dagster's storage kept the old cursor.
     bronze_recreated = last_seen > latest_batch_id(postgres, topic)
     if bronze_recreated:
-        context.log.warning(
-            f"cursor {last_seen} is beyond bronze.ingest_batches for {topic}: starting over"
-        )
+        context.log.warning(f"cursor {last_seen} is beyond bronze.ingest_batches for {topic}: starting over")
         last_seen = 0
     batch_range = new_batches(postgres, topic, last_seen)
     if batch_range is None:
-        skip = dg.SkipReason(
-            f"no new batches in bronze.ingest_batches for topic {topic} after batch {last_seen}"
-        )
+        skip = dg.SkipReason(f"no new batches in bronze.ingest_batches for topic {topic} after batch {last_seen}")
         if bronze_recreated:
             return dg.SensorResult(skip_reason=skip, cursor="0")
         failed = failed_run(context.instance)

@@ -38,6 +38,7 @@ import typer
 
 from shopstream_assets.lib import database
 from streaming.events import EVENT_FIELDS, Repair, parse_timestamp, validate_message
+from streaming.ledger import advance_offsets, json_offsets, lock_bronze
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -149,8 +150,9 @@ def copy_valid_messages(
 ) -> int:
     """COPY valid messages (simulator with bad_ratio=0) straight into Bronze as one batch.
 
-    The bulk path for history: pyarrow parses the JSON and writes the CSV in C++, and the
-    ledger row is written in the same transaction so the ingestion cursor stays consistent.
+    The bulk path for history: pyarrow parses the JSON and writes the CSV in C++. It takes
+    the Bronze writers' lock and writes the ledger row and its offsets in the same
+    transaction, as the stream's sink does, so the ingestion cursor stays consistent.
     Returns the batch_id.
     """
     events = pajson.read_json(
@@ -167,10 +169,7 @@ def copy_valid_messages(
         end_offsets[partition] = offset + 1
     event_times = pc.min_max(events["event_timestamp"]).as_py()
     with conn.transaction():
-        conn.execute(
-            "select pg_advisory_xact_lock(hashtext('shopstream.bronze'), hashtext(%s))",
-            (positions.topic,),
-        )
+        lock_bronze(conn)
         batch_id, ingested_at = conn.execute(
             "insert into bronze.ingest_batches (kafka_topic, source, start_offsets, end_offsets,"
             " messages_consumed, rows_written, rejects, duplicates, min_event_time,"
@@ -179,14 +178,15 @@ def copy_valid_messages(
             " returning batch_id, statement_timestamp()",
             (
                 positions.topic,
-                json.dumps({str(p): o for p, o in sorted(start_offsets.items())}),
-                json.dumps({str(p): o for p, o in sorted(end_offsets.items())}),
+                json_offsets(start_offsets),
+                json_offsets(end_offsets),
                 len(values),
                 len(values),
                 event_times["min"],
                 event_times["max"],
             ),
         ).fetchone()
+        advance_offsets(conn, positions.topic, end_offsets, batch_id)
         size = events.num_rows
         table = events.append_column("kafka_topic", pa.array([positions.topic] * size, pa.string()))
         table = table.append_column("kafka_partition", partitions)
