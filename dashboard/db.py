@@ -20,7 +20,7 @@ import streamlit as st
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from shopstream_assets.lib.database import redact
+from shopstream_assets.lib.database import reader_or_owner_url, redact
 from shopstream_assets.lib.settings import SettingsError, load_settings
 
 POOL_MAX_SIZE = 4  # a page runs its queries one after another; 4 covers a few open tabs
@@ -48,11 +48,13 @@ class NotBuiltYet(DataUnavailable):
 
 
 def dashboard_database_url(env: Mapping[str, str] | None = None) -> str:
-    """SHOPSTREAM_DASHBOARD_DATABASE_URL, else SHOPSTREAM_DATABASE_URL, else the embedded reader."""
+    """SHOPSTREAM_DASHBOARD_DATABASE_URL, else the reader role on SHOPSTREAM_DATABASE_URL (or its
+    owner, without SHOPSTREAM_READER_PASSWORD), else the embedded reader."""
     settings = load_settings(env)
-    url = settings.dashboard_database_url or settings.database_url
-    if url is not None:
-        return url
+    if settings.dashboard_database_url:
+        return settings.dashboard_database_url
+    if settings.database_url:
+        return reader_or_owner_url(settings.database_url, settings.reader_password)
     from shopstream_assets.lib.services import EmbeddedPostgres, ServiceError
 
     # Not checked for running: a stopped server shows as "database unavailable" and the

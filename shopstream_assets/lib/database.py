@@ -47,6 +47,21 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
 
 
+def as_reader(url: str, password: str) -> str:
+    """The same server, database and options (sslmode...), as the dashboard's read-only role."""
+    parts = urlsplit(url)
+    server = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{quote(READER_ROLE, safe='')}:{quote(password, safe='')}@{server}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def reader_or_owner_url(owner_url: str, reader_password: str | None) -> str:
+    """The dashboard's URL on a server we do not run, when SHOPSTREAM_DASHBOARD_DATABASE_URL is
+    not set: the read-only role on the owner's database if SHOPSTREAM_READER_PASSWORD is set,
+    else the owner's own URL (the dashboard's sessions are read-only, but the role could write)."""
+    return as_reader(owner_url, reader_password) if reader_password else owner_url
+
+
 def redact(url: str) -> str:
     """A URL safe to print: the password replaced by ***."""
     parts = urlsplit(url)

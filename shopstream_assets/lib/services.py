@@ -580,7 +580,14 @@ def start_services(settings: Settings, progress: Progress = print) -> Endpoints:
         dashboard_url = settings.dashboard_database_url or postgres.reader_url()
     else:
         database_url = settings.database_url
-        dashboard_url = settings.dashboard_database_url or database_url
+        dashboard_url = settings.dashboard_database_url or database.reader_or_owner_url(
+            database_url, settings.reader_password
+        )
+        if dashboard_url == database_url:
+            progress(
+                "note: the dashboard connects as the database's owner; set SHOPSTREAM_READER_PASSWORD "
+                "(or SHOPSTREAM_DASHBOARD_DATABASE_URL) to give it a read-only role"
+            )
         _prepare_external_database(settings, database_url, progress)
     try:
         database.migrate(database_url)
