@@ -38,6 +38,8 @@ class ComponentUsage:
     mean_rss_mb: float = 0.0
     samples: int = 0
     _cpu_by_pid: dict[int, float] = field(default_factory=dict)
+    # CPU a process had already used when the window opened: not the window's.
+    _cpu_before_by_pid: dict[int, float] = field(default_factory=dict)
 
     def cpu_percent(self, wall_seconds: float) -> float:
         return 100.0 * self.cpu_seconds / wall_seconds if wall_seconds > 0 else 0.0
@@ -47,7 +49,9 @@ class ResourceSampler:
     """Samples CPU time and resident memory of named process trees in a background thread.
 
     ``components`` maps a name to a function returning the root pids of that component
-    (looked up on every sample, so processes that start late or restart are counted).
+    (looked up on every sample, so processes that start late or restart are counted). CPU is
+    what each process used inside the window: a broker started minutes earlier brings its
+    JVM start-up and warm-up with it, which is not the window's.
     """
 
     def __init__(self, components: dict[str, Callable[[], Sequence[int]]], interval: float = 1.0) -> None:
@@ -57,10 +61,12 @@ class ResourceSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.started_at = 0.0
+        self.started_at_epoch = 0.0
         self.stopped_at = 0.0
 
     def __enter__(self) -> ResourceSampler:
         self.started_at = time.monotonic()
+        self.started_at_epoch = time.time()
         self._thread.start()
         return self
 
@@ -76,11 +82,11 @@ class ResourceSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             for name, roots in self.components.items():
-                self._sample(self.usage[name], roots())
+                self._sample(self.usage[name], roots(), self.started_at_epoch)
             self._stop.wait(self.interval)
 
     @staticmethod
-    def _sample(usage: ComponentUsage, roots: Sequence[int]) -> None:
+    def _sample(usage: ComponentUsage, roots: Sequence[int], window_opened_at: float) -> None:
         rss = 0.0
         for root in roots:
             with contextlib.suppress(psutil.Error):
@@ -88,10 +94,15 @@ class ResourceSampler:
                 for member in [process, *process.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
                         times = member.cpu_times()
+                        used = times.user + times.system
+                        if member.pid not in usage._cpu_by_pid and member.create_time() < window_opened_at:
+                            usage._cpu_before_by_pid[member.pid] = used
                         # cpu_times only grows per pid; the last value seen is that pid's total so far.
-                        usage._cpu_by_pid[member.pid] = times.user + times.system
+                        usage._cpu_by_pid[member.pid] = used
                         rss += member.memory_info().rss / 2**20
-        usage.cpu_seconds = sum(usage._cpu_by_pid.values())
+        usage.cpu_seconds = sum(
+            used - usage._cpu_before_by_pid.get(pid, 0.0) for pid, used in usage._cpu_by_pid.items()
+        )
         usage.samples += 1
         usage.peak_rss_mb = max(usage.peak_rss_mb, rss)
         usage.mean_rss_mb += (rss - usage.mean_rss_mb) / usage.samples

@@ -1,0 +1,45 @@
+"""The benchmarks' resource sampler counts the CPU used inside its window, not before it."""
+
+import subprocess
+import sys
+import time
+
+from shopstream_assets.lib.bench.measure import ResourceSampler
+
+# Burns about a second of CPU, says so, then does what the argument says.
+_BURN_THEN = """
+import sys, time
+until = time.process_time() + 1.0
+while time.process_time() < until:
+    pass
+print("burnt", flush=True)
+if sys.argv[1] == "sleep":
+    time.sleep(30)
+else:
+    until = time.process_time() + 1.0
+    while time.process_time() < until:
+        pass
+    time.sleep(30)
+"""
+
+
+def test_cpu_used_before_the_window_is_not_counted_and_cpu_inside_it_is() -> None:
+    idle_later = subprocess.Popen([sys.executable, "-c", _BURN_THEN, "sleep"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert idle_later.stdout is not None and idle_later.stdout.readline() == "burnt\n"
+        busy_inside = None
+        sampler = ResourceSampler(
+            {"idle": lambda: [idle_later.pid], "busy": lambda: [busy_inside.pid] if busy_inside else []}, interval=0.2
+        )
+        with sampler:
+            busy_inside = subprocess.Popen([sys.executable, "-c", _BURN_THEN, "burn"])
+            deadline = time.monotonic() + 30
+            while sampler.usage["busy"].cpu_seconds < 1.8 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        assert sampler.usage["idle"].cpu_seconds < 0.3  # it burnt its second before the window
+        assert sampler.usage["busy"].cpu_seconds >= 1.8  # both of its seconds fall inside
+    finally:
+        for process in (idle_later, busy_inside):
+            if process is not None:
+                process.kill()
+                process.wait()
