@@ -43,3 +43,32 @@ def test_cpu_used_before_the_window_is_not_counted_and_cpu_inside_it_is() -> Non
             if process is not None:
                 process.kill()
                 process.wait()
+
+
+# Waits a moment, runs a child that burns about a second and exits, then idles.
+_PARENT_OF_A_SHORT_CHILD = """
+import subprocess, sys, time
+time.sleep(0.5)
+child = "import time\\nuntil = time.process_time() + 1.0\\nwhile time.process_time() < until:\\n    pass"
+subprocess.run([sys.executable, "-c", child], check=True)
+print("child done", flush=True)
+time.sleep(30)
+"""
+
+
+def test_cpu_of_a_child_that_exited_between_two_samples_is_counted() -> None:
+    """Like a PostgreSQL backend or a dbt process: alive for less than a sampling interval."""
+    parent = None
+    sampler = ResourceSampler({"parent": lambda: [parent.pid] if parent else []}, interval=4.0)
+    try:
+        with sampler:
+            parent = subprocess.Popen(
+                [sys.executable, "-c", _PARENT_OF_A_SHORT_CHILD], stdout=subprocess.PIPE, text=True
+            )
+            assert parent.stdout is not None and parent.stdout.readline() == "child done\n"
+            time.sleep(4.5)  # the next sample sees only the reaped child's times
+        assert sampler.usage["parent"].cpu_seconds >= 0.9
+    finally:
+        if parent is not None:
+            parent.kill()
+            parent.wait()

@@ -37,9 +37,10 @@ class ComponentUsage:
     peak_rss_mb: float = 0.0
     mean_rss_mb: float = 0.0
     samples: int = 0
-    _cpu_by_pid: dict[int, float] = field(default_factory=dict)
-    # CPU a process had already used when the window opened: not the window's.
-    _cpu_before_by_pid: dict[int, float] = field(default_factory=dict)
+    # Per root pid, the most CPU its tree has shown so far, and what it had already used when
+    # the window opened (not the window's).
+    _tree_cpu_by_root: dict[int, float] = field(default_factory=dict)
+    _tree_cpu_before_by_root: dict[int, float] = field(default_factory=dict)
 
     def cpu_percent(self, wall_seconds: float) -> float:
         return 100.0 * self.cpu_seconds / wall_seconds if wall_seconds > 0 else 0.0
@@ -61,12 +62,10 @@ class ResourceSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.started_at = 0.0
-        self.started_at_epoch = 0.0
         self.stopped_at = 0.0
 
     def __enter__(self) -> ResourceSampler:
         self.started_at = time.monotonic()
-        self.started_at_epoch = time.time()
         self._thread.start()
         return self
 
@@ -82,26 +81,31 @@ class ResourceSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             for name, roots in self.components.items():
-                self._sample(self.usage[name], roots(), self.started_at_epoch)
+                self._sample(self.usage[name], roots())
             self._stop.wait(self.interval)
 
     @staticmethod
-    def _sample(usage: ComponentUsage, roots: Sequence[int], window_opened_at: float) -> None:
+    def _sample(usage: ComponentUsage, roots: Sequence[int]) -> None:
         rss = 0.0
         for root in roots:
             with contextlib.suppress(psutil.Error):
                 process = psutil.Process(root)
+                tree_cpu = 0.0
                 for member in [process, *process.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
                         times = member.cpu_times()
-                        used = times.user + times.system
-                        if member.pid not in usage._cpu_by_pid and member.create_time() < window_opened_at:
-                            usage._cpu_before_by_pid[member.pid] = used
-                        # cpu_times only grows per pid; the last value seen is that pid's total so far.
-                        usage._cpu_by_pid[member.pid] = used
+                        # children_*: what its exited children used once it reaped them (PostgreSQL's
+                        # backends, Dagster's run workers, dbt), which no sample may have caught alive.
+                        tree_cpu += times.user + times.system + times.children_user + times.children_system
                         rss += member.memory_info().rss / 2**20
+                if root not in usage._tree_cpu_by_root:
+                    # A root there at the first sample ran before the window; one found later
+                    # started inside it. (Not create_time: boot time is known to a second.)
+                    usage._tree_cpu_before_by_root[root] = tree_cpu if usage.samples == 0 else 0.0
+                # A child that exited but is not reaped yet is in neither figure for a moment.
+                usage._tree_cpu_by_root[root] = max(tree_cpu, usage._tree_cpu_by_root.get(root, 0.0))
         usage.cpu_seconds = sum(
-            used - usage._cpu_before_by_pid.get(pid, 0.0) for pid, used in usage._cpu_by_pid.items()
+            cpu - usage._tree_cpu_before_by_root[root] for root, cpu in usage._tree_cpu_by_root.items()
         )
         usage.samples += 1
         usage.peak_rss_mb = max(usage.peak_rss_mb, rss)
