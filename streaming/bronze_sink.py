@@ -7,8 +7,8 @@ already have written. Exactly-once therefore lives here, in one transaction per 
 1. one ``pg_advisory_xact_lock`` shared by every Bronze writer (``streaming.ledger.lock_bronze``),
    so writers never interleave and ``batch_id`` -- the cursor dbt and the sensor follow --
    grows in commit order;
-2. the committed next offset per partition (``bronze.ingest_offsets``, which every batch
-   advances) drops every message already written, so a replayed batch is not applied
+2. the committed next offset per partition (``bronze.ingest_offsets``, which the ledger row's
+   trigger advances) drops every message already written, so a replayed batch is not applied
    twice (a fully covered one writes nothing: "already committed");
 3. the ledger row, its offsets, the events and the rejects (COPY) commit together. Events: the first
    copy of each event_id in the batch (lowest partition, then offset) whose id Bronze does
@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
-from streaming.ledger import advance_offsets, committed_offsets, json_offsets, lock_bronze, read_committed_offsets
+from streaming.ledger import committed_offsets, json_offsets, lock_bronze, read_committed_offsets
 from streaming.transforms import EVENT_COLUMNS, REJECT_COLUMNS
 
 __all__ = [
@@ -196,7 +196,6 @@ def write_batch(
                 started_at,
             ),
         ).fetchone()
-        advance_offsets(conn, topic, end_offsets, batch_id)
 
         rows_written = repaired = 0
         if good.num_rows:

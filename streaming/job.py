@@ -421,8 +421,15 @@ def run_stream(
         transient=(Exception,),
     )
     with BronzeSink(database_url, topic, source=SOURCE_STREAM) as sink, _stop_on_signals(stop):
-        marks = watermarks(kafka_bootstrap, topic)
-        _refuse_bronze_ahead_of_topic(sink.committed_offsets(), marks, kafka_bootstrap, topic)
+        # Bronze's offsets first: watermarks read after them are at least as new, so a batch
+        # another writer commits meanwhile cannot look "beyond the broker".
+        committed = sink.committed_offsets()
+        marks = retrying(
+            lambda: watermarks(kafka_bootstrap, topic),
+            what=f"reading the offsets of {topic!r} from Kafka at {kafka_bootstrap}",
+            transient=(Exception,),
+        )
+        _refuse_bronze_ahead_of_topic(committed, marks, kafka_bootstrap, topic)
         _check_checkpoint_against_bronze(checkpoint, sink, marks, topic, restart_from_bronze)
         writer = _BatchWriter(sink, kafka_bootstrap, topic, summary)
         try:
@@ -678,9 +685,13 @@ def replay_topic(
     if not marks:
         raise StreamJobError(f"topic {topic!r} does not exist on {kafka_bootstrap}")
     with BronzeSink(database_url, topic, source=SOURCE_REPLAY) as sink:
-        _refuse_bronze_ahead_of_topic(sink.committed_offsets(), marks, kafka_bootstrap, topic)
+        # Bronze's offsets first, then the watermarks again: the stream may commit meanwhile,
+        # and watermarks read after its offsets are at least as new.
+        committed = sink.committed_offsets()
+        marks = watermarks(kafka_bootstrap, topic)
+        _refuse_bronze_ahead_of_topic(committed, marks, kafka_bootstrap, topic)
         position = {partition: max(low, 0) for partition, (low, _) in marks.items()}
-        position.update({p: o for p, o in sink.committed_offsets().items() if p in position})
+        position.update({p: o for p, o in committed.items() if p in position})
         latest = {partition: high for partition, (_, high) in marks.items()}
         per_partition = max(1, max_offsets_per_chunk // len(marks))
         while any(position[p] < latest[p] for p in position):

@@ -2,7 +2,8 @@
 
 The stream's sink, the Dagster sensor and checks, the live dashboard and the benchmarks all
 ask the same question -- up to which Kafka offset is Bronze complete? -- and every Bronze
-writer must take the same lock and advance the same offsets, so that SQL lives here once.
+writer must take the same lock, so that SQL lives here once. ``bronze.ingest_offsets`` is
+advanced by a trigger on each new ledger row (migration 0003), so no writer can forget it.
 Importing this module costs only psycopg.
 """
 
@@ -25,15 +26,6 @@ where kafka_topic = %(topic)s"""
 # follow -- grows in commit order, and a probe for already-written ids is exact.
 _BRONZE_LOCK_SQL = "select pg_advisory_xact_lock(hashtext('shopstream.bronze')::bigint)"
 
-_ADVANCE_OFFSETS_SQL = """\
-insert into bronze.ingest_offsets (kafka_topic, kafka_partition, next_offset, batch_id)
-select %(topic)s, (offsets.key)::int, (offsets.value)::bigint, %(batch_id)s
-from jsonb_each_text(%(end_offsets)s::jsonb) as offsets
-on conflict (kafka_topic, kafka_partition) do update
-    set next_offset = excluded.next_offset, batch_id = excluded.batch_id
-    where bronze.ingest_offsets.next_offset < excluded.next_offset"""
-
-
 def committed_offsets(conn: psycopg.Connection, topic: str) -> dict[int, int]:
     """{partition: next offset to write} of ``topic`` in Bronze; empty before the first batch."""
     rows = conn.execute(COMMITTED_OFFSETS_SQL, {"topic": topic}).fetchall()
@@ -54,11 +46,6 @@ def lock_bronze(conn: psycopg.Connection) -> None:
 def json_offsets(offsets: Mapping[int, int]) -> str:
     """{partition: offset} as the ledger's jsonb text, partitions in order."""
     return json.dumps({str(partition): offset for partition, offset in sorted(offsets.items())})
-
-
-def advance_offsets(conn: psycopg.Connection, topic: str, end_offsets: Mapping[int, int], batch_id: int) -> None:
-    """Move ``topic``'s committed offsets forward to ``end_offsets``, in the batch's transaction."""
-    conn.execute(_ADVANCE_OFFSETS_SQL, {"topic": topic, "end_offsets": json_offsets(end_offsets), "batch_id": batch_id})
 
 
 def messages_behind(watermarks: Mapping[int, tuple[int, int]], committed: Mapping[int, int]) -> dict[int, int]:

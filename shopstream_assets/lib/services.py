@@ -638,7 +638,9 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
 def database_urls(settings: Settings) -> tuple[str, str]:
     """(owner URL, dashboard URL): the configured ones, or the running embedded server's."""
     if not settings.database_embedded:
-        return settings.database_url, settings.dashboard_database_url or settings.database_url
+        return settings.database_url, settings.dashboard_database_url or database.reader_or_owner_url(
+            settings.database_url, settings.reader_password
+        )
     postgres = EmbeddedPostgres(settings)
     if postgres.pid() is None:
         raise ServiceError(

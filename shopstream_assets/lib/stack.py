@@ -71,7 +71,7 @@ def _status_line(endpoints: Endpoints, topic: str, previous: tuple[float, int] |
     marks: dict[int, tuple[int, int]] | None = None
     in_topic = previous[1] if previous else 0
     with contextlib.suppress(Exception):  # a status line must never take the stack down
-        marks = watermarks(endpoints.kafka_bootstrap, topic, timeout=2)
+        marks = watermarks(endpoints.kafka_bootstrap, topic, timeout=5)
         in_topic = sum(high for _, high in marks.values())
     rate = 0.0
     if previous and now > previous[0]:

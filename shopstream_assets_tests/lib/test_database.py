@@ -71,6 +71,17 @@ def test_the_offsets_table_starts_from_an_older_databases_ledger(admin_database_
                 "select kafka_topic, kafka_partition, next_offset, batch_id from bronze.ingest_offsets order by 1, 2"
             ).fetchall()
         assert rows == [("t", 0, 9, 2), ("t", 1, 7, 1), ("u", 0, 3, 3)]
+        # From now on each new ledger row advances them itself (its trigger), whoever writes it.
+        with database.connect(url) as conn:
+            conn.execute(
+                "insert into bronze.ingest_batches (kafka_topic, source, start_offsets, end_offsets,"
+                " messages_consumed, rows_written, rejects, duplicates, started_at)"
+                " values ('t', 'replay', '{}', '{\"0\": 4, \"1\": 12, \"2\": 1}', 0, 0, 0, 0, now())"
+            )
+            rows = conn.execute(
+                "select kafka_topic, kafka_partition, next_offset from bronze.ingest_offsets order by 1, 2"
+            ).fetchall()
+        assert rows == [("t", 0, 9), ("t", 1, 12), ("t", 2, 1), ("u", 0, 3)]  # never moved backwards
     finally:
         database.drop_database(admin_database_url, name)
 

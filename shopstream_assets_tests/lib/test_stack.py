@@ -7,7 +7,6 @@ from confluent_kafka import Producer
 from shopstream_assets.lib.database import connect
 from shopstream_assets.lib.services import Endpoints
 from shopstream_assets.lib.stack import _status_line
-from streaming.ledger import advance_offsets
 
 
 def test_the_status_line_shows_bronze_the_lag_and_the_last_gold_refresh(
@@ -25,7 +24,6 @@ def test_the_status_line_shows_bronze_the_lag_and_the_last_gold_refresh(
             " values (%s, 'stream', '{\"0\": 0}', '{\"0\": 2}', 2, 2, 0, 0, now()) returning batch_id",
             (topic,),
         ).fetchone()
-        advance_offsets(conn, topic, {0: 2}, batch_id)
     endpoints = Endpoints(database_url, database_url, kafka_bootstrap)
 
     line, _ = _status_line(endpoints, topic, None)

@@ -38,7 +38,7 @@ import typer
 
 from shopstream_assets.lib import database
 from streaming.events import EVENT_FIELDS, Repair, parse_timestamp, validate_message
-from streaming.ledger import advance_offsets, json_offsets, lock_bronze
+from streaming.ledger import json_offsets, lock_bronze
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -151,8 +151,9 @@ def copy_valid_messages(
     """COPY valid messages (simulator with bad_ratio=0) straight into Bronze as one batch.
 
     The bulk path for history: pyarrow parses the JSON and writes the CSV in C++. It takes
-    the Bronze writers' lock and writes the ledger row and its offsets in the same
-    transaction, as the stream's sink does, so the ingestion cursor stays consistent.
+    the Bronze writers' lock and writes the ledger row (whose trigger advances
+    bronze.ingest_offsets) in the same transaction, as the stream's sink does, so the
+    ingestion cursor stays consistent.
     Returns the batch_id.
     """
     events = pajson.read_json(
@@ -186,7 +187,6 @@ def copy_valid_messages(
                 event_times["max"],
             ),
         ).fetchone()
-        advance_offsets(conn, positions.topic, end_offsets, batch_id)
         size = events.num_rows
         table = events.append_column("kafka_topic", pa.array([positions.topic] * size, pa.string()))
         table = table.append_column("kafka_partition", partitions)

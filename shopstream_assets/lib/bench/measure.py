@@ -66,6 +66,7 @@ class ResourceSampler:
 
     def __enter__(self) -> ResourceSampler:
         self.started_at = time.monotonic()
+        self._sample_all()  # the window's baseline, before the caller starts anything
         self._thread.start()
         return self
 
@@ -78,20 +79,32 @@ class ResourceSampler:
     def wall_seconds(self) -> float:
         return (self.stopped_at or time.monotonic()) - self.started_at
 
+    def _sample_all(self) -> None:
+        for name, roots in self.components.items():
+            self._sample(self.usage[name], roots())
+
     def _run(self) -> None:
-        while not self._stop.is_set():
-            for name, roots in self.components.items():
-                self._sample(self.usage[name], roots())
-            self._stop.wait(self.interval)
+        while not self._stop.wait(self.interval):
+            self._sample_all()
+        self._sample_all()
 
     @staticmethod
     def _sample(usage: ComponentUsage, roots: Sequence[int]) -> None:
         rss = 0.0
+        trees: dict[int, list[psutil.Process]] = {}
         for root in roots:
             with contextlib.suppress(psutil.Error):
                 process = psutil.Process(root)
+                trees[root] = [process, *process.children(recursive=True)]
+        # A root inside another root's tree (a match under a parent that does not match) is
+        # counted with that tree, not twice.
+        nested = {member.pid for members in trees.values() for member in members[1:]}
+        for root, members in trees.items():
+            if root in nested:
+                continue
+            with contextlib.suppress(psutil.Error):
                 tree_cpu = 0.0
-                for member in [process, *process.children(recursive=True)]:
+                for member in members:
                     with contextlib.suppress(psutil.Error):
                         times = member.cpu_times()
                         # children_*: what its exited children used once it reaped them (PostgreSQL's
