@@ -430,7 +430,7 @@ def run_stream(
             transient=(Exception,),
         )
         _refuse_bronze_ahead_of_topic(committed, marks, kafka_bootstrap, topic)
-        _check_checkpoint_against_bronze(checkpoint, sink, marks, topic, restart_from_bronze)
+        _check_checkpoint_against_bronze(checkpoint, committed, marks, topic, restart_from_bronze)
         writer = _BatchWriter(sink, kafka_bootstrap, topic, summary)
         try:
             failures = 0
@@ -509,7 +509,7 @@ def _refuse_bronze_ahead_of_topic(
 
 def _check_checkpoint_against_bronze(
     checkpoint: Path,
-    sink: BronzeSink,
+    committed: Mapping[int, int],
     marks: Mapping[int, tuple[int, int]],
     topic: str,
     restart_from_bronze: bool,
@@ -518,7 +518,7 @@ def _check_checkpoint_against_bronze(
     if position is None:
         return
     low_watermarks = {partition: low for partition, (low, _) in marks.items()}
-    ahead = checkpoint_ahead_of_bronze(position, sink.committed_offsets(), low_watermarks)
+    ahead = checkpoint_ahead_of_bronze(position, committed, low_watermarks)
     if not ahead:
         return
     where = ", ".join(

@@ -579,10 +579,7 @@ def start_services(settings: Settings, progress: Progress = print) -> Endpoints:
         database_url = postgres.start(progress)
         dashboard_url = settings.dashboard_database_url or postgres.reader_url()
     else:
-        database_url = settings.database_url
-        dashboard_url = settings.dashboard_database_url or database.reader_or_owner_url(
-            database_url, settings.reader_password
-        )
+        database_url, dashboard_url = database_urls(settings)
         if dashboard_url == database_url:
             progress(
                 "note: the dashboard connects as the database's owner; set SHOPSTREAM_READER_PASSWORD "
