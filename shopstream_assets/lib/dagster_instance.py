@@ -50,6 +50,9 @@ DAEMON_ENTRY = "dagster-daemon"
 FAST_SENSOR_LOOP_S = 1.0
 # Files whose change makes the prepared manifest stale.
 DBT_SOURCE_SUFFIXES = (".sql", ".yml", ".yaml", ".md", ".csv")
+MANIFEST_STAMP = ".shopstream-manifest-fingerprint"
+PREPARE_LOCK = ".shopstream-prepare.lock"
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 
 Progress = Callable[[str], None]
 
@@ -188,8 +191,8 @@ def prepare_dbt_manifest(
             f"dbt's profile needs {', '.join(missing)}; run through `shopstream up`"
         )
     manifest = target / "manifest.json"
-    stamp = target / ".shopstream-manifest-fingerprint"
-    with _file_lock(target / ".shopstream-prepare.lock"):
+    stamp = target / MANIFEST_STAMP
+    with _file_lock(target / PREPARE_LOCK):
         fingerprint = _manifest_fingerprint(environment)
         if manifest.exists() and stamp.exists() and stamp.read_text() == fingerprint:
             return manifest
@@ -221,6 +224,20 @@ def prepare_dbt_manifest(
         stamp.write_text(fingerprint)
         progress(f"dbt manifest ready in {time.monotonic() - began:.1f} s: {manifest}")
     return manifest
+
+
+def current_parsed_project(target: Path, environment: Mapping[str, str]) -> bytes | None:
+    """The parsed project (dbt's ``partial_parse.msgpack``) that :func:`prepare_dbt_manifest`
+    wrote into ``target``, or None when it no longer describes the project's files, dbt's
+    version or the database in ``environment``."""
+    with _file_lock(target / PREPARE_LOCK):
+        stamp = target / MANIFEST_STAMP
+        if not stamp.exists() or stamp.read_text() != _manifest_fingerprint(environment):
+            return None
+        try:
+            return (target / PARTIAL_PARSE_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
 
 
 def dagster_environment(

@@ -94,8 +94,12 @@ def test_dbt_assets_build_gold_with_checks_and_row_counts(
         ).fetchone()
         (bronze_rows,) = conn.execute("select count(*) from bronze.clickstream_events").fetchone()
     assert events_in_gold == bronze_rows
-    # Row counts are asserted in test_daemon_loop: fetch_row_counts queries the relation named in the
-    # manifest, which the session parsed for another database than this test's.
+    staged = materialized[dg.AssetKey(["silver", "stg_clickstream_events"])]
+    assert staged.metadata["dagster/row_count"].value == bronze_rows
+    daily = materialized[DAILY_METRICS]
+    with connect(database_url) as conn:
+        (daily_rows,) = conn.execute("select count(*) from gold.mart_daily_metrics").fetchone()
+    assert daily.metadata["dagster/row_count"].value == daily_rows > 0
     checks = result.get_asset_check_evaluations()
     assert len(checks) >= 20 and all(check.passed for check in checks), [
         c.check_name for c in checks if not c.passed

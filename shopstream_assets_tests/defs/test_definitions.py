@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -104,31 +102,22 @@ def test_sensor_and_schedules_defaults(defs: dg.Definitions) -> None:
     assert dbt_tests.asset_check_keys == graph.asset_check_keys - bronze_checks.asset_check_keys
 
 
-def test_dbt_timings_read_from_dbt_json_log(defs: dg.Definitions, tmp_path: Path) -> None:
-    from shopstream_assets.defs.dbt.assets import read_dbt_timings  # needs the manifest
+def test_dbt_timings_from_its_events() -> None:
+    from shopstream_assets.lib.dbt_in_process import dbt_timings
 
-    def line(name: str, ts: str, **data: object) -> str:
-        return json.dumps({"data": data, "info": {"name": name, "ts": f"2026-11-25T12:00:{ts}Z"}})
+    def event(name: str, at: float, **data: object) -> dict[str, object]:
+        return {"info": {"name": name}, "data": data, "received_at": at}
 
-    earlier_invocation = line("MainReportVersion", "00.000000")
-    log = tmp_path / "dbt.log"
-    log.write_text(
-        "\n".join(
-            [
-                earlier_invocation,
-                line("MainReportVersion", "03.000000"),
-                line("PartialParsingEnabled", "04.000000"),
-                line("FoundStats", "04.500000"),
-                line("LogModelResult", "05.000000", execution_time=0.4, node_info={"node_name": "a"}),
-                line("LogModelResult", "06.000000", execution_time=1.2, node_info={"node_name": "b"}),
-                line("CommandCompleted", "06.500000"),
-            ]
-        )
-        + "\n"
-    )
-    invoked_at = datetime(2026, 11, 25, 12, 0, 1, tzinfo=UTC).timestamp()
-    timings = read_dbt_timings(log, len(earlier_invocation) + 1, invoked_at)
-    assert timings is not None and timings.partial_parse
+    events = [
+        event("MainReportVersion", 3.0),
+        event("FoundStats", 4.5),
+        event("LogModelResult", 5.0, execution_time=0.4, node_info={"node_name": "a"}),
+        event("LogModelResult", 6.0, execution_time=1.2, node_info={"node_name": "b"}),
+    ]
+    timings = dbt_timings(events, invoked_at=1.0, first_event_at=3.0, last_event_at=6.5, manifest_reused=True)
+    assert timings is not None and timings.manifest_reused
     assert (timings.startup_s, timings.parse_s, timings.models_s) == (2.0, 1.5, 2.0)
     assert timings.slowest_models == [("b", 1.2), ("a", 0.4)]
-    assert read_dbt_timings(tmp_path / "missing.log", 0, invoked_at) is None
+    assert timings.tags("p/")["p/manifest_reused"] == "true"
+    # dbt stopped before it had a manifest (a broken profile, say): nothing to time.
+    assert dbt_timings(events[:1], invoked_at=1.0, first_event_at=3.0, last_event_at=3.0, manifest_reused=False) is None

@@ -7,13 +7,11 @@ staging model hangs off the Bronze asset and topic -> Bronze -> Silver -> Gold i
 """
 
 import contextlib
-import json
 import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +22,18 @@ from dagster_dbt import (
     DbtCliResource,
     dbt_assets,
 )
+from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
+from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
+from psycopg import sql
 
 from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX, shopstream_dbt_project
+from shopstream_assets.lib import database
+from shopstream_assets.lib.dbt_in_process import invoke_dbt, iter_raw_events, profile_database_url
 
 DBT_OP_NAME = "shopstream_dbt"
 STALE_RUN_FOLDER_S = 24 * 3600
+# Row counts as dagster-dbt's fetch_row_counts takes them: not for views (that would run them).
+COUNTED_MATERIALIZATIONS = ("table", "incremental")
 OWNERS = ["team:data-engineering"]
 # The marts refresh every few seconds while events stream in (the Bronze sensor); a
 # minute without a refresh is worth a look, a quarter of an hour means the loop is stuck.
@@ -96,109 +101,78 @@ def _run_target_path(context: dg.AssetExecutionContext) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@dataclass(frozen=True)
-class DbtTimings:
-    """Where one dbt invocation spent its time, from its own JSON log (epoch seconds)."""
-
-    invoked_at: float
-    started_at: float  # dbt's first log line: the interpreter is up and dbt is imported
-    parsed_at: float  # "Found N models ...": the manifest is loaded (partial parse or not)
-    finished_at: float  # the last log line
-    partial_parse: bool
-    slowest_models: list[tuple[str, float]]
-
-    @property
-    def startup_s(self) -> float:
-        return self.started_at - self.invoked_at
-
-    @property
-    def parse_s(self) -> float:
-        return self.parsed_at - self.started_at
-
-    @property
-    def models_s(self) -> float:
-        return self.finished_at - self.parsed_at
-
-    def summary(self) -> str:
-        slowest = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.slowest_models)
-        parse = "partial parse" if self.partial_parse else "FULL parse"
-        return (
-            f"dbt start-up {self.startup_s:.1f} s, {parse} {self.parse_s:.1f} s, "
-            f"models {self.models_s:.1f} s (slowest: {slowest or 'none'})"
-        )
-
-    def tags(self) -> dict[str, str]:
-        return {
-            f"{DBT_TIMING_TAG_PREFIX}invoked_at": f"{self.invoked_at:.3f}",
-            f"{DBT_TIMING_TAG_PREFIX}startup_s": f"{self.startup_s:.2f}",
-            f"{DBT_TIMING_TAG_PREFIX}parse_s": f"{self.parse_s:.2f}",
-            f"{DBT_TIMING_TAG_PREFIX}models_s": f"{self.models_s:.2f}",
-            f"{DBT_TIMING_TAG_PREFIX}finished_at": f"{self.finished_at:.3f}",
-            f"{DBT_TIMING_TAG_PREFIX}partial_parse": str(self.partial_parse).lower(),
-        }
-
-
-def read_dbt_timings(log_path: Path, offset: int, invoked_at: float) -> DbtTimings | None:
-    """Timings of the invocation whose JSON log lines start at byte ``offset`` of ``log_path``.
-
-    dagster-dbt points DBT_LOG_PATH at the run's target folder and asks for JSON logs, so
-    ``dbt.log`` there holds every event with its timestamp. None if the log is missing or
-    has no "Found N models" line (dbt failed before parsing).
-    """
-    if not log_path.exists():
-        return None
-    started_at = parsed_at = finished_at = None
-    partial_parse = False
-    model_seconds: list[tuple[str, float]] = []
-    with log_path.open("rb") as log:
-        log.seek(offset)
-        for line in log:
-            try:
-                event = json.loads(line)
-                info = event["info"]
-                at = datetime.fromisoformat(info["ts"]).timestamp()
-            except (ValueError, KeyError, TypeError):
-                continue
-            started_at = at if started_at is None else started_at
-            finished_at = at
-            name = info.get("name")
-            if name == "PartialParsingEnabled":
-                partial_parse = True
-            elif name == "FoundStats" and parsed_at is None:
-                parsed_at = at
-            elif name == "LogModelResult":
-                data = event.get("data", {})
-                model = data.get("node_info", {}).get("node_name", "?")
-                model_seconds.append((model, float(data.get("execution_time") or 0.0)))
-    if started_at is None or parsed_at is None or finished_at is None:
-        return None
-    return DbtTimings(
-        invoked_at=invoked_at,
-        started_at=started_at,
-        parsed_at=parsed_at,
-        finished_at=finished_at,
-        partial_parse=partial_parse,
-        slowest_models=sorted(model_seconds, key=lambda item: -item[1])[:3],
+def _row_count_query(node_relation: Mapping[str, Any]) -> sql.Composed:
+    return sql.SQL("select count(*) from {}").format(
+        sql.Identifier(node_relation["schema"], node_relation["alias"])
     )
 
 
-def _report_dbt_timings(
-    context: dg.AssetExecutionContext, target_path: Path, offset: int, invoked_at: float
-) -> None:
-    """Log where the `dbt run` spent its time and keep it as run tags; never fails the run."""
-    try:
-        timings = read_dbt_timings(target_path / "dbt.log", offset, invoked_at)
-        if timings is None:
-            return
-        context.log.info(timings.summary())
-        context.instance.add_run_tags(context.run.run_id, timings.tags())
-    except Exception as error:  # timings are diagnostics: the models have already run
-        context.log.warning(f"could not read dbt's timings: {error!r}")
+def dbt_in_worker(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    args: list[str],
+    target_path: Path,
+    *,
+    row_counts: bool,
+) -> Iterator[Any]:
+    """``dbt <args>`` for the selected models or checks, in this run worker; their Dagster events.
 
-
-def _log_size(target_path: Path) -> int:
-    log_path = target_path / "dbt.log"
-    return log_path.stat().st_size if log_path.exists() else 0
+    What ``dbt.cli(args, context=context).stream()`` yields, without starting dbt as a
+    process (``shopstream_assets.lib.dbt_in_process`` says why and what it saves): the same
+    selection, the same translation of dbt's result events, the row count of every table
+    and incremental model it built, and a failure naming dbt's errors after the events of
+    whatever did succeed.
+    """
+    params = get_updated_cli_invocation_params_for_context(
+        context=context, manifest={}, dagster_dbt_translator=translator
+    )
+    project_dir = Path(dbt.project_dir)
+    # Above 200 selected nodes dagster-dbt writes a selector into a copy of the project,
+    # which the prepared parse does not know: dbt then parses that copy.
+    selected_project_dir = Path(params.dbt_project.project_dir) if params.dbt_project else project_dir
+    invocation = invoke_dbt(
+        [
+            *args,
+            *params.selection_args,
+            *(["--indirect-selection", params.indirect_selection] if params.indirect_selection else []),
+        ],
+        project_dir=selected_project_dir,
+        profiles_dir=Path(dbt.profiles_dir) if dbt.profiles_dir else project_dir,
+        target_path=target_path,
+        reuse_prepared=selected_project_dir == project_dir,
+    )
+    counts = (
+        database.connect(profile_database_url(), autocommit=True) if row_counts else contextlib.nullcontext()
+    )
+    with counts as conn:
+        for raw_event in iter_raw_events(invocation):
+            message = DbtCoreCliEventMessage(raw_event=raw_event, event_history_metadata={})
+            node_info = raw_event["data"].get("node_info", {})
+            for dagster_event in message.to_default_asset_events(
+                manifest=params.manifest,
+                dagster_dbt_translator=params.dagster_dbt_translator,
+                context=context,
+                target_path=target_path,
+                project=params.dbt_project,
+            ):
+                if (
+                    conn is not None
+                    and isinstance(dagster_event, dg.Output)
+                    and node_info.get("node_status") == "success"
+                    and node_info.get("materialized") in COUNTED_MATERIALIZATIONS
+                ):
+                    (row_count,) = conn.execute(_row_count_query(node_info["node_relation"])).fetchone()
+                    dagster_event = dagster_event.with_metadata(
+                        {**dagster_event.metadata, "dagster/row_count": dg.MetadataValue.int(row_count)}
+                    )
+                yield dagster_event
+    if invocation.timings is not None:
+        context.log.info(invocation.timings.summary())
+        if args[0] == "run":
+            context.instance.add_run_tags(context.run.run_id, invocation.timings.tags(DBT_TIMING_TAG_PREFIX))
+    if not invocation.success:
+        errors = "\n".join(invocation.error_messages()) or "see dbt's output in the run's stdout"
+        raise dg.Failure(description=f"`{invocation.command}` failed:\n{errors}")
 
 
 @dbt_assets(
@@ -225,15 +199,9 @@ def shopstream_dbt_models(
     run_args = ["run", "--full-refresh"] if config.full_refresh else ["run"]
     with _run_target_path(context) as target_path:
         if context.selected_asset_keys:
-            invoked_at, log_offset = time.time(), _log_size(target_path)
-            yield from (
-                dbt.cli(run_args, context=context, target_path=target_path)
-                .stream()
-                .fetch_row_counts()
-            )
-            _report_dbt_timings(context, target_path, log_offset, invoked_at)
+            yield from dbt_in_worker(context, dbt, run_args, target_path, row_counts=True)
         if context.selected_asset_check_keys:
-            yield from dbt.cli(["test"], context=context, target_path=target_path).stream()
+            yield from dbt_in_worker(context, dbt, ["test"], target_path, row_counts=False)
 
 
 dbt_selection = dg.AssetSelection.assets(shopstream_dbt_models)

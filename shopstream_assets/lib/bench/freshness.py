@@ -98,7 +98,7 @@ class FreshnessResult:
     launch_s: list[float]
     runs_failed: int
     steps_s: dict[str, list[float]] = field(default_factory=dict)
-    partial_parse_runs: int = 0
+    manifest_reused_runs: int = 0
     timed_runs: int = 0
     load_averages: list[float] = field(default_factory=list)
 
@@ -166,14 +166,14 @@ def _gold_rows(conn: object) -> list[tuple[date, int]]:
 def _cycle_steps(
     instance: Any, records: list[Any], committed_at: Mapping[int, float]
 ) -> tuple[dict[str, list[float]], int, int]:
-    """Per-step durations of the finished sensor runs; (steps, runs with partial parse, timed runs)."""
+    """Per-step durations of the finished sensor runs; (steps, runs on the prepared manifest, timed runs)."""
     import dagster as dg
 
     from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX
     from shopstream_assets.defs.streaming.sensors import BATCH_RANGE_TAG
 
     steps: dict[str, list[float]] = {name: [] for name in CYCLE_STEPS}
-    partial = timed = 0
+    reused = timed = 0
     # RUN_STARTING: the queue daemon launched the run; RUN_START: its worker loaded the code.
     wanted = {dg.DagsterEventType.RUN_STARTING, dg.DagsterEventType.RUN_START}
     for record in records:
@@ -201,7 +201,7 @@ def _cycle_steps(
         if "invoked_at" not in tags:
             continue
         timed += 1
-        partial += tags.get("partial_parse") == "true"
+        reused += tags.get("manifest_reused") == "true"
         if worker_up is not None:
             steps["worker up -> dbt invoked"].append(float(tags["invoked_at"]) - worker_up)
         steps["dbt start-up"].append(float(tags["startup_s"]))
@@ -209,7 +209,7 @@ def _cycle_steps(
         steps["dbt models"].append(float(tags["models_s"]))
         if record.end_time:
             steps["dbt end -> run end"].append(record.end_time - float(tags["finished_at"]))
-    return steps, partial, timed
+    return steps, reused, timed
 
 
 def run_freshness_benchmark(
@@ -317,7 +317,7 @@ def run_freshness_benchmark(
                     " from bronze.ingest_batches"
                 ).fetchall()
             )
-            steps, partial_parse_runs, timed_runs = _cycle_steps(instance, records, committed_at)
+            steps, manifest_reused_runs, timed_runs = _cycle_steps(instance, records, committed_at)
 
     gold_latency: list[float] = []
     bronze_latency: list[float] = []
@@ -342,7 +342,7 @@ def run_freshness_benchmark(
             record.dagster_run.status == dg.DagsterRunStatus.FAILURE for record in records
         ),
         steps_s=steps,
-        partial_parse_runs=partial_parse_runs,
+        manifest_reused_runs=manifest_reused_runs,
         timed_runs=timed_runs,
         load_averages=load_averages,
     )
@@ -390,7 +390,8 @@ def freshness_benchmark_command(
     typer.echo("one refresh cycle, step by step (successful sensor runs):")
     for name in CYCLE_STEPS:
         typer.echo("  " + _line(name, result.steps_s.get(name, [])))
-    typer.echo(f"  dbt used partial parsing in {result.partial_parse_runs} of {result.timed_runs} runs")
+    reused, timed = result.manifest_reused_runs, result.timed_runs
+    typer.echo(f"  dbt ran on the prepared manifest (no parse) in {reused} of {timed} runs")
     if result.load_averages:
         loads = result.load_averages
         typer.echo(
