@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from shopstream_assets.lib import database
 from shopstream_assets.lib.dagster_instance import (
+    DBT_PROFILE_VARIABLES,
+    DBT_PROJECT_DIR,
     PARTIAL_PARSE_FILE,
     current_parsed_project,
     default_dbt_target_dir,
@@ -227,3 +230,36 @@ def iter_raw_events(invocation: DbtInvocation) -> Iterator[dict[str, Any]]:
     """The kept events without our bookkeeping key, as dagster-dbt expects them."""
     for event in invocation.events:
         yield {key: value for key, value in event.items() if key != "received_at"}
+
+
+def preload() -> None:
+    """Import what :func:`invoke_dbt` needs, in a process that forks run workers (warm_run_launcher)."""
+    import dbt.adapters.postgres  # noqa: F401
+    import dbt.cli.main  # noqa: F401
+    import dbt.contracts.graph.manifest  # noqa: F401
+    import dbt.task.run  # noqa: F401
+    import dbt.task.test  # noqa: F401
+    import dbt_common.events.functions  # noqa: F401
+
+
+def warm_up() -> DbtInvocation | None:
+    """``dbt compile`` of every model once, in a process that forks run workers.
+
+    Compiling only reads the database (which relations exist); no model runs. It leaves dbt's
+    lazily imported modules and compiled macro templates in the process, so a forked run
+    worker's first ``dbt run`` costs 1.0 CPU s instead of 2.3 (measured 2026-12-04). None
+    when the profile's variables are missing or the prepared project is not current.
+    """
+    if any(not os.environ.get(name) for name in DBT_PROFILE_VARIABLES):
+        return None
+    # Only on the prepared project: parsing here would start dbt's static parser (a Rust
+    # extension) in a process that then forks, and a forked run that parses again hangs in it.
+    if current_parsed_project(default_dbt_target_dir(), os.environ) is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="shopstream-dbt-warm-up-") as target:
+        return invoke_dbt(
+            ["compile", "--quiet"],
+            project_dir=DBT_PROJECT_DIR,
+            profiles_dir=DBT_PROJECT_DIR,
+            target_path=Path(target),
+        )

@@ -28,6 +28,7 @@ from shopstream_assets.lib.dagster_instance import (
 from shopstream_assets.lib.database import connect
 from shopstream_assets.lib.services import Endpoints, free_port
 from shopstream_assets.lib.settings import Settings, load_settings
+from shopstream_assets.lib.warm_run_launcher import PID_TAG
 
 DAILY_METRICS = dg.AssetKey(["gold", "mart_daily_metrics"])
 STAGING = dg.AssetKey(["silver", "stg_clickstream_events"])
@@ -182,6 +183,20 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
         record.dagster_run.tags.get(f"{DBT_TIMING_TAG_PREFIX}manifest_reused") == "true"
         for record in succeeded
     ), [record.dagster_run.tags for record in succeeded]
+    # Every run worker was forked from one warm worker, which had loaded the code once.
+    engine_messages = [
+        record.event_log_entry.dagster_event.message or ""
+        for run in succeeded
+        for record in dagster_instance.get_records_for_run(
+            run.dagster_run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT
+        ).records
+    ]
+    warm_workers = {
+        message.rsplit("(pid ", 1)[1].rstrip(").")
+        for message in engine_messages
+        if "from the warm worker" in message
+    }
+    assert len(warm_workers) == 1 and all(PID_TAG in run.dagster_run.tags for run in succeeded), engine_messages
     staged = dagster_instance.get_latest_materialization_event(STAGING)
     assert (
         staged is not None and staged.asset_materialization.metadata["dagster/row_count"].value > 0
