@@ -37,6 +37,7 @@ from shopstream_assets.lib.dagster_instance import (
 )
 
 if TYPE_CHECKING:
+    from dbt.contracts.graph.manifest import Manifest
     from dbt_common.events.base_types import EventMsg
 
 # dbt's result events (dagster-dbt turns them into Outputs and check results) and the ones
@@ -139,6 +140,11 @@ class DbtInvocation:
     exception: BaseException | None = None
     timings: DbtTimings | None = None
 
+    @property
+    def interrupted(self) -> bool:
+        """dbt was interrupted (the run was cancelled): it cancelled its queries and stopped."""
+        return isinstance(self.exception, KeyboardInterrupt)
+
     def error_messages(self) -> list[str]:
         messages = [event["info"]["msg"] for event in self.events if event["info"]["level"] == "error"]
         if self.exception is not None:
@@ -164,14 +170,14 @@ def invoke_dbt(
     dbt parse ``project_dir`` itself.
     """
     invoked_at = time.time()
+    from dagster._utils.interrupts import raise_interrupts_as
     from dbt.cli.main import dbtRunner
-    from dbt.contracts.graph.manifest import Manifest
     from dbt_common.events.functions import msg_to_dict
 
     environment = os.environ if environment is None else environment
     prepared_target = prepared_target or default_dbt_target_dir()
     parsed_project = current_parsed_project(prepared_target, environment) if reuse_prepared else None
-    manifest = Manifest.from_msgpack(parsed_project) if parsed_project is not None else None
+    manifest = _load_manifest(parsed_project) if parsed_project is not None else None
     target_path.mkdir(parents=True, exist_ok=True)
     if manifest is None and (prepared_target / PARTIAL_PARSE_FILE).exists():
         # Stale or missing preparation: dbt parses, partially where the msgpack still helps.
@@ -200,7 +206,11 @@ def invoke_dbt(
         "--no-send-anonymous-usage-stats",
         "--no-use-colors",
     ]
-    result = dbtRunner(manifest=manifest, callbacks=[keep]).invoke(full_args)
+    # Dagster cancels a run with SIGINT. As KeyboardInterrupt, dbt cancels its running queries
+    # (pg_cancel_backend) and stops; any other exception would leave a query blocked on a lock
+    # and dbt waiting for it. dbtRunner returns the interrupt as the result's exception.
+    with raise_interrupts_as(KeyboardInterrupt):
+        result = dbtRunner(manifest=manifest, callbacks=[keep]).invoke(full_args)
     invocation.success = bool(result.success)
     invocation.exception = result.exception
     if seen_at:
@@ -212,6 +222,18 @@ def invoke_dbt(
             manifest_reused=manifest is not None,
         )
     return invocation
+
+
+def _load_manifest(parsed_project: bytes) -> Manifest | None:
+    """The prepared project as dbt's own loader leaves it (flat graph built); None if unreadable."""
+    from dbt.contracts.graph.manifest import Manifest
+
+    try:
+        manifest = Manifest.from_msgpack(parsed_project)
+    except Exception:  # e.g. written by another dbt version: dbt parses instead
+        return None
+    manifest.build_flat_graph()
+    return manifest
 
 
 def profile_database_url(environment: Mapping[str, str] | None = None) -> str:

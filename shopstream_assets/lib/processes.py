@@ -20,7 +20,9 @@ def spawn(
     """Start ``command`` in a process group of its own, output appended to ``log_path``.
 
     Its own group means a terminal's Ctrl-C reaches only us, and we stop the child and
-    everything it started (Spark's JVM, Dagster's run workers) with one signal.
+    everything it started (Spark's JVM, Dagster's code server) with one signal. Dagster's run
+    workers live in the warm run worker's group, which ends itself when the daemon is gone
+    (shopstream_assets/lib/warm_run_launcher.py).
     """
     output = subprocess.DEVNULL
     if log_path is not None:

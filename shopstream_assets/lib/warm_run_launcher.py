@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -80,6 +81,7 @@ class WarmWorker:
             # A group of its own, which its runs join: stopping it stops everything they started.
             start_new_session=True,
         )
+        self.retired = False
         self._expect(READY, START_TIMEOUT_S)
 
     @property
@@ -105,12 +107,14 @@ class WarmWorker:
         return line.removeprefix(word).strip()
 
     def fork_run(self, run_id: str) -> int | None:
-        """The pid of the child running ``run_id``; None if the worker found its code stale and exited."""
-        assert self._process.stdin is not None
-        self._process.stdin.write(run_id + "\n")
-        self._process.stdin.flush()
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline().strip()
+        """The pid of the child running ``run_id``; None if the worker found its code stale or died."""
+        assert self._process.stdin is not None and self._process.stdout is not None
+        try:
+            self._process.stdin.write(run_id + "\n")
+            self._process.stdin.flush()
+            line = self._process.stdout.readline().strip()
+        except (OSError, ValueError):  # the worker died since the last run
+            line = ""
         if line == STALE:
             self._retire()
             return None
@@ -123,8 +127,8 @@ class WarmWorker:
         return int(line.removeprefix("pid "))
 
     def _retire(self) -> None:
-        """Stale: the worker lets its running runs finish and exits by itself; it is reaped here."""
-        threading.Thread(target=self._process.wait, daemon=True).start()
+        """Stale: the worker lets its running runs finish, then exits (see serve)."""
+        self.retired = True
 
     def close(self) -> None:
         """Stop the worker and every run it forked (they are interrupted first: see serve)."""
@@ -146,6 +150,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     def __init__(self, inst_data: ConfigurableClassData | None = None) -> None:
         self._inst_data = inst_data
         self._worker: WarmWorker | None = None
+        self._retired: list[WarmWorker] = []
         self._lock = threading.Lock()
         super().__init__()
 
@@ -164,14 +169,21 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     def _fork(self, run_id: str) -> tuple[int, int]:
         """(child pid, warm worker pid); starts a fresh worker when there is none or it went stale."""
         with self._lock:
+            self._retired = [worker for worker in self._retired if worker.alive()]
             for _attempt in range(2):
                 if self._worker is None or not self._worker.alive():
                     self._worker = WarmWorker(os.environ)
                 child = self._worker.fork_run(run_id)
                 if child is not None:
                     return child, self._worker.pid
+                if self._worker.retired:
+                    # It finishes its runs; closed with the launcher if they outlast it.
+                    self._retired.append(self._worker)
                 self._worker = None
-            raise WarmWorkerError("a fresh warm run worker found its own code stale; is the code being edited?")
+            raise WarmWorkerError(
+                "two warm run workers in a row could not take the run (their code changed as they "
+                "loaded it, or they died); see the daemon's log"
+            )
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
@@ -196,7 +208,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         pid = run.tags.get(PID_TAG)
         if pid is None:
-            return CheckRunHealthResult(WorkerStatus.NOT_FOUND, "the run has no run worker pid")
+            # Tagged just after the fork: a run this young is still being launched.
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "the run worker's pid is not tagged yet")
         try:
             state = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except FileNotFoundError:
@@ -207,9 +220,9 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def dispose(self) -> None:
         with self._lock:
-            if self._worker is not None:
-                self._worker.close()
-                self._worker = None
+            for worker in [*self._retired, *([self._worker] if self._worker else [])]:
+                worker.close()
+            self._worker, self._retired = None, []
 
 
 # Children running runs; the SIGCHLD handler drops those that exited.
@@ -238,13 +251,24 @@ def _stop_runs_and_exit(_signum: int | None = None, _frame: object = None) -> No
     deadline = time.monotonic() + STOP_GRACE_S
     while _running and time.monotonic() < deadline:
         time.sleep(0.1)
-    os.killpg(os.getpgrp(), signal.SIGKILL)
+    if os.getpgrp() == os.getpid():  # our own group (WarmWorker starts us in a new session)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    for pid in list(_running):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    os._exit(0)
 
 
 def _drain_and_exit() -> None:
-    """Stale code: take no more runs, let the running ones finish, then go."""
+    """Stale code: take no more runs, let the running ones finish, then go.
+
+    If the launcher goes away meanwhile (end of input), the runs are stopped as in
+    :func:`_stop_runs_and_exit`, so a retired worker never outlives the daemon.
+    """
     while _running:
-        time.sleep(0.2)
+        readable, _, _ = select.select([sys.stdin], [], [], 0.5)
+        if readable and not sys.stdin.readline():
+            _stop_runs_and_exit()
     sys.exit(0)
 
 
@@ -263,12 +287,15 @@ def _run_child(run_id: str) -> int:
 
 
 def _fork_run(run_id: str, protocol: TextIO) -> int:
+    # A child that exits at once must not be reaped before it is in _running.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     child = os.fork()
     if child == 0:
         exit_code = 1
         try:
             for signum in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             protocol.close()
             random.seed()
@@ -280,11 +307,13 @@ def _fork_run(run_id: str, protocol: TextIO) -> int:
             sys.stderr.flush()
             os._exit(exit_code)
     _running.add(child)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     return child
 
 
 def serve() -> None:
     """The warm worker: load the code location, then fork a run worker per run id on stdin."""
+    loaded = code_fingerprint()  # before importing: an edit made while we import makes us stale
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints of imported code must not reach the launcher's pipe
     signal.signal(signal.SIGTERM, _stop_runs_and_exit)
@@ -299,20 +328,22 @@ def serve() -> None:
             print(f"warm run worker: dbt's warm-up failed: {warmed.error_messages()}", file=sys.stderr, flush=True)
     except Exception:  # a cold dbt is slower, not wrong
         traceback.print_exc()
-    loaded = code_fingerprint()
     signal.signal(signal.SIGCHLD, _reap_children)
-    protocol.write(f"{READY} {os.getpid()}\n")
-    for line in sys.stdin:
-        run_id = line.strip()
-        if not run_id:
-            continue
-        if code_fingerprint() != loaded:
-            protocol.write(f"{STALE}\n")
-            _drain_and_exit()
-        if threading.active_count() > 1:
-            # Forking a process with other threads can copy a lock another thread held.
-            print(f"warm run worker: {threading.active_count()} threads before fork", file=sys.stderr, flush=True)
-        protocol.write(f"pid {_fork_run(run_id, protocol)}\n")
+    try:
+        protocol.write(f"{READY} {os.getpid()}\n")
+        for line in sys.stdin:
+            run_id = line.strip()
+            if not run_id:
+                continue
+            if code_fingerprint() != loaded:
+                protocol.write(f"{STALE}\n")
+                _drain_and_exit()
+            if threading.active_count() > 1:
+                # Forking a process with other threads can copy a lock another thread held.
+                print(f"warm run worker: {threading.active_count()} threads before fork", file=sys.stderr, flush=True)
+            protocol.write(f"pid {_fork_run(run_id, protocol)}\n")
+    except Exception:  # a broken pipe, a failed fork: the runs still get their interrupt
+        traceback.print_exc()
     _stop_runs_and_exit()
 
 

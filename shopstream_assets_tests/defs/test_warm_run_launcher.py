@@ -4,7 +4,6 @@ fresh worker once the code it loaded changed, and a cancelled run that stops."""
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +14,11 @@ from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.launcher import LaunchRunContext
 from dagster._core.launcher.base import WorkerStatus
 
+from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX
 from shopstream_assets.defs.streaming.sensors import refresh_silver_gold_job
-from shopstream_assets.lib.dagster_instance import REPO_ROOT, default_dbt_target_dir
+from shopstream_assets.lib.dagster_instance import REPO_ROOT, dbt_profile_environment, prepare_dbt_manifest
 from shopstream_assets.lib.database import connect
+from shopstream_assets.lib.services import Endpoints
 from shopstream_assets.lib.settings import Settings
 from shopstream_assets.lib.warm_run_launcher import PID_TAG, WarmRunLauncher
 
@@ -29,12 +30,16 @@ def launcher(
     dagster_instance: dg.DagsterInstance,
     process_env: Settings,
     dbt_manifest: Path,
+    database_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[WarmRunLauncher]:
-    """The instance's launcher; its warm worker sees this test's instance and a manifest of its own."""
+    """The instance's launcher; its warm worker sees this test's instance and a dbt project
+    parsed for this test's database, as `shopstream up` prepares it."""
     target = tmp_path / "dbt-target"
-    shutil.copytree(default_dbt_target_dir(), target)
+    prepare_dbt_manifest(
+        dbt_profile_environment(Endpoints(database_url, database_url, "unused:9092")), target, progress=lambda m: None
+    )
     monkeypatch.setenv("DBT_TARGET_PATH", str(target))
     monkeypatch.setenv("DAGSTER_HOME", str(process_env.dagster_home.resolve()))
     launcher = dagster_instance.run_launcher
@@ -86,6 +91,8 @@ def test_runs_fork_from_a_warm_worker_that_steps_aside_for_new_code_and_can_be_c
         run = _wait_for(dagster_instance, run_id, finished)
         assert run.status == dg.DagsterRunStatus.SUCCESS
         assert int(run.tags[PID_TAG]) != os.getpid()
+        # dbt ran in the forked worker on the project parsed beforehand, no parse of its own.
+        assert run.tags[f"{DBT_TIMING_TAG_PREFIX}manifest_reused"] == "true"
     assert _warm_worker_pid(dagster_instance, first) == _warm_worker_pid(dagster_instance, second)
     with connect(database_url) as conn:
         assert conn.execute("select to_regclass('gold.mart_daily_metrics')").fetchone()[0] is not None

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psycopg
+from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -141,10 +143,8 @@ def dbt_in_worker(
         target_path=target_path,
         reuse_prepared=selected_project_dir == project_dir,
     )
-    counts = (
-        database.connect(profile_database_url(), autocommit=True) if row_counts else contextlib.nullcontext()
-    )
-    with counts as conn:
+    row_counter = _RowCounter(context) if row_counts else None
+    try:
         for raw_event in iter_raw_events(invocation):
             message = DbtCoreCliEventMessage(raw_event=raw_event, event_history_metadata={})
             node_info = raw_event["data"].get("node_info", {})
@@ -156,23 +156,56 @@ def dbt_in_worker(
                 project=params.dbt_project,
             ):
                 if (
-                    conn is not None
+                    row_counter is not None
                     and isinstance(dagster_event, dg.Output)
                     and node_info.get("node_status") == "success"
                     and node_info.get("materialized") in COUNTED_MATERIALIZATIONS
                 ):
-                    (row_count,) = conn.execute(_row_count_query(node_info["node_relation"])).fetchone()
-                    dagster_event = dagster_event.with_metadata(
-                        {**dagster_event.metadata, "dagster/row_count": dg.MetadataValue.int(row_count)}
-                    )
+                    row_count = row_counter.count(node_info["node_relation"])
+                    if row_count is not None:
+                        dagster_event = dagster_event.with_metadata(
+                            {**dagster_event.metadata, "dagster/row_count": dg.MetadataValue.int(row_count)}
+                        )
                 yield dagster_event
+    finally:
+        if row_counter is not None:
+            row_counter.close()
     if invocation.timings is not None:
         context.log.info(invocation.timings.summary())
         if args[0] == "run":
             context.instance.add_run_tags(context.run.run_id, invocation.timings.tags(DBT_TIMING_TAG_PREFIX))
+    if invocation.interrupted:
+        # The run was cancelled while dbt ran (dbt cancelled its queries): cancelled, not failed.
+        raise DagsterExecutionInterruptedError()
     if not invocation.success:
         errors = "\n".join(invocation.error_messages()) or "see dbt's output in the run's stdout"
         raise dg.Failure(description=f"`{invocation.command}` failed:\n{errors}")
+
+
+class _RowCounter:
+    """Row counts for the models dbt built, as dagster-dbt's fetch_row_counts takes them: a
+    count that fails (the database went away, a concurrent rebuild) is logged, never raised,
+    so it cannot hide dbt's own outcome or drop the materializations still to come."""
+
+    def __init__(self, context: dg.AssetExecutionContext) -> None:
+        self._context = context
+        self._conn: psycopg.Connection | None = None
+
+    def count(self, node_relation: Mapping[str, Any]) -> int | None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = database.connect(profile_database_url(), autocommit=True)
+            (row_count,) = self._conn.execute(_row_count_query(node_relation)).fetchone()
+            return row_count
+        except (psycopg.Error, OSError) as error:
+            self._context.log.warning(
+                f"no row count for {node_relation.get('schema')}.{node_relation.get('alias')}: {error}"
+            )
+            return None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
 
 @dbt_assets(
