@@ -31,6 +31,7 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
+from multiprocessing import util as multiprocessing_util
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -238,6 +239,17 @@ def _reap_children(_signum: int, _frame: object) -> None:
             _running.discard(pid)
 
 
+def _run_exit_finalizers() -> None:
+    """What a normal exit would run and ``os._exit`` skips: multiprocessing's finalizers.
+
+    dbt creates named semaphores (its manifest's and connection manager's locks); they are
+    unlinked from /dev/shm only by these finalizers, so without them every run left a few behind.
+    """
+    with contextlib.suppress(Exception):
+        multiprocessing_util._run_finalizers(0)
+        multiprocessing_util._run_finalizers()
+
+
 def _stop_runs_and_exit(_signum: int | None = None, _frame: object = None) -> None:
     """The launcher is gone (or we were told to stop): interrupt the runs, then end the whole group.
 
@@ -251,6 +263,7 @@ def _stop_runs_and_exit(_signum: int | None = None, _frame: object = None) -> No
     deadline = time.monotonic() + STOP_GRACE_S
     while _running and time.monotonic() < deadline:
         time.sleep(0.1)
+    _run_exit_finalizers()
     if os.getpgrp() == os.getpid():  # our own group (WarmWorker starts us in a new session)
         os.killpg(os.getpgrp(), signal.SIGKILL)
     for pid in list(_running):
@@ -303,6 +316,7 @@ def _fork_run(run_id: str, protocol: TextIO) -> int:
         except BaseException:
             traceback.print_exc()
         finally:
+            _run_exit_finalizers()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(exit_code)
