@@ -74,11 +74,17 @@ def _formatted_sql_calls(path: Path) -> list[tuple[str, int]]:
             name = child.name if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) else function
             if isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute) and child.args:
                 text = child.args[0]
-                formatted = isinstance(text, ast.JoinedStr | ast.BinOp) or (
-                    isinstance(text, ast.Call)
-                    and isinstance(text.func, ast.Attribute)
-                    and text.func.attr in {"format", "replace"}
-                    and not is_composed(text.func.value)
+                # + and % build strings; / joins paths (shutil.copy(folder / name, ...) is not SQL).
+                concatenated = isinstance(text, ast.BinOp) and isinstance(text.op, ast.Add | ast.Mod)
+                formatted = (
+                    isinstance(text, ast.JoinedStr)
+                    or concatenated
+                    or (
+                        isinstance(text, ast.Call)
+                        and isinstance(text.func, ast.Attribute)
+                        and text.func.attr in {"format", "replace"}
+                        and not is_composed(text.func.value)
+                    )
                 )
                 if child.func.attr in SQL_CALLS and formatted:
                     found.append((function, child.lineno))
@@ -86,6 +92,24 @@ def _formatted_sql_calls(path: Path) -> list[tuple[str, int]]:
 
     visit(tree, "<module>")
     return found
+
+
+def test_the_static_check_sees_formatting_and_ignores_paths(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "def by_fstring(cursor, table):\n    cursor.execute(f'select * from {table}')\n"
+        "def by_plus(cursor, table):\n    cursor.execute('select * from ' + table)\n"
+        "def by_percent(cursor, table):\n    cursor.execute('select * from %s' % table)\n"
+        "def by_format(cursor, table):\n    cursor.execute('select * from {}'.format(table))\n"
+        "def by_parameters(cursor, value):\n    cursor.execute('select %s', (value,))\n"
+        "def by_path(shutil, folder):\n    shutil.copy(folder / 'a', folder / 'b')\n"
+    )
+    assert [function for function, _ in _formatted_sql_calls(sample)] == [
+        "by_fstring",
+        "by_plus",
+        "by_percent",
+        "by_format",
+    ]
 
 
 def test_no_sql_text_is_formatted_from_runtime_values() -> None:
