@@ -124,6 +124,9 @@ def _log4j_config(settings: Settings) -> Path:
     return path
 
 
+TASK_THREAD_STACK = "16m"
+
+
 def build_spark_session(
     settings: Settings,
     *,
@@ -138,7 +141,10 @@ def build_spark_session(
     check_connector_version(jars)
     # Python workers (toArrow, any UDF) must run this interpreter, not whatever python3 is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    java_options = f"-Dlog4j2.configurationFile=file:{_log4j_config(settings)}"
+    # Spark's variant functions recurse once per nesting level, and JSON may nest 1,000 deep
+    # before Jackson refuses it: with the JVM's 1 MB thread stacks, schema_of_variant on one
+    # hostile message 900 levels deep overflowed a task thread's stack and took the JVM down.
+    java_options = f"-Xss{TASK_THREAD_STACK} -Dlog4j2.configurationFile=file:{_log4j_config(settings)}"
     builder = (
         SparkSession.builder.master(master or settings.spark_master)
         .appName(app_name)

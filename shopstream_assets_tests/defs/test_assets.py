@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
+from shopstream_assets.lib.dagster_instance import venv_executable
 from shopstream_assets.lib.database import connect
 from shopstream_assets.lib.settings import Settings
 from shopstream_assets_tests.defs.conftest import produce_events
@@ -105,3 +108,35 @@ def test_dbt_assets_build_gold_with_checks_and_row_counts(
         c.check_name for c in checks if not c.passed
     ]
     assert DAILY_METRICS in {check.asset_key for check in checks}
+
+
+def test_the_dbt_resource_s_target_reaches_dbt(
+    dbt_manifest: Path,
+    dagster_instance: dg.DagsterInstance,
+    process_env: Settings,
+) -> None:
+    """dbt runs in the worker, not through ``DbtCliResource.cli``: its profile and target still apply."""
+    # Imported once the manifest exists (the dbt_manifest fixture): @dbt_assets reads it.
+    from shopstream_assets.defs.dbt.assets import shopstream_dbt_models
+    from shopstream_assets.defs.dbt.project import shopstream_dbt_project
+    from shopstream_assets.defs.resources import ShopstreamDbtCliResource
+
+    staging = dg.AssetKey(["silver", "stg_clickstream_events"])
+    resource = ShopstreamDbtCliResource(
+        project_dir=shopstream_dbt_project,
+        dbt_executable=venv_executable("dbt"),
+        target="no_such_target",
+    )
+
+    result = dg.materialize(
+        [shopstream_dbt_models],
+        selection=[staging],
+        resources={"dbt": resource},
+        instance=dagster_instance,
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    assert "--target no_such_target" in description and "no_such_target" in description.split("failed:")[1]

@@ -452,6 +452,19 @@ def test_deep_nesting_is_malformed_json_in_python_as_in_spark(spark: Any) -> Non
     assert validate_message(value).reason is not None and validate_message(value).reason.value == "malformed_json"
 
 
+def test_nesting_just_below_jackson_s_limit_gets_a_verdict_not_a_dead_jvm(spark: Any) -> None:
+    """At 900-999 levels Jackson parses the value and Spark's schema_of_variant recursed past a
+    1 MB thread stack: the StackOverflowError took the JVM down, and with it the stream, again
+    on every restart. Task threads now get 16 MB (streaming.job.TASK_THREAD_STACK)."""
+    depth = 999
+    values = [
+        b'{"event_id": ' + b"[" * depth + b"]" * depth + b"}",
+        b'{"event_id": ' + b'{"a":' * depth + b"1" + b"}" * depth + b"}",
+    ]
+    rows = parse_and_validate(kafka_source_frame(spark, "nearly-too-deep", values)).select("reject_reason").collect()
+    assert [row.reject_reason for row in rows] == ["wrong_type", "wrong_type"]
+
+
 def test_a_number_longer_than_1000_characters_gets_one_verdict(spark: Any) -> None:
     """Jackson refuses numbers over 1000 characters (malformed_json); Python accepted the same
     event (a price of 0.000...1 with 1,500 digits): Spark and the reference disagreed on acceptance."""

@@ -39,9 +39,7 @@ COUNTED_MATERIALIZATIONS = ("table", "incremental")
 OWNERS = ["team:data-engineering"]
 # The marts refresh every few seconds while events stream in (the Bronze sensor); a
 # minute without a refresh is worth a look, a quarter of an hour means the loop is stuck.
-GOLD_FRESHNESS = dg.FreshnessPolicy.time_window(
-    fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=1)
-)
+GOLD_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=1))
 
 if not shopstream_dbt_project.manifest_path.exists():
     raise FileNotFoundError(
@@ -53,9 +51,7 @@ if not shopstream_dbt_project.manifest_path.exists():
 class ShopstreamDbtTranslator(DagsterDbtTranslator):
     """Keys are ``<relation schema>/<relation name>``; the layer is the group; Gold has a freshness policy."""
 
-    def get_asset_spec(
-        self, manifest: Mapping[str, Any], unique_id: str, project: Any
-    ) -> dg.AssetSpec:
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: Any) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
         props = self.get_resource_props(manifest, unique_id)
         if props["resource_type"] != "model":
@@ -73,9 +69,7 @@ class ShopstreamDbtTranslator(DagsterDbtTranslator):
         return spec
 
 
-translator = ShopstreamDbtTranslator(
-    settings=DagsterDbtTranslatorSettings(enable_code_references=True)
-)
+translator = ShopstreamDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_code_references=True))
 
 
 class DbtRunConfig(dg.Config):
@@ -104,9 +98,7 @@ def _run_target_path(context: dg.AssetExecutionContext) -> Iterator[Path]:
 
 
 def _row_count_query(node_relation: Mapping[str, Any]) -> sql.Composed:
-    return sql.SQL("select count(*) from {}").format(
-        sql.Identifier(node_relation["schema"], node_relation["alias"])
-    )
+    return sql.SQL("select count(*) from {}").format(sql.Identifier(node_relation["schema"], node_relation["alias"]))
 
 
 def dbt_in_worker(
@@ -132,16 +124,25 @@ def dbt_in_worker(
     # Above 200 selected nodes dagster-dbt writes a selector into a copy of the project,
     # which the prepared parse does not know: dbt then parses that copy.
     selected_project_dir = Path(params.dbt_project.project_dir) if params.dbt_project else project_dir
+    # The resource's profile and target as `dbt.cli` passes them. The prepared parse was made
+    # with the profile's default target, whose schemas another target may not share: with
+    # either set, dbt parses the project itself.
+    profile_args = [
+        *(["--profile", dbt.profile] if dbt.profile else []),
+        *(["--target", dbt.target] if dbt.target else []),
+    ]
     invocation = invoke_dbt(
         [
+            *dbt.global_config_flags,
             *args,
+            *profile_args,
             *params.selection_args,
             *(["--indirect-selection", params.indirect_selection] if params.indirect_selection else []),
         ],
         project_dir=selected_project_dir,
         profiles_dir=Path(dbt.profiles_dir) if dbt.profiles_dir else project_dir,
         target_path=target_path,
-        reuse_prepared=selected_project_dir == project_dir,
+        reuse_prepared=selected_project_dir == project_dir and not profile_args,
     )
     row_counter = _RowCounter(context) if row_counts else None
     try:
