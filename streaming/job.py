@@ -57,6 +57,8 @@ CONNECTOR_ARTIFACT = "spark-sql-kafka-0-10_2.13"
 # Consecutive failed query runs (broker down, PostgreSQL down beyond the sink's own
 # retries) before the job gives up; a batch that commits resets the count.
 MAX_CONSECUTIVE_RESTARTS = 8
+# JVM thread stack (-Xss) for the driver and the tasks: see build_spark_session.
+TASK_THREAD_STACK = "16m"
 
 # Spark's INFO chatter and a few harmless start-up warnings off; our own log says what happens.
 LOG4J2_PROPERTIES = """\
@@ -122,9 +124,6 @@ def _log4j_config(settings: Settings) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(LOG4J2_PROPERTIES)
     return path
-
-
-TASK_THREAD_STACK = "16m"
 
 
 def build_spark_session(

