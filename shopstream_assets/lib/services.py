@@ -519,10 +519,10 @@ class EmbeddedKafka:
             classpath,
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            self._cluster_id(),
-            "-c",
-            str(properties),
+            # One argument each: a URL-safe base64 id starts with "-" one time in 64, which
+            # as a separate argument the parser took for an option.
+            f"--cluster-id={self._cluster_id()}",
+            f"--config={properties}",
             "--ignore-formatted",
         ]
         formatted = subprocess.run(format_command, capture_output=True, text=True, check=False)

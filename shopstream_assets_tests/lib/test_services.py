@@ -212,3 +212,21 @@ def test_missing_java_is_named_with_what_to_install(tmp_path: Path) -> None:
     result = subprocess.run([*CLI, "services", "start"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "Java 17" in result.stderr and "install" in result.stderr.lower()
+
+
+def test_a_kafka_cluster_id_starting_with_a_dash_formats_and_starts(tmp_path: Path) -> None:
+    """One id in 64 starts with "-": the storage tool took it for an option and refused to format."""
+    from shopstream_assets.lib.services import EmbeddedKafka, _write_json
+    from shopstream_assets.lib.settings import load_settings
+
+    settings = load_settings({"SHOPSTREAM_HOME": str(tmp_path / "home")})
+    kafka = EmbeddedKafka(settings)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(kafka.state_path, {"cluster_id": "-" + "A" * 21})
+    try:
+        bootstrap = kafka.start(progress=lambda message: None)
+        ensure_topic(bootstrap, "dash-cluster", 1)
+        assert end_offsets(bootstrap, "dash-cluster") == {0: 0}
+    finally:
+        kafka.stop(progress=lambda message: None)
+    assert kafka.pid() is None
