@@ -7,6 +7,7 @@ import time
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from shopstream_assets_tests.streaming.conftest import good_event, kafka_frame, without
@@ -266,3 +267,71 @@ def test_only_errors_of_the_data_itself_count_as_never_succeeding(database_url: 
         psycopg.connect("postgresql://nobody@127.0.0.1:1/none", connect_timeout=2)
     assert not never_succeeds(unreachable.value)
     assert not never_succeeds(ValueError("not a database error"))
+
+
+def test_chunks_in_any_order_keep_the_first_copy_in_kafka_order(spark, database_url: str) -> None:
+    """The stream hands over each Spark task's rows as it finishes, in no fixed order: the
+    batch must keep the same copy of a duplicated event_id (lowest partition, then offset),
+    and count the same, whichever chunk comes first."""
+    purchase_without_quantity = encode_event(good_event(event_id="EVT_repair", quantity=None))
+    values = events(6) + [purchase_without_quantity] + events(2, start=1) + [purchase_without_quantity, b"{oops"]
+    batch = validated(spark, values)  # kafka_frame spreads the rows over 3 partitions
+    chunks = [batch.slice(start, 3) for start in range(0, batch.num_rows, 3)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        result = write_batch(conn, reversed(chunks), topic=TOPIC)
+    assert (result.messages_consumed, result.rows_written, result.rejects, result.duplicates) == (11, 7, 1, 3)
+    assert result.repaired == 1
+    kept = fetch(
+        database_url,
+        "select event_id, kafka_partition, kafka_offset, repaired from bronze.clickstream_events"
+        " where event_id in ('EVT_000000000001', 'EVT_000000000002', 'EVT_repair') order by event_id",
+    )
+    first_copies = {}
+    for row in batch.filter(pc.is_null(batch["reject_reason"])).to_pylist():
+        position = (row["kafka_partition"], row["kafka_offset"])
+        first_copies[row["event_id"]] = min(position, first_copies.get(row["event_id"], position))
+    assert [(event_id, (partition, offset)) for event_id, partition, offset, _ in kept] == [
+        (event_id, first_copies[event_id]) for event_id in ("EVT_000000000001", "EVT_000000000002", "EVT_repair")
+    ]
+    assert ledger(database_url) == [(result.batch_id, 11, 7, 1, 3, 1, "stream")]
+    assert fetch(database_url, "select count(*) from bronze.clickstream_events where repaired") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("price", "stored"),
+    [
+        (19.99, "19.99"),
+        (1.005, "1.01"),
+        (2.675, "2.68"),
+        (0.125, "0.13"),
+        (5e-324, "0.00"),
+        (999999999.995, "1000000000.00"),
+    ],
+)
+def test_a_price_is_stored_as_postgresql_reads_its_shortest_text(spark, database_url: str, price, stored) -> None:
+    """Binary COPY sends numeric(14,2) made in Arrow; it must round as PostgreSQL rounds '1.005'."""
+    value = encode_event(good_event(event_id="EVT_price", product_price=price))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        write_batch(conn, validated(spark, [value]), topic=TOPIC)
+        assert conn.execute("select %s::text::numeric(14,2)::text", (repr(price),)).fetchone() == (stored,)
+    assert fetch(database_url, "select product_price::text from bronze.clickstream_events") == [(stored,)]
+
+
+def test_a_connection_lost_between_chunks_rewrites_the_batch_once(spark, database_url: str, caplog) -> None:
+    batch = validated(spark, events(30) + [b"not json"])
+    chunks = [batch.slice(start, 10) for start in range(0, batch.num_rows, 10)]
+    with BronzeSink(database_url, TOPIC) as sink:
+
+        def arriving():
+            yield chunks[0]
+            # The sink's backend dies between two chunks, as when PostgreSQL restarts.
+            with psycopg.connect(database_url, autocommit=True) as killer:
+                killer.execute("select pg_terminate_backend(%s)", (sink._connection().info.backend_pid,))
+            yield from chunks[1:]
+
+        with caplog.at_level("WARNING", logger="shopstream.stream"):
+            result = sink.write(arriving())
+    assert "retry 1/" in caplog.text
+    assert (result.messages_consumed, result.rows_written, result.rejects) == (31, 30, 1)
+    assert len(ledger(database_url)) == 1
+    assert fetch(database_url, "select count(*) from bronze.clickstream_events") == [(30,)]
