@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shopstream_assets_tests.streaming.conftest import good_event, kafka_frame, raw, without
+from shopstream_assets_tests.streaming.conftest import KAFKA_SCHEMA, good_event, kafka_frame, raw, without
 from streaming.events import (
     FIELD_NAMES,
     MAX_ID_LENGTH,
+    SENT_AT_HEADER,
     RejectReason,
     Repair,
     decode_json,
@@ -231,6 +232,23 @@ def test_kafka_position_and_sent_at_header_are_kept(spark) -> None:
     assert {row["sent_at"] for row in rows} == {datetime(2026, 1, 3, 14, 23, 45, 500000, tzinfo=UTC)}
     no_header = parse_and_validate(kafka_frame(spark, values, sent_at_ms=None)).toArrow()
     assert no_header["sent_at"].null_count == 3
+
+
+def test_sent_at_is_found_among_other_headers(spark) -> None:
+    """The producer sends it as the only header, which is read directly; any other producer's
+    headers are searched."""
+    value = encode_event(good_event())
+    header_lists = [
+        [("trace_id", b"abc"), (SENT_AT_HEADER, b"1767450225500")],
+        [(SENT_AT_HEADER, b"1767450225500"), ("trace_id", b"abc")],
+        [("trace_id", b"abc")],
+        [(SENT_AT_HEADER, b"not a number")],
+    ]
+    rows = [(value, "clicks", 0, offset, headers) for offset, headers in enumerate(header_lists)]
+    table = parse_and_validate(spark.createDataFrame(rows, KAFKA_SCHEMA)).toArrow()
+    sent_at = datetime(2026, 1, 3, 14, 23, 45, 500000, tzinfo=UTC)
+    assert table["sent_at"].to_pylist() == [sent_at, sent_at, None, None]
+    assert table["reject_reason"].null_count == 4  # a header never makes a message bad
 
 
 @pytest.mark.parametrize("name", FIELD_NAMES)
