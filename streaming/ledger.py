@@ -26,6 +26,7 @@ where kafka_topic = %(topic)s"""
 # follow -- grows in commit order, and a probe for already-written ids is exact.
 _BRONZE_LOCK_SQL = "select pg_advisory_xact_lock(hashtext('shopstream.bronze')::bigint)"
 
+
 def committed_offsets(conn: psycopg.Connection, topic: str) -> dict[int, int]:
     """{partition: next offset to write} of ``topic`` in Bronze; empty before the first batch."""
     rows = conn.execute(COMMITTED_OFFSETS_SQL, {"topic": topic}).fetchall()
