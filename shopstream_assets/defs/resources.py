@@ -95,9 +95,7 @@ class ShopstreamSparkResource(LazyPySparkResource):
 def resources() -> dg.Definitions:
     return dg.Definitions(
         resources={
-            "dbt": ShopstreamDbtCliResource(
-                project_dir=shopstream_dbt_project, dbt_executable=venv_executable("dbt")
-            ),
+            "dbt": ShopstreamDbtCliResource(project_dir=shopstream_dbt_project, dbt_executable=venv_executable("dbt")),
             "pyspark": ShopstreamSparkResource(spark_config={}),
             "postgres": PostgresResource(),
             "kafka": KafkaResource(),

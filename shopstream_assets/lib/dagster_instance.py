@@ -150,10 +150,7 @@ def _manifest_fingerprint(environment: Mapping[str, str]) -> str:
     digest = hashlib.sha256()
     for path in sorted(DBT_PROJECT_DIR.rglob("*")):
         relative = path.relative_to(DBT_PROJECT_DIR)
-        if (
-            relative.parts[0] in ("target", "logs", "dbt_packages")
-            or path.suffix not in DBT_SOURCE_SUFFIXES
-        ):
+        if relative.parts[0] in ("target", "logs", "dbt_packages") or path.suffix not in DBT_SOURCE_SUFFIXES:
             continue
         digest.update(str(relative).encode())
         digest.update(path.read_bytes())
@@ -190,9 +187,7 @@ def default_dbt_target_dir() -> Path:
     return DBT_PROJECT_DIR / (os.environ.get("DBT_TARGET_PATH") or "target")
 
 
-def prepare_dbt_manifest(
-    environment: Mapping[str, str], target: Path, progress: Progress = print
-) -> Path:
+def prepare_dbt_manifest(environment: Mapping[str, str], target: Path, progress: Progress = print) -> Path:
     """``dbt parse`` into ``target`` unless the manifest there is current.
 
     ``environment`` must hold the SHOPSTREAM_DB_* variables (parse reads the profile but
@@ -201,9 +196,7 @@ def prepare_dbt_manifest(
     """
     missing = [name for name in DBT_PROFILE_VARIABLES if not environment.get(name)]
     if missing:
-        raise DagsterSetupError(
-            f"dbt's profile needs {', '.join(missing)}; run through `shopstream up`"
-        )
+        raise DagsterSetupError(f"dbt's profile needs {', '.join(missing)}; run through `shopstream up`")
     manifest = target / "manifest.json"
     stamp = target / MANIFEST_STAMP
     with _file_lock(target / PREPARE_LOCK):
@@ -254,9 +247,7 @@ def current_parsed_project(target: Path, environment: Mapping[str, str]) -> byte
             return None
 
 
-def dagster_environment(
-    settings: Settings, found: Endpoints, base: Mapping[str, str] | None = None
-) -> dict[str, str]:
+def dagster_environment(settings: Settings, found: Endpoints, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of the webserver, the daemon and (inherited) every run worker."""
     base = os.environ if base is None else base
     return {
@@ -342,9 +333,7 @@ def prepare_instance(settings: Settings, found: Endpoints, progress: Progress = 
     """dagster.yaml under DAGSTER_HOME and a current dbt manifest; returns DAGSTER_HOME."""
     dagster_home = settings.dagster_home.resolve()
     write_instance_yaml(dagster_home)
-    prepare_dbt_manifest(
-        dbt_profile_environment(found), dbt_target_dir(settings), progress=progress
-    )
+    prepare_dbt_manifest(dbt_profile_environment(found), dbt_target_dir(settings), progress=progress)
     return dagster_home
 
 

@@ -68,9 +68,7 @@ def spark(session_home: Path) -> Iterator[object]:
     session.stop()
 
 
-def produce_events(
-    kafka_bootstrap: str, topic: str, count: int, *, seed: int = 7, bad_ratio: float = 0.0
-) -> int:
+def produce_events(kafka_bootstrap: str, topic: str, count: int, *, seed: int = 7, bad_ratio: float = 0.0) -> int:
     """``count`` simulator messages through the real producer, unpaced; returns those delivered."""
     simulator = Simulator(seed, events_per_second=UNPACED_CLOCK_RATE, bad_ratio=bad_ratio)
     result = run(simulator, ClickstreamProducer(kafka_bootstrap, topic), paced=False, events=count)

@@ -16,9 +16,7 @@ BRONZE = dg.AssetKey(["bronze", "clickstream_events"])
 DAILY_METRICS = dg.AssetKey(["gold", "mart_daily_metrics"])
 
 
-def _materialize(
-    defs: dg.Definitions, instance: dg.DagsterInstance, *keys: dg.AssetKey
-) -> dg.ExecuteInProcessResult:
+def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, *keys: dg.AssetKey) -> dg.ExecuteInProcessResult:
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(instance=instance, asset_selection=list(keys))
 
@@ -45,17 +43,13 @@ def test_bronze_materialization_replays_the_topic_once(
 
     first = _materialize(defs, dagster_instance, BRONZE)
     assert first.success
-    metadata = {
-        key: value.value for key, value in _materializations(first)[BRONZE].metadata.items()
-    }
+    metadata = {key: value.value for key, value in _materializations(first)[BRONZE].metadata.items()}
     assert metadata["messages"] == sent
     assert metadata["rows_written"] + metadata["rejects"] + metadata["duplicates"] == sent
     assert metadata["rejects"] > 0 and metadata["batch_range"] != "none"
     with connect(database_url) as conn:
         (rows,) = conn.execute("select count(*) from bronze.clickstream_events").fetchone()
-        (batches,) = conn.execute(
-            "select count(*) from bronze.ingest_batches where source = 'replay'"
-        ).fetchone()
+        (batches,) = conn.execute("select count(*) from bronze.ingest_batches where source = 'replay'").fetchone()
     assert rows == metadata["rows_written"]
 
     second = _materialize(defs, dagster_instance, BRONZE)
@@ -77,14 +71,8 @@ def test_dbt_assets_build_gold_with_checks_and_row_counts(
     topic: str,
 ) -> None:
     produce_events(kafka_bootstrap, topic, 1_000, seed=11)
-    replay_topic(
-        spark, process_env, database_url=database_url, kafka_bootstrap=kafka_bootstrap, topic=topic
-    )
-    dbt_keys = [
-        key
-        for key in defs.resolve_asset_graph().get_all_asset_keys()
-        if key.path[0] in ("silver", "gold")
-    ]
+    replay_topic(spark, process_env, database_url=database_url, kafka_bootstrap=kafka_bootstrap, topic=topic)
+    dbt_keys = [key for key in defs.resolve_asset_graph().get_all_asset_keys() if key.path[0] in ("silver", "gold")]
 
     result = _materialize(defs, dagster_instance, *dbt_keys)
 
@@ -92,9 +80,7 @@ def test_dbt_assets_build_gold_with_checks_and_row_counts(
     materialized = _materializations(result)
     assert set(materialized) == set(dbt_keys)
     with connect(database_url) as conn:
-        (events_in_gold,) = conn.execute(
-            "select sum(events) from gold.mart_daily_metrics"
-        ).fetchone()
+        (events_in_gold,) = conn.execute("select sum(events) from gold.mart_daily_metrics").fetchone()
         (bronze_rows,) = conn.execute("select count(*) from bronze.clickstream_events").fetchone()
     assert events_in_gold == bronze_rows
     staged = materialized[dg.AssetKey(["silver", "stg_clickstream_events"])]
@@ -104,9 +90,7 @@ def test_dbt_assets_build_gold_with_checks_and_row_counts(
         (daily_rows,) = conn.execute("select count(*) from gold.mart_daily_metrics").fetchone()
     assert daily.metadata["dagster/row_count"].value == daily_rows > 0
     checks = result.get_asset_check_evaluations()
-    assert len(checks) >= 20 and all(check.passed for check in checks), [
-        c.check_name for c in checks if not c.passed
-    ]
+    assert len(checks) >= 20 and all(check.passed for check in checks), [c.check_name for c in checks if not c.passed]
     assert DAILY_METRICS in {check.asset_key for check in checks}
 
 

@@ -48,12 +48,8 @@ mutation Launch($executionParams: ExecutionParams!) {
   }
 }
 """
-LOCATIONS = (
-    "{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus } } } }"
-)
-RUN_STATUS = (
-    "query Run($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } } }"
-)
+LOCATIONS = "{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus } } } }"
+RUN_STATUS = "query Run($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } } }"
 
 
 def _graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -75,16 +71,12 @@ def _wait(what: str, condition: Callable[[], Any], timeout: float, logs: Path) -
         if value:
             return value
         time.sleep(1)
-    tails = "\n".join(
-        f"--- {log.name}\n{log.read_text()[-2500:]}" for log in sorted(logs.glob("*.log"))
-    )
+    tails = "\n".join(f"--- {log.name}\n{log.read_text()[-2500:]}" for log in sorted(logs.glob("*.log")))
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
 
 
 def _sensor_runs(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
-    return list(
-        instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}))
-    )
+    return list(instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME})))
 
 
 def _gold_events(database_url: str) -> int:
@@ -92,9 +84,7 @@ def _gold_events(database_url: str) -> int:
         exists = conn.execute("select to_regclass('gold.mart_daily_metrics')").fetchone()[0]
         if exists is None:
             return 0
-        return conn.execute(
-            "select coalesce(sum(events), 0) from gold.mart_daily_metrics"
-        ).fetchone()[0]
+        return conn.execute("select coalesce(sum(events), 0) from gold.mart_daily_metrics").fetchone()[0]
 
 
 @pytest.mark.slow
@@ -107,13 +97,9 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
     tmp_path: Path,
     spawn_process: Callable[..., Any],
 ) -> None:
-    found = Endpoints(
-        database_url, shopstream_env["SHOPSTREAM_DASHBOARD_DATABASE_URL"], kafka_bootstrap
-    )
+    found = Endpoints(database_url, shopstream_env["SHOPSTREAM_DASHBOARD_DATABASE_URL"], kafka_bootstrap)
     # What `shopstream up` does before starting Dagster: the manifest for this database.
-    prepare_dbt_manifest(
-        dbt_profile_environment(found), dbt_target_dir(process_env), progress=lambda message: None
-    )
+    prepare_dbt_manifest(dbt_profile_environment(found), dbt_target_dir(process_env), progress=lambda message: None)
     env = dagster_environment(
         process_env,
         found,
@@ -152,8 +138,7 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
         lambda: (
             _gold_events(database_url)
             if any(
-                record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
-                for record in _sensor_runs(dagster_instance)
+                record.dagster_run.status == dg.DagsterRunStatus.SUCCESS for record in _sensor_runs(dagster_instance)
             )
             else 0
         ),
@@ -161,17 +146,13 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
         logs,
     )
     # Events keep arriving: a later run moves Gold on.
-    _wait(
-        "Gold to change", lambda: _gold_events(database_url) > first_gold, LOOP_TIMEOUT_S / 2, logs
-    )
+    _wait("Gold to change", lambda: _gold_events(database_url) > first_gold, LOOP_TIMEOUT_S / 2, logs)
 
     runs = sorted(_sensor_runs(dagster_instance), key=lambda record: record.create_timestamp)
     finished = [record for record in runs if record.end_time is not None]
     for earlier, later in zip(finished, finished[1:], strict=False):
         assert later.start_time >= earlier.end_time, "two dbt runs overlapped"
-    ranges = [
-        tuple(map(int, record.dagster_run.tags[BATCH_RANGE_TAG].split("-"))) for record in runs
-    ]
+    ranges = [tuple(map(int, record.dagster_run.tags[BATCH_RANGE_TAG].split("-"))) for record in runs]
     for (_, last), (first, _) in zip(ranges, ranges[1:], strict=False):
         assert first == last + 1, f"batch ranges are not contiguous: {ranges}"
     # Models only: the dbt tests stay off the refresh's critical path (defs/quality.py runs them).
@@ -180,8 +161,7 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
     # parse costs seconds per run) and recorded where its time went.
     succeeded = [record for record in runs if record.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
     assert succeeded and all(
-        record.dagster_run.tags.get(f"{DBT_TIMING_TAG_PREFIX}manifest_reused") == "true"
-        for record in succeeded
+        record.dagster_run.tags.get(f"{DBT_TIMING_TAG_PREFIX}manifest_reused") == "true" for record in succeeded
     ), [record.dagster_run.tags for record in succeeded]
     # Every run worker was forked from one warm worker, which had loaded the code once.
     engine_messages = [
@@ -192,15 +172,11 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
         ).records
     ]
     warm_workers = {
-        message.rsplit("(pid ", 1)[1].rstrip(").")
-        for message in engine_messages
-        if "from the warm worker" in message
+        message.rsplit("(pid ", 1)[1].rstrip(").") for message in engine_messages if "from the warm worker" in message
     }
     assert len(warm_workers) == 1 and all(PID_TAG in run.dagster_run.tags for run in succeeded), engine_messages
     staged = dagster_instance.get_latest_materialization_event(STAGING)
-    assert (
-        staged is not None and staged.asset_materialization.metadata["dagster/row_count"].value > 0
-    )
+    assert staged is not None and staged.asset_materialization.metadata["dagster/row_count"].value > 0
 
     # The UI's "Materialize" on gold/mart_daily_metrics: launchPipelineExecution on the asset job.
     url = webserver_url(settings)
@@ -247,10 +223,6 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
     run = dagster_instance.get_run_by_id(run_id)
     assert run is not None and run.asset_selection == {DAILY_METRICS}
     # The model's dbt tests ran with it, as asset checks.
-    checks = dagster_instance.get_records_for_run(
-        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
-    ).records
+    checks = dagster_instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     assert checks
-    assert {
-        record.event_log_entry.dagster_event.event_specific_data.asset_key for record in checks
-    } == {DAILY_METRICS}
+    assert {record.event_log_entry.dagster_event.event_specific_data.asset_key for record in checks} == {DAILY_METRICS}

@@ -41,9 +41,7 @@ def test_definitions_load_with_the_expected_graph(defs: dg.Definitions) -> None:
     assert graph.get(BRONZE).parent_keys == {TOPIC}
     assert graph.get(dg.AssetKey(["silver", "stg_clickstream_events"])).parent_keys == {BRONZE}
     for model in SILVER | GOLD:
-        assert BRONZE in _ancestors(graph, model), (
-            f"{model.to_user_string()} is not downstream of Bronze"
-        )
+        assert BRONZE in _ancestors(graph, model), f"{model.to_user_string()} is not downstream of Bronze"
         assert graph.get(model).group_name == model.path[0]
     assert _ancestors(graph, DASHBOARD) >= SILVER | GOLD
     # The topic and the dashboard are in the lineage but nothing Dagster can materialize.
@@ -71,9 +69,7 @@ def test_dbt_assets_carry_pool_checks_freshness_and_descriptions(defs: dg.Defini
         for name in check_keys_by_asset[dg.AssetKey(["silver", "stg_clickstream_events"])]
     )
     for key in graph.get_all_asset_keys():
-        assert graph.get(key).description, (
-            f"{key.to_user_string()} has no description (the UI's text)"
-        )
+        assert graph.get(key).description, f"{key.to_user_string()} has no description (the UI's text)"
 
 
 def test_sensor_and_schedules_defaults(defs: dg.Definitions) -> None:
@@ -81,9 +77,7 @@ def test_sensor_and_schedules_defaults(defs: dg.Definitions) -> None:
 
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert sensor.minimum_interval_seconds == sensor_minimum_interval(
-        load_settings().sensor_interval_seconds
-    )
+    assert sensor.minimum_interval_seconds == sensor_minimum_interval(load_settings().sensor_interval_seconds)
     assert sensor_minimum_interval(5) == 4 and sensor_minimum_interval(1) == 1
     rebuild = defs.resolve_schedule_def("gold_full_rebuild")
     assert rebuild.default_status == dg.DefaultScheduleStatus.STOPPED
@@ -96,8 +90,7 @@ def test_sensor_and_schedules_defaults(defs: dg.Definitions) -> None:
     bronze_checks = defs.resolve_job_def("bronze_quality_checks").asset_layer.asset_graph
     dbt_tests = defs.resolve_job_def("data_quality_checks").asset_layer.asset_graph
     assert bronze_checks.asset_check_keys and all(
-        key.asset_key == dg.AssetKey(["bronze", "clickstream_events"])
-        for key in bronze_checks.asset_check_keys
+        key.asset_key == dg.AssetKey(["bronze", "clickstream_events"]) for key in bronze_checks.asset_check_keys
     )
     assert dbt_tests.asset_check_keys == graph.asset_check_keys - bronze_checks.asset_check_keys
 

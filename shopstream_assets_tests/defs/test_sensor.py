@@ -14,16 +14,10 @@ BRONZE = dg.AssetKey(["bronze", "clickstream_events"])
 
 
 def _dbt_keys(defs: dg.Definitions) -> set[dg.AssetKey]:
-    return {
-        key
-        for key in defs.resolve_asset_graph().get_all_asset_keys()
-        if key.path[0] in ("silver", "gold")
-    }
+    return {key for key in defs.resolve_asset_graph().get_all_asset_keys() if key.path[0] in ("silver", "gold")}
 
 
-def _new_batch(
-    spark: object, settings: Settings, kafka_bootstrap: str, events: int, seed: int
-) -> int:
+def _new_batch(spark: object, settings: Settings, kafka_bootstrap: str, events: int, seed: int) -> int:
     """Put ``events`` messages on the topic and commit them as one Bronze batch; return its batch_id."""
     produce_events(kafka_bootstrap, settings.topic, events, seed=seed)
     summary = replay_topic(spark, settings, kafka_bootstrap=kafka_bootstrap)
@@ -31,21 +25,15 @@ def _new_batch(
     return batch_id
 
 
-def _tick(
-    defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
-) -> dg.SensorResult:
+def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
-    context = dg.build_sensor_context(
-        instance=instance, definitions=defs, resources=defs.resources, cursor=cursor
-    )
+    context = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources, cursor=cursor)
     return sensor.evaluate_tick(context)
 
 
 def _report(instance: dg.DagsterInstance, run: dg.DagsterRun, event_type: DagsterEventType) -> None:
     """Move ``run`` through its lifecycle as the run worker would."""
-    instance.report_dagster_event(
-        DagsterEvent(event_type.value, job_name=run.job_name), run_id=run.run_id
-    )
+    instance.report_dagster_event(DagsterEvent(event_type.value, job_name=run.job_name), run_id=run.run_id)
 
 
 def test_sensor_skips_without_batches_and_requests_one_run_per_batch_range(
@@ -107,19 +95,13 @@ def test_sensor_waits_for_its_dbt_run_then_covers_the_backlog_in_one_run(
     queued = _tick(defs, dagster_instance, cursor)
     assert not queued.run_requests and not queued.asset_events
     assert queued.cursor == cursor  # not advanced
-    assert (
-        f"dbt run {run.run_id[:8]} for batches {first}-{first} is NOT_STARTED"
-        in queued.skip_message
-    )
+    assert f"dbt run {run.run_id[:8]} for batches {first}-{first} is NOT_STARTED" in queued.skip_message
 
     _report(dagster_instance, run, DagsterEventType.RUN_START)
     backlog_end = _new_batch(spark, process_env, kafka_bootstrap, 200, seed=5)
     started = _tick(defs, dagster_instance, cursor)
     assert not started.run_requests and started.cursor == cursor
-    assert (
-        "is STARTED" in started.skip_message
-        and f"({backlog_start}-{backlog_end})" in started.skip_message
-    )
+    assert "is STARTED" in started.skip_message and f"({backlog_start}-{backlog_end})" in started.skip_message
 
     _report(dagster_instance, run, DagsterEventType.RUN_SUCCESS)
     caught_up = _tick(defs, dagster_instance, cursor)

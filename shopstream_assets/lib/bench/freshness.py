@@ -237,18 +237,14 @@ def run_freshness_benchmark(
     (home / "jars").symlink_to(settings.jars_dir, target_is_directory=True)
     bench_settings, bench, env = _bench_environment(settings, found, bench_url, home, topic)
     write_instance_yaml(bench_settings.dagster_home, BENCH_DATABASE)
-    prepare_dbt_manifest(
-        dbt_profile_environment(bench), dbt_target_dir(bench_settings), progress=progress
-    )
+    prepare_dbt_manifest(dbt_profile_environment(bench), dbt_target_dir(bench_settings), progress=progress)
     logs = home / "logs"
     progress(f"database {BENCH_DATABASE}, topic {topic}, logs {logs}")
 
     watch = GoldWatch()
     with _children() as started, database.connect(bench_url, autocommit=True) as conn:
         started.append(spawn(daemon_command(), env=env, log_path=logs / "dagster-daemon.log"))
-        started.append(
-            spawn([sys.executable, "-c", STREAM_COMMAND], env=env, log_path=logs / "stream.log")
-        )
+        started.append(spawn([sys.executable, "-c", STREAM_COMMAND], env=env, log_path=logs / "stream.log"))
         producer_command = [
             sys.executable,
             "-m",
@@ -263,9 +259,7 @@ def run_freshness_benchmark(
         started.append(producer)
         began = time.time()
         measured_from = began + warmup
-        progress(
-            f"producing {rate:,.0f} events/s for {warmup:.0f} s warm-up + {seconds:.0f} s measured ..."
-        )
+        progress(f"producing {rate:,.0f} events/s for {warmup:.0f} s warm-up + {seconds:.0f} s measured ...")
         next_status = began + 10
         # The 1-minute load average while measuring: the other tenants of a 2-core box
         # change the figures more than most tuning does.
@@ -279,17 +273,14 @@ def run_freshness_benchmark(
                 if time.time() >= measured_from:
                     load_averages.append(load)
                 progress(
-                    f"  {time.time() - began:5.0f} s  Gold has reached batch {_max_reached(watch)}"
-                    f"  (load {load:.1f})"
+                    f"  {time.time() - began:5.0f} s  Gold has reached batch {_max_reached(watch)}  (load {load:.1f})"
                 )
         # Let Gold catch up with the last batch the stream commits.
         drain_deadline = time.time() + 90
         last_batch = -1
         while time.time() < drain_deadline:
             watch.observe(_gold_rows(conn), time.time())
-            (newest,) = conn.execute(
-                "select coalesce(max(batch_id), 0) from bronze.ingest_batches"
-            ).fetchone()
+            (newest,) = conn.execute("select coalesce(max(batch_id), 0) from bronze.ingest_batches").fetchone()
             if newest == last_batch and _max_reached(watch) >= newest > 0:
                 break
             last_batch = newest
@@ -308,13 +299,10 @@ def run_freshness_benchmark(
             _environment(bench.environment()),
             dg.DagsterInstance.from_config(str(bench_settings.dagster_home)) as instance,
         ):
-            records = instance.get_run_records(
-                filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME})
-            )
+            records = instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}))
             committed_at = dict(
                 conn.execute(
-                    "select batch_id, extract(epoch from committed_at)::float8"
-                    " from bronze.ingest_batches"
+                    "select batch_id, extract(epoch from committed_at)::float8 from bronze.ingest_batches"
                 ).fetchall()
             )
             steps, manifest_reused_runs, timed_runs = _cycle_steps(instance, records, committed_at)
@@ -338,9 +326,7 @@ def run_freshness_benchmark(
         bronze_latency_s=bronze_latency,
         dbt_run_s=[record.end_time - record.start_time for record in finished],
         launch_s=[record.start_time - record.create_timestamp.timestamp() for record in finished],
-        runs_failed=sum(
-            record.dagster_run.status == dg.DagsterRunStatus.FAILURE for record in records
-        ),
+        runs_failed=sum(record.dagster_run.status == dg.DagsterRunStatus.FAILURE for record in records),
         steps_s=steps,
         manifest_reused_runs=manifest_reused_runs,
         timed_runs=timed_runs,
@@ -362,17 +348,11 @@ def _line(name: str, values: list[float]) -> str:
 
 
 def freshness_benchmark_command(
-    rate: Annotated[
-        float, typer.Option("--rate", min=1.0, help="Events per second the producer sends.")
-    ] = 1_000,
-    seconds: Annotated[
-        float, typer.Option("--seconds", min=10.0, help="Measured producing time.")
-    ] = 180,
+    rate: Annotated[float, typer.Option("--rate", min=1.0, help="Events per second the producer sends.")] = 1_000,
+    seconds: Annotated[float, typer.Option("--seconds", min=10.0, help="Measured producing time.")] = 180,
     warmup: Annotated[
         float,
-        typer.Option(
-            "--warmup", min=0.0, help="Producing time before measuring (JVM, first dbt runs)."
-        ),
+        typer.Option("--warmup", min=0.0, help="Producing time before measuring (JVM, first dbt runs)."),
     ] = 60,
 ) -> None:
     """Event-to-Gold latency (p50/p95) and dbt run durations with producer, stream and daemon running."""
