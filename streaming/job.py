@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -191,22 +192,52 @@ def has_checkpoint(checkpoint: Path) -> bool:
     return offsets.is_dir() and any(entry.name.isdigit() for entry in offsets.iterdir())
 
 
-def checkpoint_position(checkpoint: Path, topic: str) -> dict[int, int] | None:
-    """Next offset per partition after the newest batch the checkpoint marks committed; None if none.
+@dataclass(frozen=True)
+class CheckpointBatch:
+    """The newest micro-batch Spark's checkpoint marks committed: its id and offsets per partition."""
+
+    spark_batch_id: int
+    start: dict[int, int] | None  # None when Spark no longer keeps the previous batch's offsets
+    end: dict[int, int]
+
+
+def checkpoint_newest_batch(checkpoint: Path, topic: str) -> CheckpointBatch | None:
+    """The newest batch with a ``commits/<n>`` file; None if none.
 
     Spark writes ``offsets/<n>`` (lines: version, batch metadata, one JSON per source) before
-    batch n runs and ``commits/<n>`` after foreachBatch returned, i.e. after its Bronze commit.
+    batch n runs and ``commits/<n>`` once foreachBatch returned. Batch n starts where batch
+    n-1 ended; batch 0 where the source started, kept in ``sources/0/0``.
     """
     commits = checkpoint / "commits"
     done = [int(entry.name) for entry in commits.iterdir() if entry.name.isdigit()] if commits.is_dir() else []
     if not done:
         return None
+    newest = max(done)
     try:
-        lines = (checkpoint / "offsets" / str(max(done))).read_text().splitlines()
-        positions = json.loads(lines[2])[topic]
-        return {int(partition): int(offset) for partition, offset in positions.items()}
+        end = _source_offsets((checkpoint / "offsets" / str(newest)).read_text().splitlines()[2], topic)
+        if newest > 0:
+            previous = checkpoint / "offsets" / str(newest - 1)
+            start = _source_offsets(previous.read_text().splitlines()[2], topic) if previous.exists() else None
+        else:
+            initial = checkpoint / "sources" / "0" / "0"
+            start = (
+                _source_offsets(initial.read_text().lstrip("\0").splitlines()[1], topic) if initial.exists() else None
+            )
     except (OSError, IndexError, KeyError, TypeError, ValueError) as error:
         raise StreamJobError(f"cannot read the checkpoint's offsets under {checkpoint}: {error!r}") from None
+    return CheckpointBatch(newest, start, end)
+
+
+def _source_offsets(line: str, topic: str) -> dict[int, int]:
+    return {int(partition): int(offset) for partition, offset in json.loads(line)[topic].items()}
+
+
+def checkpoint_query_id(checkpoint: Path) -> str | None:
+    """The query id Spark keeps for this checkpoint across restarts (``metadata``)."""
+    try:
+        return str(json.loads((checkpoint / "metadata").read_text())["id"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def checkpoint_ahead_of_bronze(
@@ -214,10 +245,10 @@ def checkpoint_ahead_of_bronze(
 ) -> dict[int, tuple[int, int]]:
     """{partition: (checkpoint's next offset, Bronze's)} where resuming from the checkpoint would skip messages.
 
-    A committed batch is in the ledger before Spark marks it committed, so in a consistent
-    pair Bronze is never behind the checkpoint. Behind means the database was reset or
-    restored (or the stream points at another one). Bronze's position in a partition it
-    never wrote is the partition's first offset still on the broker.
+    Bronze's position in a partition it never wrote is the partition's first offset still
+    on the broker. Behind by at most the newest batch is a stop during a write-behind commit
+    (see :class:`_BatchWriter`); further behind, the database was reset or restored (or the
+    stream points at another one).
     """
     ahead: dict[int, tuple[int, int]] = {}
     for partition, checkpoint_offset in checkpoint_next.items():
@@ -389,7 +420,15 @@ class _WatermarkWatch:
 
 
 class _BatchWriter:
-    """The foreachBatch function: one Spark action, one transaction, one log line."""
+    """The foreachBatch function: one Spark action per batch, its PostgreSQL commit written behind.
+
+    foreachBatch returns once Spark's rows are all in memory; the transaction that writes them
+    goes on in a thread of its own while Spark marks the batch done and computes the next one
+    (PostgreSQL's share of a batch no longer waits for Spark's, nor Spark's for PostgreSQL's).
+    The next batch's write waits for that commit, so Spark's checkpoint is at most one batch
+    ahead of Bronze, and only while that commit runs or if the process dies in it: every
+    query start first writes such a batch from Kafka (:func:`_line_up_checkpoint_with_bronze`).
+    """
 
     def __init__(self, sink: BronzeSink, kafka_bootstrap: str, topic: str, summary: StreamSummary) -> None:
         self.sink = sink
@@ -400,27 +439,48 @@ class _BatchWriter:
         # Where Bronze stands per partition, for the consumer-lag figure.
         self.position: dict[int, int] = dict(sink.committed_offsets())
         self._watch = _WatermarkWatch(kafka_bootstrap, topic)
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="shopstream-commit")
+        self._commit: Future[None] | None = None
 
     def __call__(self, batch: DataFrame, spark_batch_id: int) -> None:
         self.in_batch = True
         try:
-            self._write(batch, spark_batch_id)
+            started_at = datetime.now(UTC)
+            began = time.perf_counter()
+            with arrow_chunks(batch) as chunks:
+                # The previous batch's commit first: its error fails this batch, before Spark
+                # marks it done, and batch ids keep Kafka's order.
+                self.settle_commit()
+                self._commit = self._committer.submit(self._write, chunks, spark_batch_id, started_at, began)
         finally:
             self.in_batch = False
 
-    def _write(self, validated_batch: DataFrame, spark_batch_id: int) -> None:
-        started_at = datetime.now(UTC)
-        began = time.perf_counter()
-        with arrow_chunks(validated_batch) as chunks:
-            result = self.sink.write(
-                chunks, spark_query_id=self.query_id, spark_batch_id=spark_batch_id, started_at=started_at
-            )
+    @property
+    def committing(self) -> bool:
+        return self._commit is not None and not self._commit.done()
+
+    def commit_failed(self) -> bool:
+        return self._commit is not None and self._commit.done() and self._commit.exception() is not None
+
+    def settle_commit(self, *, raise_error: bool = True) -> None:
+        """Wait for the batch being committed; raise its error (or log it, if ``raise_error`` is off)."""
+        commit, self._commit = self._commit, None
+        if commit is None:
+            return
+        try:
+            commit.result()
+        except Exception as error:
+            if raise_error:
+                raise
+            log.warning("the last batch's commit failed too: %s", _first_line(error))
+
+    def _write(self, chunks: SparkChunks, spark_batch_id: int, started_at: datetime, began: float) -> None:
+        result = self.sink.write(
+            chunks, spark_query_id=self.query_id, spark_batch_id=spark_batch_id, started_at=started_at
+        )
         seconds = time.perf_counter() - began
         spark_seconds = chunks.last_arrival - began if chunks.last_arrival is not None else seconds
-        for partition, offset in result.end_offsets.items():
-            self.position[partition] = max(offset, self.position.get(partition, 0))
-        self.summary.add(result)
-        self.summary.results.append(result)
+        self.record(result)
         lag = self.lag()
         lag_text = "?" if lag is None else f"{lag:,}"
         if result.batch_id is None:
@@ -448,6 +508,12 @@ class _BatchWriter:
             seconds - spark_seconds,
         )
 
+    def record(self, result: BatchResult) -> None:
+        for partition, offset in result.end_offsets.items():
+            self.position[partition] = max(offset, self.position.get(partition, 0))
+        self.summary.add(result)
+        self.summary.results.append(result)
+
     def lag(self) -> int | None:
         """Messages in Kafka not yet in Bronze, summed over partitions (None if Kafka did not answer).
 
@@ -459,6 +525,8 @@ class _BatchWriter:
         return sum(messages_behind(marks, self.position).values())
 
     def close(self) -> None:
+        self.settle_commit(raise_error=False)
+        self._committer.shutdown()
         self._watch.close()
 
 
@@ -486,6 +554,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 def _is_fatal(error: BaseException) -> bool:
     from streaming.bronze_sink import PoisonBatchError
 
+    if isinstance(error, PoisonBatchError):
+        return True
     text = str(error)
     # failOnDataLoss: offsets we have not read are gone from Kafka. Restarting cannot help;
     # nor can it for a batch PostgreSQL refuses for its data (py4j keeps the Python error's name).
@@ -507,11 +577,13 @@ def run_stream(
     """Run the Kafka -> Bronze query until ``until_idle`` seconds pass without data, or ``stop``.
 
     A failed query run (broker or PostgreSQL unreachable for longer than the sink's
-    retries) is restarted from its checkpoint with backoff. A checkpoint ahead of Bronze (a
-    reset or restored database) stops the job before it reads anything, unless
+    retries) is restarted from its checkpoint with backoff. Each batch commits behind
+    Spark's (:class:`_BatchWriter`); a batch the checkpoint marks done that Bronze lacks is
+    written from Kafka before the query starts. A checkpoint further ahead of Bronze (a reset
+    or restored database) stops the job before it reads anything, unless
     ``restart_from_bronze``: then it is set aside and the stream starts from Bronze's offsets.
     """
-    from shopstream_assets.lib.kafka_admin import ensure_topic, watermarks
+    from shopstream_assets.lib.kafka_admin import ensure_topic
     from streaming.bronze_sink import SOURCE_STREAM, BronzeSink, retrying
 
     topic = settings.topic
@@ -525,22 +597,23 @@ def run_stream(
         transient=(Exception,),
     )
     with BronzeSink(database_url, topic, source=SOURCE_STREAM) as sink, _stop_on_signals(stop):
-        # Bronze's offsets first: watermarks read after them are at least as new, so a batch
-        # another writer commits meanwhile cannot look "beyond the broker".
-        committed = sink.committed_offsets()
-        marks = retrying(
-            lambda: watermarks(kafka_bootstrap, topic),
-            what=f"reading the offsets of {topic!r} from Kafka at {kafka_bootstrap}",
-            transient=(Exception,),
-        )
-        _refuse_bronze_ahead_of_topic(committed, marks, kafka_bootstrap, topic)
-        _check_checkpoint_against_bronze(checkpoint, committed, marks, topic, restart_from_bronze)
+        line_up = {
+            "spark": spark,
+            "sink": sink,
+            "checkpoint": checkpoint,
+            "kafka_bootstrap": kafka_bootstrap,
+            "topic": topic,
+            "summary": summary,
+        }
+        _line_up_checkpoint_with_bronze(**line_up, restart_from_bronze=restart_from_bronze)
         writer = _BatchWriter(sink, kafka_bootstrap, topic, summary)
         try:
             failures = 0
             while not stop.is_set():
                 batches_before = summary.batches
                 try:
+                    if summary.restarts:  # a commit written behind may have failed with the query
+                        _line_up_checkpoint_with_bronze(**line_up, restart_from_bronze=False)
                     finished = _run_query_once(
                         spark,
                         settings,
@@ -552,6 +625,8 @@ def run_stream(
                         max_offsets_per_trigger=max_offsets_per_trigger,
                         stop=stop,
                     )
+                except StreamJobError:
+                    raise
                 except Exception as error:  # noqa: BLE001 -- py4j surfaces every failure as a generic exception
                     if stop.is_set():
                         break
@@ -611,24 +686,78 @@ def _refuse_bronze_ahead_of_topic(
     )
 
 
-def _check_checkpoint_against_bronze(
+def _line_up_checkpoint_with_bronze(
+    *,
+    spark: SparkSession,
+    sink: BronzeSink,
     checkpoint: Path,
-    committed: Mapping[int, int],
-    marks: Mapping[int, tuple[int, int]],
+    kafka_bootstrap: str,
     topic: str,
+    summary: StreamSummary,
     restart_from_bronze: bool,
 ) -> None:
-    position = checkpoint_position(checkpoint, topic)
-    if position is None:
+    """Before a query starts: make Bronze hold everything the checkpoint marks committed, or stop.
+
+    Bronze short of the checkpoint's newest batch alone is a stop during its write-behind
+    commit: those messages are written from Kafka now, as that batch. Further behind, the
+    database was reset or restored: resuming would skip messages, so the job stops, unless
+    ``restart_from_bronze``, which sets the checkpoint aside and starts from Bronze's offsets.
+    """
+    from shopstream_assets.lib.kafka_admin import watermarks
+    from streaming.bronze_sink import retrying
+
+    # Bronze's offsets first: watermarks read after them are at least as new, so a batch
+    # another writer commits meanwhile cannot look "beyond the broker".
+    committed = sink.committed_offsets()
+    marks = retrying(
+        lambda: watermarks(kafka_bootstrap, topic),
+        what=f"reading the offsets of {topic!r} from Kafka at {kafka_bootstrap}",
+        transient=(Exception,),
+    )
+    _refuse_bronze_ahead_of_topic(committed, marks, kafka_bootstrap, topic)
+    newest = checkpoint_newest_batch(checkpoint, topic)
+    if newest is None:
         return
     low_watermarks = {partition: low for partition, (low, _) in marks.items()}
-    ahead = checkpoint_ahead_of_bronze(position, committed, low_watermarks)
+    ahead = checkpoint_ahead_of_bronze(newest.end, committed, low_watermarks)
     if not ahead:
         return
     where = ", ".join(
         f"partition {partition}: checkpoint {checkpoint_offset:,}, Bronze {bronze_offset:,}"
         for partition, (checkpoint_offset, bronze_offset) in sorted(ahead.items())
     )
+    if newest.start is not None and all(bronze >= newest.start.get(p, 0) for p, (_, bronze) in ahead.items()):
+        log.warning(
+            "Bronze lacks part of Spark batch %d, which the checkpoint marks done (%s): the job stopped during its "
+            "commit; writing those messages from Kafka first",
+            newest.spark_batch_id,
+            where,
+        )
+        bronze = {p: committed.get(p, low_watermarks.get(p, 0)) for p in marks}
+        end = {p: max(newest.end.get(p, bronze[p]), bronze[p]) for p in marks}
+        result = _write_range(
+            spark,
+            sink,
+            kafka_bootstrap=kafka_bootstrap,
+            topic=topic,
+            start=bronze,
+            end=end,
+            spark_query_id=checkpoint_query_id(checkpoint),
+            spark_batch_id=newest.spark_batch_id,
+        )
+        if result.batch_id is not None:
+            summary.add(result)
+            summary.results.append(result)
+        log.info(
+            "batch %s (spark %d, caught up): %d messages -> %d rows, %d rejects, %d duplicates",
+            result.batch_id,
+            newest.spark_batch_id,
+            result.messages_consumed,
+            result.rows_written,
+            result.rejects,
+            result.duplicates,
+        )
+        return
     if not restart_from_bronze:
         raise StreamJobError(
             f"the checkpoint {checkpoint} is ahead of bronze.ingest_batches ({where}): the database was reset or "
@@ -702,22 +831,28 @@ def _run_query_once(
     query = stream_writer.start()
     writer.query_id = str(query.id)
     idle_since = time.monotonic()
+    failed = True
     try:
         while True:
             if query.awaitTermination(0.25):
                 # Ended without our stop: awaitTermination raised if it failed.
+                failed = False
                 return stop.is_set()
+            if writer.commit_failed():
+                writer.settle_commit()  # raises the commit's error: the query restarts and catches up
             if stop.is_set():
+                failed = False
                 return True
             if until_idle is None:
                 continue
             # Idle = no batch running and Bronze holds every offset the topic has. Polled at
             # most every half second: it asks the broker for the partitions' high watermarks.
             now = time.monotonic()
-            if writer.in_batch or writer.lag() != 0:
+            if writer.in_batch or writer.committing or writer.lag() != 0:
                 idle_since = now
             elif now - idle_since >= until_idle:
                 log.info("no new data for %.0f s: stopping", until_idle)
+                failed = False
                 return True
     finally:
         _log_progress(query)
@@ -725,6 +860,8 @@ def _run_query_once(
             query.stop()
         except Exception as error:  # noqa: BLE001 -- a stop interrupted by a signal; the JVM cleans up
             log.debug("query.stop(): %s", error)
+        # The batch committing behind, before anyone compares Bronze with the checkpoint again.
+        writer.settle_commit(raise_error=not failed)
 
 
 def _log_progress(query: object) -> None:
@@ -779,7 +916,6 @@ def replay_topic(
     from shopstream_assets.lib import services
     from shopstream_assets.lib.kafka_admin import watermarks
     from streaming.bronze_sink import SOURCE_REPLAY, BronzeSink
-    from streaming.transforms import parse_and_validate
 
     database_url = database_url or services.database_urls(settings)[0]
     kafka_bootstrap = kafka_bootstrap or services.kafka_bootstrap(settings)
@@ -801,20 +937,7 @@ def replay_topic(
         per_partition = max(1, max_offsets_per_chunk // len(marks))
         while any(position[p] < latest[p] for p in position):
             end = {p: min(latest[p], position[p] + per_partition) for p in position}
-            messages = (
-                spark.read.format("kafka")
-                .option("kafka.bootstrap.servers", kafka_bootstrap)
-                .option("subscribe", topic)
-                .option("startingOffsets", json.dumps({topic: {str(p): o for p, o in position.items()}}))
-                .option("endingOffsets", json.dumps({topic: {str(p): o for p, o in end.items()}}))
-                .option("failOnDataLoss", "true")
-                .option("includeHeaders", "true")
-                .option("kafka.fetch.max.wait.ms", str(KAFKA_FETCH_MAX_WAIT_MS))
-                .load()
-            )
-            started_at = datetime.now(UTC)
-            with arrow_chunks(parse_and_validate(messages)) as chunks:
-                result = sink.write(chunks, started_at=started_at)
+            result = _write_range(spark, sink, kafka_bootstrap=kafka_bootstrap, topic=topic, start=position, end=end)
             summary.chunks += 1
             summary.messages += result.messages_consumed
             summary.rows_written += result.rows_written
@@ -835,6 +958,35 @@ def replay_topic(
             position = end
     summary.seconds = time.monotonic() - began
     return summary
+
+
+def _write_range(
+    spark: SparkSession,
+    sink: BronzeSink,
+    *,
+    kafka_bootstrap: str,
+    topic: str,
+    start: Mapping[int, int],
+    end: Mapping[int, int],
+    **batch_info: object,
+) -> BatchResult:
+    """Offsets ``start`` to ``end`` (exclusive, every partition) read in batch mode, validated, written as one batch."""
+    from streaming.transforms import parse_and_validate
+
+    messages = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", json.dumps({topic: {str(p): o for p, o in start.items()}}))
+        .option("endingOffsets", json.dumps({topic: {str(p): o for p, o in end.items()}}))
+        .option("failOnDataLoss", "true")
+        .option("includeHeaders", "true")
+        .option("kafka.fetch.max.wait.ms", str(KAFKA_FETCH_MAX_WAIT_MS))
+        .load()
+    )
+    started_at = datetime.now(UTC)
+    with arrow_chunks(parse_and_validate(messages)) as chunks:
+        return sink.write(chunks, started_at=started_at, **batch_info)
 
 
 # ---------------------------------------------------------------------------------------------
