@@ -39,6 +39,7 @@ import typer
 from shopstream_assets.lib import database, services
 from shopstream_assets.lib.kafka_admin import ensure_topic
 from shopstream_assets.lib.settings import Settings, SettingsError, load_settings
+from streaming.job import DEFAULT_MAX_OFFSETS_PER_TRIGGER
 
 PRODUCER = "import typer; from streaming.producer import produce_command; typer.run(produce_command)"
 
@@ -130,7 +131,7 @@ def ingest_benchmark_command(
     latency_seconds: Annotated[float, typer.Option("--latency-seconds", min=5, help="Length of phase (c).")] = 30.0,
     max_offsets_per_trigger: Annotated[
         int, typer.Option("--max-offsets-per-trigger", min=1, help="Most messages one micro-batch reads.")
-    ] = 250_000,
+    ] = DEFAULT_MAX_OFFSETS_PER_TRIGGER,
     keep_database: Annotated[bool, typer.Option("--keep-database", help="Keep the scratch database.")] = False,
 ) -> None:
     """Measure Kafka -> Bronze: drain rate, sustained rate with the producer running, latency at a steady rate."""
