@@ -441,6 +441,9 @@ class _BatchWriter:
         self._watch = _WatermarkWatch(kafka_bootstrap, topic)
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="shopstream-commit")
         self._commit: Future[None] | None = None
+        # Kept until Bronze is lined up with the checkpoint again: a later batch written past a
+        # failed one would move Bronze's offsets beyond messages it never wrote.
+        self._commit_error: BaseException | None = None
 
     def __call__(self, batch: DataFrame, spark_batch_id: int) -> None:
         self.in_batch = True
@@ -459,20 +462,27 @@ class _BatchWriter:
     def committing(self) -> bool:
         return self._commit is not None and not self._commit.done()
 
-    def commit_failed(self) -> bool:
-        return self._commit is not None and self._commit.done() and self._commit.exception() is not None
+    def failed_commit(self) -> BaseException | None:
+        """The error of a commit written behind, once it failed. Reads only: foreachBatch settles."""
+        if self._commit_error is not None:
+            return self._commit_error
+        commit = self._commit
+        return commit.exception() if commit is not None and commit.done() else None
 
     def settle_commit(self, *, raise_error: bool = True) -> None:
-        """Wait for the batch being committed; raise its error (or log it, if ``raise_error`` is off)."""
+        """Wait for the batch being committed; raise a failed commit's error (or log it)."""
         commit, self._commit = self._commit, None
-        if commit is None:
+        if commit is not None and (error := commit.exception()) is not None and self._commit_error is None:
+            self._commit_error = error
+        if self._commit_error is None:
             return
-        try:
-            commit.result()
-        except Exception as error:
-            if raise_error:
-                raise
-            log.warning("the last batch's commit failed too: %s", _first_line(error))
+        if raise_error:
+            raise self._commit_error
+        log.warning("a batch's commit failed: %s", _first_line(self._commit_error))
+
+    def lined_up(self) -> None:
+        """Bronze holds every batch the checkpoint marks done again: batches may commit again."""
+        self._commit_error = None
 
     def _write(self, chunks: SparkChunks, spark_batch_id: int, started_at: datetime, began: float) -> None:
         result = self.sink.write(
@@ -614,6 +624,7 @@ def run_stream(
                 try:
                     if summary.restarts:  # a commit written behind may have failed with the query
                         _line_up_checkpoint_with_bronze(**line_up, restart_from_bronze=False)
+                        writer.lined_up()
                     finished = _run_query_once(
                         spark,
                         settings,
@@ -838,8 +849,8 @@ def _run_query_once(
                 # Ended without our stop: awaitTermination raised if it failed.
                 failed = False
                 return stop.is_set()
-            if writer.commit_failed():
-                writer.settle_commit()  # raises the commit's error: the query restarts and catches up
+            if (commit_error := writer.failed_commit()) is not None:
+                raise commit_error  # the query restarts and first writes the batch Bronze lacks
             if stop.is_set():
                 failed = False
                 return True

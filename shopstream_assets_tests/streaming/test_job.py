@@ -243,6 +243,46 @@ def test_a_batch_the_checkpoint_marks_done_but_bronze_lacks_is_written_first_on_
     assert not list(checkpoint_dir(settings).parent.glob(f"{topic}.set-aside-*"))
 
 
+def test_a_commit_that_fails_behind_the_stream_stops_later_batches_until_it_is_written(
+    spark,
+    shopstream_env: dict[str, str],
+    database_url: str,
+    kafka_bootstrap: str,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spark batch 1's commit fails once (as PostgreSQL gone for longer than the sink's retries).
+    Spark has marked batch 1 done meanwhile; batch 2 must not commit past it (Bronze's offsets
+    would then pass messages it never wrote): the query restarts, writes batch 1 from Kafka, goes on."""
+    from streaming.bronze_sink import BronzeSink
+
+    settings = settings_for(shopstream_env)
+    produced = produce_simulated(kafka_bootstrap, topic, 3_000, seed=43, bad_ratio=0.2)
+    write = BronzeSink.write
+    failed: list[int] = []
+
+    def write_failing_batch_1_once(self, validated, **batch_info):
+        if batch_info.get("spark_batch_id") == 1 and not failed:
+            failed.append(1)
+            raise psycopg.OperationalError("injected: the connection was lost during the commit")
+        return write(self, validated, **batch_info)
+
+    monkeypatch.setattr(BronzeSink, "write", write_failing_batch_1_once)
+    summary = run_stream(
+        spark,
+        settings,
+        database_url=database_url,
+        kafka_bootstrap=kafka_bootstrap,
+        until_idle=1.5,
+        max_offsets_per_trigger=600,
+    )
+    assert failed and summary.restarts == 1
+    event_ids, rejects, duplicates = expected_bronze(produced.values)
+    assert assert_every_batch_accounted(database_url) == (3_000, len(event_ids), rejects.total(), duplicates)
+    assert {row[0] for row in fetch(database_url, "select event_id from bronze.clickstream_events")} == event_ids
+    assert 1 in {row[0] for row in fetch(database_url, "select spark_batch_id from bronze.ingest_batches")}
+
+
 def test_a_topic_recreated_under_the_same_name_is_refused_not_skipped(
     spark, shopstream_env: dict[str, str], database_url: str, kafka_bootstrap: str, topic: str
 ) -> None:
