@@ -444,13 +444,20 @@ class _BatchWriter:
         # Kept until Bronze is lined up with the checkpoint again: a later batch written past a
         # failed one would move Bronze's offsets beyond messages it never wrote.
         self._commit_error: BaseException | None = None
+        # A foreachBatch call that outlives its query's stop (a stop that timed out) must not
+        # commit after the stop settled: it belongs to the query run it started in.
+        self._query_run = 0
+        self._lock = threading.Lock()
 
     def __call__(self, batch: DataFrame, spark_batch_id: int) -> None:
         self.in_batch = True
         try:
             started_at = datetime.now(UTC)
             began = time.perf_counter()
-            with arrow_chunks(batch) as chunks:
+            query_run = self._query_run
+            with arrow_chunks(batch) as chunks, self._lock:
+                if query_run != self._query_run:
+                    raise StreamJobError(f"Spark batch {spark_batch_id} belongs to a stopped query: not written")
                 # The previous batch's commit first: its error fails this batch, before Spark
                 # marks it done, and batch ids keep Kafka's order.
                 self.settle_commit()
@@ -480,9 +487,20 @@ class _BatchWriter:
             raise self._commit_error
         log.warning("a batch's commit failed: %s", _first_line(self._commit_error))
 
+    def query_stopped(self, *, raise_error: bool) -> None:
+        """After ``query.stop()``: no later call of this run commits; the last commit is settled."""
+        with self._lock:
+            self._query_run += 1
+            self.settle_commit(raise_error=raise_error)
+
     def lined_up(self) -> None:
         """Bronze holds every batch the checkpoint marks done again: batches may commit again."""
         self._commit_error = None
+        self.position_from_bronze()  # the batch the line-up wrote, if any
+
+    def position_from_bronze(self) -> None:
+        for partition, offset in self.sink.committed_offsets().items():
+            self.position[partition] = max(offset, self.position.get(partition, 0))
 
     def _write(self, chunks: SparkChunks, spark_batch_id: int, started_at: datetime, began: float) -> None:
         result = self.sink.write(
@@ -491,6 +509,10 @@ class _BatchWriter:
         seconds = time.perf_counter() - began
         spark_seconds = chunks.last_arrival - began if chunks.last_arrival is not None else seconds
         self.record(result)
+        if result.already_committed:
+            # Offsets another writer (the replay) or a lost acknowledgement's retry committed
+            # are not in this result: without them the lag would never reach 0.
+            self.position_from_bronze()
         lag = self.lag()
         lag_text = "?" if lag is None else f"{lag:,}"
         if result.batch_id is None:
@@ -661,6 +683,13 @@ def run_stream(
                     continue
                 if finished:
                     break
+            if (commit_error := writer.failed_commit()) is not None:
+                # Stopped (a signal) with the last batch's commit failed: nothing is lost, the
+                # next start writes it first, but the job did not finish its work.
+                raise StreamJobError(
+                    f"stopped with the last batch's commit failed ({_first_line(commit_error)}); "
+                    "the next start writes that batch from Kafka first"
+                ) from commit_error
         finally:
             writer.close()
     summary.seconds = time.monotonic() - began
@@ -789,7 +818,8 @@ def _first_line(error: BaseException) -> str:
         if marker in line:  # the sink's own message, from inside py4j's traceback
             return line.split(marker, 1)[1].strip()[:600]
     for line in text.splitlines():
-        if line.strip() and "Traceback" not in line:
+        # Not a traceback's indented frame lines: py4j wraps a Python error's whole traceback.
+        if line.strip() and not line[:1].isspace() and "Traceback" not in line:
             return line.strip()[:300]
     return type(error).__name__
 
@@ -872,7 +902,7 @@ def _run_query_once(
         except Exception as error:  # noqa: BLE001 -- a stop interrupted by a signal; the JVM cleans up
             log.debug("query.stop(): %s", error)
         # The batch committing behind, before anyone compares Bronze with the checkpoint again.
-        writer.settle_commit(raise_error=not failed)
+        writer.query_stopped(raise_error=not failed)
 
 
 def _log_progress(query: object) -> None:

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -243,7 +244,12 @@ def test_a_batch_the_checkpoint_marks_done_but_bronze_lacks_is_written_first_on_
     assert not list(checkpoint_dir(settings).parent.glob(f"{topic}.set-aside-*"))
 
 
+@pytest.mark.parametrize(
+    ("failing_batch", "max_offsets"), [(1, 600), (0, 10_000)], ids=["a-middle-batch", "the-only-batch"]
+)
 def test_a_commit_that_fails_behind_the_stream_stops_later_batches_until_it_is_written(
+    failing_batch: int,
+    max_offsets: int,
     spark,
     shopstream_env: dict[str, str],
     database_url: str,
@@ -251,9 +257,10 @@ def test_a_commit_that_fails_behind_the_stream_stops_later_batches_until_it_is_w
     topic: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Spark batch 1's commit fails once (as PostgreSQL gone for longer than the sink's retries).
-    Spark has marked batch 1 done meanwhile; batch 2 must not commit past it (Bronze's offsets
-    would then pass messages it never wrote): the query restarts, writes batch 1 from Kafka, goes on."""
+    """A Spark batch's commit fails once (as PostgreSQL gone for longer than the sink's retries).
+    Spark has marked the batch done meanwhile; the next must not commit past it (Bronze's offsets
+    would then pass messages it never wrote): the query restarts, writes the batch from Kafka, goes
+    on, and (when it was the last batch) still sees the topic drained and exits when idle."""
     from streaming.bronze_sink import BronzeSink
 
     settings = settings_for(shopstream_env)
@@ -261,26 +268,37 @@ def test_a_commit_that_fails_behind_the_stream_stops_later_batches_until_it_is_w
     write = BronzeSink.write
     failed: list[int] = []
 
-    def write_failing_batch_1_once(self, validated, **batch_info):
-        if batch_info.get("spark_batch_id") == 1 and not failed:
-            failed.append(1)
+    def write_failing_batch_once(self, validated, **batch_info):
+        if batch_info.get("spark_batch_id") == failing_batch and not failed:
+            failed.append(failing_batch)
+            for _ in validated:  # every row in, as when a commit fails at its end; then Spark
+                pass  # marks the batch done (foreachBatch returned), which takes a moment
+            time.sleep(1.0)
             raise psycopg.OperationalError("injected: the connection was lost during the commit")
         return write(self, validated, **batch_info)
 
-    monkeypatch.setattr(BronzeSink, "write", write_failing_batch_1_once)
-    summary = run_stream(
-        spark,
-        settings,
-        database_url=database_url,
-        kafka_bootstrap=kafka_bootstrap,
-        until_idle=1.5,
-        max_offsets_per_trigger=600,
-    )
+    monkeypatch.setattr(BronzeSink, "write", write_failing_batch_once)
+    give_up = threading.Event()  # a stream that never sees itself idle is stopped, and fails below
+    timer = threading.Timer(90, give_up.set)
+    timer.start()
+    try:
+        summary = run_stream(
+            spark,
+            settings,
+            database_url=database_url,
+            kafka_bootstrap=kafka_bootstrap,
+            until_idle=1.5,
+            max_offsets_per_trigger=max_offsets,
+            stop=give_up,
+        )
+    finally:
+        timer.cancel()
+    assert not give_up.is_set(), "the stream did not exit when idle"
     assert failed and summary.restarts == 1
     event_ids, rejects, duplicates = expected_bronze(produced.values)
     assert assert_every_batch_accounted(database_url) == (3_000, len(event_ids), rejects.total(), duplicates)
     assert {row[0] for row in fetch(database_url, "select event_id from bronze.clickstream_events")} == event_ids
-    assert 1 in {row[0] for row in fetch(database_url, "select spark_batch_id from bronze.ingest_batches")}
+    assert failing_batch in {row[0] for row in fetch(database_url, "select spark_batch_id from bronze.ingest_batches")}
 
 
 def test_a_topic_recreated_under_the_same_name_is_refused_not_skipped(
