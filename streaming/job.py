@@ -381,6 +381,7 @@ class StreamSummary:
         self.rejects += result.rejects
         self.duplicates += result.duplicates
         self.already_committed += result.already_committed
+        self.results.append(result)
 
 
 class _WatermarkWatch:
@@ -544,7 +545,6 @@ class _BatchWriter:
         for partition, offset in result.end_offsets.items():
             self.position[partition] = max(offset, self.position.get(partition, 0))
         self.summary.add(result)
-        self.summary.results.append(result)
 
     def lag(self) -> int | None:
         """Messages in Kafka not yet in Bronze, summed over partitions (None if Kafka did not answer).
@@ -787,7 +787,6 @@ def _line_up_checkpoint_with_bronze(
         )
         if result.batch_id is not None:
             summary.add(result)
-            summary.results.append(result)
         log.info(
             "batch %s (spark %d, caught up): %d messages -> %d rows, %d rejects, %d duplicates",
             result.batch_id,
@@ -872,17 +871,15 @@ def _run_query_once(
     query = stream_writer.start()
     writer.query_id = str(query.id)
     idle_since = time.monotonic()
-    failed = True
+    failed = False
     try:
         while True:
             if query.awaitTermination(0.25):
                 # Ended without our stop: awaitTermination raised if it failed.
-                failed = False
                 return stop.is_set()
             if (commit_error := writer.failed_commit()) is not None:
                 raise commit_error  # the query restarts and first writes the batch Bronze lacks
             if stop.is_set():
-                failed = False
                 return True
             if until_idle is None:
                 continue
@@ -893,8 +890,10 @@ def _run_query_once(
                 idle_since = now
             elif now - idle_since >= until_idle:
                 log.info("no new data for %.0f s: stopping", until_idle)
-                failed = False
                 return True
+    except BaseException:
+        failed = True
+        raise
     finally:
         _log_progress(query)
         try:
