@@ -307,6 +307,7 @@ group by 1
 order by 1
 """
 
+# Newest batches first, through the batch_id index (batch_id grows in commit order).
 LATEST_EVENTS = """
 select
     event_timestamp,
@@ -321,7 +322,7 @@ select
     repaired,
     ingested_at
 from bronze.clickstream_events
-order by ingested_at desc
+order by batch_id desc
 limit %(limit)s
 """
 

@@ -166,8 +166,8 @@ class ClickstreamProducer:
 
 
 def _good_event_id(value: bytes | None) -> str | None:
-    # The simulator writes event_id first with a fixed width: {"event_id":"EVT_<16 hex>"
-    return value[13:33].decode() if value is not None and value.startswith(b'{"event_id":"') else None
+    # The simulator writes event_id first with a fixed width: {"event_id":"EVT_<28 hex>"
+    return value[13:45].decode() if value is not None and value.startswith(b'{"event_id":"') else None
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Sessions run concurrently and interleave on one simulated clock, so timestamps a
 realistically inside a session (dwell times of seconds to minutes) and globally.
 
 Everything random comes from ``random.Random(seed)``: the same seed gives the same
-messages, ids included; only ``start`` shifts the timestamps. The wire bytes are built from
+messages, ids included; only ``start`` shifts the timestamps (and the time prefix of the
+event ids). The wire bytes are built from
 fragments precomputed with :func:`streaming.events.encode_event` (the one encoder), so each
 event costs a handful of C calls: that is what lets ``shopstream produce`` deliver more than
 100,000 events/s on two cores.
@@ -460,9 +461,13 @@ class Simulator:
                 second = ms // 1000
                 second_prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S").encode()
             append_key(session[0])
+            # event_id leads with the event's epoch milliseconds, as UUIDv7 and ULID do: a batch's
+            # ids land at the right edge of Bronze's primary-key btree instead of on random
+            # pages (on 250k-row batches PostgreSQL's COPY took 1.5 s instead of 2.2 s, and random
+            # inserts only get worse once the index outgrows memory). 64 random bits follow.
             append_value(
-                b'{"event_id":"EVT_%016x","event_timestamp":"%b.%03dZ",%b%b%b'
-                % (getrandbits(64), second_prefix, ms - second * 1000, session[1], session[3][index], session[2])
+                b'{"event_id":"EVT_%012x%016x","event_timestamp":"%b.%03dZ",%b%b%b'
+                % (ms, getrandbits(64), second_prefix, ms - second * 1000, session[1], session[3][index], session[2])
             )
             index += 1
             if index < len(session[3]):

@@ -172,3 +172,19 @@ def test_every_chart_builds_from_real_query_results(shop: Shop, monkeypatch: pyt
     tiers = queries.rfm_tiers()
     assert set(tiers["rfm_tier"]) <= set(charts.TIER_ORDER)
     assert int(tiers["users"].sum()) == scalar(shop.admin_url, "select count(*) from gold.mart_user_behavior")
+
+
+def test_the_newest_events_are_the_last_batches_read_through_the_batch_id_index(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live Stream's newest rows: arrival order is batch_id order (no ingested_at index to keep)."""
+    point_dashboard_at(monkeypatch, shop.reader_url)
+    latest = queries.latest_events(limit=20)
+    twentieth_newest = scalar(
+        shop.admin_url, "select ingested_at from bronze.clickstream_events order by ingested_at desc offset 19 limit 1"
+    )
+    assert len(latest) == 20
+    assert (latest["ingested_at"] >= twentieth_newest).all()
+    with database.connect(shop.reader_url) as conn:
+        plan = "\n".join(row[0] for row in conn.execute("explain " + queries.LATEST_EVENTS, {"limit": 20}))
+    assert "clickstream_events_batch_id_idx" in plan and "Sort" not in plan, plan
