@@ -38,6 +38,9 @@ MAX_NUMBER_DIGITS = 1000
 MAX_NESTING_DEPTH = 1000
 
 MAX_UTC_OFFSET = timedelta(hours=18)
+# Python 3.11's fromisoformat takes any one character between the date and the time
+# ("2026-01-03Z14:23:45Z", "2026-01-03é14:23:45Z"); ISO-8601 and RFC 3339 allow T, t or a space.
+_CALENDAR_DATE_THEN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(.?)", re.DOTALL)
 
 # Kafka message header holding the producer's send time (epoch milliseconds, ASCII digits),
 # so event->Bronze latency is measurable without touching the event itself.
@@ -162,8 +165,12 @@ def format_timestamp(moment: datetime) -> str:
 def parse_timestamp(text: str) -> datetime | None:
     """The timestamp rule: ISO-8601 with an explicit offset (``Z`` or ``+hh:mm``), years 1-9999 in UTC.
 
-    The offset is at most 18 hours in whole seconds, as Spark's timestamp cast takes it.
+    The offset is at most 18 hours in whole seconds, as Spark's timestamp cast takes it; the
+    date and the time are separated by ``T``, ``t`` or a space.
     """
+    date_then = _CALENDAR_DATE_THEN.match(text)
+    if date_then is not None and date_then.group(1) not in ("T", "t", " "):
+        return None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -102,6 +102,10 @@ CORPUS: list[tuple[bytes | None, RejectReason | None]] = [
     (encode_event(good_event(event_timestamp="2026-01-03T14:23:45.123 UTC")), RejectReason.INVALID_TIMESTAMP),
     (encode_event(good_event(event_timestamp=" 2026-01-03T14:23:45Z")), RejectReason.INVALID_TIMESTAMP),
     (encode_event(good_event(event_timestamp="1767450225")), RejectReason.INVALID_TIMESTAMP),
+    # Python's fromisoformat takes any separator; the rule, like ISO-8601, only T, t or a space.
+    (encode_event(good_event(event_timestamp="2026-01-03Z14:23:45.189Z")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(event_timestamp="2026-01-03é14:23:45+01:00")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(event_timestamp="2026-01-03\n14:23:45Z")), RejectReason.INVALID_TIMESTAMP),
     (encode_event(good_event(product_price=-18499.99)), RejectReason.NEGATIVE_PRICE),
     (raw(product_price=math.nan), RejectReason.INVALID_PRICE),
     (raw(product_price=math.inf), RejectReason.INVALID_PRICE),
