@@ -23,6 +23,7 @@ from streaming.job import (
     StreamJobError,
     check_connector_version,
     checkpoint_dir,
+    checkpoint_newest_batch,
     replay_topic,
     run_stream,
     starting_offsets,
@@ -299,6 +300,50 @@ def test_a_commit_that_fails_behind_the_stream_stops_later_batches_until_it_is_w
     assert assert_every_batch_accounted(database_url) == (3_000, len(event_ids), rejects.total(), duplicates)
     assert {row[0] for row in fetch(database_url, "select event_id from bronze.clickstream_events")} == event_ids
     assert failing_batch in {row[0] for row in fetch(database_url, "select spark_batch_id from bronze.ingest_batches")}
+
+
+def test_a_stop_while_the_last_commit_fails_ends_in_an_error_and_the_next_start_writes_that_batch(
+    spark,
+    shopstream_env: dict[str, str],
+    database_url: str,
+    kafka_bootstrap: str,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stop (what SIGTERM/SIGINT set) arrives while the only batch's commit, behind Spark, fails.
+    Spark's checkpoint marks the batch done and Bronze lacks it: the job must not exit as if it
+    had finished, and the next start writes that batch from Kafka, once."""
+    from streaming.bronze_sink import BronzeSink
+
+    settings = settings_for(shopstream_env)
+    produced = produce_simulated(kafka_bootstrap, topic, 2_000, seed=44, bad_ratio=0.2)
+    write = BronzeSink.write
+    stop = threading.Event()
+    checkpoint = checkpoint_dir(settings, topic)
+
+    def write_failing_as_the_stop_comes(self, validated, **batch_info):
+        for _ in validated:  # every row in; Spark marks the batch done; the stop; the commit fails
+            pass
+        deadline = time.monotonic() + 30
+        while checkpoint_newest_batch(checkpoint, topic) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        time.sleep(0.5)  # the query watch (every 0.25 s) sees the stop before the failure
+        raise psycopg.OperationalError("injected: the connection was lost during the commit")
+
+    monkeypatch.setattr(BronzeSink, "write", write_failing_as_the_stop_comes)
+    options = {"database_url": database_url, "kafka_bootstrap": kafka_bootstrap, "max_offsets_per_trigger": 10_000}
+    with pytest.raises(StreamJobError, match=r"stopped with the last batch's commit failed \(injected.*next start"):
+        run_stream(spark, settings, until_idle=60, stop=stop, **options)
+    assert fetch(database_url, "select count(*) from bronze.ingest_batches") == [(0,)]
+    assert checkpoint_newest_batch(checkpoint, topic) is not None  # Spark marked it done
+
+    monkeypatch.setattr(BronzeSink, "write", write)
+    summary = run_stream(spark, settings, until_idle=1.5, **options)
+    assert summary.messages == 2_000
+    event_ids, rejects, duplicates = expected_bronze(produced.values)
+    assert assert_every_batch_accounted(database_url) == (2_000, len(event_ids), rejects.total(), duplicates)
+    assert {row[0] for row in fetch(database_url, "select event_id from bronze.clickstream_events")} == event_ids
 
 
 def test_a_topic_recreated_under_the_same_name_is_refused_not_skipped(
