@@ -166,8 +166,11 @@ class ClickstreamProducer:
 
 
 def _good_event_id(value: bytes | None) -> str | None:
-    # The simulator writes event_id first with a fixed width: {"event_id":"EVT_<28 hex>"
-    return value[13:45].decode() if value is not None and value.startswith(b'{"event_id":"') else None
+    # The simulator writes event_id first: {"event_id":"EVT_...","event_timestamp":...
+    if value is None or not value.startswith(b'{"event_id":"'):
+        return None
+    end = value.find(b'"', 13)
+    return value[13:end].decode() if end > 13 else None
 
 
 # ---------------------------------------------------------------------------------------

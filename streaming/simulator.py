@@ -8,10 +8,9 @@ realistically inside a session (dwell times of seconds to minutes) and globally.
 
 Everything random comes from ``random.Random(seed)``: the same seed gives the same
 messages, ids included; only ``start`` shifts the timestamps (and the time prefix of the
-event ids). The wire bytes are built from
-fragments precomputed with :func:`streaming.events.encode_event` (the one encoder), so each
-event costs a handful of C calls: that is what lets ``shopstream produce`` deliver more than
-100,000 events/s on two cores.
+event ids). The wire bytes are built from fragments precomputed with
+:func:`streaming.events.encode_event` (the one encoder), so each event costs a handful of C
+calls: that is what lets ``shopstream produce`` deliver more than 100,000 events/s on two cores.
 
 With ``bad_ratio > 0`` a share of the messages is the broken data real producers send
 (:data:`BAD_MIX`). Bad messages carry no marker; :class:`Batch` ``labels`` say, for the side

@@ -65,7 +65,7 @@ def test_the_offsets_table_starts_from_an_older_databases_ledger(admin_database_
                     " values (%s, 'stream', '{}', %s, 0, 0, 0, 0, now())",
                     (topic, end_offsets),
                 )
-        assert database.migrate(url)[0] == "0003_bronze_ingest_offsets.sql"
+        assert database.migrate(url) == [name for name, _ in database.migration_scripts() if name >= "0003"]
         with database.connect(url) as conn:
             rows = conn.execute(
                 "select kafka_topic, kafka_partition, next_offset, batch_id from bronze.ingest_offsets order by 1, 2"
