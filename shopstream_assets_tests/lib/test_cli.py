@@ -32,7 +32,7 @@ def test_every_command_has_help() -> None:
 
 
 @pytest.mark.slow
-def test_a_short_bench_ingest_prints_its_three_figures(servers: Endpoints, session_home: Path) -> None:
+def test_a_short_bench_ingest_prints_its_four_figures(servers: Endpoints, session_home: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("SHOPSTREAM_")}
     env.update(servers.environment())
     env.update({"SHOPSTREAM_HOME": str(session_home), "SHOPSTREAM_SPARK_MASTER": "local[2]"})
@@ -51,6 +51,8 @@ def test_a_short_bench_ingest_prints_its_three_figures(servers: Endpoints, sessi
             "500",
             "--latency-seconds",
             "8",
+            "--yardstick-events",
+            "3000",
         ],
         env=env,
         capture_output=True,
@@ -62,3 +64,6 @@ def test_a_short_bench_ingest_prints_its_three_figures(servers: Endpoints, sessi
     assert "5,000 events in" in figures["drain"]
     assert "lag steady" in figures["sustained"] or "lag GROWING" in figures["sustained"]
     assert re.search(r"[1-9][\d,]* events at 500/s: p50 \d", figures["latency"]), figures["latency"]
+    assert re.search(
+        r"on 3,000 events: [1-9][\d,]* rows/s warm .* the drain ran at \d+% of it", figures["yardstick"]
+    ), figures["yardstick"]

@@ -1,6 +1,6 @@
 """`shopstream bench ingest`: how fast the Spark stream fills Bronze, and how late it gets there.
 
-Three phases, each on a topic of its own and a scratch database (dropped at the end):
+Four phases, each on a topic of its own and a scratch database (dropped at the end):
 
 (a) drain: a topic pre-filled with ``--events`` (default 1,000,000) is streamed into Bronze;
     rate = messages / (first batch start -> last batch commit), from ``bronze.ingest_batches``.
@@ -11,6 +11,12 @@ Three phases, each on a topic of its own and a scratch database (dropped at the 
     of the window stays below its peak over the first half.
 (c) latency: the producer sends a steady ``--latency-rate`` (2,000 events/s); per event,
     latency = its batch's ``committed_at`` - the producer's ``sent_at_ms`` header; p50/p95/p99.
+(d) yardstick: the machine's own ceiling, measured as the issue that set the targets measured
+    it (91,000 rows/s on its machine): Spark alone reads ``--yardstick-events`` from Kafka in
+    batch mode, parses them with ``from_json`` to typed columns and collects them with
+    ``toArrow()``, once cold and three times warm; the median warm rate is printed with the
+    drain's share of it. It runs last, so its JIT warm-up cannot speed up the drain's first
+    batch. Figures from machines of different speeds compare through that share.
 
 Producers run as ``streaming.producer`` subprocesses (their own CPU, as in production); the
 stream runs in this process with one SparkSession for all phases.
@@ -24,13 +30,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import psutil
 import psycopg
@@ -40,6 +47,9 @@ from shopstream_assets.lib import database, services
 from shopstream_assets.lib.kafka_admin import ensure_topic
 from shopstream_assets.lib.settings import Settings, SettingsError, load_settings
 from streaming.job import DEFAULT_MAX_OFFSETS_PER_TRIGGER
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 PRODUCER = "import typer; from streaming.producer import produce_command; typer.run(produce_command)"
 
@@ -93,12 +103,21 @@ class _CpuMeter:
         if self._postgres is None:
             return stream, float("nan")
         # Backends that already exited (the sink's closes when a phase ends) are in the
-        # postmaster's children_* times once reaped; live ones are read directly.
-        try:
-            reaped = self._postgres.cpu_times()
-        except psutil.Error:
-            return stream, float("nan")
-        live = self._seconds(self._postgres.children(recursive=True))
+        # postmaster's children_* times once reaped; live ones are read directly. A backend
+        # reaped between the two reads would be in neither (read right after a drain's
+        # connections closed, that lost nearly all of the drain's PostgreSQL time), so the
+        # two are read again until the set of backends did not change around them.
+        for _ in range(100):
+            try:
+                before = {child.pid for child in self._postgres.children(recursive=True)}
+                reaped = self._postgres.cpu_times()
+                live = self._seconds(self._postgres.children(recursive=True))
+                after = {child.pid for child in self._postgres.children(recursive=True)}
+            except psutil.Error:
+                return stream, float("nan")
+            if after == before:
+                break
+            time.sleep(0.01)
         return stream, reaped.user + reaped.system + reaped.children_user + reaped.children_system + live
 
     def sample_load(self) -> None:
@@ -132,9 +151,12 @@ def ingest_benchmark_command(
     max_offsets_per_trigger: Annotated[
         int, typer.Option("--max-offsets-per-trigger", min=1, help="Most messages one micro-batch reads.")
     ] = DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+    yardstick_events: Annotated[
+        int, typer.Option("--yardstick-events", min=1_000, help="Messages Spark alone reads in phase (d).")
+    ] = 300_000,
     keep_database: Annotated[bool, typer.Option("--keep-database", help="Keep the scratch database.")] = False,
 ) -> None:
-    """Measure Kafka -> Bronze: drain rate, sustained rate with the producer running, latency at a steady rate."""
+    """Measure Kafka -> Bronze: drain, sustained rate beside the producer, latency; then Spark alone as a yardstick."""
     from streaming.job import build_spark_session, configure_logging, run_stream
 
     try:
@@ -186,6 +208,7 @@ def ingest_benchmark_command(
         # The first batch runs on a cold JVM (class loading, code generation, JIT): the rate
         # after it is what a longer backlog drains at.
         after_first = f"{(consumed - first_messages) / (seconds - first_batch):,.0f}" if seconds > first_batch else "-"
+        drain_rate = consumed / float(seconds)
         figures["drain"] = (
             f"{consumed:,} events in {seconds:.1f} s = {consumed / seconds:,.0f} events/s "
             f"({summary.batches} batches; first batch {first_batch:.1f} s, {after_first} events/s after it) "
@@ -265,6 +288,22 @@ def ingest_benchmark_command(
             f"max {worst:.2f} s {meter.text(count)}"
         )
         _echo(f"(c) latency: {figures['latency']}")
+
+        # (d) yardstick
+        topic = f"bench-yardstick-{run_id}"
+        ensure_topic(kafka_bootstrap, topic, settings.topic_partitions)
+        _wait_producer(
+            _producer(settings, env, topic, "--rate", "0", "--events", str(yardstick_events)), "yardstick pre-fill"
+        )
+        _echo(f"(d) Spark alone: Kafka batch read, from_json, toArrow of {yardstick_events:,} events ...")
+        rates = spark_alone_rates(spark, kafka_bootstrap, topic, runs=4)
+        warm = statistics.median(rates[1:])
+        figures["yardstick"] = (
+            f"Spark alone (Kafka batch read, from_json to typed columns, toArrow) on {yardstick_events:,} events: "
+            f"{warm:,.0f} rows/s warm (median of {', '.join(f'{rate:,.0f}' for rate in rates[1:])}; "
+            f"cold {rates[0]:,.0f}); the drain ran at {drain_rate / warm:.0%} of it"
+        )
+        _echo(f"(d) yardstick: {figures['yardstick']}")
     finally:
         spark.stop()
         if not keep_database:
@@ -274,6 +313,31 @@ def ingest_benchmark_command(
     )
     for name, text in figures.items():
         typer.echo(f"  {name:9} {text}")
+
+
+def spark_alone_rates(spark: SparkSession, kafka_bootstrap: str, topic: str, *, runs: int) -> list[float]:
+    """Rows/s of Spark reading the whole topic in batch mode, ``from_json`` to the event schema, ``toArrow()``."""
+    from pyspark.sql import functions as F
+
+    from streaming.events import spark_schema
+
+    messages = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .option("endingOffsets", "latest")
+        .load()
+    )
+    events = messages.select(F.from_json(F.col("value").cast("string"), spark_schema()).alias("event")).select(
+        "event.*"
+    )
+    rates = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        rows = events.toArrow().num_rows
+        rates.append(rows / (time.perf_counter() - started))
+    return rates
 
 
 def _lag_verdict(samples: list[tuple[float, int]]) -> str:
