@@ -268,13 +268,19 @@ def test_a_commit_that_fails_behind_the_stream_stops_later_batches_until_it_is_w
     produced = produce_simulated(kafka_bootstrap, topic, 3_000, seed=43, bad_ratio=0.2)
     write = BronzeSink.write
     failed: list[int] = []
+    checkpoint = checkpoint_dir(settings, topic)
 
     def write_failing_batch_once(self, validated, **batch_info):
         if batch_info.get("spark_batch_id") == failing_batch and not failed:
             failed.append(failing_batch)
-            for _ in validated:  # every row in, as when a commit fails at its end; then Spark
-                pass  # marks the batch done (foreachBatch returned), which takes a moment
-            time.sleep(1.0)
+            for _ in validated:  # every row in, as when a commit fails at its end
+                pass
+            deadline = time.monotonic() + 30  # and Spark marks the batch done meanwhile
+            while time.monotonic() < deadline:
+                newest = checkpoint_newest_batch(checkpoint, topic)
+                if newest is not None and newest.spark_batch_id >= failing_batch:
+                    break
+                time.sleep(0.05)
             raise psycopg.OperationalError("injected: the connection was lost during the commit")
         return write(self, validated, **batch_info)
 
