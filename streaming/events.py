@@ -125,8 +125,8 @@ class RejectReason(StrEnum):
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     INVALID_TIMESTAMP = "invalid_timestamp"  # not ISO-8601 with a UTC offset
+    INVALID_PRICE = "invalid_price"  # NaN, infinite or absurdly large (NaN sorts above every number)
     NEGATIVE_PRICE = "negative_price"
-    INVALID_PRICE = "invalid_price"  # NaN, infinite or absurdly large
     INVALID_QUANTITY = "invalid_quantity"  # < 1, > MAX_QUANTITY, or null on add_to_cart
 
 

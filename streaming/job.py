@@ -17,7 +17,7 @@ Importing this module is cheap (no pyspark, pyarrow or Kafka client at import ti
 ``shopstream`` CLI imports it to register ``stream``.
 
 Where the stream starts: the checkpoint under ``SHOPSTREAM_HOME/checkpoints/<topic>``
-when there is one; otherwise the next offsets recorded in ``bronze.ingest_batches``
+when there is one; otherwise the next offsets recorded in ``bronze.ingest_offsets``
 (``earliest`` for partitions never written). Nothing here deletes a checkpoint.
 """
 
@@ -863,7 +863,7 @@ def _run_query_once(
         log.info(
             "no checkpoint at %s: starting from %s",
             checkpoint,
-            "the earliest offsets" if start == "earliest" else f"the offsets stored in bronze.ingest_batches {start}",
+            "the earliest offsets" if start == "earliest" else f"the offsets stored in bronze.ingest_offsets {start}",
         )
     source = (
         spark.readStream.format("kafka")
