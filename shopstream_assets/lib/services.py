@@ -577,7 +577,7 @@ class EmbeddedKafka:
         return ServiceStatus(self.name, pid is not None, pid, address, _rss_mb(pid), True)
 
 
-def _postgres_is_embedded(settings: Settings) -> bool:
+def postgres_is_embedded(settings: Settings) -> bool:
     """True when no URL is set, or the URL is the one `services start` exported for our own server."""
     if settings.database_embedded:
         return True
@@ -586,7 +586,7 @@ def _postgres_is_embedded(settings: Settings) -> bool:
     return port is not None and parts.host == LOOPBACK and parts.port == port
 
 
-def _kafka_is_embedded(settings: Settings) -> bool:
+def kafka_is_embedded(settings: Settings) -> bool:
     if settings.kafka_embedded:
         return True
     port = _read_json(EmbeddedKafka(settings).state_path).get("port")
@@ -596,10 +596,10 @@ def _kafka_is_embedded(settings: Settings) -> bool:
 def start_services(settings: Settings, progress: Progress = print) -> Endpoints:
     """Start whatever is embedded (or find it running), migrate, return the endpoints."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    kafka_embedded = _kafka_is_embedded(settings)
+    kafka_embedded = kafka_is_embedded(settings)
     if kafka_embedded:
         require_java()  # fail before starting anything, not half-way
-    if _postgres_is_embedded(settings):
+    if postgres_is_embedded(settings):
         postgres = EmbeddedPostgres(settings)
         database_url = postgres.start(progress)
         dashboard_url = settings.dashboard_database_url or postgres.reader_url()
@@ -646,11 +646,11 @@ def stop_services(settings: Settings, progress: Progress = print) -> list[str]:
 
 def services_status(settings: Settings) -> list[ServiceStatus]:
     statuses = []
-    if _postgres_is_embedded(settings):
+    if postgres_is_embedded(settings):
         statuses.append(EmbeddedPostgres(settings).status())
     else:
         statuses.append(ServiceStatus("postgresql", True, None, database.redact(settings.database_url), None, False))
-    if _kafka_is_embedded(settings):
+    if kafka_is_embedded(settings):
         statuses.append(EmbeddedKafka(settings).status())
     else:
         statuses.append(ServiceStatus("kafka", True, None, settings.kafka_bootstrap, None, False))

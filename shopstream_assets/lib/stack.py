@@ -18,7 +18,14 @@ import typer
 from shopstream_assets.lib.database import connect, redact
 from shopstream_assets.lib.kafka_admin import ensure_topic, watermarks
 from shopstream_assets.lib.processes import spawn, stop_group
-from shopstream_assets.lib.services import EmbeddedKafka, EmbeddedPostgres, Endpoints, start_services
+from shopstream_assets.lib.services import (
+    EmbeddedKafka,
+    EmbeddedPostgres,
+    Endpoints,
+    kafka_is_embedded,
+    postgres_is_embedded,
+    start_services,
+)
 from shopstream_assets.lib.settings import Settings
 from streaming.ledger import committed_offsets, messages_behind
 
@@ -167,9 +174,9 @@ def run_stack(
             if child.process is not None:
                 stop_group(child.process, timeout=60)
                 echo(f"stopped {child.name}")
-        if not already_running["kafka"] and settings.kafka_embedded:
+        if not already_running["kafka"] and kafka_is_embedded(settings):
             EmbeddedKafka(settings).stop(progress=echo)
-        if not already_running["postgresql"] and settings.database_embedded:
+        if not already_running["postgresql"] and postgres_is_embedded(settings):
             EmbeddedPostgres(settings).stop(progress=echo)
         echo("all stopped")
     return exit_code

@@ -205,6 +205,36 @@ def test_up_runs_the_pipeline_and_ctrl_c_leaves_no_process(own_home: Path) -> No
     assert delivered > 0 and consumed == delivered == rows
 
 
+def test_up_stops_the_servers_it_started_when_given_their_exported_urls(own_home: Path) -> None:
+    """The URLs `services start` exported name our own servers: `up` starting them stops them too."""
+    exported = _exports(_cli(own_home, "services", "start").stdout)
+    _cli(own_home, "services", "stop")
+    env = _env(own_home)
+    env.update(exported)
+    env.update({"SHOPSTREAM_DAGSTER_PORT": str(free_port()), "SHOPSTREAM_DASHBOARD_PORT": str(free_port())})
+    log = own_home / "up.log"
+    with log.open("wb") as output:
+        up = subprocess.Popen(
+            [*CLI, "up", "--rate", "0", "--no-status"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while "Ctrl-C stops everything" not in log.read_text():
+            assert up.poll() is None, f"up exited during start-up:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no start-up in time:\n{log.read_text()}"
+            time.sleep(1)
+        up.send_signal(signal.SIGINT)
+        assert up.wait(180) == 0, log.read_text()
+    finally:
+        stop_group(up, timeout=240)
+    assert "all stopped" in log.read_text()
+    assert _processes_under(own_home) == [], log.read_text()
+
+
 def test_missing_java_is_named_with_what_to_install(tmp_path: Path) -> None:
     env = _env(make_test_home(tmp_path / "no-java"))
     env["PATH"] = str(Path(sys.executable).parent)  # python only: no java, no mvn

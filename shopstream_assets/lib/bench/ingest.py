@@ -80,7 +80,7 @@ class _CpuMeter:
 
     def __init__(self, settings: Settings) -> None:
         self._me = psutil.Process()
-        postgres_pid = services.EmbeddedPostgres(settings).pid() if settings.database_embedded else None
+        postgres_pid = services.EmbeddedPostgres(settings).pid() if services.postgres_is_embedded(settings) else None
         self._postgres = psutil.Process(postgres_pid) if postgres_pid else None
         self._start = self._read()
         self._load: list[float] = []
