@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint install
+.PHONY: up test check lint install
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "ShopStream needs Python 3.11: set PYTHON=/path/to/python3.11")'
@@ -19,10 +19,18 @@ install: $(STAMP)
 up: $(STAMP)
 	$(BIN)/shopstream up
 
+# Everything, against real servers the suite starts itself.
 test: $(STAMP)
 	$(BIN)/shopstream test-setup
 	$(BIN)/ruff check .
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+	$(BIN)/lint-imports
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest --durations=15
+
+# The edit loop: lint, the floors, and every test that needs no server (well under a minute).
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -m "not servers" -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from shopstream_assets.lib.settings import SettingsError, load_settings
+from shopstream.settings import SettingsError, load_settings
 
 APP_PATH = Path(__file__).resolve().parent / "streamlit_app.py"
 

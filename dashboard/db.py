@@ -20,8 +20,8 @@ import streamlit as st
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from shopstream_assets.lib.database import reader_or_owner_url, redact
-from shopstream_assets.lib.settings import SettingsError, load_settings
+from shopstream.database import reader_or_owner_url, redact
+from shopstream.settings import SettingsError, load_settings
 
 POOL_MAX_SIZE = 4  # a page runs its queries one after another; 4 covers a few open tabs
 POOL_WAIT_SECONDS = 4.0  # how long a query waits for a connection before "database down"
@@ -55,7 +55,7 @@ def dashboard_database_url(env: Mapping[str, str] | None = None) -> str:
         return settings.dashboard_database_url
     if settings.database_url:
         return reader_or_owner_url(settings.database_url, settings.reader_password)
-    from shopstream_assets.lib.services import EmbeddedPostgres, ServiceError
+    from shopstream.services import EmbeddedPostgres, ServiceError
 
     # Not checked for running: a stopped server shows as "database unavailable" and the
     # page recovers when `shopstream services start` brings it back.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from dashboard import queries
-from shopstream_assets.lib.settings import load_settings
+from shopstream.settings import load_settings
 from streaming.ledger import messages_behind
 
 
@@ -28,7 +28,7 @@ def _stream_settings(environment: tuple[tuple[str, str], ...]) -> StreamSettings
     settings = load_settings(dict(environment))
     bootstrap = settings.kafka_bootstrap
     if bootstrap is None:
-        from shopstream_assets.lib.services import EmbeddedKafka, ServiceError
+        from shopstream.services import EmbeddedKafka, ServiceError
 
         try:
             bootstrap = EmbeddedKafka(settings).bootstrap

@@ -427,7 +427,7 @@ def gold_status() -> dict[str, object]:
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def broker_watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]] | None:
     """The topic's {partition: (low, high)} watermarks, or None when the broker does not answer in time."""
-    from shopstream_assets.lib.kafka_admin import watermarks
+    from shopstream.kafka_admin import watermarks
 
     try:
         return watermarks(bootstrap, topic, timeout=2)

@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import ui
 from dashboard.db import DataUnavailable, current_url
-from shopstream_assets.lib.database import redact
+from shopstream.database import redact
 
 PAGES_DIR = Path(__file__).resolve().parent / "app_pages"
 

@@ -17,18 +17,38 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-from shopstream_assets.lib import database
-from shopstream_assets.lib.kafka_admin import ensure_topic
-from shopstream_assets.lib.processes import spawn, stop_group
-from shopstream_assets.lib.services import EmbeddedKafka, EmbeddedPostgres, Endpoints
-from shopstream_assets.lib.settings import load_settings
+from shopstream import database
+from shopstream.kafka_admin import ensure_topic
+from shopstream.processes import spawn, stop_group
+from shopstream.services import EmbeddedKafka, EmbeddedPostgres, Endpoints
+from shopstream.settings import Settings, load_settings
+from shopstream_assets.runtime.dagster_instance import (
+    dbt_profile_environment,
+    default_dbt_target_dir,
+    prepare_dbt_manifest,
+    write_instance_yaml,
+)
+from streaming.migrations import migrate
+from streaming.producer import UNPACED_CLOCK_RATE, ClickstreamProducer, run
+from streaming.simulator import Simulator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Jars are resolved once into the developer's own home and shared by every test home.
 SHARED_JARS = REPO_ROOT / ".shopstream" / "jars"
 TEST_PARTITIONS = 6
+
+
+# Fixtures that start a real server (or a JVM): a test that uses none of them runs in `make check`.
+SERVER_FIXTURES = frozenset({"postgres_server", "kafka_bootstrap", "spark"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
 
 
 def make_test_home(path: Path) -> Path:
@@ -99,7 +119,7 @@ def database_url(request: pytest.FixtureRequest, admin_database_url: str) -> Ite
     name = "t_" + _slug(request, 40)
     database.ensure_database(admin_database_url, name)
     url = database.with_database(admin_database_url, name)
-    database.migrate(url)
+    migrate(url)
     yield url
     database.drop_database(admin_database_url, name)
 
@@ -161,3 +181,63 @@ def spawn_process(tmp_path: Path) -> Iterator[Spawn]:
     yield start
     for child in children:
         stop_group(child, timeout=20)
+
+
+@pytest.fixture(scope="session")
+def spark(session_home: Path) -> Iterator[object]:
+    """ONE local[2] SparkSession (with the Kafka connector) for every in-process test of the suite.
+
+    A session costs ~4 s to start and ~0.7 GB while it runs; the Bronze asset's resource reuses
+    it too. Subprocess tests (`shopstream stream`) start their own JVM.
+    """
+    from streaming.job import build_spark_session
+
+    session = build_spark_session(
+        load_settings({"SHOPSTREAM_HOME": str(session_home)}), master="local[2]", app_name="shopstream-tests"
+    )
+    yield session
+    session.stop()
+
+
+# The Dagster code location's fixtures (defs/ and runtime/ tests): the manifest, the definitions,
+# a PostgreSQL-backed instance of each test's own, events on a topic.
+
+
+@pytest.fixture(scope="session")
+def dbt_manifest(servers: Endpoints) -> Path:
+    """dbt_project/target/manifest.json, parsed as `shopstream up` does before Dagster starts."""
+    return prepare_dbt_manifest(
+        dbt_profile_environment(servers), default_dbt_target_dir(), progress=lambda message: None
+    )
+
+
+@pytest.fixture(scope="session")
+def defs(dbt_manifest: Path) -> dg.Definitions:
+    from shopstream_assets.definitions import defs as load_defs
+
+    return load_defs()
+
+
+@pytest.fixture
+def process_env(shopstream_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """This test's SHOPSTREAM_* variables in os.environ: resources resolve endpoints from them."""
+    for name, value in shopstream_env.items():
+        if name.startswith("SHOPSTREAM_"):
+            monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+@pytest.fixture
+def dagster_instance(process_env: Settings, database_url: str) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance from our dagster.yaml, its storage in this test's own database."""
+    home = write_instance_yaml(process_env.dagster_home, database.url_parts(database_url).database).parent
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance
+
+
+def produce_events(kafka_bootstrap: str, topic: str, count: int, *, seed: int = 7, bad_ratio: float = 0.0) -> int:
+    """``count`` simulator messages through the real producer, unpaced; returns those delivered."""
+    simulator = Simulator(seed, events_per_second=UNPACED_CLOCK_RATE, bad_ratio=bad_ratio)
+    result = run(simulator, ClickstreamProducer(kafka_bootstrap, topic), paced=False, events=count)
+    assert result.counts.failed == 0 and result.pending == 0, result
+    return result.counts.delivered

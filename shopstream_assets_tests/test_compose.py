@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from shopstream_assets.lib.cli import app
-from shopstream_assets.lib.settings import VARIABLES
+from shopstream.settings import VARIABLES
+from shopstream_cli.cli import app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

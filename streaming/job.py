@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shopstream_assets.lib.jars import SPARK_CONNECTOR, resolve_jars
-from shopstream_assets.lib.settings import Settings
+from shopstream.jars import SPARK_CONNECTOR, resolve_jars
+from shopstream.settings import Settings
 from streaming.ledger import messages_behind
 
 if TYPE_CHECKING:
@@ -405,7 +405,7 @@ class _WatermarkWatch:
     """
 
     def __init__(self, kafka_bootstrap: str, topic: str, interval: float = 0.5) -> None:
-        from shopstream_assets.lib.kafka_admin import offset_reader
+        from shopstream.kafka_admin import offset_reader
 
         self.topic = topic
         self.interval = interval
@@ -418,7 +418,7 @@ class _WatermarkWatch:
     def _run(self) -> None:
         from confluent_kafka import KafkaException
 
-        from shopstream_assets.lib.kafka_admin import read_watermarks
+        from shopstream.kafka_admin import read_watermarks
 
         while not self._stop.is_set():
             try:
@@ -628,7 +628,7 @@ def run_stream(
     or restored database) stops the job before it reads anything, unless
     ``restart_from_bronze``: then it is set aside and the stream starts from Bronze's offsets.
     """
-    from shopstream_assets.lib.kafka_admin import ensure_topic
+    from shopstream.kafka_admin import ensure_topic
     from streaming.bronze_sink import SOURCE_STREAM, BronzeSink, retrying
 
     topic = settings.topic
@@ -756,7 +756,7 @@ def _line_up_checkpoint_with_bronze(
     database was reset or restored: resuming would skip messages, so the job stops, unless
     ``restart_from_bronze``, which sets the checkpoint aside and starts from Bronze's offsets.
     """
-    from shopstream_assets.lib.kafka_admin import watermarks
+    from shopstream.kafka_admin import watermarks
     from streaming.bronze_sink import retrying
 
     # Bronze's offsets first: watermarks read after them are at least as new, so a batch
@@ -849,7 +849,7 @@ def _run_query_once(
     stop: threading.Event,
 ) -> bool:
     """Start the query and watch it; True when it ended on purpose (idle or stop)."""
-    from shopstream_assets.lib.kafka_admin import watermarks
+    from shopstream.kafka_admin import watermarks
     from streaming.transforms import parse_and_validate
 
     topic = settings.topic
@@ -966,8 +966,8 @@ def replay_topic(
     stream (``source='replay'``). Safe beside a running stream: the sink's lock and
     offset check write every message once, whoever gets there first.
     """
-    from shopstream_assets.lib import services
-    from shopstream_assets.lib.kafka_admin import watermarks
+    from shopstream import services
+    from shopstream.kafka_admin import watermarks
     from streaming.bronze_sink import SOURCE_REPLAY, BronzeSink
 
     database_url = database_url or services.database_urls(settings)[0]
@@ -1079,7 +1079,7 @@ def stream_command(
     ] = False,
 ) -> None:
     """Stream the clickstream topic into Bronze (PostgreSQL), exactly once."""
-    from shopstream_assets.lib.settings import SettingsError, load_settings
+    from shopstream.settings import SettingsError, load_settings
 
     try:
         settings = load_settings()
@@ -1087,7 +1087,7 @@ def stream_command(
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     configure_logging(settings)
-    from shopstream_assets.lib import services
+    from shopstream import services
 
     try:
         database_url = services.database_urls(settings)[0]

@@ -345,9 +345,9 @@ def produce_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No live progress line.")] = False,
 ) -> None:
     """Send simulated shoppers' clickstream to Kafka; with neither --duration nor --events, until Ctrl-C."""
-    from shopstream_assets.lib.kafka_admin import ensure_topic
-    from shopstream_assets.lib.services import ServiceError, kafka_bootstrap
-    from shopstream_assets.lib.settings import SettingsError, load_settings, parse_topic
+    from shopstream.kafka_admin import ensure_topic
+    from shopstream.services import ServiceError, kafka_bootstrap
+    from shopstream.settings import SettingsError, load_settings, parse_topic
 
     try:
         settings = load_settings()

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from shopstream.settings import load_settings
 from shopstream_assets.defs.streaming.assets import BRONZE_KEY
-from shopstream_assets.lib.settings import load_settings
 
 # Every SQL the dashboard runs lives in dashboard/queries.py, and a relation's name is its
 # asset key, so the lineage is read from there rather than kept by hand beside it.

@@ -16,11 +16,11 @@ from dagster_dbt import DbtCliResource
 from dagster_pyspark import LazyPySparkResource
 from packaging import version
 
+from shopstream import database
+from shopstream.services import Endpoints, endpoints
+from shopstream.settings import Settings, load_settings
 from shopstream_assets.defs.dbt.project import shopstream_dbt_project
-from shopstream_assets.lib import database
-from shopstream_assets.lib.dagster_instance import dbt_profile_environment, venv_executable
-from shopstream_assets.lib.services import Endpoints, endpoints
-from shopstream_assets.lib.settings import Settings, load_settings
+from shopstream_assets.runtime.dagster_instance import dbt_profile_environment, venv_executable
 
 
 def current_endpoints() -> tuple[Settings, Endpoints]:

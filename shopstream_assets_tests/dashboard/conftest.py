@@ -2,7 +2,7 @@
 
 History by COPY and recent traffic (with broken, duplicate and repaired messages) through
 the stream's own writer, then the real dbt project: see
-``shopstream_assets.lib.bench.dashboard.seed_shop``, which the benchmark uses too.
+``shopstream_cli.bench.dashboard.seed_shop``, which the benchmark uses too.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import pytest
 import streamlit as st
 from streamlit.logger import set_log_level
 
-from shopstream_assets.lib import database
-from shopstream_assets.lib.bench.dashboard import seed_shop
-from shopstream_assets.lib.services import Endpoints
+from shopstream import database
+from shopstream.services import Endpoints
+from shopstream_cli.bench.dashboard import seed_shop
+from streaming.migrations import migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PAGES_DIR = REPO_ROOT / "dashboard" / "app_pages"
@@ -38,7 +39,7 @@ def fresh_database(admin_database_url: str, prefix: str) -> tuple[str, str]:
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     database.ensure_database(admin_database_url, name)
     url = database.with_database(admin_database_url, name)
-    database.migrate(url)
+    migrate(url)
     return name, url
 
 

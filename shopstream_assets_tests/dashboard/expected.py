@@ -13,7 +13,7 @@ from datetime import date
 
 import pandas as pd
 
-from shopstream_assets.lib import database
+from shopstream import database
 
 # An empty array selects everything.
 _EVENT_FILTER = """

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shopstream_assets.lib.services import free_port
+from shopstream.services import free_port
 from shopstream_assets_tests.conftest import REPO_ROOT, Spawn
 from shopstream_assets_tests.dashboard.conftest import Shop
 
@@ -21,11 +21,11 @@ PAGES = {"": ("overview", 4), "user_behavior": ("user_behavior", 4), "live_strea
 
 def dashboard_command(port: int) -> list[str]:
     """`shopstream dashboard --port N`, through the CLI when the command is registered."""
-    from shopstream_assets.lib.cli import app
+    from shopstream_cli.cli import app
 
     registered = {command.name or command.callback.__name__ for command in app.registered_commands}
     if "dashboard" in registered:
-        return [sys.executable, "-m", "shopstream_assets.lib.cli", "dashboard", "--port", str(port)]
+        return [sys.executable, "-m", "shopstream_cli.cli", "dashboard", "--port", str(port)]
     runner = "import typer; from dashboard.cli import dashboard_command; typer.run(dashboard_command)"
     return [sys.executable, "-c", runner, "--port", str(port)]
 

@@ -12,10 +12,11 @@ from streamlit.testing.v1 import AppTest
 from dashboard import queries
 from dashboard.db import POOL_MAX_SIZE, get_pool
 from dashboard.metrics import KPIS, format_value
-from shopstream_assets.lib import database
-from shopstream_assets.lib.services import Endpoints, free_port
+from shopstream import database
+from shopstream.services import Endpoints, free_port
 from shopstream_assets_tests.dashboard.conftest import PAGES_DIR, Shop, fresh_database, point_dashboard_at
 from shopstream_assets_tests.dashboard.expected import kpis_from_silver, scalar
+from streaming.migrations import migrate
 
 PAGES = ("overview", "user_behavior", "live_stream")
 RUN_TIMEOUT = 60
@@ -142,7 +143,7 @@ def test_an_unreachable_database_says_so_and_a_database_that_appears_is_picked_u
     assert app.error and "Database unavailable" in app.error[0].value
     try:
         database.ensure_database(admin_database_url, name)
-        database.migrate(database.with_database(admin_database_url, name))
+        migrate(database.with_database(admin_database_url, name))
         deadline = time.monotonic() + 30
         while True:
             app.run()

@@ -9,7 +9,7 @@ import pytest
 
 from dashboard import charts, queries
 from dashboard.metrics import KPIS, PeriodCounts, kpi_values
-from shopstream_assets.lib import database
+from shopstream import database
 from shopstream_assets_tests.dashboard.conftest import Shop, point_dashboard_at
 from shopstream_assets_tests.dashboard.expected import kpis_from_silver, scalar, top_products_from_silver
 

@@ -19,15 +19,15 @@ import pandas as pd
 import psycopg
 import pytest
 
-from shopstream_assets.lib import database
-from shopstream_assets.lib.bench.dbt import (
+from shopstream import database
+from shopstream_assets_tests.dbt import gold_reference as reference
+from shopstream_cli.bench.dbt import (
     KafkaPositions,
     dbt_benchmark_command,
     dbt_environment,
     run_dbt,
     write_messages,
 )
-from shopstream_assets_tests.dbt import gold_reference as reference
 from streaming.events import encode_event, format_timestamp
 from streaming.simulator import Simulator
 

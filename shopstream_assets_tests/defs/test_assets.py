@@ -6,10 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from shopstream_assets.lib.dagster_instance import venv_executable
-from shopstream_assets.lib.database import connect
-from shopstream_assets.lib.settings import Settings
-from shopstream_assets_tests.defs.conftest import produce_events
+from shopstream.database import connect
+from shopstream.settings import Settings
+from shopstream_assets.runtime.dagster_instance import venv_executable
+from shopstream_assets_tests.conftest import produce_events
 from streaming.job import replay_topic
 
 BRONZE = dg.AssetKey(["bronze", "clickstream_events"])

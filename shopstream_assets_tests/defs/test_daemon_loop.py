@@ -14,9 +14,12 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from shopstream.database import connect
+from shopstream.services import Endpoints, free_port
+from shopstream.settings import Settings, load_settings
 from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX
 from shopstream_assets.defs.streaming.sensors import BATCH_RANGE_TAG, SENSOR_NAME
-from shopstream_assets.lib.dagster_instance import (
+from shopstream_assets.runtime.dagster_instance import (
     daemon_command,
     dagster_environment,
     dbt_profile_environment,
@@ -25,10 +28,7 @@ from shopstream_assets.lib.dagster_instance import (
     webserver_command,
     webserver_url,
 )
-from shopstream_assets.lib.database import connect
-from shopstream_assets.lib.services import Endpoints, free_port
-from shopstream_assets.lib.settings import Settings, load_settings
-from shopstream_assets.lib.warm_run_launcher import PID_TAG
+from shopstream_assets.runtime.warm_run_launcher import PID_TAG
 
 DAILY_METRICS = dg.AssetKey(["gold", "mart_daily_metrics"])
 STAGING = dg.AssetKey(["silver", "stg_clickstream_events"])

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from shopstream.settings import load_settings
 from shopstream_assets.defs.streaming.sensors import SENSOR_NAME, sensor_minimum_interval
-from shopstream_assets.lib.settings import load_settings
 
 TOPIC = dg.AssetKey(["kafka", "ecommerce_clickstream"])
 BRONZE = dg.AssetKey(["bronze", "clickstream_events"])
@@ -96,7 +96,7 @@ def test_sensor_and_schedules_defaults(defs: dg.Definitions) -> None:
 
 
 def test_dbt_timings_from_its_events() -> None:
-    from shopstream_assets.lib.dbt_in_process import dbt_timings
+    from shopstream_assets.runtime.dbt_in_process import dbt_timings
 
     def event(name: str, at: float, **data: object) -> dict[str, object]:
         return {"info": {"name": name}, "data": data, "received_at": at}

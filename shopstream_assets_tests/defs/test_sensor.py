@@ -5,9 +5,9 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.events import DagsterEvent, DagsterEventType
 
+from shopstream.settings import Settings
 from shopstream_assets.defs.streaming.sensors import BATCH_RANGE_TAG, SENSOR_NAME, retry_wait_seconds
-from shopstream_assets.lib.settings import Settings
-from shopstream_assets_tests.defs.conftest import produce_events
+from shopstream_assets_tests.conftest import produce_events
 from streaming.job import replay_topic
 
 BRONZE = dg.AssetKey(["bronze", "clickstream_events"])

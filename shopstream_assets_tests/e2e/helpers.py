@@ -21,9 +21,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from shopstream_assets.lib import database
-from shopstream_assets.lib.bench.dbt import dbt_environment, run_dbt
-from shopstream_assets.lib.kafka_admin import end_offsets
+from shopstream import database
+from shopstream.kafka_admin import end_offsets
+from shopstream_cli.bench.dbt import dbt_environment, run_dbt
 from streaming.events import RejectReason, decode_json, validate_message
 
 VALID_REASONS = frozenset(reason.value for reason in RejectReason)
@@ -438,7 +438,7 @@ class Report:
 # Processes and polling
 
 
-CLI = [sys.executable, "-m", "shopstream_assets.lib.cli"]
+CLI = [sys.executable, "-m", "shopstream_cli.cli"]
 
 
 def wait_for(

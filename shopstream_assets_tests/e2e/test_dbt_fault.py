@@ -25,16 +25,10 @@ import pytest
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from psycopg import sql
 
+from shopstream import database
+from shopstream.settings import Settings
 from shopstream_assets.defs.streaming.sensors import SENSOR_NAME
-from shopstream_assets.lib import database
-from shopstream_assets.lib.settings import Settings
-from shopstream_assets_tests.defs.conftest import (  # noqa: F401 -- fixtures, re-exported
-    dagster_instance,
-    dbt_manifest,
-    defs,
-    process_env,
-    produce_events,
-)
+from shopstream_assets_tests.conftest import produce_events
 from shopstream_assets_tests.e2e.helpers import (
     Report,
     check_bronze_equals_delivered,

@@ -27,11 +27,10 @@ import streamlit as st
 from streamlit.logger import set_log_level
 from streamlit.testing.v1 import AppTest
 
-from shopstream_assets.lib import database
-from shopstream_assets.lib.bench.dashboard import seed_shop
-from shopstream_assets.lib.kafka_admin import ensure_topic
-from shopstream_assets.lib.services import EmbeddedKafka, EmbeddedPostgres, Endpoints
-from shopstream_assets.lib.settings import load_settings
+from shopstream import database
+from shopstream.kafka_admin import ensure_topic
+from shopstream.services import EmbeddedKafka, EmbeddedPostgres, Endpoints
+from shopstream.settings import load_settings
 from shopstream_assets_tests.conftest import TEST_PARTITIONS, make_test_home
 from shopstream_assets_tests.e2e.helpers import (
     CLI,
@@ -46,6 +45,8 @@ from shopstream_assets_tests.e2e.helpers import (
     wait_for,
 )
 from shopstream_assets_tests.streaming.conftest import produce_messages
+from shopstream_cli.bench.dashboard import seed_shop
+from streaming.migrations import migrate
 from streaming.simulator import Simulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -116,7 +117,7 @@ def fault_case(fault_stack: FaultStack, tmp_path: Path) -> Iterator[FaultCase]:
     name = f"t_fault_{uuid.uuid4().hex[:8]}"
     database.ensure_database(fault_stack.admin_url, name)
     database_url = database.with_database(fault_stack.admin_url, name)
-    database.migrate(database_url)
+    migrate(database_url)
     reader_url = database.with_database(fault_stack.postgres.reader_url(), name)
     topic = f"t-fault-{uuid.uuid4().hex[:8]}"
     ensure_topic(fault_stack.bootstrap, topic, TEST_PARTITIONS)

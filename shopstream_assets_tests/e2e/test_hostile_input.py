@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import strategies as st
 
-from shopstream_assets.lib import database
+from shopstream import database
 from shopstream_assets_tests.e2e.helpers import (
     CLI,
     RAW_TOKENS,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from shopstream_assets.lib import database
-from shopstream_assets.lib.bench.dbt import KafkaPositions, validated_table
-from shopstream_assets.lib.settings import SettingsError, load_settings
+from shopstream import database
+from shopstream.settings import SettingsError, load_settings
 from shopstream_assets_tests.e2e.helpers import CLI, fetch
 from shopstream_assets_tests.streaming.conftest import good_event
+from shopstream_cli.bench.dbt import KafkaPositions, validated_table
 from streaming.bronze_sink import write_batch
 from streaming.events import EVENT_FIELDS, encode_event
 
@@ -41,11 +41,11 @@ REVIEWED_FORMATTED_SQL = {
     # interval '{REJECT_RATE_WINDOW}': a module constant
     ("shopstream_assets/defs/streaming/checks.py", "bronze_reject_rate"),
     # analyze {relation}: names read from pg_tables (silver/gold), not from a user
-    ("shopstream_assets/lib/bench/dashboard.py", "seed_shop"),
-    ("shopstream_assets/lib/bench/dashboard.py", "build_silver_and_gold"),
+    ("shopstream_cli/bench/dashboard.py", "seed_shop"),
+    ("shopstream_cli/bench/dashboard.py", "build_silver_and_gold"),
     # copy ... ({columns}): a constant column list; vacuum analyze {relation}: a constant tuple
-    ("shopstream_assets/lib/bench/dbt.py", "copy_valid_messages"),
-    ("shopstream_assets/lib/bench/dbt.py", "bench_size"),
+    ("shopstream_cli/bench/dbt.py", "copy_valid_messages"),
+    ("shopstream_cli/bench/dbt.py", "bench_size"),
 }
 
 

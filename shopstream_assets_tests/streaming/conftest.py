@@ -1,34 +1,18 @@
-"""Fixtures for the streaming tests: ONE SparkSession for the whole session, Kafka helpers.
-
-A SparkSession costs ~4 s to start and ~0.7 GB while it runs, so every in-process test
-shares this one (local[2], with the Kafka connector) and it is stopped when the session ends.
-Subprocess tests (`shopstream stream`) start their own JVM.
-"""
+"""Fixtures for the streaming tests: Kafka helpers and event builders (the SparkSession is the suite's one,
+in the root conftest)."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import pytest
 from confluent_kafka import Producer
 
-from shopstream_assets.lib.settings import load_settings
 from streaming.events import SENT_AT_HEADER, encode_event
 
 Produce = Callable[..., int]
-
-
-@pytest.fixture(scope="session")
-def spark(session_home: Path) -> Iterator[object]:
-    from streaming.job import build_spark_session
-
-    settings = load_settings({"SHOPSTREAM_HOME": str(session_home)})
-    session = build_spark_session(settings, master="local[2]", app_name="shopstream-tests")
-    yield session
-    session.stop()
 
 
 def produce_messages(

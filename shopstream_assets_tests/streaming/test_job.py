@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shopstream_assets.lib import database
-from shopstream_assets.lib.settings import Settings, load_settings
+from shopstream import database
+from shopstream.settings import Settings, load_settings
 from shopstream_assets_tests.streaming.conftest import produce_messages
 from streaming.events import validate_message
 from streaming.job import (
@@ -28,6 +28,7 @@ from streaming.job import (
     run_stream,
     starting_offsets,
 )
+from streaming.migrations import migrate
 from streaming.simulator import BadKind, Simulator
 
 EVENT_COLUMNS_SQL = (
@@ -39,10 +40,10 @@ EVENT_COLUMNS_SQL = (
 
 def stream_command_line(*options: str) -> list[str]:
     """`shopstream stream ...` once the CLI registers it; until then the same Typer function."""
-    from shopstream_assets.lib.cli import app
+    from shopstream_cli.cli import app
 
     if any(command.name == "stream" for command in app.registered_commands):
-        return [sys.executable, "-m", "shopstream_assets.lib.cli", "stream", *options]
+        return [sys.executable, "-m", "shopstream_cli.cli", "stream", *options]
     runner = "import typer; from streaming.job import stream_command; typer.run(stream_command)"
     return [sys.executable, "-c", runner, *options]
 
@@ -184,7 +185,7 @@ def test_a_checkpoint_ahead_of_bronze_stops_the_stream_until_set_aside(
     database.ensure_database(admin_database_url, reset_name)
     reset_url = database.with_database(admin_database_url, reset_name)
     try:
-        database.migrate(reset_url)
+        migrate(reset_url)
         options = {"database_url": reset_url, "kafka_bootstrap": kafka_bootstrap, "until_idle": 1.5}
         with pytest.raises(StreamJobError, match=r"checkpoint .* is ahead of bronze.ingest_batches \(partition 0"):
             run_stream(spark, settings, **options)
@@ -436,7 +437,7 @@ def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
     database.ensure_database(admin_database_url, reference_name)
     reference_url = database.with_database(admin_database_url, reference_name)
     try:
-        database.migrate(reference_url)
+        migrate(reference_url)
         replay_topic(spark, settings_for(shopstream_env), database_url=reference_url, kafka_bootstrap=kafka_bootstrap)
         assert bronze_snapshot(database_url) == bronze_snapshot(reference_url)
     finally:

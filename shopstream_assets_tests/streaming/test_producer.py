@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from shopstream_assets.lib.bench.produce import measure_delivery
-from shopstream_assets.lib.kafka_admin import end_offsets
+from shopstream.kafka_admin import end_offsets
 from shopstream_assets_tests.conftest import Spawn
+from shopstream_cli.bench.produce import measure_delivery
 from streaming.events import SENT_AT_HEADER, Repair, parse_timestamp, validate_message
 from streaming.producer import ClickstreamProducer, run
 from streaming.simulator import Outcome, Simulator
@@ -133,7 +133,7 @@ def producer_env(kafka_bootstrap: str, topic: str, home: Path) -> dict[str, str]
 
 
 # Until the lead registers it as `shopstream produce`, the command runs from its own module.
-PRODUCE = [sys.executable, "-m", "shopstream_assets.lib.cli", "produce"]
+PRODUCE = [sys.executable, "-m", "shopstream_cli.cli", "produce"]
 
 
 def wait_for_exit(process: subprocess.Popen[bytes], seconds: float) -> int:

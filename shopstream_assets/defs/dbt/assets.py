@@ -28,9 +28,9 @@ from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_contex
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 from psycopg import sql
 
+from shopstream import database
 from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX, shopstream_dbt_project
-from shopstream_assets.lib import database
-from shopstream_assets.lib.dbt_in_process import invoke_dbt, iter_raw_events, profile_database_url
+from shopstream_assets.runtime.dbt_in_process import invoke_dbt, iter_raw_events, profile_database_url
 
 DBT_OP_NAME = "shopstream_dbt"
 STALE_RUN_FOLDER_S = 24 * 3600
@@ -112,7 +112,7 @@ def dbt_in_worker(
     """``dbt <args>`` for the selected models or checks, in this run worker; their Dagster events.
 
     What ``dbt.cli(args, context=context).stream()`` yields, without starting dbt as a
-    process (``shopstream_assets.lib.dbt_in_process`` says why and what it saves): the same
+    process (``shopstream_assets.runtime.dbt_in_process`` says why and what it saves): the same
     selection, the same translation of dbt's result events, the row count of every table
     and incremental model it built, and a failure naming dbt's errors after the events of
     whatever did succeed.

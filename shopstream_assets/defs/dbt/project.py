@@ -18,5 +18,5 @@ shopstream_dbt_project = DbtProject(
     target_path=os.environ.get("DBT_TARGET_PATH") or "target",
 )
 # Under `dagster dev` this parses the project on load; `shopstream up` parses it beforehand
-# (shopstream_assets.lib.dagster_instance.prepare_dbt_manifest).
+# (shopstream_assets.runtime.dagster_instance.prepare_dbt_manifest).
 shopstream_dbt_project.prepare_if_dev()

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
+from shopstream.settings import load_settings
 from shopstream_assets.defs.resources import KafkaResource, PostgresResource, ShopstreamSparkResource
-from shopstream_assets.lib.settings import load_settings
 
 settings = load_settings()
 

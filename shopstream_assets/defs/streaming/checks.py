@@ -6,9 +6,9 @@ an on-demand Bronze materialization and from the asset's Checks tab.
 
 import dagster as dg
 
+from shopstream.kafka_admin import watermarks
 from shopstream_assets.defs.resources import KafkaResource, PostgresResource
 from shopstream_assets.defs.streaming.assets import BRONZE_KEY
-from shopstream_assets.lib.kafka_admin import watermarks
 from streaming.ledger import committed_offsets, messages_behind
 
 # Real producers send a little broken data (the simulator's --bad-ratio imitates it); more than

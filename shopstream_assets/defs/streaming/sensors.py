@@ -32,9 +32,9 @@ from datetime import datetime
 
 import dagster as dg
 
+from shopstream.settings import load_settings
 from shopstream_assets.defs.resources import KafkaResource, PostgresResource
 from shopstream_assets.defs.streaming.assets import BRONZE_KEY
-from shopstream_assets.lib.settings import load_settings
 
 SENSOR_NAME = "bronze_sensor"
 # Every dbt model (keys silver/<model> and gold/<model>, see defs/dbt/assets.py), without

@@ -1,0 +1,106 @@
+"""PostgreSQL helpers: URLs, connections, databases and the reader role."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+READER_ROLE = "shopstream_reader"
+
+
+@dataclass(frozen=True)
+class ConnectionParts:
+    """A PostgreSQL URL split into the discrete values dbt's profiles.yml reads."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+
+def url_parts(url: str) -> ConnectionParts:
+    parts = urlsplit(url)
+    return ConnectionParts(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=parts.path.lstrip("/"),
+    )
+
+
+def make_url(host: str, port: int, user: str, password: str, database: str) -> str:
+    return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{database}"
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server and role, another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+def as_reader(url: str, password: str) -> str:
+    """The same server, database and options (sslmode...), as the dashboard's read-only role."""
+    parts = urlsplit(url)
+    server = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{quote(READER_ROLE, safe='')}:{quote(password, safe='')}@{server}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def reader_or_owner_url(owner_url: str, reader_password: str | None) -> str:
+    """The dashboard's URL on a server we do not run, when SHOPSTREAM_DASHBOARD_DATABASE_URL is
+    not set: the read-only role on the owner's database if SHOPSTREAM_READER_PASSWORD is set,
+    else the owner's own URL (the dashboard's sessions are read-only, but the role could write)."""
+    return as_reader(owner_url, reader_password) if reader_password else owner_url
+
+
+def redact(url: str) -> str:
+    """A URL safe to print: the password replaced by ***."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def connect(url: str, **kwargs: object) -> psycopg.Connection:
+    return psycopg.connect(url, connect_timeout=10, **kwargs)
+
+
+@contextmanager
+def autocommit(url: str) -> Iterator[psycopg.Connection]:
+    with connect(url, autocommit=True) as conn:
+        yield conn
+
+
+def ensure_database(admin_url: str, database: str) -> None:
+    """Create ``database`` on the server of ``admin_url`` unless it exists."""
+    with autocommit(admin_url) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+
+
+def drop_database(admin_url: str, database: str) -> None:
+    with autocommit(admin_url) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
+
+
+def ensure_reader_role(admin_url: str, password: str) -> None:
+    """The dashboard's read-only login role; its password is set on every call."""
+    with autocommit(admin_url) as conn:
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (READER_ROLE,)).fetchone()
+        verb = "alter" if exists else "create"
+        conn.execute(
+            sql.SQL(verb + " role {} with login password {}").format(sql.Identifier(READER_ROLE), sql.Literal(password))
+        )
+        # Belt and braces: even a grant given by mistake cannot let the dashboard write.
+        conn.execute(
+            sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(READER_ROLE))
+        )

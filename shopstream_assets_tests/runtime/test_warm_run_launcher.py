@@ -1,0 +1,123 @@
+"""The warm run launcher with real runs on a real instance: runs forked from one warm worker, a
+fresh worker once the code it loaded changed, and a cancelled run that stops."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.launcher import LaunchRunContext
+from dagster._core.launcher.base import WorkerStatus
+
+from shopstream.database import connect
+from shopstream.services import Endpoints
+from shopstream.settings import Settings
+from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX
+from shopstream_assets.defs.streaming.sensors import refresh_silver_gold_job
+from shopstream_assets.runtime.dagster_instance import REPO_ROOT, dbt_profile_environment, prepare_dbt_manifest
+from shopstream_assets.runtime.warm_run_launcher import PID_TAG, WarmRunLauncher
+
+RUN_TIMEOUT_S = 240
+
+
+@pytest.fixture
+def launcher(
+    dagster_instance: dg.DagsterInstance,
+    process_env: Settings,
+    dbt_manifest: Path,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[WarmRunLauncher]:
+    """The instance's launcher; its warm worker sees this test's instance and a dbt project
+    parsed for this test's database, as `shopstream up` prepares it."""
+    target = tmp_path / "dbt-target"
+    prepare_dbt_manifest(
+        dbt_profile_environment(Endpoints(database_url, database_url, "unused:9092")), target, progress=lambda m: None
+    )
+    monkeypatch.setenv("DBT_TARGET_PATH", str(target))
+    monkeypatch.setenv("DAGSTER_HOME", str(process_env.dagster_home.resolve()))
+    launcher = dagster_instance.run_launcher
+    assert isinstance(launcher, WarmRunLauncher)
+    try:
+        yield launcher
+    finally:
+        launcher.dispose()
+
+
+def _launch(instance: dg.DagsterInstance, launcher: WarmRunLauncher) -> str:
+    repository = ReconstructableRepository.for_module(
+        "shopstream_assets.definitions", "defs", working_directory=str(REPO_ROOT)
+    )
+    job = repository.get_reconstructable_job(refresh_silver_gold_job.name)
+    run = instance.create_run_for_job(job_def=job.get_definition(), job_code_origin=job.get_python_origin())
+    launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    return run.run_id
+
+
+def _wait_for(instance: dg.DagsterInstance, run_id: str, statuses: set[dg.DagsterRunStatus]) -> dg.DagsterRun:
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status in statuses:
+            return run
+        time.sleep(0.5)
+    pytest.fail(f"run {run_id} never reached {statuses}: {run.status if run else 'missing'}")
+
+
+def _warm_worker_pid(instance: dg.DagsterInstance, run_id: str) -> str:
+    messages = [
+        record.event_log_entry.dagster_event.message or ""
+        for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
+    ]
+    forked = [message for message in messages if "from the warm worker" in message]
+    assert len(forked) == 1, messages
+    forked = forked[0]
+    return forked.rsplit("(pid ", 1)[1].rstrip(").")
+
+
+def test_runs_fork_from_a_warm_worker_that_steps_aside_for_new_code_and_can_be_cancelled(
+    dagster_instance: dg.DagsterInstance, launcher: WarmRunLauncher, database_url: str
+) -> None:
+    finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+    first = _launch(dagster_instance, launcher)
+    second = _launch(dagster_instance, launcher)
+    for run_id in (first, second):
+        run = _wait_for(dagster_instance, run_id, finished)
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        assert int(run.tags[PID_TAG]) != os.getpid()
+        # dbt ran in the forked worker on the project parsed beforehand, no parse of its own.
+        assert run.tags[f"{DBT_TIMING_TAG_PREFIX}manifest_reused"] == "true"
+    assert _warm_worker_pid(dagster_instance, first) == _warm_worker_pid(dagster_instance, second)
+    with connect(database_url) as conn:
+        assert conn.execute("select to_regclass('gold.mart_daily_metrics')").fetchone()[0] is not None
+
+    # The code location changed under the warm worker (here its dbt manifest): a fresh one runs.
+    manifest = Path(os.environ["DBT_TARGET_PATH"]) / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes())
+    os.utime(manifest, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    third = _launch(dagster_instance, launcher)
+    assert _wait_for(dagster_instance, third, finished).status == dg.DagsterRunStatus.SUCCESS
+    assert _warm_worker_pid(dagster_instance, third) != _warm_worker_pid(dagster_instance, first)
+
+    # A run stuck on a lock is cancelled as from the UI: it ends CANCELED, its worker gone.
+    with connect(database_url) as blocker:
+        blocker.execute("lock table gold.mart_daily_metrics in access exclusive mode")
+        stuck = _launch(dagster_instance, launcher)
+        _wait_for(dagster_instance, stuck, {dg.DagsterRunStatus.STARTED})
+        time.sleep(2)  # into the dbt step, waiting on the lock
+        assert launcher.terminate(stuck)
+        cancelled = _wait_for(dagster_instance, stuck, finished)
+        blocker.rollback()
+    assert cancelled.status == dg.DagsterRunStatus.CANCELED
+    health = launcher.check_run_worker_health(cancelled)
+    deadline = time.monotonic() + 30
+    while health.status == WorkerStatus.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.5)
+        health = launcher.check_run_worker_health(cancelled)
+    assert health.status != WorkerStatus.RUNNING

@@ -1,0 +1,349 @@
+"""`shopstream bench dashboard`: each dashboard page's query time over a large Bronze.
+
+The benchmark fills a database of its own with simulator history (10M Bronze rows by
+default, bulk COPY) plus a few minutes of "live" traffic through the stream's own writer
+(with late, duplicate and broken messages, so the Live Stream page has rejects), builds
+Silver and Gold with the real dbt project, then times every query each page runs (caches
+cleared, median of several runs) and each page's full render through Streamlit's AppTest.
+Targets: every page's queries under 200 ms, a full page render under 1 s.
+
+:func:`seed_shop` is also how the dashboard tests fill their database, so the tests and the
+benchmark see data made the same way: the simulator, the stream's validation rules and
+writer, and dbt.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shopstream import database
+from shopstream_cli.bench.dbt import (
+    KafkaPositions,
+    copy_valid_messages,
+    dbt_environment,
+    run_dbt,
+    write_messages,
+)
+from streaming.migrations import migrate
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PAGES_DIR = REPO_ROOT / "dashboard" / "app_pages"
+PAGES = ("overview", "user_behavior", "live_stream")
+QUERY_TARGET_MS = 200.0
+RENDER_TARGET_MS = 1000.0
+DEFAULT_TOPIC = "bench-clickstream"
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    history_rows: int
+    live_messages: int
+    first_event: datetime
+    load_seconds: float
+    dbt_seconds: float
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def seed_shop(
+    database_url: str,
+    *,
+    topic: str = DEFAULT_TOPIC,
+    history_rows: int = 30_000,
+    history_days: float = 14.0,
+    live_messages: int = 3_000,
+    live_rate: float = 12.0,
+    bad_ratio: float = 0.05,
+    seed: int = 20_260_103,
+    chunk: int = 250_000,
+    live_batch: int = 500,
+    build_gold: bool = True,
+    progress: Callable[[str], None] = _say,
+) -> SeedSummary:
+    """Fill a migrated database: history by COPY, recent traffic via the stream's writer, then dbt.
+
+    The history spans ``history_days`` and ends where the live traffic starts; the live
+    traffic (``live_rate`` events/s, ``bad_ratio`` broken messages) ends about now, so the
+    Live Stream page's last minutes are populated. Both share one topic's offsets.
+    """
+    from streaming.simulator import Simulator
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    live_start = now - timedelta(seconds=live_messages / live_rate)
+    history_span = timedelta(days=history_days)
+    history_start = live_start - history_span
+    positions = KafkaPositions(topic)
+    started = time.perf_counter()
+    with database.connect(database_url, autocommit=True) as conn:
+        history = Simulator(seed, start=history_start, events_per_second=history_rows / history_span.total_seconds())
+        loaded = 0
+        while loaded < history_rows:
+            batch = history.take(min(chunk, history_rows - loaded))
+            copy_valid_messages(conn, batch.keys, batch.values, positions)
+            loaded += len(batch)
+            rate = loaded / max(time.perf_counter() - started, 1e-9)
+            progress(f"  bronze history: {loaded:,}/{history_rows:,} rows ({rate:,.0f} rows/s)")
+        live = Simulator(seed + 1, start=live_start, events_per_second=live_rate, bad_ratio=bad_ratio)
+        sent = 0
+        while sent < live_messages:
+            batch = live.take(min(live_batch, live_messages - sent))
+            write_messages(conn, batch.keys, batch.values, positions)
+            sent += len(batch)
+        progress(f"  bronze live: {sent:,} messages through the stream's writer")
+        conn.execute("vacuum analyze bronze.clickstream_events")
+        conn.execute("vacuum analyze bronze.ingest_batches")
+    load_seconds = time.perf_counter() - started
+    dbt_seconds = 0.0
+    if build_gold:
+        dbt_seconds = build_silver_and_gold(database_url, progress=progress)
+    return SeedSummary(history_rows, live_messages, history_start, load_seconds, dbt_seconds)
+
+
+def build_silver_and_gold(database_url: str, *, progress: Callable[[str], None] = _say) -> float:
+    """``dbt run`` of the real project, then the statistics autovacuum would gather soon after."""
+    with tempfile.TemporaryDirectory(prefix="shopstream-dashboard-dbt-") as target:
+        progress("  dbt run")
+        result = run_dbt(["run"], dbt_environment(database_url), target_path=Path(target)).check()
+    with database.connect(database_url, autocommit=True) as conn:
+        relations = conn.execute(
+            "select schemaname || '.' || tablename from pg_tables where schemaname in ('silver', 'gold')"
+        ).fetchall()
+        for (relation,) in relations:
+            conn.execute(f"analyze {relation}")
+    return result.seconds
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring
+
+
+@contextmanager
+def dashboard_environment(dashboard_url: str, topic: str) -> Iterator[None]:
+    """Point the in-process dashboard code at ``dashboard_url`` and ``topic``."""
+    saved = {name: os.environ.get(name) for name in ("SHOPSTREAM_DASHBOARD_DATABASE_URL", "SHOPSTREAM_TOPIC")}
+    os.environ["SHOPSTREAM_DASHBOARD_DATABASE_URL"] = dashboard_url
+    os.environ["SHOPSTREAM_TOPIC"] = topic
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def page_queries(first_day: date, last_day: date, topic: str) -> dict[str, list[tuple[str, Callable[[], object]]]]:
+    """Every query each page runs on its first render, as (label, call)."""
+    from dashboard import queries
+
+    period = queries.Filters(last_day - timedelta(days=6), last_day)
+    filtered = queries.Filters(period.start, period.end, countries=("Nigeria",), devices=("Mobile",))
+    by_category = queries.Filters(period.start, period.end, categories=("Electronics",))
+    # Every day Gold holds: the largest period a user can pick.
+    whole = queries.Filters(first_day, last_day, countries=("Nigeria",), categories=("Fashion",))
+    return {
+        "overview": [
+            ("data bounds", queries.data_bounds),
+            ("filter options", queries.filter_options),
+            ("daily counts", lambda: queries.daily_counts(period)),
+            ("previous period", lambda: queries.daily_counts(period.previous())),
+            ("funnel", lambda: queries.funnel(period)),
+            ("top products", lambda: queries.top_products(period)),
+        ],
+        "overview, country+device filter": [
+            ("daily counts", lambda: queries.daily_counts(filtered)),
+            ("previous period", lambda: queries.daily_counts(filtered.previous())),
+            ("funnel", lambda: queries.funnel(filtered)),
+            ("top products", lambda: queries.top_products(filtered)),
+        ],
+        "overview, category filter": [
+            ("daily counts", lambda: queries.daily_counts(by_category)),
+            ("previous period", lambda: queries.daily_counts(by_category.previous())),
+            ("funnel", lambda: queries.funnel(by_category)),
+            ("top products", lambda: queries.top_products(by_category)),
+        ],
+        "overview, whole history": [
+            ("daily counts", lambda: queries.daily_counts(whole)),
+            ("funnel", lambda: queries.funnel(whole)),
+            ("top products", lambda: queries.top_products(whole)),
+        ],
+        "user_behavior": [
+            ("rfm tiers", queries.rfm_tiers),
+            ("hot leads", lambda: queries.hot_leads(10_000)),
+            ("lifecycle stages", queries.lifecycle_stages),
+            ("rfm scores", queries.rfm_scores),
+            ("rfm users", queries.rfm_users),
+        ],
+        "live_stream": [
+            ("events per second", lambda: queries.events_per_second(5)),
+            ("ingest summary", lambda: queries.ingest_summary(topic)),
+            ("gold status", queries.gold_status),
+            ("committed offsets", lambda: queries.committed_offsets(topic)),
+            ("rejects by reason", queries.rejects_by_reason),
+            ("latest events", queries.latest_events),
+            ("last batches", lambda: queries.last_batches(topic)),
+        ],
+    }
+
+
+def _median_ms(call: Callable[[], object], repeats: int) -> float:
+    import streamlit as st
+
+    from dashboard.db import DataUnavailable
+
+    timings = []
+    for _ in range(repeats):
+        st.cache_data.clear()
+        started = time.perf_counter()
+        try:
+            call()
+        except DataUnavailable:  # the statement timeout: reported as inf, not a crash
+            return math.inf
+        timings.append(1000.0 * (time.perf_counter() - started))
+    return statistics.median(timings)
+
+
+def render_ms(page: str, repeats: int) -> float:
+    """Median wall time of one full AppTest run of ``page`` with cold query caches."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    timings = []
+    for _ in range(repeats):
+        st.cache_data.clear()
+        app = AppTest.from_file(str(PAGES_DIR / f"{page}.py"), default_timeout=60)
+        started = time.perf_counter()
+        app.run()
+        timings.append(1000.0 * (time.perf_counter() - started))
+        if app.exception:
+            raise RuntimeError(f"page {page} raised: {app.exception[0].message}")
+    return statistics.median(timings)
+
+
+def measure(
+    dashboard_url: str, topic: str, repeats: int
+) -> tuple[dict[str, list[tuple[str, float]]], dict[str, float]]:
+    """(per page: (query, median ms)), (page -> median full render ms)."""
+    # Streamlit warns on every cached call made outside `streamlit run`.
+    from streamlit.logger import set_log_level
+
+    set_log_level(logging.ERROR)
+    from dashboard import queries
+
+    with dashboard_environment(dashboard_url, topic):
+        first_day, last_day = queries.data_bounds()
+        if first_day is None or last_day is None:
+            raise RuntimeError("Gold has no daily metrics: nothing to measure")
+        timings = {
+            page: [(label, _median_ms(call, repeats)) for label, call in calls]
+            for page, calls in page_queries(first_day, last_day, topic).items()
+        }
+        renders = {page: render_ms(page, repeats) for page in PAGES}
+    return timings, renders
+
+
+def report(timings: dict[str, list[tuple[str, float]]], renders: dict[str, float]) -> str:
+    lines = ["| page | queries (median, cold cache) | all queries | full render |", "|---|---|---:|---:|"]
+    for page, queries_ms in timings.items():
+        total = sum(ms for _, ms in queries_ms)
+        detail = ", ".join(f"{label} {ms:.0f}" if math.isfinite(ms) else f"{label} >15 s" for label, ms in queries_ms)
+        render = renders.get(page)
+        shown_total = f"{total:.0f} ms" if math.isfinite(total) else "> 15 s (statement timeout)"
+        lines.append(f"| {page} | {detail} | {shown_total} | {f'{render:.0f} ms' if render else '–'} |")
+    return "\n".join(lines)
+
+
+def _admin_url(database_url: str | None) -> str:
+    if database_url:
+        return database_url
+    from shopstream.services import EmbeddedPostgres
+    from shopstream.settings import load_settings
+
+    settings = load_settings()
+    if settings.database_url:
+        return settings.database_url
+    postgres = EmbeddedPostgres(settings)
+    if postgres.pid() is None:
+        raise typer.BadParameter("PostgreSQL is not running: run `shopstream services start` or pass --database-url")
+    return postgres.admin_url()
+
+
+def _reader_url(admin_url: str, name: str) -> str:
+    """The read-only role on the benchmark database when it exists (as the dashboard runs)."""
+    from shopstream.services import EmbeddedPostgres
+    from shopstream.settings import load_settings
+
+    settings = load_settings()
+    if settings.dashboard_database_url:
+        return database.with_database(settings.dashboard_database_url, name)
+    if settings.database_url is None and EmbeddedPostgres(settings).port is not None:
+        return database.with_database(EmbeddedPostgres(settings).reader_url(), name)
+    return database.with_database(admin_url, name)
+
+
+def dashboard_benchmark_command(
+    rows: Annotated[int, typer.Option(help="Bronze history rows (the target is stated for 10M).")] = 10_000_000,
+    days: Annotated[float, typer.Option(help="Days the history spans.")] = 7.0,
+    live_messages: Annotated[int, typer.Option(help="Recent messages through the stream's writer.")] = 5_000,
+    repeats: Annotated[int, typer.Option(help="Timed runs per query and per page (median).")] = 5,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 20_260_103,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="Server to use (a role that may create databases); default: the services'."),
+    ] = None,
+    reuse: Annotated[bool, typer.Option(help="Measure an existing benchmark database of this size.")] = False,
+    keep: Annotated[bool, typer.Option(help="Keep the benchmark database for --reuse.")] = False,
+) -> None:
+    """Time every dashboard page's queries and full render over ROWS Bronze rows and the Gold built from them."""
+    admin_url = _admin_url(database_url)
+    name = f"shopstream_bench_dashboard_{rows}"
+    url = database.with_database(admin_url, name)
+    topic = DEFAULT_TOPIC
+    try:
+        if not reuse:
+            database.drop_database(admin_url, name)
+            database.ensure_database(admin_url, name)
+            migrate(url)
+            _say(f"{rows:,} Bronze rows over {days:g} days into database {name}")
+            summary = seed_shop(
+                url,
+                topic=topic,
+                history_rows=rows,
+                history_days=days,
+                live_messages=live_messages,
+                seed=seed,
+            )
+            _say(f"  loaded in {summary.load_seconds:.0f} s; dbt run {summary.dbt_seconds:.0f} s")
+        else:
+            migrate(url)  # re-grants the reader role
+        started = time.perf_counter()
+        timings, renders = measure(_reader_url(admin_url, name), topic, repeats)
+        _say(f"  measured in {time.perf_counter() - started:.0f} s")
+    finally:
+        if not keep:
+            database.drop_database(admin_url, name)
+    typer.echo(report(timings, renders))
+    # Every group counts, the filtered Overviews included: the target is per page view.
+    worst_page = max(timings, key=lambda page: sum(ms for _, ms in timings[page]))
+    worst_queries = sum(ms for _, ms in timings[worst_page])
+    worst_render = max(renders.values())
+    typer.echo(
+        f"\n{rows:,} Bronze rows: slowest page's queries {worst_queries:.0f} ms ({worst_page}; target < "
+        f"{QUERY_TARGET_MS:.0f} ms), slowest full render {worst_render:.0f} ms (target < {RENDER_TARGET_MS:.0f} ms)"
+    )

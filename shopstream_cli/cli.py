@@ -1,0 +1,187 @@
+"""The ``shopstream`` command line: one entry for services, pipeline parts and benchmarks."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Annotated
+
+import typer
+
+from dashboard.cli import dashboard_command
+from shopstream.settings import SettingsError, load_settings
+from shopstream_cli.bench.dashboard import dashboard_benchmark_command
+from shopstream_cli.bench.dbt import dbt_benchmark_command
+from shopstream_cli.bench.e2e import e2e_benchmark_command
+from shopstream_cli.bench.freshness import freshness_benchmark_command
+from shopstream_cli.bench.ingest import ingest_benchmark_command
+from shopstream_cli.bench.produce import produce_benchmark_command
+from streaming.job import stream_command
+from streaming.producer import produce_command
+
+app = typer.Typer(
+    help="ShopStream: real-time e-commerce analytics on Kafka, Spark, PostgreSQL, dbt, Dagster and Streamlit.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+services_app = typer.Typer(help="The embedded PostgreSQL and Apache Kafka servers.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(bench_app, name="bench")
+
+app.command("produce")(produce_command)
+bench_app.command("produce")(produce_benchmark_command)
+bench_app.command("dbt")(dbt_benchmark_command)
+app.command("dashboard")(dashboard_command)
+bench_app.command("dashboard")(dashboard_benchmark_command)
+app.command("stream")(stream_command)
+bench_app.command("ingest")(ingest_benchmark_command)
+bench_app.command("freshness")(freshness_benchmark_command)
+bench_app.command("e2e")(e2e_benchmark_command)
+
+dagster_app = typer.Typer(help="Dagster's webserver and daemon on this project's instance.", no_args_is_help=True)
+app.add_typer(dagster_app, name="dagster")
+
+
+@dagster_app.command("webserver")
+def dagster_webserver_command() -> None:
+    """Write dagster.yaml, prepare the dbt manifest, then become dagster-webserver (the UI)."""
+    from shopstream_assets.runtime.dagster_instance import main
+
+    main(["webserver"])
+
+
+@dagster_app.command("daemon")
+def dagster_daemon_command() -> None:
+    """Write dagster.yaml, prepare the dbt manifest, then become dagster-daemon (sensors, schedules, run queue)."""
+    from shopstream_assets.runtime.dagster_instance import main
+
+    main(["daemon"])
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def settings_or_exit():
+    try:
+        return load_settings()
+    except SettingsError as error:
+        raise fail(str(error)) from None
+
+
+def _progress(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@services_app.command("start")
+def services_start() -> None:
+    """Start (or find) the embedded servers and print their settings as `export` lines.
+
+    `eval "$(shopstream services start)"` points the current shell at them.
+    """
+    from shopstream.services import ServiceError
+    from shopstream_cli.stack import start_servers
+
+    settings = settings_or_exit()
+    try:
+        endpoints = start_servers(settings, progress=_progress)
+    except (ServiceError, RuntimeError) as error:
+        raise fail(str(error)) from None
+    for name, value in endpoints.environment().items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
+    _progress(f"PostgreSQL: {_redacted(endpoints.database_url)}")
+    _progress(f"Kafka:      {endpoints.kafka_bootstrap}")
+
+
+def _redacted(url: str) -> str:
+    from shopstream.database import redact
+
+    return redact(url)
+
+
+@services_app.command("stop")
+def services_stop() -> None:
+    """Stop the embedded servers (SIGTERM, then wait)."""
+    from shopstream.services import stop_services
+
+    stopped = stop_services(settings_or_exit(), progress=_progress)
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@services_app.command("status")
+def services_status_command() -> None:
+    """Show whether each server runs, where, and its resident memory."""
+    from shopstream.services import services_status
+
+    statuses = services_status(settings_or_exit())
+    for status in statuses:
+        state = "running" if status.running else "stopped"
+        kind = "embedded" if status.embedded else "external"
+        memory = f"  {status.rss_mb:.0f} MB" if status.rss_mb is not None else ""
+        pid = f"  pid {status.pid}" if status.pid else ""
+        typer.echo(f"{status.name:<11} {state:<8} {kind:<9} {status.address or '-'}{pid}{memory}")
+    if not all(status.running for status in statuses):
+        raise typer.Exit(code=1)
+
+
+@app.command("jars")
+def jars_command() -> None:
+    """Resolve the Kafka broker and Spark connector jars with Maven (needs network once)."""
+    from shopstream.jars import KAFKA_BROKER, SPARK_CONNECTOR, ToolMissingError, resolve_jars
+
+    settings = settings_or_exit()
+    try:
+        for profile in (KAFKA_BROKER, SPARK_CONNECTOR):
+            jars = resolve_jars(profile, settings.jars_dir, progress=_progress)
+            typer.echo(f"{profile}: {len(jars)} jars in {settings.jars_dir / profile}")
+    except ToolMissingError as error:
+        raise fail(str(error)) from None
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Create the bronze/silver/gold schemas and the Bronze tables (idempotent)."""
+    from shopstream.services import ServiceError, endpoints
+    from streaming.migrations import migrate
+
+    try:
+        applied = migrate(endpoints(settings_or_exit()).database_url)
+    except ServiceError as error:
+        raise fail(str(error)) from None
+    typer.echo(f"applied: {', '.join(applied)}" if applied else "database already up to date")
+
+
+@app.command("up")
+def up_command(
+    rate: Annotated[
+        float, typer.Option("--rate", min=0, help="Simulated events per second; 0 starts no producer.")
+    ] = 100.0,
+    no_status: Annotated[bool, typer.Option("--no-status", help="Print no live status line.")] = False,
+) -> None:
+    """Start the whole pipeline: servers, topic, producer, Spark stream, Dagster, dashboard.
+
+    Ctrl-C (or SIGTERM) stops everything it started; what was delivered to Kafka is in
+    Bronze after the next start.
+    """
+    from shopstream_cli.stack import run_stack
+
+    sys.exit(run_stack(settings_or_exit(), live_status=not no_status, producer_rate=rate))
+
+
+@app.command("test-setup", hidden=True)
+def test_setup_command() -> None:
+    """Install what the test suite needs beyond Python packages (Debian's chromium)."""
+    from shopstream_cli.test_setup import ensure_test_prerequisites
+
+    ensure_test_prerequisites(progress=_progress)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

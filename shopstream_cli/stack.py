@@ -1,0 +1,195 @@
+"""`shopstream up`: the whole pipeline in one terminal, stopped whole by Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import psycopg
+import typer
+
+from shopstream.database import connect, redact
+from shopstream.kafka_admin import ensure_topic, watermarks
+from shopstream.processes import spawn, stop_group
+from shopstream.services import (
+    EmbeddedKafka,
+    EmbeddedPostgres,
+    Endpoints,
+    ServiceError,
+    kafka_is_embedded,
+    postgres_is_embedded,
+    start_services,
+)
+from shopstream.settings import Settings
+from streaming.ledger import committed_offsets, messages_behind
+from streaming.migrations import migrate
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    url: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class StackPlan:
+    """The processes `up` runs beside the servers, in start order (stopped in reverse)."""
+
+    children: list[Child] = field(default_factory=list)
+
+
+DEFAULT_PRODUCER_RATE = 100.0
+SHOPSTREAM = [sys.executable, "-m", "shopstream_cli.cli"]
+
+
+def plan_children(settings: Settings, *, producer_rate: float = DEFAULT_PRODUCER_RATE) -> StackPlan:
+    """Pipeline processes, each one a `shopstream` sub-command in its own process group.
+
+    The consumer side starts before the producer so the first events are picked up at once;
+    the dashboard last, when there is something to show.
+    """
+    from shopstream_assets.runtime.dagster_instance import dagster_processes
+
+    children = [Child("stream", [*SHOPSTREAM, "stream"])]
+    children += [Child(process.name, process.command, process.url) for process in dagster_processes(settings)]
+    if producer_rate > 0:
+        children.append(Child("producer", [*SHOPSTREAM, "produce", "--rate", f"{producer_rate:g}", "--quiet"]))
+    children.append(
+        Child(
+            "dashboard",
+            [*SHOPSTREAM, "dashboard", "--port", str(settings.dashboard_port)],
+            f"http://{settings.bind_address}:{settings.dashboard_port}",
+        )
+    )
+    return StackPlan(children=children)
+
+
+def _status_line(endpoints: Endpoints, topic: str, previous: tuple[float, int] | None) -> tuple[str, tuple[float, int]]:
+    now = time.monotonic()
+    marks: dict[int, tuple[int, int]] | None = None
+    in_topic = previous[1] if previous else 0
+    with contextlib.suppress(Exception):  # a status line must never take the stack down
+        marks = watermarks(endpoints.kafka_bootstrap, topic, timeout=5)
+        in_topic = sum(high for _, high in marks.values())
+    rate = 0.0
+    if previous and now > previous[0]:
+        rate = (in_topic - previous[1]) / (now - previous[0])
+    bronze_rows = lag = "?"
+    last_gold = "-"
+    with contextlib.suppress(Exception), connect(endpoints.database_url) as conn:
+        (rows,) = conn.execute(
+            "select coalesce(sum(rows_written), 0) from bronze.ingest_batches where kafka_topic = %s", (topic,)
+        ).fetchone()
+        bronze_rows = f"{rows:,}"
+        if marks is not None:
+            lag = f"{sum(messages_behind(marks, committed_offsets(conn, topic)).values()):,}"
+        # The start of the last dbt run that refreshed Gold (absent until the first one).
+        (refreshed,) = conn.execute("select max(refreshed_at) from gold.refresh_log").fetchone()
+        if refreshed is not None:
+            last_gold = refreshed.astimezone().strftime("%H:%M:%S")
+    line = (
+        f"in {rate:,.0f} ev/s | topic {in_topic:,} | bronze {bronze_rows} rows | lag {lag} | gold refreshed {last_gold}"
+    )
+    return line, (now, in_topic)
+
+
+def start_servers(settings: Settings, progress: Callable[[str], None]) -> Endpoints:
+    """Start (or find) the servers, migrate Bronze, create the topic: what `services start` and `up` share."""
+    endpoints = start_services(settings, progress=progress)
+    try:
+        migrate(endpoints.database_url)
+    except psycopg.OperationalError as error:
+        raise ServiceError(f"cannot reach PostgreSQL at {redact(endpoints.database_url)}: {error}") from None
+    if ensure_topic(endpoints.kafka_bootstrap, settings.topic, settings.topic_partitions):
+        progress(f"created topic {settings.topic} ({settings.topic_partitions} partitions)")
+    return endpoints
+
+
+def run_stack(
+    settings: Settings,
+    *,
+    live_status: bool = True,
+    producer_rate: float = DEFAULT_PRODUCER_RATE,
+    echo: Callable[[str], None] = typer.echo,
+) -> int:
+    """Start servers and pipeline processes; on Ctrl-C or SIGTERM stop all of them. Returns an exit code."""
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    # Servers already running before `up` are left running when it stops; those it starts, it stops.
+    already_running = {
+        "postgresql": EmbeddedPostgres(settings).pid() is not None,
+        "kafka": EmbeddedKafka(settings).pid() is not None,
+    }
+    plan = plan_children(settings, producer_rate=producer_rate)
+    exit_code = 0
+    try:
+        endpoints = start_servers(settings, progress=echo)
+        env = {**os.environ, **endpoints.environment(), "SHOPSTREAM_HOME": str(settings.home)}
+        for child in plan.children:
+            if stopping:
+                break
+            child.process = spawn(
+                child.command, env=env, log_path=settings.logs_dir / f"{child.name}.log", cwd=REPO_ROOT
+            )
+            echo(f"started {child.name} (pid {child.process.pid}, log {settings.logs_dir / (child.name + '.log')})")
+        echo("")
+        echo(f"PostgreSQL  {redact(endpoints.database_url)}")
+        echo(f"Kafka       {endpoints.kafka_bootstrap}  topic {settings.topic}")
+        for child in plan.children:
+            if child.url:
+                echo(f"{child.name:<11} {child.url}")
+        echo("Ctrl-C stops everything started here.")
+        previous: tuple[float, int] | None = None
+        next_status = 0.0
+        while not stopping:
+            for child in plan.children:
+                if child.process is not None and child.process.poll() is not None:
+                    echo(f"\n{child.name} exited with code {child.process.returncode}; see {settings.logs_dir}")
+                    exit_code = 1
+                    stopping = True
+            if live_status and time.monotonic() >= next_status:
+                line, previous = _status_line(endpoints, settings.topic, previous)
+                if sys.stdout.isatty():
+                    sys.stdout.write("\r\033[2K" + line)
+                    sys.stdout.flush()
+                else:
+                    echo(line)
+                next_status = time.monotonic() + (2 if sys.stdout.isatty() else 10)
+            time.sleep(0.2)
+    except Exception as error:  # noqa: BLE001 -- report, then still stop what was started
+        echo(f"error: {error}")
+        exit_code = 2
+    finally:
+        # A second Ctrl-C while stopping must not leave orphans either.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        echo("\nstopping ...")
+        for child in reversed(plan.children):
+            if child.process is not None:
+                stop_group(child.process, timeout=60)
+                echo(f"stopped {child.name}")
+        if not already_running["kafka"] and kafka_is_embedded(settings):
+            EmbeddedKafka(settings).stop(progress=echo)
+        if not already_running["postgresql"] and postgres_is_embedded(settings):
+            EmbeddedPostgres(settings).stop(progress=echo)
+        echo("all stopped")
+    return exit_code
