@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,6 +41,7 @@ class Settings:
     log_level: str
     bind_address: str
     reader_password: str | None
+    fast_runs: bool
 
     @property
     def database_embedded(self) -> bool:
@@ -92,6 +93,8 @@ VARIABLES: dict[str, str] = {
     "SHOPSTREAM_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (default INFO)",
     "SHOPSTREAM_BIND_ADDRESS": "address the Dagster UI and dashboard bind (default 127.0.0.1; 0.0.0.0 in containers)",
     "SHOPSTREAM_READER_PASSWORD": "password for the dashboard's read-only role on an external PostgreSQL (optional)",
+    "SHOPSTREAM_FAST_RUNS": "1: warm run worker and dbt in process when the installed Dagster/dbt are the tested ones; "
+    "0: Dagster's stock run launcher and dbt CLI (default 1)",
 }
 
 _BOOTSTRAP_SERVER = re.compile(r"^[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$")
@@ -153,6 +156,17 @@ def parse_topic(name: str, raw: str) -> str:
     return raw
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0 (true/false, yes/no, on/off): got {raw!r}")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -211,8 +225,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=log_level,
         bind_address=bind_address,
         reader_password=_text(env, "SHOPSTREAM_READER_PASSWORD"),
+        fast_runs=_flag(env, "SHOPSTREAM_FAST_RUNS", True),
     )
 
-
-def settings_fields() -> list[str]:
-    return [field.name for field in fields(Settings)]
