@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from shopstream.command import fail
 from shopstream.settings import SettingsError, load_settings
 
 APP_PATH = Path(__file__).resolve().parent / "streamlit_app.py"
@@ -58,8 +59,7 @@ def dashboard_command(
         settings = load_settings()
         env = dashboard_environment()
     except SettingsError as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
+        raise fail(error) from None
     chosen_port = port if port is not None else settings.dashboard_port
     if not 1 <= chosen_port <= 65535:
         raise typer.BadParameter(f"--port must be 1-65535: got {chosen_port}")

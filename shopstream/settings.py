@@ -227,4 +227,3 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reader_password=_text(env, "SHOPSTREAM_READER_PASSWORD"),
         fast_runs=_flag(env, "SHOPSTREAM_FAST_RUNS", True),
     )
-

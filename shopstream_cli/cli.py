@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dashboard.cli import dashboard_command
-from shopstream.settings import SettingsError, load_settings
+from shopstream.command import fail, settings_or_exit
 from shopstream_cli.bench.dashboard import dashboard_benchmark_command
 from shopstream_cli.bench.dbt import dbt_benchmark_command
 from shopstream_cli.bench.e2e import e2e_benchmark_command
@@ -58,18 +58,6 @@ def dagster_daemon_command() -> None:
     from shopstream_assets.runtime.dagster_instance import main
 
     main(["daemon"])
-
-
-def fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
-
-
-def settings_or_exit():
-    try:
-        return load_settings()
-    except SettingsError as error:
-        raise fail(str(error)) from None
 
 
 def _progress(message: str) -> None:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from shopstream.command import fail
 from shopstream.jars import SPARK_CONNECTOR, resolve_jars
 from shopstream.settings import Settings
 from streaming.ledger import messages_behind
@@ -1084,8 +1085,7 @@ def stream_command(
     try:
         settings = load_settings()
     except SettingsError as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        raise fail(error) from None
     configure_logging(settings)
     from shopstream import services
 
@@ -1094,8 +1094,7 @@ def stream_command(
         kafka_bootstrap = services.kafka_bootstrap(settings)
         spark = build_spark_session(settings)
     except (RuntimeError, StreamJobError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        raise fail(error) from None
     try:
         summary = run_stream(
             spark,
@@ -1108,8 +1107,7 @@ def stream_command(
             restart_from_bronze=restart_from_bronze,
         )
     except StreamJobError as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        raise fail(error, code=1) from None
     finally:
         spark.stop()
     rate = summary.messages / summary.seconds if summary.seconds else 0.0

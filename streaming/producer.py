@@ -28,6 +28,7 @@ from typing import IO, Annotated, Any
 import typer
 from confluent_kafka import KafkaError, Message, Producer
 
+from shopstream.command import fail
 from streaming.events import SENT_AT_HEADER
 from streaming.simulator import Batch, Label, Simulator, expected_outcome
 
@@ -308,11 +309,6 @@ def summary_line(result: RunResult) -> str:
 # The command
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
-
-
 def produce_command(
     rate: Annotated[
         float, typer.Option("--rate", min=0.0, help="Events per second; 0 = as fast as the broker takes them.")
@@ -354,12 +350,12 @@ def produce_command(
         topic = parse_topic("--topic", topic) if topic is not None else settings.topic
         bootstrap = kafka_bootstrap(settings)
     except (SettingsError, ServiceError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     partitions = partitions or settings.topic_partitions
     try:
         created = ensure_topic(bootstrap, topic, partitions)
     except Exception as error:  # the broker's own message says what is wrong
-        raise _fail(f"could not reach Kafka at {bootstrap} to create topic {topic!r}: {error}") from None
+        raise fail(f"could not reach Kafka at {bootstrap} to create topic {topic!r}: {error}") from None
     paced = rate > 0
     simulator = Simulator(
         seed, events_per_second=rate if paced else UNPACED_CLOCK_RATE, diurnal=diurnal, bad_ratio=bad_ratio

@@ -23,6 +23,7 @@ from typing import Annotated
 
 import typer
 
+from shopstream.command import fail
 from shopstream.processes import spawn, stop_group
 from shopstream.services import EmbeddedPostgres, ServiceError, endpoints, free_port
 from shopstream.settings import Settings, SettingsError, load_settings
@@ -230,8 +231,7 @@ def e2e_benchmark_command(
             typer.echo("note: no chromium: the chart cannot be rendered and no browser watches the dashboard", err=True)
         result = run_e2e_benchmark(settings, rate=rate, seconds=duration, warmup=warmup)
     except (SettingsError, ServiceError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        raise fail(error) from None
     report = write_report(result, docs)
     typer.echo(summary_line(result))
     typer.echo(f"report: {report}")

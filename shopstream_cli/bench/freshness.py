@@ -32,6 +32,7 @@ from typing import Annotated, Any
 import typer
 
 from shopstream import database
+from shopstream.command import fail
 from shopstream.kafka_admin import ensure_topic
 from shopstream.processes import spawn, stop_group
 from shopstream.services import Endpoints, ServiceError, endpoints
@@ -361,8 +362,7 @@ def freshness_benchmark_command(
         settings = load_settings()
         result = run_freshness_benchmark(settings, rate=rate, seconds=seconds, warmup=warmup)
     except (SettingsError, ServiceError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        raise fail(error) from None
     typer.echo("")
     typer.echo(_line("event -> Bronze", result.bronze_latency_s))
     typer.echo(_line("event -> Gold", result.gold_latency_s))

@@ -17,6 +17,7 @@ import typer
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from shopstream.command import fail
 from streaming.producer import TURN_LIMIT, UNPACED_CLOCK_RATE, ClickstreamProducer, DeliveryCounts, run
 from streaming.simulator import Simulator
 
@@ -112,8 +113,7 @@ def produce_benchmark_command(
         settings = load_settings()
         bootstrap = kafka_bootstrap(settings)
     except (SettingsError, ServiceError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
+        raise fail(error) from None
     typer.echo(f"benchmarking the producer against {bootstrap} with {events:,} events ...", err=True)
     benchmark = measure_delivery(bootstrap, events, seed, partitions or settings.topic_partitions)
     for line in benchmark.lines():
