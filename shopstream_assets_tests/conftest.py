@@ -42,7 +42,7 @@ TEST_PARTITIONS = 6
 
 
 # Fixtures that start a real server (or a JVM): a test that uses none of them runs in `make check`.
-SERVER_FIXTURES = frozenset({"postgres_server", "kafka_bootstrap", "spark"})
+SERVER_FIXTURES = frozenset({"postgres_server", "kafka_bootstrap", "spark", "own_home", "fault_stack"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
