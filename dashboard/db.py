@@ -55,7 +55,8 @@ def dashboard_database_url(env: Mapping[str, str] | None = None) -> str:
         return settings.dashboard_database_url
     if settings.database_url:
         return reader_or_owner_url(settings.database_url, settings.reader_password)
-    from shopstream.services import EmbeddedPostgres, ServiceError
+    from shopstream.embedded import ServiceError
+    from shopstream.postgres_server import EmbeddedPostgres
 
     # Not checked for running: a stopped server shows as "database unavailable" and the
     # page recovers when `shopstream services start` brings it back.

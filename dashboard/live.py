@@ -28,7 +28,8 @@ def _stream_settings(environment: tuple[tuple[str, str], ...]) -> StreamSettings
     settings = load_settings(dict(environment))
     bootstrap = settings.kafka_bootstrap
     if bootstrap is None:
-        from shopstream.services import EmbeddedKafka, ServiceError
+        from shopstream.embedded import ServiceError
+        from shopstream.kafka_server import EmbeddedKafka
 
         try:
             bootstrap = EmbeddedKafka(settings).bootstrap

@@ -1,4 +1,4 @@
-"""PostgreSQL helpers: URLs, connections, databases and the reader role."""
+"""PostgreSQL on any server: URLs, connections and databases (the servers we run are in ``postgres_server``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 READER_ROLE = "shopstream_reader"
+DAGSTER_DATABASE_NAME = "dagster"
 
 
 @dataclass(frozen=True)
@@ -90,17 +91,3 @@ def ensure_database(admin_url: str, database: str) -> None:
 def drop_database(admin_url: str, database: str) -> None:
     with autocommit(admin_url) as conn:
         conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
-
-
-def ensure_reader_role(admin_url: str, password: str) -> None:
-    """The dashboard's read-only login role; its password is set on every call."""
-    with autocommit(admin_url) as conn:
-        exists = conn.execute("select 1 from pg_roles where rolname = %s", (READER_ROLE,)).fetchone()
-        verb = "alter" if exists else "create"
-        conn.execute(
-            sql.SQL(verb + " role {} with login password {}").format(sql.Identifier(READER_ROLE), sql.Literal(password))
-        )
-        # Belt and braces: even a grant given by mistake cannot let the dashboard write.
-        conn.execute(
-            sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(READER_ROLE))
-        )

@@ -22,8 +22,10 @@ import pytest
 
 from shopstream import database
 from shopstream.kafka_admin import ensure_topic
+from shopstream.kafka_server import EmbeddedKafka
+from shopstream.postgres_server import EmbeddedPostgres
 from shopstream.processes import spawn, stop_group
-from shopstream.services import EmbeddedKafka, EmbeddedPostgres, Endpoints
+from shopstream.services import Endpoints
 from shopstream.settings import Settings, load_settings
 from shopstream_assets.runtime.dagster_instance import (
     dbt_profile_environment,

@@ -70,7 +70,8 @@ def services_start() -> None:
 
     `eval "$(shopstream services start)"` points the current shell at them.
     """
-    from shopstream.services import ServiceError
+    from shopstream.database import redact
+    from shopstream.embedded import ServiceError
     from shopstream_cli.stack import start_servers
 
     settings = settings_or_exit()
@@ -80,14 +81,8 @@ def services_start() -> None:
         raise fail(str(error)) from None
     for name, value in endpoints.environment().items():
         typer.echo(f"export {name}={shlex.quote(value)}")
-    _progress(f"PostgreSQL: {_redacted(endpoints.database_url)}")
+    _progress(f"PostgreSQL: {redact(endpoints.database_url)}")
     _progress(f"Kafka:      {endpoints.kafka_bootstrap}")
-
-
-def _redacted(url: str) -> str:
-    from shopstream.database import redact
-
-    return redact(url)
 
 
 @services_app.command("stop")
@@ -132,7 +127,8 @@ def jars_command() -> None:
 @app.command("migrate")
 def migrate_command() -> None:
     """Create the bronze/silver/gold schemas and the Bronze tables (idempotent)."""
-    from shopstream.services import ServiceError, endpoints
+    from shopstream.embedded import ServiceError
+    from shopstream.services import endpoints
     from streaming.migrations import migrate
 
     try:

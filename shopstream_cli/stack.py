@@ -17,17 +17,10 @@ import psycopg
 import typer
 
 from shopstream.database import connect, redact
+from shopstream.embedded import ServiceError
 from shopstream.kafka_admin import ensure_topic, watermarks
 from shopstream.processes import spawn, stop_group
-from shopstream.services import (
-    EmbeddedKafka,
-    EmbeddedPostgres,
-    Endpoints,
-    ServiceError,
-    kafka_is_embedded,
-    postgres_is_embedded,
-    start_services,
-)
+from shopstream.services import Endpoints, running_servers, start_services, stop_servers_started_since
 from shopstream.settings import Settings
 from streaming.ledger import committed_offsets, messages_behind
 from streaming.migrations import migrate
@@ -135,10 +128,7 @@ def run_stack(
     signal.signal(signal.SIGTERM, request_stop)
 
     # Servers already running before `up` are left running when it stops; those it starts, it stops.
-    already_running = {
-        "postgresql": EmbeddedPostgres(settings).pid() is not None,
-        "kafka": EmbeddedKafka(settings).pid() is not None,
-    }
+    already_running = running_servers(settings)
     plan = plan_children(settings, producer_rate=producer_rate)
     exit_code = 0
     try:
@@ -187,9 +177,6 @@ def run_stack(
             if child.process is not None:
                 stop_group(child.process, timeout=60)
                 echo(f"stopped {child.name}")
-        if not already_running["kafka"] and kafka_is_embedded(settings):
-            EmbeddedKafka(settings).stop(progress=echo)
-        if not already_running["postgresql"] and postgres_is_embedded(settings):
-            EmbeddedPostgres(settings).stop(progress=echo)
+        stop_servers_started_since(settings, already_running, progress=echo)
         echo("all stopped")
     return exit_code

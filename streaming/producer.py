@@ -341,8 +341,9 @@ def produce_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No live progress line.")] = False,
 ) -> None:
     """Send simulated shoppers' clickstream to Kafka; with neither --duration nor --events, until Ctrl-C."""
+    from shopstream.embedded import ServiceError
     from shopstream.kafka_admin import ensure_topic
-    from shopstream.services import ServiceError, kafka_bootstrap
+    from shopstream.services import kafka_bootstrap
     from shopstream.settings import SettingsError, load_settings, parse_topic
 
     try:

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from shopstream.services import DAGSTER_DATABASE_NAME, Endpoints, endpoints
+from shopstream.database import DAGSTER_DATABASE_NAME
+from shopstream.services import Endpoints, endpoints
 from shopstream.settings import Settings, SettingsError, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

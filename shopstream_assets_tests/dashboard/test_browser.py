@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shopstream.services import free_port
+from shopstream.embedded import free_port
 from shopstream_assets_tests.conftest import REPO_ROOT, Spawn
 from shopstream_assets_tests.dashboard.conftest import Shop
 

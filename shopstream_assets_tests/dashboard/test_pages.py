@@ -13,7 +13,8 @@ from dashboard import queries
 from dashboard.db import POOL_MAX_SIZE, get_pool
 from dashboard.metrics import KPIS, format_value
 from shopstream import database
-from shopstream.services import Endpoints, free_port
+from shopstream.embedded import free_port
+from shopstream.services import Endpoints
 from shopstream_assets_tests.dashboard.conftest import PAGES_DIR, Shop, fresh_database, point_dashboard_at
 from shopstream_assets_tests.dashboard.expected import kpis_from_silver, scalar
 from streaming.migrations import migrate

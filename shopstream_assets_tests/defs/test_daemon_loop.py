@@ -15,7 +15,8 @@ import dagster as dg
 import pytest
 
 from shopstream.database import connect
-from shopstream.services import Endpoints, free_port
+from shopstream.embedded import free_port
+from shopstream.services import Endpoints
 from shopstream.settings import Settings, load_settings
 from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX
 from shopstream_assets.defs.streaming.sensors import BATCH_RANGE_TAG, SENSOR_NAME

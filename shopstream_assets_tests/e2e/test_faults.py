@@ -29,7 +29,9 @@ from streamlit.testing.v1 import AppTest
 
 from shopstream import database
 from shopstream.kafka_admin import ensure_topic
-from shopstream.services import EmbeddedKafka, EmbeddedPostgres, Endpoints
+from shopstream.kafka_server import EmbeddedKafka
+from shopstream.postgres_server import EmbeddedPostgres
+from shopstream.services import Endpoints
 from shopstream.settings import load_settings
 from shopstream_assets_tests.conftest import TEST_PARTITIONS, make_test_home
 from shopstream_assets_tests.e2e.helpers import (

@@ -87,20 +87,6 @@ def test_the_offsets_table_starts_from_an_older_databases_ledger(admin_database_
         database.drop_database(admin_database_url, name)
 
 
-def test_the_dashboard_role_can_read_but_not_write(dashboard_database_url: str, database_url: str) -> None:
-    with database.connect(database_url) as conn:
-        conn.execute("create table gold.reader_probe (value int)")
-        conn.execute("insert into gold.reader_probe values (1)")
-    with database.connect(dashboard_database_url) as conn:
-        assert conn.execute("select value from gold.reader_probe").fetchone() == (1,)
-        assert conn.execute("select count(*) from bronze.clickstream_events").fetchone() == (0,)
-    with (
-        database.connect(dashboard_database_url) as conn,
-        pytest.raises((psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege)),
-    ):
-        conn.execute("insert into gold.reader_probe values (2)")
-
-
 def test_redact_hides_the_password() -> None:
     assert database.redact("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
 

@@ -77,3 +77,23 @@ def test_the_cli_reports_a_wrong_setting_by_name(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "SHOPSTREAM_DATABASE_URL is not a postgresql:// URL: got 'localhost'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("0", False), ("true", True), ("false", False), ("TRUE", True), ("False", False)],
+)
+def test_fast_runs_takes_one_or_zero_and_true_or_false(value: str, expected: bool) -> None:
+    assert load_settings({"SHOPSTREAM_FAST_RUNS": value}).fast_runs is expected
+
+
+def test_fast_runs_is_on_unless_turned_off() -> None:
+    assert load_settings({}).fast_runs is True
+
+
+@pytest.mark.parametrize("value", ["2", "fast", "-1", "ja"])
+def test_fast_runs_refuses_anything_else_by_name(value: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"SHOPSTREAM_FAST_RUNS": value})
+    message = str(raised.value)
+    assert "SHOPSTREAM_FAST_RUNS" in message and repr(value) in message

@@ -272,7 +272,7 @@ def report(timings: dict[str, list[tuple[str, float]]], renders: dict[str, float
 def _admin_url(database_url: str | None) -> str:
     if database_url:
         return database_url
-    from shopstream.services import EmbeddedPostgres
+    from shopstream.postgres_server import EmbeddedPostgres
     from shopstream.settings import load_settings
 
     settings = load_settings()
@@ -286,7 +286,7 @@ def _admin_url(database_url: str | None) -> str:
 
 def _reader_url(admin_url: str, name: str) -> str:
     """The read-only role on the benchmark database when it exists (as the dashboard runs)."""
-    from shopstream.services import EmbeddedPostgres
+    from shopstream.postgres_server import EmbeddedPostgres
     from shopstream.settings import load_settings
 
     settings = load_settings()

@@ -24,8 +24,10 @@ from typing import Annotated
 import typer
 
 from shopstream.command import fail
+from shopstream.embedded import ServiceError, free_port
+from shopstream.postgres_server import EmbeddedPostgres
 from shopstream.processes import spawn, stop_group
-from shopstream.services import EmbeddedPostgres, ServiceError, endpoints, free_port
+from shopstream.services import endpoints
 from shopstream.settings import Settings, SettingsError, load_settings
 from shopstream_cli.bench.freshness import FreshnessResult, run_freshness_benchmark
 from shopstream_cli.bench.measure import ComponentUsage, ResourceSampler, percentile, pids_matching

@@ -33,9 +33,10 @@ import typer
 
 from shopstream import database
 from shopstream.command import fail
+from shopstream.embedded import ServiceError
 from shopstream.kafka_admin import ensure_topic
 from shopstream.processes import spawn, stop_group
-from shopstream.services import Endpoints, ServiceError, endpoints
+from shopstream.services import Endpoints, endpoints
 from shopstream.settings import Settings, SettingsError, load_settings
 from shopstream_assets.runtime.dagster_instance import (
     daemon_command,

@@ -12,7 +12,7 @@ Four phases, each on a topic of its own and a scratch database (dropped at the e
 (c) latency: the producer sends a steady ``--latency-rate`` (2,000 events/s); per event,
     latency = its batch's ``committed_at`` - the producer's ``sent_at_ms`` header; p50/p95/p99.
 (d) yardstick: the machine's own ceiling, measured as the issue that set the targets measured
-    it (91,000 rows/s on its machine): Spark alone reads ``--yardstick-events`` from Kafka in
+    it (its figure is in the performance notes): Spark alone reads ``--yardstick-events`` from Kafka in
     batch mode, parses them with ``from_json`` to typed columns and collects them with
     ``toArrow()``, once cold and three times warm; the median warm rate is printed with the
     drain's share of it. It runs last, so its JIT warm-up cannot speed up the drain's first
@@ -39,13 +39,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import psutil
 import psycopg
 import typer
 
 from shopstream import database, services
 from shopstream.kafka_admin import ensure_topic
+from shopstream.postgres_server import EmbeddedPostgres
 from shopstream.settings import Settings, SettingsError, load_settings
+from shopstream_cli.bench.measure import CpuMeter
 from streaming.job import DEFAULT_MAX_OFFSETS_PER_TRIGGER
 from streaming.migrations import migrate
 
@@ -76,63 +77,6 @@ def _fetch_one(url: str, query: str, params: tuple = ()) -> tuple:
         return conn.execute(query, params).fetchone()
 
 
-class _CpuMeter:
-    """CPU-seconds of the stream (this process + its JVM) and of the embedded PostgreSQL, and the load."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._me = psutil.Process()
-        postgres_pid = services.EmbeddedPostgres(settings).pid() if services.postgres_is_embedded(settings) else None
-        self._postgres = psutil.Process(postgres_pid) if postgres_pid else None
-        self._start = self._read()
-        self._load: list[float] = []
-
-    @staticmethod
-    def _seconds(members: list[psutil.Process]) -> float:
-        total = 0.0
-        for member in members:
-            try:
-                times = member.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                continue
-        return total
-
-    def _read(self) -> tuple[float, float]:
-        # This process and its JVM only: the producers are children of this process too.
-        jvms = [child for child in self._me.children(recursive=True) if "java" in child.name()]
-        stream = self._seconds([self._me, *jvms])
-        if self._postgres is None:
-            return stream, float("nan")
-        # Backends that already exited (the sink's closes when a phase ends) are in the
-        # postmaster's children_* times once reaped; live ones are read directly. A backend
-        # reaped between the two reads would be in neither (read right after a drain's
-        # connections closed, that lost nearly all of the drain's PostgreSQL time), so the
-        # two are read again until the set of backends did not change around them.
-        for _ in range(100):
-            try:
-                before = {child.pid for child in self._postgres.children(recursive=True)}
-                reaped = self._postgres.cpu_times()
-                live = self._seconds(self._postgres.children(recursive=True))
-                after = {child.pid for child in self._postgres.children(recursive=True)}
-            except psutil.Error:
-                return stream, float("nan")
-            if after == before:
-                break
-            time.sleep(0.01)
-        return stream, reaped.user + reaped.system + reaped.children_user + reaped.children_system + live
-
-    def sample_load(self) -> None:
-        self._load.append(os.getloadavg()[0])
-
-    def text(self, events: int) -> str:
-        self.sample_load()
-        stream, postgres = (now - then for now, then in zip(self._read(), self._start, strict=True))
-        per = 100_000 / max(events, 1)
-        load = sum(self._load) / len(self._load)
-        postgres_text = "" if postgres != postgres else f", PostgreSQL {postgres * per:.2f}"
-        return f"[load {load:.1f}; CPU-s per 100k events: stream {stream * per:.2f}{postgres_text}]"
-
-
 def _echo(message: str) -> None:
     typer.echo(message, err=True)
 
@@ -158,7 +102,7 @@ def ingest_benchmark_command(
     keep_database: Annotated[bool, typer.Option("--keep-database", help="Keep the scratch database.")] = False,
 ) -> None:
     """Measure Kafka -> Bronze: drain, sustained rate beside the producer, latency; then Spark alone as a yardstick."""
-    from streaming.job import build_spark_session, configure_logging, run_stream
+    from streaming.job import configure_logging
 
     try:
         settings = load_settings()
@@ -166,7 +110,73 @@ def ingest_benchmark_command(
         raise typer.BadParameter(str(error)) from None
     configure_logging(dataclasses.replace(settings, log_level="WARNING"))
     database_url = services.database_urls(settings)[0]
-    kafka_bootstrap = services.kafka_bootstrap(settings)
+    run = _prepare_run(settings, database_url, services.kafka_bootstrap(settings), max_offsets_per_trigger)
+    figures: dict[str, str] = {}
+    try:
+        figures["drain"], drain_rate = _drain(run, events)
+        figures["sustained"] = _sustained(run, sustained_seconds, sustained_rate)
+        figures["latency"] = _latency(run, latency_seconds, latency_rate)
+        figures["yardstick"] = _yardstick(run, yardstick_events, drain_rate)
+    finally:
+        run.spark.stop()
+        if not keep_database:
+            database.drop_database(database_url, run.bench_database)
+    _report(run, figures)
+
+
+@dataclasses.dataclass(frozen=True)
+class _BenchRun:
+    """What every phase shares: the scratch database, the servers, one SparkSession, the run's id."""
+
+    settings: Settings
+    run_id: str
+    bench_database: str
+    bench_url: str
+    kafka_bootstrap: str
+    env: dict[str, str]
+    spark: SparkSession
+    checkpoints: Path
+    max_offsets_per_trigger: int
+
+    def topic(self, phase: str) -> str:
+        """A fresh topic for ``phase``: no phase sees another's messages."""
+        topic = f"bench-{phase}-{self.run_id}"
+        ensure_topic(self.kafka_bootstrap, topic, self.settings.topic_partitions)
+        return topic
+
+    def meter(self) -> CpuMeter:
+        """A CPU meter from now on; PostgreSQL's share only when the server is the embedded one."""
+        postgres_pid = EmbeddedPostgres(self.settings).pid() if services.postgres_is_embedded(self.settings) else None
+        return CpuMeter(postgres_pid)
+
+    def producer(self, topic: str, *options: str) -> subprocess.Popen[bytes]:
+        return _producer(self.settings, self.env, topic, *options)
+
+    def stream(self, topic: str, until_idle: float = 3.0) -> int:
+        """Stream ``topic`` into the scratch Bronze until ``until_idle`` seconds pass without data;
+        return the number of micro-batches."""
+        from streaming.job import run_stream
+
+        # Checkpoints in a scratch folder; jars and the session come from the real home.
+        bench_settings = dataclasses.replace(self.settings, topic=topic, home=self.checkpoints / topic)
+        return run_stream(
+            self.spark, bench_settings, database_url=self.bench_url, kafka_bootstrap=self.kafka_bootstrap,
+            until_idle=until_idle, max_offsets_per_trigger=self.max_offsets_per_trigger,
+        ).batches  # fmt: skip
+
+    def stream_in_background(self, topic: str) -> threading.Thread:
+        """A started thread streaming ``topic`` while a producer fills it, until it has been idle a while."""
+        runner = threading.Thread(target=lambda: self.stream(topic, until_idle=5.0))
+        runner.start()
+        return runner
+
+
+def _prepare_run(
+    settings: Settings, database_url: str, kafka_bootstrap: str, max_offsets_per_trigger: int
+) -> _BenchRun:
+    """A migrated scratch database beside the real one, the producers' environment, the SparkSession."""
+    from streaming.job import build_spark_session
+
     run_id = f"{int(time.time())}"
     bench_database = f"shopstream_bench_ingest_{run_id}"
     database.ensure_database(database_url, bench_database)
@@ -179,138 +189,130 @@ def ingest_benchmark_command(
     }
     spark = build_spark_session(settings)
     checkpoints = Path(tempfile.mkdtemp(prefix="shopstream-bench-checkpoints-"))
-    figures: dict[str, str] = {}
-    try:
+    return _BenchRun(
+        settings, run_id, bench_database, bench_url, kafka_bootstrap, env, spark, checkpoints, max_offsets_per_trigger
+    )
 
-        def stream(topic: str, stop: threading.Event | None = None, until_idle: float = 3.0):
-            # Checkpoints in a scratch folder; jars and the session come from the real home.
-            bench_settings = dataclasses.replace(settings, topic=topic, home=checkpoints / topic)
-            return run_stream(
-                spark, bench_settings, database_url=bench_url, kafka_bootstrap=kafka_bootstrap,
-                until_idle=until_idle, max_offsets_per_trigger=max_offsets_per_trigger, stop=stop,
-            )  # fmt: skip
 
-        # (a) drain
-        topic = f"bench-drain-{run_id}"
-        ensure_topic(kafka_bootstrap, topic, settings.topic_partitions)
-        _echo(f"(a) pre-filling {topic} with {events:,} events ...")
-        _wait_producer(_producer(settings, env, topic, "--rate", "0", "--events", str(events)), "pre-fill")
-        _echo(f"(a) draining into Bronze ... (load {os.getloadavg()[0]:.1f})")
-        meter = _CpuMeter(settings)
-        summary = stream(topic)
-        consumed, seconds, first_batch, first_messages = _fetch_one(
-            bench_url,
-            "select sum(messages_consumed), extract(epoch from max(committed_at) - min(started_at)),"
-            " extract(epoch from min(committed_at) - min(started_at)),"
-            " (array_agg(messages_consumed order by batch_id))[1]"
-            " from bronze.ingest_batches where kafka_topic = %s",
-            (topic,),
-        )
-        # The first batch runs on a cold JVM (class loading, code generation, JIT): the rate
-        # after it is what a longer backlog drains at.
-        after_first = f"{(consumed - first_messages) / (seconds - first_batch):,.0f}" if seconds > first_batch else "-"
-        drain_rate = consumed / float(seconds)
-        figures["drain"] = (
-            f"{consumed:,} events in {seconds:.1f} s = {consumed / seconds:,.0f} events/s "
-            f"({summary.batches} batches; first batch {first_batch:.1f} s, {after_first} events/s after it) "
-            f"{meter.text(consumed)}"
-        )
-        _echo(f"(a) drain: {figures['drain']}")
+def _drain(run: _BenchRun, events: int) -> tuple[str, float]:
+    """(a) A pre-filled topic streamed into Bronze: the figure, and the rate the yardstick compares."""
+    topic = run.topic("drain")
+    _echo(f"(a) pre-filling {topic} with {events:,} events ...")
+    _wait_producer(run.producer(topic, "--rate", "0", "--events", str(events)), "pre-fill")
+    _echo(f"(a) draining into Bronze ... (load {os.getloadavg()[0]:.1f})")
+    meter = run.meter()
+    batches = run.stream(topic)
+    consumed, seconds, first_batch, first_messages = _fetch_one(
+        run.bench_url,
+        "select sum(messages_consumed), extract(epoch from max(committed_at) - min(started_at)),"
+        " extract(epoch from min(committed_at) - min(started_at)),"
+        " (array_agg(messages_consumed order by batch_id))[1]"
+        " from bronze.ingest_batches where kafka_topic = %s",
+        (topic,),
+    )
+    # The first batch runs on a cold JVM (class loading, code generation, JIT): the rate
+    # after it is what a longer backlog drains at.
+    after_first = f"{(consumed - first_messages) / (seconds - first_batch):,.0f}" if seconds > first_batch else "-"
+    figure = (
+        f"{consumed:,} events in {seconds:.1f} s = {consumed / seconds:,.0f} events/s "
+        f"({batches} batches; first batch {first_batch:.1f} s, {after_first} events/s after it) "
+        f"{meter.text(consumed)}"
+    )
+    _echo(f"(a) drain: {figure}")
+    return figure, consumed / float(seconds)
 
-        # (b) sustained, producer as fast as it goes
-        topic = f"bench-sustained-{run_id}"
-        ensure_topic(kafka_bootstrap, topic, settings.topic_partitions)
-        pace = "full speed" if sustained_rate == 0 else f"{sustained_rate:,.0f} events/s"
-        _echo(f"(b) producer at {pace} for {sustained_seconds:.0f} s while the stream runs ...")
-        stop = threading.Event()
-        lag_samples: list[tuple[float, int]] = []
-        meter = _CpuMeter(settings)
-        window_started = time.time()
-        producer = _producer(settings, env, topic, "--rate", str(sustained_rate), "--duration", str(sustained_seconds))
-        sampler = threading.Thread(
-            target=_sample_lag,
-            # At least 16 samples however short the window, so the verdict has quarters to compare.
-            args=(kafka_bootstrap, bench_url, topic, producer, lag_samples, window_started, meter),
-            kwargs={"interval": min(1.0, sustained_seconds / 16)},
-            daemon=True,
-        )
-        sampler.start()
-        result: dict[str, object] = {}
-        runner = threading.Thread(target=lambda: result.update(summary=stream(topic, stop, until_idle=5.0)))
-        runner.start()
-        _wait_producer(producer, "sustained")
-        window_ended = time.time()
-        sampler.join()
-        runner.join()
-        (in_window,) = _fetch_one(
-            bench_url,
-            "select coalesce(sum(messages_consumed), 0) from bronze.ingest_batches"
-            " where kafka_topic = %s and committed_at <= to_timestamp(%s)",
-            (topic, window_ended),
-        )
-        (produced,) = _fetch_one(
-            bench_url, "select sum(messages_consumed) from bronze.ingest_batches where kafka_topic = %s", (topic,)
-        )
-        window = window_ended - window_started
-        quarters = [lag for _, lag in lag_samples[:: max(1, len(lag_samples) // 4)]]
-        figures["sustained"] = (
-            f"{in_window:,} of {produced:,} produced events committed during the {window:.0f} s window = "
-            f"{in_window / window:,.0f} events/s (producer {produced / window:,.0f} events/s); "
-            f"lag through the window: {', '.join(f'{lag:,}' for lag in quarters)} "
-            f"({_lag_verdict(lag_samples)}) {meter.text(produced)}"
-        )
-        _echo(f"(b) sustained: {figures['sustained']}")
 
-        # (c) latency at a steady rate
-        topic = f"bench-latency-{run_id}"
-        ensure_topic(kafka_bootstrap, topic, settings.topic_partitions)
-        _echo(f"(c) producer at {latency_rate:,.0f} events/s for {latency_seconds:.0f} s ...")
-        stop = threading.Event()
-        runner = threading.Thread(target=lambda: result.update(summary=stream(topic, stop, until_idle=5.0)))
-        runner.start()
-        time.sleep(3)  # the query is up before the first event is sent
-        meter = _CpuMeter(settings)
-        producer = _producer(settings, env, topic, "--rate", str(latency_rate), "--duration", str(latency_seconds))
-        _wait_producer(producer, "latency")
-        runner.join()
-        count, p50, p95, p99, worst = _fetch_one(
-            bench_url,
-            "select count(*),"
-            " percentile_cont(0.50) within group (order by seconds),"
-            " percentile_cont(0.95) within group (order by seconds),"
-            " percentile_cont(0.99) within group (order by seconds), max(seconds)"
-            " from (select extract(epoch from b.committed_at - e.sent_at) as seconds"
-            "  from bronze.clickstream_events e join bronze.ingest_batches b using (batch_id)"
-            "  where e.kafka_topic = %s) latencies",
-            (topic,),
-        )
-        figures["latency"] = (
-            f"{count:,} events at {latency_rate:,.0f}/s: p50 {p50:.2f} s, p95 {p95:.2f} s, p99 {p99:.2f} s, "
-            f"max {worst:.2f} s {meter.text(count)}"
-        )
-        _echo(f"(c) latency: {figures['latency']}")
+def _sustained(run: _BenchRun, seconds: float, rate: float) -> str:
+    """(b) The producer at ``rate`` (0: flat out) while the stream runs on the same cores, the lag watched."""
+    topic = run.topic("sustained")
+    pace = "full speed" if rate == 0 else f"{rate:,.0f} events/s"
+    _echo(f"(b) producer at {pace} for {seconds:.0f} s while the stream runs ...")
+    lag_samples: list[tuple[float, int]] = []
+    meter = run.meter()
+    window_started = time.time()
+    producer = run.producer(topic, "--rate", str(rate), "--duration", str(seconds))
+    sampler = threading.Thread(
+        target=_sample_lag,
+        # At least 16 samples however short the window, so the verdict has quarters to compare.
+        args=(run.kafka_bootstrap, run.bench_url, topic, producer, lag_samples, window_started, meter),
+        kwargs={"interval": min(1.0, seconds / 16)},
+        daemon=True,
+    )
+    sampler.start()
+    runner = run.stream_in_background(topic)
+    _wait_producer(producer, "sustained")
+    window_ended = time.time()
+    sampler.join()
+    runner.join()
+    (in_window,) = _fetch_one(
+        run.bench_url,
+        "select coalesce(sum(messages_consumed), 0) from bronze.ingest_batches"
+        " where kafka_topic = %s and committed_at <= to_timestamp(%s)",
+        (topic, window_ended),
+    )
+    (produced,) = _fetch_one(
+        run.bench_url, "select sum(messages_consumed) from bronze.ingest_batches where kafka_topic = %s", (topic,)
+    )
+    window = window_ended - window_started
+    quarters = [lag for _, lag in lag_samples[:: max(1, len(lag_samples) // 4)]]
+    figure = (
+        f"{in_window:,} of {produced:,} produced events committed during the {window:.0f} s window = "
+        f"{in_window / window:,.0f} events/s (producer {produced / window:,.0f} events/s); "
+        f"lag through the window: {', '.join(f'{lag:,}' for lag in quarters)} "
+        f"({_lag_verdict(lag_samples)}) {meter.text(produced)}"
+    )
+    _echo(f"(b) sustained: {figure}")
+    return figure
 
-        # (d) yardstick
-        topic = f"bench-yardstick-{run_id}"
-        ensure_topic(kafka_bootstrap, topic, settings.topic_partitions)
-        _wait_producer(
-            _producer(settings, env, topic, "--rate", "0", "--events", str(yardstick_events)), "yardstick pre-fill"
-        )
-        _echo(f"(d) Spark alone: Kafka batch read, from_json, toArrow of {yardstick_events:,} events ...")
-        rates = spark_alone_rates(spark, kafka_bootstrap, topic, runs=4)
-        warm = statistics.median(rates[1:])
-        figures["yardstick"] = (
-            f"Spark alone (Kafka batch read, from_json to typed columns, toArrow) on {yardstick_events:,} events: "
-            f"{warm:,.0f} rows/s warm (median of {', '.join(f'{rate:,.0f}' for rate in rates[1:])}; "
-            f"cold {rates[0]:,.0f}); the drain ran at {drain_rate / warm:.0%} of it"
-        )
-        _echo(f"(d) yardstick: {figures['yardstick']}")
-    finally:
-        spark.stop()
-        if not keep_database:
-            database.drop_database(database_url, bench_database)
+
+def _latency(run: _BenchRun, seconds: float, rate: float) -> str:
+    """(c) A steady ``rate``; per event, its batch's commit time minus the producer's send time."""
+    topic = run.topic("latency")
+    _echo(f"(c) producer at {rate:,.0f} events/s for {seconds:.0f} s ...")
+    runner = run.stream_in_background(topic)
+    time.sleep(3)  # the query is up before the first event is sent
+    meter = run.meter()
+    _wait_producer(run.producer(topic, "--rate", str(rate), "--duration", str(seconds)), "latency")
+    runner.join()
+    count, p50, p95, p99, worst = _fetch_one(
+        run.bench_url,
+        "select count(*),"
+        " percentile_cont(0.50) within group (order by seconds),"
+        " percentile_cont(0.95) within group (order by seconds),"
+        " percentile_cont(0.99) within group (order by seconds), max(seconds)"
+        " from (select extract(epoch from b.committed_at - e.sent_at) as seconds"
+        "  from bronze.clickstream_events e join bronze.ingest_batches b using (batch_id)"
+        "  where e.kafka_topic = %s) latencies",
+        (topic,),
+    )
+    figure = (
+        f"{count:,} events at {rate:,.0f}/s: p50 {p50:.2f} s, p95 {p95:.2f} s, p99 {p99:.2f} s, "
+        f"max {worst:.2f} s {meter.text(count)}"
+    )
+    _echo(f"(c) latency: {figure}")
+    return figure
+
+
+def _yardstick(run: _BenchRun, events: int, drain_rate: float) -> str:
+    """(d) Spark alone on this machine, and the drain's share of it."""
+    topic = run.topic("yardstick")
+    _wait_producer(run.producer(topic, "--rate", "0", "--events", str(events)), "yardstick pre-fill")
+    _echo(f"(d) Spark alone: Kafka batch read, from_json, toArrow of {events:,} events ...")
+    rates = spark_alone_rates(run.spark, run.kafka_bootstrap, topic, runs=4)
+    warm = statistics.median(rates[1:])
+    figure = (
+        f"Spark alone (Kafka batch read, from_json to typed columns, toArrow) on {events:,} events: "
+        f"{warm:,.0f} rows/s warm (median of {', '.join(f'{rate:,.0f}' for rate in rates[1:])}; "
+        f"cold {rates[0]:,.0f}); the drain ran at {drain_rate / warm:.0%} of it"
+    )
+    _echo(f"(d) yardstick: {figure}")
+    return figure
+
+
+def _report(run: _BenchRun, figures: dict[str, str]) -> None:
     typer.echo(
-        f"Kafka -> Bronze benchmark ({os.cpu_count()} cores, Spark {spark.version}, master {settings.spark_master})"
+        f"Kafka -> Bronze benchmark ({os.cpu_count()} cores, Spark {run.spark.version},"
+        f" master {run.settings.spark_master})"
     )
     for name, text in figures.items():
         typer.echo(f"  {name:9} {text}")
@@ -363,7 +365,7 @@ def _sample_lag(
     producer: subprocess.Popen[bytes],
     samples: list[tuple[float, int]],
     started: float,
-    meter: _CpuMeter,
+    meter: CpuMeter,
     *,
     interval: float = 1.0,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,16 +19,6 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
     return ordered[rank]
-
-
-def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
-    return {
-        "count": float(len(seconds)),
-        "p50": percentile(seconds, 0.50),
-        "p95": percentile(seconds, 0.95),
-        "p99": percentile(seconds, 0.99),
-        "max": max(seconds) if seconds else float("nan"),
-    }
 
 
 @dataclass
@@ -144,3 +135,60 @@ def pids_matching(*needles: str) -> Callable[[], list[int]]:
         return roots
 
     return find
+
+
+class CpuMeter:
+    """CPU-seconds of a Spark stream (this process + its JVM) and of a PostgreSQL server we run
+    (``postgres_pid``, its postmaster; None when it is not ours), and the 1-minute load average."""
+
+    def __init__(self, postgres_pid: int | None) -> None:
+        self._me = psutil.Process()
+        self._postgres = psutil.Process(postgres_pid) if postgres_pid else None
+        self._start = self._read()
+        self._load: list[float] = []
+
+    @staticmethod
+    def _seconds(members: list[psutil.Process]) -> float:
+        total = 0.0
+        for member in members:
+            try:
+                times = member.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    def _read(self) -> tuple[float, float]:
+        # This process and its JVM only: the producers are children of this process too.
+        jvms = [child for child in self._me.children(recursive=True) if "java" in child.name()]
+        stream = self._seconds([self._me, *jvms])
+        if self._postgres is None:
+            return stream, float("nan")
+        # Backends that already exited (the sink's closes when a phase ends) are in the
+        # postmaster's children_* times once reaped; live ones are read directly. A backend
+        # reaped between the two reads would be in neither (read right after a drain's
+        # connections closed, that lost nearly all of the drain's PostgreSQL time), so the
+        # two are read again until the set of backends did not change around them.
+        for _ in range(100):
+            try:
+                before = {child.pid for child in self._postgres.children(recursive=True)}
+                reaped = self._postgres.cpu_times()
+                live = self._seconds(self._postgres.children(recursive=True))
+                after = {child.pid for child in self._postgres.children(recursive=True)}
+            except psutil.Error:
+                return stream, float("nan")
+            if after == before:
+                break
+            time.sleep(0.01)
+        return stream, reaped.user + reaped.system + reaped.children_user + reaped.children_system + live
+
+    def sample_load(self) -> None:
+        self._load.append(os.getloadavg()[0])
+
+    def text(self, events: int) -> str:
+        self.sample_load()
+        stream, postgres = (now - then for now, then in zip(self._read(), self._start, strict=True))
+        per = 100_000 / max(events, 1)
+        load = sum(self._load) / len(self._load)
+        postgres_text = "" if postgres != postgres else f", PostgreSQL {postgres * per:.2f}"
+        return f"[load {load:.1f}; CPU-s per 100k events: stream {stream * per:.2f}{postgres_text}]"

