@@ -11,8 +11,8 @@ page; the next refresh simply tries again, and the pool reconnects by itself.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import pandas as pd
 import psycopg
@@ -31,6 +31,8 @@ CONNECT_TIMEOUT_SECONDS = 3
 RECONNECT_TIMEOUT_SECONDS = 8.0
 STATEMENT_TIMEOUT_MS = 15_000
 APPLICATION_NAME = "shopstream-dashboard"
+
+T = TypeVar("T")
 
 
 class DataUnavailable(RuntimeError):
@@ -118,15 +120,13 @@ def _why_unreachable(url: str) -> str:
         return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def fetch(query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Run one parameterized query on a pooled connection; the rows as a DataFrame."""
+def read(reader: Callable[[psycopg.Connection], T]) -> T:
+    """Run ``reader`` on a pooled connection; a database problem becomes :class:`DataUnavailable`."""
     url = current_url()
     pool = get_pool(url)
     try:
-        with pool.connection() as conn, conn.cursor() as cursor:
-            cursor.execute(query, params)
-            columns = [column.name for column in cursor.description or ()]
-            return pd.DataFrame(cursor.fetchall(), columns=columns)
+        with pool.connection() as conn:
+            return reader(conn)
     except PoolTimeout:
         raise DatabaseDown(f"The database at {redact(url)} is not reachable: {_why_unreachable(url)}.") from None
     except errors.UndefinedTable as error:
@@ -144,11 +144,18 @@ def fetch(query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -
         raise DatabaseDown(f"The database at {redact(url)} stopped answering: {_first_line(error)}.") from None
 
 
+def fetch(query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Run one parameterized query on a pooled connection; the rows as a DataFrame."""
+
+    def rows(conn: psycopg.Connection) -> pd.DataFrame:
+        with conn.cursor() as cursor:
+            cursor.execute(query, params)
+            columns = [column.name for column in cursor.description or ()]
+            return pd.DataFrame(cursor.fetchall(), columns=columns)
+
+    return read(rows)
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def pool_stats(url: str | None = None) -> dict[str, int]:
-    """psycopg_pool's counters for the pool of ``url`` (tests and the sidebar)."""
-    return get_pool(url or current_url()).get_stats()

@@ -13,20 +13,22 @@ category, so the category filter leaves them over all categories), top products 
 ``gold.mart_product_daily``. Their columns are additive: a query sums the cells the filters
 select, and ``dashboard.metrics`` applies the KPI formulas to the sums (see its docstring for
 what "unique users" means under a filter). User Behavior reads ``gold.mart_user_behavior``
-and ``gold.mart_hot_leads``; Live Stream reads Bronze and ``gold.refresh_log``.
+and ``gold.mart_hot_leads``; Live Stream reads Bronze and ``gold.refresh_log``, and the Bronze
+ledger through ``streaming.ledger``, where every ledger query lives.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, astuple, dataclass, fields
 from datetime import date, timedelta
 
 import pandas as pd
+import psycopg
 import streamlit as st
 
-from dashboard.db import fetch
+from dashboard.db import fetch, read
 from dashboard.metrics import PeriodCounts
-from streaming.ledger import COMMITTED_OFFSETS_SQL
+from streaming import ledger
 
 # Short enough that a 5 s auto-refresh sees new data, long enough that tabs share results.
 LIVE_TTL_SECONDS = 2
@@ -336,38 +338,11 @@ group by reason
 order by rejects desc, reason
 """
 
-# The topic's newest batch and totals; ingest_batches holds one row per micro-batch.
-INGEST_SUMMARY = """
-select
-    count(*) as batches,
-    coalesce(sum(rows_written), 0) as rows_written,
-    coalesce(sum(rejects), 0) as rejects,
-    coalesce(sum(duplicates), 0) as duplicates,
-    coalesce(sum(messages_consumed), 0) as messages_consumed,
-    max(batch_id) as last_batch_id,
-    max(committed_at) as last_batch_committed_at,
-    max(max_event_time) as newest_event_time,
-    now() as database_now
-from bronze.ingest_batches
-where kafka_topic = %(topic)s
-"""
-
-LAST_BATCHES = """
-select batch_id, source, committed_at, messages_consumed, rows_written, rejects, duplicates,
-    extract(epoch from committed_at - started_at) as write_seconds
-from bronze.ingest_batches
-where kafka_topic = %(topic)s
-order by batch_id desc
-limit %(limit)s
-"""
-
-# Next offset to write per partition: the Bronze sink's own definition (streaming/ledger.py).
-COMMITTED_OFFSETS = COMMITTED_OFFSETS_SQL
-
 # gold.refresh_log's newest row is the last complete dbt refresh of Gold: its start time and
-# the newest Bronze batch Gold then held, whose newest event time against now is the
-# event-to-Gold freshness. The log is indexed on refreshed_at, so this reads one row.
-GOLD_STATUS = """
+# the newest Bronze batch Gold then held. The log is indexed on refreshed_at, so this reads
+# one row; the ledger then gives that batch's newest event time, whose age is the
+# event-to-Gold freshness.
+LAST_GOLD_REFRESH = """
 with last_refresh as (
     select refreshed_at, gold_batch_id
     from gold.refresh_log
@@ -377,11 +352,6 @@ with last_refresh as (
 select
     last_refresh.gold_batch_id,
     last_refresh.refreshed_at as gold_refreshed_at,
-    (
-        select max(earlier.max_event_time)
-        from bronze.ingest_batches as earlier
-        where earlier.batch_id <= last_refresh.gold_batch_id
-    ) as gold_newest_event_time,
     now() as database_now
 from (select) as always_one_row
 left join last_refresh on true
@@ -405,23 +375,37 @@ def rejects_by_reason(minutes: int = 60) -> pd.DataFrame:
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def ingest_summary(topic: str) -> dict[str, object]:
-    return fetch(INGEST_SUMMARY, {"topic": topic}).iloc[0].to_dict()
+    """The topic's ledger totals and newest batch (``streaming.ledger.ingest_totals``)."""
+    totals = read(lambda conn: ledger.ingest_totals(conn, topic))
+    return pd.DataFrame([asdict(totals)]).iloc[0].to_dict()
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def last_batches(topic: str, limit: int = 10) -> pd.DataFrame:
-    return fetch(LAST_BATCHES, {"topic": topic, "limit": limit})
+    batches = read(lambda conn: ledger.last_batches(conn, topic, limit))
+    return pd.DataFrame([astuple(batch) for batch in batches], columns=[f.name for f in fields(ledger.LedgerBatch)])
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def committed_offsets(topic: str) -> dict[int, int]:
-    rows = fetch(COMMITTED_OFFSETS, {"topic": topic})
-    return {int(row.partition): int(row.next_offset) for row in rows.itertuples()}
+    """Next offset to write per partition: the Bronze sink's own definition (``streaming.ledger``)."""
+    return read(lambda conn: ledger.committed_offsets(conn, topic))
+
+
+def _gold_status(conn: psycopg.Connection) -> dict[str, object]:
+    gold_batch_id, gold_refreshed_at, database_now = conn.execute(LAST_GOLD_REFRESH).fetchone()
+    newest = None if gold_batch_id is None else ledger.newest_event_time_through(conn, gold_batch_id)
+    return {
+        "gold_batch_id": gold_batch_id,
+        "gold_refreshed_at": gold_refreshed_at,
+        "gold_newest_event_time": newest,
+        "database_now": database_now,
+    }
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def gold_status() -> dict[str, object]:
-    return fetch(GOLD_STATUS).iloc[0].to_dict()
+    return pd.DataFrame([read(_gold_status)]).iloc[0].to_dict()
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)

@@ -1,4 +1,4 @@
-"""Streamlit pieces every page shares: the refresh settings, the live fragment, the messages."""
+"""Streamlit pieces every page shares: the refresh settings, the auto-refreshing fragment, the messages."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def refresh_seconds() -> int | None:
     return int(st.session_state.get(REFRESH_SECONDS_KEY, DEFAULT_REFRESH_SECONDS))
 
 
-def live(render: Callable[[], None]) -> None:
+def auto_refreshing(render: Callable[[], None]) -> None:
     """Run ``render`` in a fragment that re-runs on its own every refresh interval.
 
     Only the fragment re-runs, so the page keeps its scroll position and widgets. A
@@ -46,13 +46,13 @@ def live(render: Callable[[], None]) -> None:
     """
     interval = refresh_seconds()
 
-    def live_section() -> None:
+    def refreshing_section() -> None:
         try:
             render()
         except DataUnavailable as problem:
             show_unavailable(problem, interval)
 
-    st.fragment(live_section, run_every=interval)()
+    st.fragment(refreshing_section, run_every=interval)()
 
 
 def show_unavailable(problem: DataUnavailable, interval: int | None) -> None:

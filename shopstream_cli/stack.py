@@ -22,7 +22,7 @@ from shopstream.kafka_admin import ensure_topic, watermarks
 from shopstream.processes import spawn, stop_group
 from shopstream.services import Endpoints, running_servers, start_services, stop_servers_started_since
 from shopstream.settings import Settings
-from streaming.ledger import committed_offsets, messages_behind
+from streaming.ledger import committed_offsets, messages_behind, rows_written
 from streaming.migrations import migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -82,10 +82,7 @@ def _status_line(endpoints: Endpoints, topic: str, previous: tuple[float, int] |
     bronze_rows = lag = "?"
     last_gold = "-"
     with contextlib.suppress(Exception), connect(endpoints.database_url) as conn:
-        (rows,) = conn.execute(
-            "select coalesce(sum(rows_written), 0) from bronze.ingest_batches where kafka_topic = %s", (topic,)
-        ).fetchone()
-        bronze_rows = f"{rows:,}"
+        bronze_rows = f"{rows_written(conn, topic):,}"
         if marks is not None:
             lag = f"{sum(messages_behind(marks, committed_offsets(conn, topic)).values()):,}"
         # The start of the last dbt run that refreshed Gold (absent until the first one).

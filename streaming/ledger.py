@@ -1,9 +1,11 @@
 """The Bronze ledger: ``bronze.ingest_batches`` and ``bronze.ingest_offsets``, without Spark or pyarrow.
 
-The stream's sink, the Dagster sensor and checks, the live dashboard and the benchmarks all
-ask the same question -- up to which Kafka offset is Bronze complete? -- and every Bronze
-writer must take the same lock, so that SQL lives here once. ``bronze.ingest_offsets`` is
-advanced by a trigger on each new ledger row (migration 0003), so no writer can forget it.
+The stream's sink, the Dagster sensor and checks, the live dashboard, `shopstream up` and
+the benchmarks all ask the ledger the same questions -- up to which Kafka offset is Bronze
+complete, which batches are new, how many rows were written -- and every Bronze writer
+must take the same lock, so that SQL lives here once: every read and write of the two
+tables is a function below, parameterized, named for what it returns. ``bronze.ingest_offsets``
+is advanced by a trigger on each new ledger row (migration 0003), so no writer can forget it.
 Importing this module costs only psycopg.
 """
 
@@ -11,32 +13,55 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 
 import psycopg
 
-# Next offset to write per partition. Named parameter so psycopg and pandas.read_sql callers
-# can both pass {"topic": ...}.
-COMMITTED_OFFSETS_SQL = """\
-select kafka_partition as partition, next_offset
-from bronze.ingest_offsets
-where kafka_topic = %(topic)s"""
+__all__ = [
+    "BatchRange",
+    "IngestTotals",
+    "LedgerBatch",
+    "LedgerRow",
+    "RowCounts",
+    "batches_after",
+    "committed_offsets",
+    "ingest_totals",
+    "json_offsets",
+    "last_batches",
+    "latest_batch_id",
+    "lock_bronze",
+    "messages_and_rejects_since",
+    "messages_behind",
+    "newest_event_time_through",
+    "next_batch_id",
+    "read_committed_offsets",
+    "record_batch",
+    "row_counts",
+    "rows_written",
+]
+
+# ---------------------------------------------------------------------------------------
+# Writing: the lock, the batch id, the ledger row
 
 # One lock for every Bronze writer (all topics, the stream, a Dagster replay, the benchmarks'
 # bulk load): writers never interleave, so batch_id -- the cursor dbt and the sensor
 # follow -- grows in commit order, and a probe for already-written ids is exact.
 _BRONZE_LOCK_SQL = "select pg_advisory_xact_lock(hashtext('shopstream.bronze')::bigint)"
 
+# Drawn under the Bronze lock; a rolled-back batch leaves a gap, as an identity always did.
+_NEXT_BATCH_ID_SQL = (
+    "select nextval(pg_get_serial_sequence('bronze.ingest_batches', 'batch_id')), statement_timestamp()"
+)
 
-def committed_offsets(conn: psycopg.Connection, topic: str) -> dict[int, int]:
-    """{partition: next offset to write} of ``topic`` in Bronze; empty before the first batch."""
-    rows = conn.execute(COMMITTED_OFFSETS_SQL, {"topic": topic}).fetchall()
-    return {int(partition): int(offset) for partition, offset in rows}
-
-
-def read_committed_offsets(database_url: str, topic: str) -> dict[int, int]:
-    """:func:`committed_offsets` over a connection of its own."""
-    with psycopg.connect(database_url, connect_timeout=10, autocommit=True) as conn:
-        return committed_offsets(conn, topic)
+_INSERT_BATCH_SQL = (
+    "insert into bronze.ingest_batches (batch_id, kafka_topic, source, spark_query_id, spark_batch_id,"
+    " start_offsets, end_offsets, messages_consumed, rows_written, rejects, duplicates, repaired,"
+    " min_event_time, max_event_time, started_at)"
+    " overriding system value values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " returning committed_at"
+)
 
 
 def lock_bronze(conn: psycopg.Connection) -> None:
@@ -44,9 +69,82 @@ def lock_bronze(conn: psycopg.Connection) -> None:
     conn.execute(_BRONZE_LOCK_SQL)
 
 
+def next_batch_id(conn: psycopg.Connection) -> tuple[int, datetime]:
+    """(a new batch_id, the statement's time: the batch's ingested_at); call under :func:`lock_bronze`."""
+    batch_id, ingested_at = conn.execute(_NEXT_BATCH_ID_SQL).fetchone()
+    return batch_id, ingested_at
+
+
 def json_offsets(offsets: Mapping[int, int]) -> str:
     """{partition: offset} as the ledger's jsonb text, partitions in order."""
     return json.dumps({str(partition): offset for partition, offset in sorted(offsets.items())})
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One batch's ledger row: what it consumed and wrote, and which offsets it covers."""
+
+    batch_id: int
+    kafka_topic: str
+    source: str
+    start_offsets: Mapping[int, int]
+    end_offsets: Mapping[int, int]  # next offset to read per partition
+    messages_consumed: int
+    rows_written: int
+    rejects: int
+    duplicates: int
+    repaired: int
+    min_event_time: datetime | None
+    max_event_time: datetime | None
+    started_at: datetime
+    spark_query_id: str | None = None
+    spark_batch_id: int | None = None
+
+
+def record_batch(conn: psycopg.Connection, row: LedgerRow) -> datetime:
+    """Insert the ledger row (its trigger advances ``bronze.ingest_offsets``); returns committed_at."""
+    (committed_at,) = conn.execute(
+        _INSERT_BATCH_SQL,
+        (
+            row.batch_id,
+            row.kafka_topic,
+            row.source,
+            row.spark_query_id,
+            row.spark_batch_id,
+            json_offsets(row.start_offsets),
+            json_offsets(row.end_offsets),
+            row.messages_consumed,
+            row.rows_written,
+            row.rejects,
+            row.duplicates,
+            row.repaired,
+            row.min_event_time,
+            row.max_event_time,
+            row.started_at,
+        ),
+    ).fetchone()
+    return committed_at
+
+
+# ---------------------------------------------------------------------------------------
+# Offsets
+
+_COMMITTED_OFFSETS_SQL = """\
+select kafka_partition as partition, next_offset
+from bronze.ingest_offsets
+where kafka_topic = %(topic)s"""
+
+
+def committed_offsets(conn: psycopg.Connection, topic: str) -> dict[int, int]:
+    """{partition: next offset to write} of ``topic`` in Bronze; empty before the first batch."""
+    rows = conn.execute(_COMMITTED_OFFSETS_SQL, {"topic": topic}).fetchall()
+    return {int(partition): int(offset) for partition, offset in rows}
+
+
+def read_committed_offsets(database_url: str, topic: str) -> dict[int, int]:
+    """:func:`committed_offsets` over a connection of its own."""
+    with psycopg.connect(database_url, connect_timeout=10, autocommit=True) as conn:
+        return committed_offsets(conn, topic)
 
 
 def messages_behind(watermarks: Mapping[int, tuple[int, int]], committed: Mapping[int, int]) -> dict[int, int]:
@@ -62,3 +160,186 @@ def messages_behind(watermarks: Mapping[int, tuple[int, int]], committed: Mappin
         partition: max(0, high - max(committed.get(partition, low), low))
         for partition, (low, high) in sorted(watermarks.items())
     }
+
+
+# ---------------------------------------------------------------------------------------
+# Batches
+
+_LATEST_BATCH_ID_SQL = "select coalesce(max(batch_id), 0) from bronze.ingest_batches where kafka_topic = %s"
+
+# One statement, one snapshot: the next offsets per partition are those after the range's
+# last batch, even while the stream commits more.
+_BATCHES_AFTER_SQL = """
+select min(batch_id), max(batch_id), count(*), count(*) filter (where source = 'stream'),
+       coalesce(sum(messages_consumed), 0), coalesce(sum(rows_written), 0),
+       coalesce(sum(rejects), 0), coalesce(sum(duplicates), 0),
+       min(min_event_time), max(max_event_time), max(committed_at),
+       (select jsonb_object_agg(kafka_partition, next_offset)
+        from bronze.ingest_offsets where kafka_topic = %(topic)s)
+from bronze.ingest_batches
+where kafka_topic = %(topic)s and batch_id > %(after_batch_id)s
+"""
+
+_ROW_COUNTS_SQL = """
+select (select count(*) from bronze.clickstream_events where kafka_topic = %(topic)s),
+       coalesce(sum(rows_written), 0), count(*)
+from bronze.ingest_batches where kafka_topic = %(topic)s
+"""
+
+_MESSAGES_AND_REJECTS_SINCE_SQL = (
+    "select coalesce(sum(messages_consumed), 0), coalesce(sum(rejects), 0) from bronze.ingest_batches"
+    " where kafka_topic = %s and committed_at > now() - %s::interval"
+)
+
+_ROWS_WRITTEN_SQL = "select coalesce(sum(rows_written), 0) from bronze.ingest_batches where kafka_topic = %s"
+
+_INGEST_TOTALS_SQL = """
+select
+    count(*) as batches,
+    coalesce(sum(rows_written), 0) as rows_written,
+    coalesce(sum(rejects), 0) as rejects,
+    coalesce(sum(duplicates), 0) as duplicates,
+    coalesce(sum(messages_consumed), 0) as messages_consumed,
+    max(batch_id) as last_batch_id,
+    max(committed_at) as last_batch_committed_at,
+    max(max_event_time) as newest_event_time,
+    now() as database_now
+from bronze.ingest_batches
+where kafka_topic = %(topic)s
+"""
+
+_LAST_BATCHES_SQL = """
+select batch_id, source, committed_at, messages_consumed, rows_written, rejects, duplicates,
+    extract(epoch from committed_at - started_at) as write_seconds
+from bronze.ingest_batches
+where kafka_topic = %(topic)s
+order by batch_id desc
+limit %(limit)s
+"""
+
+_NEWEST_EVENT_TIME_THROUGH_SQL = """
+select max(max_event_time)
+from bronze.ingest_batches
+where batch_id <= %(batch_id)s
+"""
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """The ledger rows of one topic after a cursor, summed."""
+
+    first_batch_id: int
+    last_batch_id: int
+    batches: int
+    stream_batches: int
+    messages: int
+    rows_written: int
+    rejects: int
+    duplicates: int
+    end_offsets: dict[str, int]  # Bronze's next offset per partition after the range
+    min_event_time: datetime | None
+    max_event_time: datetime | None
+    last_committed_at: datetime
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """Bronze's rows of a topic against what its ledger says was written."""
+
+    table_rows: int
+    ledger_rows: int
+    batches: int
+
+
+@dataclass(frozen=True)
+class IngestTotals:
+    """A topic's ledger summed, its newest batch, and the database's clock in the same snapshot."""
+
+    batches: int
+    rows_written: int
+    rejects: int
+    duplicates: int
+    messages_consumed: int
+    last_batch_id: int | None
+    last_batch_committed_at: datetime | None
+    newest_event_time: datetime | None
+    database_now: datetime
+
+
+@dataclass(frozen=True)
+class LedgerBatch:
+    """One batch as the Live Stream page lists it."""
+
+    batch_id: int
+    source: str
+    committed_at: datetime
+    messages_consumed: int
+    rows_written: int
+    rejects: int
+    duplicates: int
+    write_seconds: Decimal  # committed_at - started_at
+
+
+def latest_batch_id(conn: psycopg.Connection, topic: str) -> int:
+    """The newest batch_id of ``topic``; 0 before the first batch."""
+    (latest,) = conn.execute(_LATEST_BATCH_ID_SQL, (topic,)).fetchone()
+    return latest
+
+
+def batches_after(conn: psycopg.Connection, topic: str, after_batch_id: int) -> BatchRange | None:
+    """The batches of ``topic`` committed after ``after_batch_id``, summed; None if there are none."""
+    row = conn.execute(_BATCHES_AFTER_SQL, {"topic": topic, "after_batch_id": after_batch_id}).fetchone()
+    if row is None or row[0] is None:
+        return None
+    offsets = row[11] or {}
+    return BatchRange(
+        first_batch_id=row[0],
+        last_batch_id=row[1],
+        batches=row[2],
+        stream_batches=row[3],
+        messages=row[4],
+        rows_written=row[5],
+        rejects=row[6],
+        duplicates=row[7],
+        end_offsets={partition: offset for partition, offset in sorted(offsets.items(), key=lambda item: int(item[0]))},
+        min_event_time=row[8],
+        max_event_time=row[9],
+        last_committed_at=row[10],
+    )
+
+
+def row_counts(conn: psycopg.Connection, topic: str) -> RowCounts:
+    """Rows of ``topic`` in ``bronze.clickstream_events`` and in its ledger, in one snapshot."""
+    table_rows, ledger_rows, batches = conn.execute(_ROW_COUNTS_SQL, {"topic": topic}).fetchone()
+    return RowCounts(table_rows, ledger_rows, batches)
+
+
+def messages_and_rejects_since(conn: psycopg.Connection, topic: str, window: str) -> tuple[int, int]:
+    """(messages consumed, of which rejected) in the batches of ``topic`` committed within ``window``
+    (a PostgreSQL interval, e.g. ``'1 hour'``)."""
+    messages, rejects = conn.execute(_MESSAGES_AND_REJECTS_SINCE_SQL, (topic, window)).fetchone()
+    return messages, rejects
+
+
+def rows_written(conn: psycopg.Connection, topic: str) -> int:
+    """Rows the ledger says were written to Bronze for ``topic``."""
+    (rows,) = conn.execute(_ROWS_WRITTEN_SQL, (topic,)).fetchone()
+    return rows
+
+
+def ingest_totals(conn: psycopg.Connection, topic: str) -> IngestTotals:
+    """The ledger of ``topic`` summed and its newest batch (one row per micro-batch)."""
+    return IngestTotals(*conn.execute(_INGEST_TOTALS_SQL, {"topic": topic}).fetchone())
+
+
+def last_batches(conn: psycopg.Connection, topic: str, limit: int) -> list[LedgerBatch]:
+    """The newest ``limit`` batches of ``topic``, newest first."""
+    rows = conn.execute(_LAST_BATCHES_SQL, {"topic": topic, "limit": limit}).fetchall()
+    return [LedgerBatch(*row) for row in rows]
+
+
+def newest_event_time_through(conn: psycopg.Connection, batch_id: int) -> datetime | None:
+    """The newest event time in the batches up to ``batch_id`` (all topics): what a reader
+    that has consumed Bronze up to that batch holds."""
+    (newest,) = conn.execute(_NEWEST_EVENT_TIME_THROUGH_SQL, {"batch_id": batch_id}).fetchone()
+    return newest

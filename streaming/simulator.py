@@ -10,11 +10,13 @@ Everything random comes from ``random.Random(seed)``: the same seed gives the sa
 messages, ids included; only ``start`` shifts the timestamps (and the time prefix of the
 event ids). The wire bytes are built from fragments precomputed with
 :func:`streaming.events.encode_event` (the one encoder), so each event costs a handful of C
-calls: that is what lets ``shopstream produce`` deliver more than 100,000 events/s on two cores.
+calls: generating events is never what holds ``shopstream produce`` back.
 
 With ``bad_ratio > 0`` a share of the messages is the broken data real producers send
-(:data:`BAD_MIX`). Bad messages carry no marker; :class:`Batch` ``labels`` say, for the side
-manifest and the tests, what each one is and what the stream is expected to make of it.
+(:mod:`streaming.bad_messages`). Bad messages carry no marker; :class:`Batch` ``labels`` say,
+for the side manifest and the tests, what each one is and what the stream is expected to
+make of it. The shop itself (catalogue, users, daily traffic) is :mod:`streaming.shop`; its
+names and the bad-message names stay importable from here.
 """
 
 from __future__ import annotations
@@ -27,86 +29,23 @@ import random
 from bisect import bisect
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from itertools import accumulate
 from typing import Any
 
-from streaming.events import (
-    DEVICE_TYPES,
-    SCHEMA_VERSION,
-    RejectReason,
-    encode_event,
-    format_timestamp,
-    parse_timestamp,
+from streaming.bad_messages import BAD_MIX, BadKind, Label, Outcome, corrupt, event_id_of, expected_outcome
+from streaming.events import SCHEMA_VERSION, encode_event
+from streaming.shop import (
+    CATALOG,
+    COUNTRY_WEIGHTS,
+    DEFAULT_POPULATION,
+    DEVICE_WEIGHTS,
+    Product,
+    build_population,
+    traffic_multiplier,
 )
 
-CURRENCY = "NGN"
-
-
-@dataclass(frozen=True)
-class Product:
-    product_id: str
-    name: str
-    category: str
-    price: float  # NGN
-    popularity: float  # relative view weight
-
-
-# Prices are naira, as the reference's revenue figures; weights make a few items the hits.
-CATALOG: tuple[Product, ...] = (
-    Product("P001", "Wireless Earbuds", "Electronics", 18_499.99, 9.0),
-    Product("P002", "Bluetooth Speaker", "Electronics", 32_000.00, 5.0),
-    Product("P003", "Smartwatch", "Electronics", 64_999.00, 4.0),
-    Product("P004", "Power Bank 20000mAh", "Electronics", 15_500.00, 8.0),
-    Product("P005", "43-inch Smart TV", "Electronics", 285_000.00, 2.5),
-    Product("P006", "14-inch Laptop", "Electronics", 520_000.00, 2.0),
-    Product("P007", "Android Smartphone", "Phones & Tablets", 145_000.00, 7.0),
-    Product("P008", "Feature Phone", "Phones & Tablets", 12_500.00, 3.0),
-    Product("P009", "10-inch Tablet", "Phones & Tablets", 110_000.00, 2.5),
-    Product("P010", "Phone Case", "Phones & Tablets", 3_500.00, 6.0),
-    Product("P011", "USB-C Fast Charger", "Phones & Tablets", 6_499.99, 6.5),
-    Product("P012", "Ankara Print Dress", "Fashion", 15_000.00, 6.0),
-    Product("P013", "Men's Sneakers", "Fashion", 28_000.00, 5.5),
-    Product("P014", "Leather Handbag", "Fashion", 35_000.00, 3.0),
-    Product("P015", "Agbada Set", "Fashion", 60_000.00, 2.0),
-    Product("P016", "Wristwatch", "Fashion", 22_000.00, 3.5),
-    Product("P017", "Sunglasses", "Fashion", 8_500.00, 4.0),
-    Product("P018", "Blender", "Home & Kitchen", 38_000.00, 3.5),
-    Product("P019", "Rice Cooker", "Home & Kitchen", 45_000.00, 2.5),
-    Product("P020", "Non-stick Pot Set", "Home & Kitchen", 42_000.00, 2.0),
-    Product("P021", "Standing Fan", "Home & Kitchen", 48_000.00, 3.0),
-    Product("P022", "Electric Kettle", "Home & Kitchen", 16_000.00, 3.5),
-    Product("P023", "Bedsheet Set", "Home & Kitchen", 18_000.00, 2.5),
-    Product("P024", "Shea Butter Body Cream", "Beauty & Health", 4_500.00, 5.0),
-    Product("P025", "Eau de Parfum 100ml", "Beauty & Health", 25_000.00, 3.0),
-    Product("P026", "Hair Clipper", "Beauty & Health", 14_000.00, 2.5),
-    Product("P027", "African Black Soap", "Beauty & Health", 2_500.00, 4.5),
-    Product("P028", "Vitamin C Tablets", "Beauty & Health", 7_000.00, 2.0),
-    Product("P029", "Jollof Seasoning Mix", "Groceries", 1_800.00, 4.0),
-    Product("P030", "Long Grain Rice 5kg", "Groceries", 12_000.00, 6.0),
-    Product("P031", "Vegetable Oil 3L", "Groceries", 9_500.00, 4.5),
-    Product("P032", "Instant Noodles (40 pack)", "Groceries", 11_000.00, 5.0),
-    Product("P033", "Football", "Sports & Outdoors", 9_500.00, 2.5),
-    Product("P034", "Yoga Mat", "Sports & Outdoors", 11_000.00, 2.0),
-    Product("P035", "Dumbbell Set 20kg", "Sports & Outdoors", 38_000.00, 1.5),
-    Product("P036", "Super Eagles Jersey", "Sports & Outdoors", 17_000.00, 3.0),
-    Product("P037", "Things Fall Apart (paperback)", "Books & Stationery", 6_500.00, 2.0),
-    Product("P038", "Exercise Books (20 pack)", "Books & Stationery", 3_000.00, 2.5),
-    Product("P039", "Scientific Calculator", "Books & Stationery", 12_000.00, 2.0),
-)
-
-# Home countries of the shop's users, and how common each is.
-COUNTRY_WEIGHTS: dict[str, float] = {
-    "Nigeria": 72.0,
-    "Ghana": 8.0,
-    "Kenya": 5.0,
-    "South Africa": 4.0,
-    "United Kingdom": 4.5,
-    "United States": 4.0,
-    "Canada": 2.5,
-}
-DEVICE_WEIGHTS: dict[str, float] = {"Mobile": 65.0, "Desktop": 26.0, "Tablet": 9.0}
-assert set(DEVICE_WEIGHTS) == set(DEVICE_TYPES)
+# Besides its own names, the bad-message names the producer and the tests import from here.
+__all__ = ["BadKind", "Batch", "Label", "Outcome", "Simulator", "expected_outcome"]
 
 # The reference's funnel.
 ADD_TO_CART_PROBABILITY = 0.30  # per viewed product
@@ -115,92 +54,11 @@ QUANTITY_WEIGHTS = (0.6, 0.3, 0.1)  # 1, 2, 3 units
 PREFERRED_DEVICE_PROBABILITY = 0.85  # otherwise the session is on another of the user's devices
 MISSION_CATEGORY_PROBABILITY = 0.65  # a session mostly browses one category
 
-DEFAULT_POPULATION = 5_000
-# The population comes from its own fixed seed, so USER_00042 has the same home country and
-# device in every run: users return across runs, not just within one.
-POPULATION_SEED = 20_260_103
 # Above this many open sessions the model opens no new ones and shortens dwell times
 # instead. A session lasts about two and a half minutes over ~6 events, so about 24 x rate
 # sessions are open: above ~200 events/s sessions get proportionally shorter in time (same
 # shape). The bound keeps the session heap in cache, which is most of the model's speed.
 MAX_OPEN_SESSIONS = 5_000
-
-# Relative traffic by local hour in Lagos (UTC+1): a night trough, a lunch bump and an
-# evening peak, as on African e-commerce sites. Normalized to a mean of 1 below.
-_HOURLY_TRAFFIC = (
-    0.45, 0.30, 0.20, 0.15, 0.15, 0.25, 0.45, 0.70, 0.90, 1.00, 1.05, 1.10,
-    1.20, 1.15, 1.05, 1.00, 1.05, 1.15, 1.30, 1.50, 1.65, 1.60, 1.25, 0.80,
-)  # fmt: skip
-TRAFFIC_UTC_OFFSET_HOURS = 1
-HOURLY_TRAFFIC: tuple[float, ...] = tuple(weight * 24 / sum(_HOURLY_TRAFFIC) for weight in _HOURLY_TRAFFIC)
-
-
-def traffic_multiplier(moment: datetime) -> float:
-    """Traffic at ``moment`` relative to the daily mean (1.0), by local hour in Lagos."""
-    local = moment.astimezone(UTC) + timedelta(hours=TRAFFIC_UTC_OFFSET_HOURS)
-    return HOURLY_TRAFFIC[local.hour]
-
-
-# ---------------------------------------------------------------------------------------
-# Bad data
-
-
-class BadKind(StrEnum):
-    """The kinds of broken message ``--bad-ratio`` mixes in."""
-
-    MALFORMED_JSON = "malformed_json"  # truncated, or a Python dict repr
-    INVALID_UTF8 = "invalid_utf8"  # a latin-1 encoded product name
-    MISSING_FIELD = "missing_field"  # a required field absent, null or ""
-    WRONG_TYPE = "wrong_type"  # e.g. the price as a string
-    NEGATIVE_PRICE = "negative_price"
-    UNKNOWN_EVENT_TYPE = "unknown_event_type"  # e.g. wishlist_add
-    NULL_PURCHASE_QUANTITY = "null_purchase_quantity"  # the reference's own bug
-    DUPLICATE = "duplicate"  # an event already sent, re-sent byte for byte
-    LATE = "late"  # event_timestamp minutes to hours before the send
-
-
-class Outcome(StrEnum):
-    """What the stream makes of a message that is not rejected."""
-
-    ACCEPTED = "accepted"
-    REPAIRED = "repaired"  # accepted with streaming.events.Repair
-    DUPLICATE = "duplicate"  # same event_id as an accepted event: counted, not stored twice
-    LATE = "late"  # accepted; its event time is well before its send time
-
-
-@dataclass(frozen=True)
-class BadSpec:
-    weight: float  # share of the bad messages, in percent
-    expected: RejectReason | Outcome
-    example: str
-
-
-BAD_MIX: dict[BadKind, BadSpec] = {
-    BadKind.MALFORMED_JSON: BadSpec(12, RejectReason.MALFORMED_JSON, "truncated JSON, a Python dict repr"),
-    BadKind.INVALID_UTF8: BadSpec(8, RejectReason.INVALID_UTF8, "product_name in latin-1"),
-    BadKind.MISSING_FIELD: BadSpec(12, RejectReason.MISSING_FIELD, 'no user_id, or session_id ""'),
-    BadKind.WRONG_TYPE: BadSpec(12, RejectReason.WRONG_TYPE, 'product_price "4500.0", user_id 123'),
-    BadKind.NEGATIVE_PRICE: BadSpec(10, RejectReason.NEGATIVE_PRICE, "product_price -18499.99"),
-    BadKind.UNKNOWN_EVENT_TYPE: BadSpec(10, RejectReason.UNKNOWN_EVENT_TYPE, "event_type wishlist_add"),
-    BadKind.NULL_PURCHASE_QUANTITY: BadSpec(12, Outcome.REPAIRED, "purchase with quantity null"),
-    BadKind.DUPLICATE: BadSpec(14, Outcome.DUPLICATE, "an earlier event re-sent as is"),
-    BadKind.LATE: BadSpec(10, Outcome.LATE, "event_timestamp 2 min to 6 h old"),
-}
-assert sum(spec.weight for spec in BAD_MIX.values()) == 100
-
-# A late event is at least this much older than its send time; good events are at most a
-# few seconds older (when the producer keeps up with --rate).
-LATE_MIN_SECONDS = 120
-LATE_MAX_SECONDS = 6 * 3600
-
-
-@dataclass(frozen=True)
-class Label:
-    """What a bad message is and what the stream should make of it."""
-
-    kind: BadKind
-    expected: RejectReason | Outcome
-    event_id: str | None  # the id the message carries or was made from, for the manifest
 
 
 @dataclass
@@ -215,41 +73,8 @@ class Batch:
         return len(self.values)
 
 
-def expected_outcome(label: Label | None) -> str:
-    return Outcome.ACCEPTED.value if label is None else label.expected.value
-
-
 # ---------------------------------------------------------------------------------------
 # The model
-
-
-@dataclass(frozen=True)
-class User:
-    user_id: str
-    country: str
-    preferred_device: str
-
-
-def build_population(size: int = DEFAULT_POPULATION) -> tuple[tuple[User, ...], list[float]]:
-    """The users and their cumulative visit weights (a few loyal users come back often)."""
-    if not 1 <= size <= 99_999:
-        raise ValueError(f"population must be 1-99,999 users: got {size}")
-    rng = random.Random(POPULATION_SEED)
-    countries, country_weights = zip(*COUNTRY_WEIGHTS.items(), strict=True)
-    devices, device_weights = zip(*DEVICE_WEIGHTS.items(), strict=True)
-    users = tuple(
-        User(
-            f"USER_{number:05d}",
-            rng.choices(countries, country_weights)[0],
-            rng.choices(devices, device_weights)[0],
-        )
-        for number in range(1, size + 1)
-    )
-    # Zipf-like loyalty, assigned to users in random order so ids say nothing about it.
-    ranks = list(range(1, size + 1))
-    rng.shuffle(ranks)
-    cumulative = list(accumulate(1.0 / rank**0.7 for rank in ranks))
-    return users, cumulative
 
 
 def _fragment(fields: dict[str, Any]) -> bytes:
@@ -462,8 +287,8 @@ class Simulator:
             append_key(session[0])
             # event_id leads with the event's epoch milliseconds, as UUIDv7 and ULID do: a batch's
             # ids land at the right edge of Bronze's primary-key btree instead of on random
-            # pages (on 250k-row batches PostgreSQL's COPY took 1.5 s instead of 2.2 s, and random
-            # inserts only get worse once the index outgrows memory). 64 random bits follow.
+            # pages, so COPY stays fast, and random inserts only get worse once the index
+            # outgrows memory. 64 random bits follow.
             append_value(
                 b'{"event_id":"EVT_%012x%016x","event_timestamp":"%b.%03dZ",%b%b%b'
                 % (ms, getrandbits(64), second_prefix, ms - second * 1000, session[1], session[3][index], session[2])
@@ -530,7 +355,7 @@ class Simulator:
             key, value = self._recent_good[int(rng.random() * len(self._recent_good))]
             keys.append(key)
             values.append(value)
-            labels.append(Label(kind, Outcome.DUPLICATE, _event_id(value)))
+            labels.append(Label(kind, Outcome.DUPLICATE, event_id_of(value)))
             self._next_ms += self._step_ms
             return
         if kind is BadKind.NULL_PURCHASE_QUANTITY:
@@ -541,8 +366,8 @@ class Simulator:
         value = values[-1]
         label: Label | None = None
         if kind is not None and kind is not BadKind.DUPLICATE:
-            value = self._corrupt(kind, value)
-            label = Label(kind, BAD_MIX[kind].expected, _event_id(values[-1]))
+            value = corrupt(kind, value, self._bad_rng)
+            label = Label(kind, BAD_MIX[kind].expected, event_id_of(values[-1]))
         elif self._null_quantity_owed and b'"event_type":"purchase"' in value:
             self._null_quantity_owed -= 1
             event = json.loads(value)
@@ -555,60 +380,3 @@ class Simulator:
             self._recent_good.append((keys[-1], value))
             if len(self._recent_good) > 256:
                 del self._recent_good[:128]
-
-    def _corrupt(self, kind: BadKind, value: bytes) -> bytes:
-        rng = self._bad_rng
-        event: dict[str, Any] = json.loads(value)
-        if kind is BadKind.MALFORMED_JSON:
-            if rng.random() < 0.7:
-                # Cut short, as by a client that died mid-write (any proper prefix of an
-                # object is invalid JSON; the events are ASCII, so no UTF-8 char is split).
-                return value[: 1 + int(rng.random() * (len(value) - 2))]
-            return repr(event).encode()  # single quotes, None: a Python dict, not JSON
-        if kind is BadKind.INVALID_UTF8:
-            # A legacy client writing latin-1: é is one byte 0xE9, never valid alone in UTF-8.
-            event["product_name"] = rng.choice(("Crème Brûlée Torch", "Café Press", "Piñata Set", "Façade Mirror"))
-            return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("latin-1")
-        if kind is BadKind.MISSING_FIELD:
-            field = rng.choice(("user_id", "session_id", "event_id", "product_id", "event_timestamp"))
-            if rng.random() < 0.5:
-                del event[field]
-            else:
-                event[field] = rng.choice((None, "", "  "))
-        elif kind is BadKind.WRONG_TYPE:
-            choice = int(rng.random() * 4)
-            if choice == 0:
-                event["product_price"] = str(event["product_price"])
-            elif choice == 1:
-                event["user_id"] = int(event["user_id"].removeprefix("USER_"))
-            elif choice == 2:
-                event["schema_version"] = str(SCHEMA_VERSION)
-            else:
-                event["quantity"] = "1"
-        elif kind is BadKind.NEGATIVE_PRICE:
-            event["product_price"] = -event["product_price"]
-        elif kind is BadKind.UNKNOWN_EVENT_TYPE:
-            event["event_type"] = rng.choice(("wishlist_add", "remove_from_cart", "checkout_started", "PageView"))
-        elif kind is BadKind.LATE:
-            # A phone that was offline: the event is sent minutes to hours after it happened.
-            delay_s = math.exp(rng.uniform(math.log(LATE_MIN_SECONDS), math.log(LATE_MAX_SECONDS)))
-            moment = parse_timestamp(event["event_timestamp"])
-            assert moment is not None  # the model writes valid timestamps
-            event["event_timestamp"] = format_timestamp(moment - timedelta(seconds=delay_s))
-        return encode_event(event)
-
-
-def _event_id(value: bytes) -> str | None:
-    try:
-        event_id = json.loads(value).get("event_id")
-    except ValueError:
-        return None
-    return event_id if isinstance(event_id, str) else None
-
-
-def bad_mix_table() -> str:
-    """The bad-data mix as a Markdown table (README, ``--help``)."""
-    lines = ["| kind | share of bad | example | the stream makes it |", "|---|---|---|---|"]
-    for kind, spec in BAD_MIX.items():
-        lines.append(f"| `{kind}` | {spec.weight:g}% | {spec.example} | `{spec.expected}` |")
-    return "\n".join(lines)

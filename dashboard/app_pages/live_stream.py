@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard import charts, queries, ui
 from dashboard.db import NotBuiltYet
-from dashboard.live import IngestLag, ingest_lag, stream_settings
+from dashboard.ingest_lag import IngestLag, ingest_lag, stream_settings
 
 WINDOW_MINUTES = 5
 
@@ -142,4 +142,4 @@ def live_stream() -> None:
         )
 
 
-ui.live(live_stream)
+ui.auto_refreshing(live_stream)

@@ -111,4 +111,4 @@ def overview() -> None:
         products_col.caption("Revenue in the selected period and filters, from `gold.mart_product_daily`.")
 
 
-ui.live(overview)
+ui.auto_refreshing(overview)

@@ -122,4 +122,4 @@ def user_behavior() -> None:
         hot_leads_table(leads)
 
 
-ui.live(user_behavior)
+ui.auto_refreshing(user_behavior)

@@ -161,7 +161,7 @@ def test_an_unreachable_database_says_so_and_a_database_that_appears_is_picked_u
 def test_500_auto_refreshes_keep_the_pool_bounded(
     admin_database_url: str, servers: Endpoints, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """500 runs of the live fragment with cold caches, so every run queries PostgreSQL.
+    """500 runs of the auto-refreshing fragment with cold caches, so every run queries PostgreSQL.
 
     A migrated database without Gold: Bronze queries succeed and the Gold one fails with
     "relation does not exist" on every refresh, so connections must come back from both.

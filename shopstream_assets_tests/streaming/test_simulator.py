@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from streaming.bad_messages import BAD_MIX, LATE_MIN_SECONDS, BadKind, Outcome, bad_mix_table
 from streaming.events import (
     DEVICE_TYPES,
     FIELD_NAMES,
@@ -18,19 +19,8 @@ from streaming.events import (
     validate_event,
     validate_message,
 )
-from streaming.simulator import (
-    ADD_TO_CART_PROBABILITY,
-    BAD_MIX,
-    CATALOG,
-    HOURLY_TRAFFIC,
-    LATE_MIN_SECONDS,
-    PURCHASE_PROBABILITY,
-    BadKind,
-    Outcome,
-    Simulator,
-    bad_mix_table,
-    build_population,
-)
+from streaming.shop import CATALOG, HOURLY_TRAFFIC, build_population
+from streaming.simulator import ADD_TO_CART_PROBABILITY, PURCHASE_PROBABILITY, Simulator
 
 START = datetime(2026, 1, 3, 9, 0, tzinfo=UTC)
 PRODUCTS = {product.product_id: product for product in CATALOG}

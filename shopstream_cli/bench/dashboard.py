@@ -1,9 +1,10 @@
 """`shopstream bench dashboard`: each dashboard page's query time over a large Bronze.
 
 The benchmark fills a database of its own with simulator history (10M Bronze rows by
-default, bulk COPY) plus a few minutes of "live" traffic through the stream's own writer
-(with late, duplicate and broken messages, so the Live Stream page has rejects), builds
-Silver and Gold with the real dbt project, then times every query each page runs (caches
+default, through the stream's writer on its bulk path) plus a few minutes of "live"
+traffic through the same writer message by message (with late, duplicate and broken
+messages, so the Live Stream page has rejects), builds Silver and Gold with the real dbt
+project, then times every query each page runs (caches
 cleared, median of several runs) and each page's full render through Streamlit's AppTest.
 Targets: every page's queries under 200 ms, a full page render under 1 s.
 
@@ -30,13 +31,8 @@ from typing import Annotated
 import typer
 
 from shopstream import database
-from shopstream_cli.bench.dbt import (
-    KafkaPositions,
-    copy_valid_messages,
-    dbt_environment,
-    run_dbt,
-    write_messages,
-)
+from shopstream_cli.bench.dbt import dbt_environment, run_dbt
+from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages, write_messages
 from streaming.migrations import migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +71,7 @@ def seed_shop(
     build_gold: bool = True,
     progress: Callable[[str], None] = _say,
 ) -> SeedSummary:
-    """Fill a migrated database: history by COPY, recent traffic via the stream's writer, then dbt.
+    """Fill a migrated database: history by the writer's bulk path, recent traffic message by message, then dbt.
 
     The history spans ``history_days`` and ends where the live traffic starts; the live
     traffic (``live_rate`` events/s, ``bad_ratio`` broken messages) ends about now, so the
@@ -94,7 +90,7 @@ def seed_shop(
         loaded = 0
         while loaded < history_rows:
             batch = history.take(min(chunk, history_rows - loaded))
-            copy_valid_messages(conn, batch.keys, batch.values, positions)
+            bulk_load_valid_messages(conn, batch.keys, batch.values, positions)
             loaded += len(batch)
             rate = loaded / max(time.perf_counter() - started, 1e-9)
             progress(f"  bronze history: {loaded:,}/{history_rows:,} rows ({rate:,.0f} rows/s)")

@@ -1,19 +1,19 @@
 """`shopstream bench dbt`: what an incremental dbt run costs on top of a large Bronze.
 
 For each Bronze size (1M and 5M rows by default) the benchmark fills a database of its own
-with simulator events by COPY (fast, not through the stream), builds Silver and Gold once,
+with simulator events through the stream's writer on its bulk path (one large COPY per
+chunk, :func:`streaming.bronze_load.bulk_load_valid_messages`), builds Silver and Gold once,
 then adds 10,000 more events from the same simulator (continuing its sessions, with some
-late, duplicate and broken messages) through the stream's own writer
-(:func:`streaming.bronze_sink.write_batch`) and times the incremental ``dbt run``. The
+late, duplicate and broken messages) through the same writer message by message
+(:func:`streaming.bronze_load.write_messages`) and times the incremental ``dbt run``. The
 target: the run on 5M rows costs at most 1.5x the run on 1M, and under 10 s on 1M.
 
-The helpers here (Bronze loading, the dbt environment, running dbt) are also what the dbt
-tests use, so the benchmark and the tests load Bronze the same way.
+The helpers here (the dbt environment, running dbt) are also what the dbt tests use, so
+the benchmark and the tests load Bronze and run dbt the same way.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -22,185 +22,24 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import psycopg
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import typer
 
 from shopstream import database
-from streaming.events import EVENT_FIELDS, Repair, parse_timestamp, validate_message
-from streaming.ledger import json_offsets, lock_bronze
+from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages, validated_table, write_messages
 from streaming.migrations import migrate
+
+# Loading Bronze is streaming.bronze_load's; the dbt tests import these from here too.
+__all__ = ["KafkaPositions", "dbt_benchmark_command", "dbt_environment", "run_dbt", "validated_table", "write_messages"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
-KAFKA_PARTITIONS = 6
 BENCH_TOPIC = "bench-clickstream"
-
-# Types of the columns streaming.bronze_sink.write_batch expects (transforms.VALIDATED_COLUMNS).
-_ARROW_TYPES = {"string": pa.string(), "double": pa.float64(), "long": pa.int64()}
-EVENT_SCHEMA = pa.schema(
-    [
-        pa.field(
-            event_field.name,
-            pa.timestamp("us", tz="UTC")
-            if event_field.name == "event_timestamp"
-            else _ARROW_TYPES[event_field.spark_type],
-        )
-        for event_field in EVENT_FIELDS
-    ]
-)
-VALIDATED_SCHEMA = pa.schema(
-    [
-        *EVENT_SCHEMA,
-        pa.field("repaired", pa.bool_()),
-        pa.field("repair_reason", pa.string()),
-        pa.field("kafka_topic", pa.string()),
-        pa.field("kafka_partition", pa.int32()),
-        pa.field("kafka_offset", pa.int64()),
-        pa.field("sent_at", pa.timestamp("us", tz="UTC")),
-        pa.field("raw_value", pa.binary()),
-        pa.field("raw_text", pa.string()),
-        pa.field("reject_reason", pa.string()),
-        pa.field("reject_detail", pa.string()),
-    ]
-)
-
-
-# ---------------------------------------------------------------------------------------
-# Bronze loading
-
-
-@dataclass
-class KafkaPositions:
-    """Where the next message of each partition goes, as a producer keyed by session would."""
-
-    topic: str
-    partitions: int = KAFKA_PARTITIONS
-    next_offsets: dict[int, int] = field(default_factory=dict)
-
-    def place(self, key: bytes) -> tuple[int, int]:
-        partition = zlib.crc32(key) % self.partitions
-        offset = self.next_offsets.get(partition, 0)
-        self.next_offsets[partition] = offset + 1
-        return partition, offset
-
-
-def validated_table(keys: Sequence[bytes], values: Sequence[bytes], positions: KafkaPositions) -> pa.Table:
-    """Messages validated by the pure-Python reference rules, shaped as the stream's output.
-
-    Equivalent to ``streaming.transforms.parse_and_validate`` without Spark (the stream's
-    tests hold the two equal), so the dbt tests need no JVM.
-    """
-    rows: list[dict[str, Any]] = []
-    for key, value in zip(keys, values, strict=True):
-        partition, offset = positions.place(key)
-        row: dict[str, Any] = dict.fromkeys(VALIDATED_SCHEMA.names)
-        row.update(kafka_topic=positions.topic, kafka_partition=partition, kafka_offset=offset, repaired=False)
-        verdict = validate_message(value)
-        if verdict.accepted:
-            event = json.loads(value)
-            row.update({name: event.get(name) for name in EVENT_SCHEMA.names})
-            row["event_timestamp"] = parse_timestamp(event["event_timestamp"])
-            row["product_price"] = float(event["product_price"])
-            if verdict.repair is Repair.PURCHASE_NULL_QUANTITY:
-                row.update(quantity=1, repaired=True, repair_reason=verdict.repair.value)
-        else:
-            row["raw_value"] = value
-            try:
-                row["raw_text"] = value.decode("utf-8")
-            except UnicodeDecodeError:
-                row["raw_text"] = None
-            row["reject_reason"] = verdict.reason.value if verdict.reason else None
-            row["reject_detail"] = verdict.detail
-        rows.append(row)
-    return pa.Table.from_pylist(rows, schema=VALIDATED_SCHEMA)
-
-
-def write_messages(
-    conn: psycopg.Connection, keys: Sequence[bytes], values: Sequence[bytes], positions: KafkaPositions
-) -> int | None:
-    """One Bronze batch through the stream's transactional writer; returns its batch_id."""
-    from streaming.bronze_sink import SOURCE_REPLAY, write_batch
-
-    table = validated_table(keys, values, positions)
-    return write_batch(conn, table, topic=positions.topic, source=SOURCE_REPLAY).batch_id
-
-
-_EVENT_COPY_COLUMNS = (
-    *EVENT_SCHEMA.names,
-    "kafka_topic",
-    "kafka_partition",
-    "kafka_offset",
-    "ingested_at",
-    "batch_id",
-)
-
-
-def copy_valid_messages(
-    conn: psycopg.Connection, keys: Sequence[bytes], values: Sequence[bytes], positions: KafkaPositions
-) -> int:
-    """COPY valid messages (simulator with bad_ratio=0) straight into Bronze as one batch.
-
-    The bulk path for history: pyarrow parses the JSON and writes the CSV in C++. It takes
-    the Bronze writers' lock and writes the ledger row (whose trigger advances
-    bronze.ingest_offsets) in the same transaction, as the stream's sink does, so the
-    ingestion cursor stays consistent.
-    Returns the batch_id.
-    """
-    events = pajson.read_json(
-        io.BytesIO(b"\n".join(values)),
-        parse_options=pajson.ParseOptions(explicit_schema=EVENT_SCHEMA),
-    )
-    placed = [positions.place(key) for key in keys]
-    partitions = pa.array([partition for partition, _ in placed], pa.int32())
-    offsets = pa.array([offset for _, offset in placed], pa.int64())
-    start_offsets: dict[int, int] = {}
-    end_offsets: dict[int, int] = {}
-    for partition, offset in placed:
-        start_offsets.setdefault(partition, offset)
-        end_offsets[partition] = offset + 1
-    event_times = pc.min_max(events["event_timestamp"]).as_py()
-    with conn.transaction():
-        lock_bronze(conn)
-        batch_id, ingested_at = conn.execute(
-            "insert into bronze.ingest_batches (kafka_topic, source, start_offsets, end_offsets,"
-            " messages_consumed, rows_written, rejects, duplicates, min_event_time,"
-            " max_event_time, started_at)"
-            " values (%s, 'replay', %s, %s, %s, %s, 0, 0, %s, %s, now())"
-            " returning batch_id, statement_timestamp()",
-            (
-                positions.topic,
-                json_offsets(start_offsets),
-                json_offsets(end_offsets),
-                len(values),
-                len(values),
-                event_times["min"],
-                event_times["max"],
-            ),
-        ).fetchone()
-        size = events.num_rows
-        table = events.append_column("kafka_topic", pa.array([positions.topic] * size, pa.string()))
-        table = table.append_column("kafka_partition", partitions)
-        table = table.append_column("kafka_offset", offsets)
-        table = table.append_column("ingested_at", pa.array([ingested_at] * size, pa.timestamp("us", tz="UTC")))
-        table = table.append_column("batch_id", pa.array([batch_id] * size, pa.int64()))
-        buffer = io.BytesIO()
-        pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False, batch_size=65536))
-        columns = ", ".join(_EVENT_COPY_COLUMNS)
-        with conn.cursor().copy(f"copy bronze.clickstream_events ({columns}) from stdin (format csv)") as copy:
-            copy.write(buffer.getbuffer())
-    return batch_id
-
 
 # ---------------------------------------------------------------------------------------
 # Running dbt
@@ -328,7 +167,7 @@ def _load_history(
     with database.connect(database_url, autocommit=True) as conn:
         while loaded < rows:
             batch = simulator.take(min(chunk, rows - loaded))
-            copy_valid_messages(conn, batch.keys, batch.values, positions)
+            bulk_load_valid_messages(conn, batch.keys, batch.values, positions)
             loaded += len(batch)
             rate = loaded / (time.perf_counter() - started)
             _say(f"  bronze: {loaded:,}/{rows:,} rows ({rate:,.0f} rows/s)")
@@ -369,8 +208,8 @@ def bench_size(
             for relation in ("silver.stg_clickstream_events", "silver.int_user_sessions"):
                 conn.execute(f"vacuum analyze {relation}")
         # The increment continues the history's sessions, with the stream's bad data. A run is
-        # a few seconds of which ~2 are dbt's own start-up, so one sample is noisy: the median
-        # of ``repeats`` runs, each after its own increment, is what is reported.
+        # short and much of it is dbt's own start-up, so one sample is noisy: the median of
+        # ``repeats`` runs, each after its own increment, is what is reported.
         simulator.bad_ratio = bad_ratio
         runs: list[DbtResult] = []
         for repeat in range(1, repeats + 1):

@@ -1,5 +1,6 @@
-"""Bronze's schema, beside its only writer (``streaming/bronze_sink.py``): the numbered SQL scripts
-in this folder, applied once each, in order, by :func:`migrate`."""
+"""Bronze's schema, beside its only writer (``streaming/bronze_batch.py``, driven by ``bronze_sink.py``
+and ``bronze_load.py``) and its ledger (``streaming/ledger.py``): the numbered SQL scripts in
+this folder, applied once each, in order, by :func:`migrate`."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import dagster as dg
 from shopstream.kafka_admin import watermarks
 from shopstream_assets.defs.resources import KafkaResource, PostgresResource
 from shopstream_assets.defs.streaming.assets import BRONZE_KEY
-from streaming.ledger import committed_offsets, messages_behind
+from streaming.ledger import committed_offsets, messages_and_rejects_since, messages_behind, row_counts
 
 # Real producers send a little broken data (the simulator's --bad-ratio imitates it); more than
 # 5 % of a recent hour means a producer or the schema changed.
@@ -32,14 +32,8 @@ MAX_CONSUMER_LAG = 10_000
 def bronze_row_count(postgres: PostgresResource, kafka: KafkaResource) -> dg.AssetCheckResult:
     topic = kafka.topic_name()
     with postgres.connect() as conn:
-        table_rows, ledger_rows, batches = conn.execute(
-            """
-            select (select count(*) from bronze.clickstream_events where kafka_topic = %(topic)s),
-                   coalesce(sum(rows_written), 0), count(*)
-            from bronze.ingest_batches where kafka_topic = %(topic)s
-            """,
-            {"topic": topic},
-        ).fetchone()
+        counts = row_counts(conn, topic)
+    table_rows, ledger_rows, batches = counts.table_rows, counts.ledger_rows, counts.batches
     metadata = {
         "rows": table_rows,
         "ledger_rows_written": ledger_rows,
@@ -71,16 +65,12 @@ def bronze_row_count(postgres: PostgresResource, kafka: KafkaResource) -> dg.Ass
 def bronze_reject_rate(postgres: PostgresResource, kafka: KafkaResource) -> dg.AssetCheckResult:
     topic = kafka.topic_name()
     with postgres.connect() as conn:
-        messages, rejects = conn.execute(
-            "select coalesce(sum(messages_consumed), 0), coalesce(sum(rejects), 0) from bronze.ingest_batches"
-            f" where kafka_topic = %s and committed_at > now() - interval '{REJECT_RATE_WINDOW}'",
-            (topic,),
-        ).fetchone()
+        messages, rejects = messages_and_rejects_since(conn, topic, REJECT_RATE_WINDOW)
         reasons = conn.execute(
             "select reason, count(*) from bronze.clickstream_rejects"
-            f" where kafka_topic = %s and ingested_at > now() - interval '{REJECT_RATE_WINDOW}'"
+            " where kafka_topic = %s and ingested_at > now() - %s::interval"
             " group by reason order by 2 desc",
-            (topic,),
+            (topic, REJECT_RATE_WINDOW),
         ).fetchall()
     rate = rejects / messages if messages else 0.0
     return dg.AssetCheckResult(

@@ -27,14 +27,13 @@ at once whatever starts them (this sensor, the schedule, the UI).
 """
 
 import time
-from dataclasses import dataclass
-from datetime import datetime
 
 import dagster as dg
 
 from shopstream.settings import load_settings
 from shopstream_assets.defs.resources import KafkaResource, PostgresResource
 from shopstream_assets.defs.streaming.assets import BRONZE_KEY
+from streaming.ledger import BatchRange, batches_after, latest_batch_id
 
 SENSOR_NAME = "bronze_sensor"
 # Every dbt model (keys silver/<model> and gold/<model>, see defs/dbt/assets.py), without
@@ -49,10 +48,10 @@ RETRY_ATTEMPT_TAG = "shopstream/retry_attempt"
 # A lasting fault (a lock, a permission, a bad deploy) then costs one failed run every few
 # minutes, not one per tick.
 MAX_RETRY_WAIT_S = 300
-# dagster-daemon looks at its sensors once per loop of at least 5 s (MIN_INTERVAL_LOOP_TIME in
+# dagster-daemon looks at its sensors once per loop (MIN_INTERVAL_LOOP_TIME in
 # dagster/_daemon/sensor.py) and evaluates one only if its minimum interval has fully elapsed
-# since the last tick started. A minimum of exactly 5 s is then a hair short on every other
-# loop, and the sensor ticks every 10 s (measured). A second of slack lands on every loop.
+# since the last tick started. A minimum equal to the loop time is then a hair short on every
+# other loop, so the sensor would tick at twice the interval. A second of slack lands on every loop.
 DAEMON_LOOP_SLACK_S = 1
 # Statuses of a run that has not finished; NOT_STARTED is a run the daemon is launching.
 IN_FLIGHT_STATUSES = [
@@ -66,72 +65,8 @@ IN_FLIGHT_STATUSES = [
 UNSUCCESSFUL_STATUSES = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
-@dataclass(frozen=True)
-class BatchRange:
-    """The new ledger rows of one topic, summed."""
-
-    first_batch_id: int
-    last_batch_id: int
-    batches: int
-    stream_batches: int
-    messages: int
-    rows_written: int
-    rejects: int
-    duplicates: int
-    end_offsets: dict[str, int]
-    min_event_time: datetime | None
-    max_event_time: datetime | None
-    last_committed_at: datetime
-
-    @property
-    def run_key(self) -> str:
-        return f"bronze-{self.first_batch_id}-{self.last_batch_id}"
-
-
-def new_batches(postgres: PostgresResource, topic: str, after_batch_id: int) -> BatchRange | None:
-    """The batches of ``topic`` committed after ``after_batch_id``, or None."""
-    with postgres.connect() as conn:
-        # One statement, one snapshot: the next offsets per partition are those after the
-        # range's last batch, even while the stream commits more.
-        row = conn.execute(
-            """
-            select min(batch_id), max(batch_id), count(*), count(*) filter (where source = 'stream'),
-                   coalesce(sum(messages_consumed), 0), coalesce(sum(rows_written), 0),
-                   coalesce(sum(rejects), 0), coalesce(sum(duplicates), 0),
-                   min(min_event_time), max(max_event_time), max(committed_at),
-                   (select jsonb_object_agg(kafka_partition, next_offset)
-                    from bronze.ingest_offsets where kafka_topic = %(topic)s)
-            from bronze.ingest_batches
-            where kafka_topic = %(topic)s and batch_id > %(after_batch_id)s
-            """,
-            {"topic": topic, "after_batch_id": after_batch_id},
-        ).fetchone()
-    if row is None or row[0] is None:
-        return None
-    offsets = row[11] or {}
-    return BatchRange(
-        first_batch_id=row[0],
-        last_batch_id=row[1],
-        batches=row[2],
-        stream_batches=row[3],
-        messages=row[4],
-        rows_written=row[5],
-        rejects=row[6],
-        duplicates=row[7],
-        end_offsets={partition: offset for partition, offset in sorted(offsets.items(), key=lambda item: int(item[0]))},
-        min_event_time=row[8],
-        max_event_time=row[9],
-        last_committed_at=row[10],
-    )
-
-
-def latest_batch_id(postgres: PostgresResource, topic: str) -> int:
-    with postgres.connect() as conn:
-        (latest,) = conn.execute(
-            "select coalesce(max(batch_id), 0) from bronze.ingest_batches where kafka_topic = %s",
-            (topic,),
-        ).fetchone()
-    return latest
+def run_key(batch_range: BatchRange) -> str:
+    return f"bronze-{batch_range.first_batch_id}-{batch_range.last_batch_id}"
 
 
 def bronze_materialization(batch_range: BatchRange, topic: str) -> dg.AssetMaterialization:
@@ -223,11 +158,12 @@ def bronze_sensor(
     topic = kafka.topic_name()
     # Identity values are never reused, so a cursor beyond the ledger means Bronze was
     # recreated (a new database) while Dagster's storage kept the old cursor.
-    bronze_recreated = last_seen > latest_batch_id(postgres, topic)
-    if bronze_recreated:
-        context.log.warning(f"cursor {last_seen} is beyond bronze.ingest_batches for {topic}: starting over")
-        last_seen = 0
-    batch_range = new_batches(postgres, topic, last_seen)
+    with postgres.connect() as conn:
+        bronze_recreated = last_seen > latest_batch_id(conn, topic)
+        if bronze_recreated:
+            context.log.warning(f"cursor {last_seen} is beyond bronze.ingest_batches for {topic}: starting over")
+            last_seen = 0
+        batch_range = batches_after(conn, topic, last_seen)
     if batch_range is None:
         skip = dg.SkipReason(f"no new batches in bronze.ingest_batches for topic {topic} after batch {last_seen}")
         if bronze_recreated:
@@ -253,12 +189,12 @@ def bronze_sensor(
         )
     context.log.info(
         f"batches {batch_range.first_batch_id}-{batch_range.last_batch_id}: {batch_range.rows_written:,} rows, "
-        f"{batch_range.rejects:,} rejects, {batch_range.duplicates:,} duplicates -> dbt run {batch_range.run_key}"
+        f"{batch_range.rejects:,} rejects, {batch_range.duplicates:,} duplicates -> dbt run {run_key(batch_range)}"
     )
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=batch_range.run_key,
+                run_key=run_key(batch_range),
                 tags={BATCH_RANGE_TAG: f"{batch_range.first_batch_id}-{batch_range.last_batch_id}"},
             )
         ],

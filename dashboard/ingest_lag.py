@@ -1,4 +1,4 @@
-"""Live Stream's non-SQL inputs: which topic and broker, and the ingest lag behind it."""
+"""The ingest lag the Live Stream page shows: which topic and broker, and how far Bronze is behind it."""
 
 from __future__ import annotations
 
