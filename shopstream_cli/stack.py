@@ -115,6 +115,10 @@ def run_stack(
     echo: Callable[[str], None] = typer.echo,
 ) -> int:
     """Start servers and pipeline processes; on Ctrl-C or SIGTERM stop all of them. Returns an exit code."""
+    from shopstream_assets.runtime.run_path import run_path
+
+    # The installed Dagster, dagster-dbt and dbt against the tested ones: the run path, said once.
+    echo(run_path(settings.fast_runs).message)
     stopping = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

@@ -7,19 +7,17 @@ loads: the UI opens (and shows the graph) even while PostgreSQL or Kafka is down
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cached_property
-from importlib import metadata
 
 import dagster as dg
 import psycopg
 from dagster_dbt import DbtCliResource
 from dagster_pyspark import LazyPySparkResource
-from packaging import version
 
 from shopstream import database
 from shopstream.services import Endpoints, endpoints
 from shopstream.settings import Settings, load_settings
 from shopstream_assets.defs.dbt.project import shopstream_dbt_project
+from shopstream_assets.runtime.dagster_dbt_private import InstalledDbtVersion
 from shopstream_assets.runtime.dagster_instance import dbt_profile_environment, venv_executable
 
 
@@ -56,22 +54,17 @@ class KafkaResource(dg.ConfigurableResource):
         return self.topic or load_settings().topic
 
 
-class ShopstreamDbtCliResource(DbtCliResource):
+class ShopstreamDbtCliResource(InstalledDbtVersion, DbtCliResource):
     """dbt from this venv, with the SHOPSTREAM_DB_* variables its profile reads set for the run.
 
     They are derived from the current endpoints at run start, so the profile always names the
-    database the rest of the pipeline uses, however the process was started.
+    database the rest of the pipeline uses, however the process was started. Its version is
+    the installed dbt-core's, not asked of a whole dbt start-up per run (InstalledDbtVersion).
     """
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         super().setup_for_execution(context)
         os.environ.update(dbt_profile_environment(current_endpoints()[1]))
-
-    @cached_property
-    def _cli_version(self) -> version.Version:
-        # dagster-dbt asks `dbt --version`, a whole dbt start-up (2-3 s) in every run; the
-        # executable is this venv's, so its version is the installed dbt-core's.
-        return version.parse(metadata.version("dbt-core"))
 
 
 class ShopstreamSparkResource(LazyPySparkResource):

@@ -10,7 +10,8 @@ code location: ``DbtProject.prepare_if_dev()`` only acts under ``dagster dev``.
 webserver|daemon``: that prepares the instance (idempotent, under a file lock, so the two
 never run ``dbt parse`` at once) and then ``exec``s the Dagster command, which keeps the
 process id and process group ``up`` stops. The daemon is dagster-daemon's own CLI run
-through :func:`run_daemon`, which only shortens its sensor loop.
+through :func:`run_daemon`, which only shortens its sensor loop (on the fast run path, see
+``run_path``; on the stock path it is dagster-daemon unchanged).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from shopstream.database import DAGSTER_DATABASE_NAME
 from shopstream.services import Endpoints, endpoints
 from shopstream.settings import Settings, SettingsError, load_settings
+from shopstream_assets.runtime.run_path import run_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE_FILE = REPO_ROOT / "workspace.yaml"
@@ -68,11 +70,28 @@ def venv_executable(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def instance_yaml(database_name: str = DAGSTER_DATABASE_NAME) -> str:
-    """dagster.yaml: PostgreSQL storage, a fast run queue and the dbt pool limit.
+FAST_RUN_LAUNCHER = """\
+# Run workers forked from a warm process that has the code loaded, instead of a new Python
+# process per run that imports it all again: see the module. (The fast run path: run_path.py.)
+run_launcher:
+  module: shopstream_assets.runtime.warm_run_launcher
+  class: WarmRunLauncher
+"""
+STOCK_RUN_LAUNCHER = """\
+# Dagster's stock launcher, a new Python process per run: SHOPSTREAM_FAST_RUNS=0, or the
+# installed Dagster, dagster-dbt or dbt are not the tested ones (run_path.py says which).
+run_launcher:
+  module: dagster
+  class: DefaultRunLauncher
+"""
+
+
+def instance_yaml(database_name: str = DAGSTER_DATABASE_NAME, *, fast: bool = True) -> str:
+    """dagster.yaml: PostgreSQL storage, a fast run queue, the run launcher and the dbt pool limit.
 
     The connection comes from the SHOPSTREAM_DB_* variables at load time, so no password
-    is written to disk and the instance always follows the current endpoints.
+    is written to disk and the instance always follows the current endpoints. ``fast``
+    chooses the warm run launcher, else Dagster's stock one.
     """
     return f"""\
 # Written by shopstream_assets/runtime/dagster_instance.py; edit that file instead.
@@ -91,12 +110,7 @@ storage:
 run_queue:
   dequeue_interval_seconds: 1
 
-# Run workers forked from a warm process that has the code loaded, instead of a new Python
-# process per run that imports it all again (3.3 CPU s per run): see the module.
-run_launcher:
-  module: shopstream_assets.runtime.warm_run_launcher
-  class: WarmRunLauncher
-
+{FAST_RUN_LAUNCHER if fast else STOCK_RUN_LAUNCHER}
 run_monitoring:
   # A run worker killed mid-run would stay STARTED, and the Bronze sensor would wait on it forever.
   enabled: true
@@ -110,7 +124,7 @@ concurrency:
     # Every pool (the dbt assets use pool "dbt") runs one op at a time: never two dbt runs at once.
     default_limit: 1
 
-# A sensor ticking every few seconds writes ~17,000 skipped ticks a day.
+# A sensor ticking every few seconds writes tens of thousands of skipped ticks a day.
 retention:
   sensor:
     purge_after_days:
@@ -123,11 +137,17 @@ telemetry:
 """
 
 
-def write_instance_yaml(dagster_home: Path, database_name: str = DAGSTER_DATABASE_NAME) -> Path:
-    """Write ``dagster_home/dagster.yaml`` atomically; return its path."""
+def write_instance_yaml(
+    dagster_home: Path, database_name: str = DAGSTER_DATABASE_NAME, *, fast: bool | None = None
+) -> Path:
+    """Write ``dagster_home/dagster.yaml`` atomically; return its path.
+
+    ``fast`` chooses the run launcher; by default the run path of this process's settings
+    and installed packages (:func:`run_path`).
+    """
     dagster_home.mkdir(parents=True, exist_ok=True)
     path = dagster_home / "dagster.yaml"
-    content = instance_yaml(database_name)
+    content = instance_yaml(database_name, fast=run_path().fast if fast is None else fast)
     if path.exists() and path.read_text() == content:
         return path
     temporary = path.with_suffix(f".tmp{os.getpid()}")
@@ -303,31 +323,26 @@ def sensor_loop_seconds(sensor_interval_seconds: int, dagster_loop_seconds: floa
 def run_daemon(argv: list[str]) -> None:
     """``dagster-daemon <argv>`` in this process, its sensor loop no longer than the sensor interval.
 
-    dagster-daemon evaluates sensors in a loop of at least 5 s (``MIN_INTERVAL_LOOP_TIME``, a
-    module constant with no setting), so SHOPSTREAM_SENSOR_INTERVAL below 5 had no effect: a
-    new Bronze batch waited 2.5 s on average, 5 s at worst, before a dbt run was even
-    requested. Below 5 s we shorten that loop to 1 s; an idle loop costs a few queries. The
-    constant is private: if a Dagster upgrade drops it, the daemon runs unchanged and says so.
+    dagster-daemon evaluates sensors in a loop with a floor of several seconds (a module
+    constant with no setting), so a SHOPSTREAM_SENSOR_INTERVAL below it had no effect: a new
+    Bronze batch waited for the loop before a dbt run was even requested. On the fast run path
+    we shorten that loop to FAST_SENSOR_LOOP_S; an idle loop costs a few queries. The constant
+    is private (dagster_private): on the stock path this is plain dagster-daemon.
     """
-    from dagster._daemon import cli as daemon_cli
-    from dagster._daemon import sensor as sensor_daemon
+    path = run_path()
+    print(f"dagster-daemon: {path.message}", file=sys.stderr, flush=True)
+    sys.argv = ["dagster-daemon", *argv]
+    if not path.fast:
+        os.execvp(venv_executable("dagster-daemon"), sys.argv)
+    from shopstream_assets.runtime.dagster_private import daemon_cli_main, sensor_loop_floor, set_sensor_loop
 
-    dagster_loop = getattr(sensor_daemon, "MIN_INTERVAL_LOOP_TIME", None)
     try:
         interval = load_settings().sensor_interval_seconds
     except SettingsError:
         interval = None
-    if not isinstance(dagster_loop, int | float):
-        print(
-            "warning: dagster._daemon.sensor.MIN_INTERVAL_LOOP_TIME is gone; "
-            "the sensor loop keeps Dagster's own interval",
-            file=sys.stderr,
-            flush=True,
-        )
-    elif interval is not None:
-        sensor_daemon.MIN_INTERVAL_LOOP_TIME = sensor_loop_seconds(interval, dagster_loop)
-    sys.argv = ["dagster-daemon", *argv]
-    sys.exit(daemon_cli.main())
+    if interval is not None:
+        set_sensor_loop(sensor_loop_seconds(interval, sensor_loop_floor()))
+    sys.exit(daemon_cli_main())
 
 
 def prepare_instance(settings: Settings, found: Endpoints, progress: Progress = print) -> Path:

@@ -3,17 +3,19 @@
 dagster-dbt's ``DbtCliResource.cli`` starts ``dbt`` as a subprocess. That process imports
 dbt again (the run worker already holds most of it: dagster-dbt imports it), then reads
 the prepared ``partial_parse.msgpack`` and hashes every project file to partially parse.
-A refresh of the 11 models with nothing new to add cost 4.1 CPU s that way on the 2-core
-box (2026-12-04); through dbt's programmatic API (``dbtRunner``), handed the parsed project
-that ``prepare_dbt_manifest`` wrote, it cost 2.4 CPU s in a fresh run worker, loading dbt's
-CLI (0.4) and the project (0.2) included. On two cores shared with the Spark stream, each
-CPU second of a refresh is event-to-Gold latency.
+Through dbt's programmatic API (``dbtRunner``), handed the parsed project that
+``prepare_dbt_manifest`` wrote, a refresh costs a fraction of that CPU (docs/performance.md).
+On two cores shared with the Spark stream, each CPU second of a refresh is event-to-Gold
+latency.
 
 The prepared project is used only while it is current (the fingerprint
 ``prepare_dbt_manifest`` keeps: project files, dbt's version, the database). Otherwise dbt
 parses as the CLI would, from a copy of the msgpack, so an edited model still runs as
 edited. dbt's structured events are the JSON lines its CLI would print, so dagster-dbt's
 own translation into Outputs and asset-check results is reused unchanged.
+
+This is the fast run path's dbt (``run_path``); every private dbt name it needs comes from
+``dbt_private``, every private Dagster one from ``dagster_private``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shopstream import database
 from shopstream_assets.runtime.dagster_instance import (
@@ -35,10 +37,6 @@ from shopstream_assets.runtime.dagster_instance import (
     current_parsed_project,
     default_dbt_target_dir,
 )
-
-if TYPE_CHECKING:
-    from dbt.contracts.graph.manifest import Manifest
-    from dbt_common.events.base_types import EventMsg
 
 # dbt's result events (dagster-dbt turns them into Outputs and check results) and the ones
 # the timings need. The ~400 others of a run (SQL, connections, cache) are not converted.
@@ -170,9 +168,10 @@ def invoke_dbt(
     dbt parse ``project_dir`` itself.
     """
     invoked_at = time.time()
-    from dagster._utils.interrupts import raise_interrupts_as
     from dbt.cli.main import dbtRunner
-    from dbt_common.events.functions import msg_to_dict
+
+    from shopstream_assets.runtime.dagster_private import raise_interrupts_as
+    from shopstream_assets.runtime.dbt_private import msg_to_dict
 
     environment = os.environ if environment is None else environment
     prepared_target = prepared_target or default_dbt_target_dir()
@@ -186,7 +185,7 @@ def invoke_dbt(
     invocation = DbtInvocation(command=" ".join(["dbt", *args]))
     seen_at: list[float] = []
 
-    def keep(event: EventMsg) -> None:
+    def keep(event: Any) -> None:  # dbt's EventMsg
         # Called from dbt's worker threads too; list.append is atomic.
         received_at = time.time()
         seen_at.append(received_at)
@@ -224,9 +223,10 @@ def invoke_dbt(
     return invocation
 
 
-def _load_manifest(parsed_project: bytes) -> Manifest | None:
-    """The prepared project as dbt's own loader leaves it (flat graph built); None if unreadable."""
-    from dbt.contracts.graph.manifest import Manifest
+def _load_manifest(parsed_project: bytes) -> Any:
+    """The prepared project as dbt's own loader leaves it (flat graph built): a dbt ``Manifest``, or
+    None if unreadable."""
+    from shopstream_assets.runtime.dbt_private import Manifest
 
     try:
         manifest = Manifest.from_msgpack(parsed_project)
@@ -254,22 +254,12 @@ def iter_raw_events(invocation: DbtInvocation) -> Iterator[dict[str, Any]]:
         yield {key: value for key, value in event.items() if key != "received_at"}
 
 
-def preload() -> None:
-    """Import what :func:`invoke_dbt` needs, in a process that forks run workers (warm_run_launcher)."""
-    import dbt.adapters.postgres  # noqa: F401
-    import dbt.cli.main  # noqa: F401
-    import dbt.contracts.graph.manifest  # noqa: F401
-    import dbt.task.run  # noqa: F401
-    import dbt.task.test  # noqa: F401
-    import dbt_common.events.functions  # noqa: F401
-
-
 def warm_up() -> DbtInvocation | None:
     """``dbt compile`` of every model once, in a process that forks run workers.
 
     Compiling only reads the database (which relations exist); no model runs. It leaves dbt's
     lazily imported modules and compiled macro templates in the process, so a forked run
-    worker's first ``dbt run`` costs 1.0 CPU s instead of 2.3 (measured 2026-12-04). None
+    worker's first ``dbt run`` costs less than half the CPU (docs/performance.md). None
     when the profile's variables are missing or the prepared project is not current.
     """
     if any(not os.environ.get(name) for name in DBT_PROFILE_VARIABLES):

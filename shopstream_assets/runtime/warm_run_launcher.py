@@ -2,8 +2,8 @@
 
 Dagster's default launcher asks the code server for each run, and the code server starts a
 new Python process with the "spawn" method (hard-coded), which imports Dagster, dagster-dbt,
-dbt, PySpark and this code location again and builds the definitions: 3.3 CPU s before the
-first model runs, in every run. The Bronze sensor requests a refresh every few seconds, on
+dbt, PySpark and this code location again and builds the definitions: seconds of CPU before
+the first model runs, in every run. The Bronze sensor requests a refresh every few seconds, on
 two cores the Spark stream shares, so those seconds are event-to-Gold latency.
 
 Here the daemon keeps one *warm worker*: ``python -m shopstream_assets.runtime.warm_run_launcher``,
@@ -16,6 +16,9 @@ is marked CANCELING and the child's cancellation thread interrupts it.
 The warm worker forks only code it loaded itself. Before each fork it compares the code
 location's files (and the dbt manifest) with those it imported; if any changed, it exits and
 the launcher starts a fresh one, so a reloaded code location never runs stale code.
+
+This is the fast run path: it runs only on the tested Dagster (``run_path``), and every
+private Dagster name it needs comes from ``dagster_private``.
 """
 
 from __future__ import annotations
@@ -36,9 +39,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dagster import DagsterInstance, DagsterRun
-from dagster._core.launcher import LaunchRunContext, RunLauncher
-from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
-from dagster._serdes import ConfigurableClass, ConfigurableClassData
+
+from shopstream_assets.runtime.dagster_private import (
+    CheckRunHealthResult,
+    ConfigurableClass,
+    ConfigurableClassData,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Where a run worker's code comes from: a change here makes the warm worker stale.
@@ -46,7 +55,7 @@ CODE_FOLDERS = ("shopstream_assets", "streaming")
 PID_TAG = "shopstream/run_worker_pid"
 READY = "ready"
 STALE = "stale"
-# Importing Dagster, dbt and PySpark and building the definitions takes 3-10 s on the shared box.
+# Importing Dagster, dbt and PySpark and building the definitions, on a box shared with Spark.
 START_TIMEOUT_S = 120
 # How long runs get to stop after an interrupt when the warm worker is told to stop.
 STOP_GRACE_S = 10
@@ -287,14 +296,16 @@ def _drain_and_exit() -> None:
 
 def _run_child(run_id: str) -> int:
     """In the forked child: what ``dagster api execute_run`` does, plus the cancellation thread."""
-    from dagster._cli.api import _execute_run_command_body
-    from dagster._core.execution.run_cancellation_thread import start_run_cancellation_thread
-    from dagster._utils.interrupts import capture_interrupts
+    from shopstream_assets.runtime.dagster_private import (
+        capture_interrupts,
+        execute_run_command_body,
+        start_run_cancellation_thread,
+    )
 
     with capture_interrupts(), DagsterInstance.get() as instance:
         _thread, stop_cancellation_thread = start_run_cancellation_thread(instance, run_id)
         try:
-            return _execute_run_command_body(run_id, instance, lambda event: None, set_exit_code_on_failure=False)
+            return execute_run_command_body(run_id, instance, lambda event: None, set_exit_code_on_failure=False)
         finally:
             stop_cancellation_thread.set()
 
@@ -332,10 +343,10 @@ def serve() -> None:
     os.dup2(2, 1)  # stray prints of imported code must not reach the launcher's pipe
     signal.signal(signal.SIGTERM, _stop_runs_and_exit)
     from shopstream_assets.definitions import defs
-    from shopstream_assets.runtime import dbt_in_process
+    from shopstream_assets.runtime import dbt_in_process, dbt_private
 
     defs()  # builds (and caches) the definitions every child then uses
-    dbt_in_process.preload()
+    dbt_private.preload()
     try:
         warmed = dbt_in_process.warm_up()
         if warmed is not None and not warmed.success:

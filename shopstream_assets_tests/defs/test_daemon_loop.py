@@ -1,5 +1,6 @@
 """The whole loop through real Dagster processes: stream -> Bronze -> sensor -> dbt -> Gold, and a
-Gold materialization launched through the webserver's GraphQL API as the UI's button does."""
+Gold materialization launched through the webserver's GraphQL API as the UI's button does, on the
+fast run path; and a sensor-driven refresh on Dagster's stock run path (SHOPSTREAM_FAST_RUNS=0)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from shopstream import database
 from shopstream.database import connect
 from shopstream.embedded import free_port
 from shopstream.services import Endpoints
@@ -28,8 +30,11 @@ from shopstream_assets.runtime.dagster_instance import (
     prepare_dbt_manifest,
     webserver_command,
     webserver_url,
+    write_instance_yaml,
 )
 from shopstream_assets.runtime.warm_run_launcher import PID_TAG
+from shopstream_assets_tests.conftest import produce_events
+from streaming.job import replay_topic
 
 DAILY_METRICS = dg.AssetKey(["gold", "mart_daily_metrics"])
 STAGING = dg.AssetKey(["silver", "stg_clickstream_events"])
@@ -78,6 +83,15 @@ def _wait(what: str, condition: Callable[[], Any], timeout: float, logs: Path) -
 
 def _sensor_runs(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
     return list(instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME})))
+
+
+def _launch_to_success_s(instance: dg.DagsterInstance, record: dg.RunRecord) -> float:
+    """From the daemon launching the run (RUN_STARTING) to its end: the run path's cost per refresh."""
+    (starting,) = instance.get_records_for_run(
+        record.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_STARTING
+    ).records
+    assert record.end_time is not None
+    return record.end_time - starting.event_log_entry.timestamp
 
 
 def _gold_events(database_url: str) -> int:
@@ -164,6 +178,11 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
     assert succeeded and all(
         record.dagster_run.tags.get(f"{DBT_TIMING_TAG_PREFIX}manifest_reused") == "true" for record in succeeded
     ), [record.dagster_run.tags for record in succeeded]
+    print(
+        "fast run path, launch -> SUCCESS s:",
+        [round(_launch_to_success_s(dagster_instance, record), 1) for record in succeeded],
+    )
+    assert "the fast path" in (logs / "dagster-daemon.log").read_text()
     # Every run worker was forked from one warm worker, which had loaded the code once.
     engine_messages = [
         record.event_log_entry.dagster_event.message or ""
@@ -227,3 +246,62 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
     checks = dagster_instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     assert checks
     assert {record.event_log_entry.dagster_event.event_specific_data.asset_key for record in checks} == {DAILY_METRICS}
+
+
+@pytest.mark.slow
+def test_sensor_refresh_on_the_stock_run_path(
+    process_env: Settings,
+    shopstream_env: dict[str, str],
+    database_url: str,
+    kafka_bootstrap: str,
+    dagster_instance: dg.DagsterInstance,
+    spark: object,
+    tmp_path: Path,
+    spawn_process: Callable[..., Any],
+) -> None:
+    """SHOPSTREAM_FAST_RUNS=0: Dagster's DefaultRunLauncher and `dbt.cli(...).stream()` refresh Gold too."""
+    found = Endpoints(database_url, shopstream_env["SHOPSTREAM_DASHBOARD_DATABASE_URL"], kafka_bootstrap)
+    prepare_dbt_manifest(dbt_profile_environment(found), dbt_target_dir(process_env), progress=lambda message: None)
+    env = dagster_environment(
+        process_env,
+        found,
+        base={**shopstream_env, "SHOPSTREAM_FAST_RUNS": "0", "SHOPSTREAM_SENSOR_INTERVAL": "1"},
+    )
+    # What the daemon's instance reads: written as `shopstream up` would with SHOPSTREAM_FAST_RUNS=0.
+    instance_file = write_instance_yaml(process_env.dagster_home, database.url_parts(database_url).database, fast=False)
+    assert "class: DefaultRunLauncher" in instance_file.read_text()
+    logs = tmp_path / "logs"
+
+    # One Bronze batch, committed by the real Spark replay (no stream: the sensor needs only Bronze).
+    produce_events(kafka_bootstrap, process_env.topic, 500)
+    replay_topic(spark, process_env, kafka_bootstrap=kafka_bootstrap)
+    spawn_process(daemon_command(), env=env, name="dagster-daemon")
+
+    gold = _wait(
+        "a successful sensor-launched dbt run on the stock path and Gold rows",
+        lambda: (
+            _gold_events(database_url)
+            if any(
+                record.dagster_run.status == dg.DagsterRunStatus.SUCCESS for record in _sensor_runs(dagster_instance)
+            )
+            else 0
+        ),
+        LOOP_TIMEOUT_S,
+        logs,
+    )
+    assert gold > 0
+    assert "as SHOPSTREAM_FAST_RUNS=0 asks" in (logs / "dagster-daemon.log").read_text()
+    succeeded = [
+        record for record in _sensor_runs(dagster_instance) if record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    ]
+    print(
+        "stock run path, launch -> SUCCESS s:",
+        [round(_launch_to_success_s(dagster_instance, record), 1) for record in succeeded],
+    )
+    for record in succeeded:
+        # No warm worker forked it and dbt ran as its own process (no in-process timings).
+        assert PID_TAG not in record.dagster_run.tags
+        assert not any(name.startswith(DBT_TIMING_TAG_PREFIX) for name in record.dagster_run.tags)
+        assert not record.dagster_run.asset_check_selection
+    staged = dagster_instance.get_latest_materialization_event(STAGING)
+    assert staged is not None and staged.asset_materialization.metadata["dagster/row_count"].value > 0

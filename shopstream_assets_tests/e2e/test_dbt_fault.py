@@ -22,12 +22,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from psycopg import sql
 
 from shopstream import database
 from shopstream.settings import Settings
 from shopstream_assets.defs.streaming.sensors import SENSOR_NAME
+from shopstream_assets.runtime.dagster_private import RUN_KEY_TAG, SENSOR_NAME_TAG
 from shopstream_assets_tests.conftest import produce_events
 from shopstream_assets_tests.e2e.helpers import (
     Report,

@@ -10,9 +10,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.definitions.reconstruct import ReconstructableRepository
-from dagster._core.launcher import LaunchRunContext
-from dagster._core.launcher.base import WorkerStatus
 
 from shopstream.database import connect
 from shopstream.services import Endpoints
@@ -20,6 +17,7 @@ from shopstream.settings import Settings
 from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX
 from shopstream_assets.defs.streaming.sensors import refresh_silver_gold_job
 from shopstream_assets.runtime.dagster_instance import REPO_ROOT, dbt_profile_environment, prepare_dbt_manifest
+from shopstream_assets.runtime.dagster_private import LaunchRunContext, ReconstructableRepository, WorkerStatus
 from shopstream_assets.runtime.warm_run_launcher import PID_TAG, WarmRunLauncher
 
 RUN_TIMEOUT_S = 240

@@ -4,6 +4,10 @@
 ``dbt_project/models/staging/stg_clickstream_events.sql``. The Bronze source carries
 ``meta: {dagster: {asset_key: [bronze, clickstream_events]}}`` in its sources YAML, so the
 staging model hangs off the Bronze asset and topic -> Bronze -> Silver -> Gold is one graph.
+
+dbt runs in the run worker's own process on the fast run path, through
+``dbt.cli(...).stream()`` (a dbt process per command) on Dagster's stock one
+(``shopstream_assets.runtime.run_path`` chooses).
 """
 
 import contextlib
@@ -17,20 +21,18 @@ from typing import Any
 
 import dagster as dg
 import psycopg
-from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
     DbtCliResource,
     dbt_assets,
 )
-from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
-from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 from psycopg import sql
 
 from shopstream import database
 from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX, shopstream_dbt_project
 from shopstream_assets.runtime.dbt_in_process import invoke_dbt, iter_raw_events, profile_database_url
+from shopstream_assets.runtime.run_path import run_path
 
 DBT_OP_NAME = "shopstream_dbt"
 STALE_RUN_FOLDER_S = 24 * 3600
@@ -117,6 +119,11 @@ def dbt_in_worker(
     and incremental model it built, and a failure naming dbt's errors after the events of
     whatever did succeed.
     """
+    from shopstream_assets.runtime.dagster_dbt_private import (
+        DbtCoreCliEventMessage,
+        get_updated_cli_invocation_params_for_context,
+    )
+
     params = get_updated_cli_invocation_params_for_context(
         context=context, manifest={}, dagster_dbt_translator=translator
     )
@@ -177,7 +184,7 @@ def dbt_in_worker(
             context.instance.add_run_tags(context.run.run_id, invocation.timings.tags(DBT_TIMING_TAG_PREFIX))
     if invocation.interrupted:
         # The run was cancelled while dbt ran (dbt cancelled its queries): cancelled, not failed.
-        raise DagsterExecutionInterruptedError()
+        raise dg.DagsterExecutionInterruptedError()
     if not invocation.success:
         errors = "\n".join(invocation.error_messages()) or "see dbt's output in the run's stdout"
         raise dg.Failure(description=f"`{invocation.command}` failed:\n{errors}")
@@ -231,11 +238,18 @@ def shopstream_dbt_models(
     corrupt Gold, fails the model itself through a unique index.
     """
     run_args = ["run", "--full-refresh"] if config.full_refresh else ["run"]
+    in_worker = run_path().fast
     with _run_target_path(context) as target_path:
         if context.selected_asset_keys:
-            yield from dbt_in_worker(context, dbt, run_args, target_path, row_counts=True)
+            if in_worker:
+                yield from dbt_in_worker(context, dbt, run_args, target_path, row_counts=True)
+            else:
+                yield from dbt.cli(run_args, context=context, target_path=target_path).stream().fetch_row_counts()
         if context.selected_asset_check_keys:
-            yield from dbt_in_worker(context, dbt, ["test"], target_path, row_counts=False)
+            if in_worker:
+                yield from dbt_in_worker(context, dbt, ["test"], target_path, row_counts=False)
+            else:
+                yield from dbt.cli(["test"], context=context, target_path=target_path).stream()
 
 
 dbt_selection = dg.AssetSelection.assets(shopstream_dbt_models)
