@@ -7,9 +7,11 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
-COPY shopstream_assets ./shopstream_assets
+COPY shopstream ./shopstream
 COPY streaming ./streaming
 COPY dashboard ./dashboard
+COPY shopstream_assets ./shopstream_assets
+COPY shopstream_cli ./shopstream_cli
 COPY dbt_project ./dbt_project
 COPY workspace.yaml ./
 RUN pip install --no-cache-dir -c constraints.txt -e . \

@@ -22,13 +22,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from shopstream.database import DAGSTER_DATABASE_NAME
+from shopstream.embedded import Progress
 from shopstream.services import Endpoints, endpoints
 from shopstream.settings import Settings, SettingsError, load_settings
 from shopstream_assets.runtime.run_path import run_path
@@ -38,7 +39,6 @@ WORKSPACE_FILE = REPO_ROOT / "workspace.yaml"
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 # The venv that runs us holds dagster-webserver, dagster-daemon and dbt.
 VENV_BIN = Path(sys.executable).parent
-LOOPBACK = "127.0.0.1"
 # Variables dbt's profiles.yml reads (Endpoints.environment() derives them from the URL).
 DBT_PROFILE_VARIABLES = (
     "SHOPSTREAM_DB_HOST",
@@ -56,8 +56,6 @@ DBT_SOURCE_SUFFIXES = (".sql", ".yml", ".yaml", ".md", ".csv")
 MANIFEST_STAMP = ".shopstream-manifest-fingerprint"
 PREPARE_LOCK = ".shopstream-prepare.lock"
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
-
-Progress = Callable[[str], None]
 
 
 class DagsterSetupError(RuntimeError):

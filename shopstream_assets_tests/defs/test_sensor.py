@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dagster as dg
-from dagster._core.events import DagsterEvent, DagsterEventType
 
 from shopstream.settings import Settings
 from shopstream_assets.defs.streaming.sensors import BATCH_RANGE_TAG, SENSOR_NAME, retry_wait_seconds
@@ -31,9 +30,9 @@ def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
     return sensor.evaluate_tick(context)
 
 
-def _report(instance: dg.DagsterInstance, run: dg.DagsterRun, event_type: DagsterEventType) -> None:
+def _report(instance: dg.DagsterInstance, run: dg.DagsterRun, event_type: dg.DagsterEventType) -> None:
     """Move ``run`` through its lifecycle as the run worker would."""
-    instance.report_dagster_event(DagsterEvent(event_type.value, job_name=run.job_name), run_id=run.run_id)
+    instance.report_dagster_event(dg.DagsterEvent(event_type.value, job_name=run.job_name), run_id=run.run_id)
 
 
 def test_sensor_skips_without_batches_and_requests_one_run_per_batch_range(
@@ -97,13 +96,13 @@ def test_sensor_waits_for_its_dbt_run_then_covers_the_backlog_in_one_run(
     assert queued.cursor == cursor  # not advanced
     assert f"dbt run {run.run_id[:8]} for batches {first}-{first} is NOT_STARTED" in queued.skip_message
 
-    _report(dagster_instance, run, DagsterEventType.RUN_START)
+    _report(dagster_instance, run, dg.DagsterEventType.RUN_START)
     backlog_end = _new_batch(spark, process_env, kafka_bootstrap, 200, seed=5)
     started = _tick(defs, dagster_instance, cursor)
     assert not started.run_requests and started.cursor == cursor
     assert "is STARTED" in started.skip_message and f"({backlog_start}-{backlog_end})" in started.skip_message
 
-    _report(dagster_instance, run, DagsterEventType.RUN_SUCCESS)
+    _report(dagster_instance, run, dg.DagsterEventType.RUN_SUCCESS)
     caught_up = _tick(defs, dagster_instance, cursor)
     (catch_up,) = caught_up.run_requests
     assert catch_up.run_key == f"bronze-{backlog_start}-{backlog_end}"

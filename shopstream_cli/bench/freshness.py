@@ -120,6 +120,8 @@ def _bench_environment(
         "SHOPSTREAM_SPARK_MASTER": settings.spark_master,
         "SHOPSTREAM_SENSOR_INTERVAL": str(settings.sensor_interval_seconds),
         "SHOPSTREAM_LOG_LEVEL": "INFO",
+        # The run path is the user's choice: `SHOPSTREAM_FAST_RUNS=0 shopstream bench freshness` measures the stock one.
+        "SHOPSTREAM_FAST_RUNS": "1" if settings.fast_runs else "0",
     }
     bench_settings = load_settings({**env, **bench.environment()})
     return (
