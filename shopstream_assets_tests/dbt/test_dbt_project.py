@@ -21,13 +21,8 @@ import pytest
 
 from shopstream import database
 from shopstream_assets_tests.dbt import gold_reference as reference
-from shopstream_cli.bench.dbt import (
-    KafkaPositions,
-    dbt_benchmark_command,
-    dbt_environment,
-    run_dbt,
-    write_messages,
-)
+from shopstream_cli.bench.dbt import dbt_benchmark_command, dbt_environment, run_dbt
+from streaming.bronze_load import KafkaPositions, write_messages
 from streaming.events import encode_event, format_timestamp
 from streaming.simulator import Simulator
 

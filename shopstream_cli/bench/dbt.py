@@ -31,11 +31,10 @@ from typing import Annotated, Any
 import typer
 
 from shopstream import database
-from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages, validated_table, write_messages
+from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages, write_messages
 from streaming.migrations import migrate
 
 # Loading Bronze is streaming.bronze_load's; the dbt tests import these from here too.
-__all__ = ["KafkaPositions", "dbt_benchmark_command", "dbt_environment", "run_dbt", "validated_table", "write_messages"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
