@@ -47,6 +47,7 @@ from shopstream_assets.runtime.dagster_instance import (
     write_instance_yaml,
 )
 from shopstream_cli.bench.measure import percentile
+from streaming import ledger
 from streaming.migrations import migrate
 
 BENCH_DATABASE = "shopstream_bench_freshness"
@@ -285,31 +286,20 @@ def run_freshness_benchmark(
         last_batch = -1
         while time.time() < drain_deadline:
             watch.observe(_gold_rows(conn), time.time())
-            (newest,) = conn.execute("select coalesce(max(batch_id), 0) from bronze.ingest_batches").fetchone()
+            newest = ledger.latest_batch_id(conn, topic)
             if newest == last_batch and _max_reached(watch) >= newest > 0:
                 break
             last_batch = newest
             time.sleep(POLL_INTERVAL_S)
 
-        events = conn.execute(
-            "select (events.event_timestamp at time zone 'UTC')::date, events.batch_id,"
-            " extract(epoch from events.sent_at), extract(epoch from batches.committed_at)"
-            " from bronze.clickstream_events as events"
-            " join bronze.ingest_batches as batches using (batch_id)"
-            " where events.sent_at >= to_timestamp(%s)",
-            (measured_from,),
-        ).fetchall()
+        events = ledger.events_with_commit_time(conn, topic, since=measured_from)
         # Before the daemon stops: a run it is still executing then counts as in flight, not failed.
         with (
             _environment(bench.environment()),
             dg.DagsterInstance.from_config(str(bench_settings.dagster_home)) as instance,
         ):
             records = instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}))
-            committed_at = dict(
-                conn.execute(
-                    "select batch_id, extract(epoch from committed_at)::float8 from bronze.ingest_batches"
-                ).fetchall()
-            )
+            committed_at = ledger.batch_commit_times(conn, topic)
             steps, manifest_reused_runs, timed_runs = _cycle_steps(instance, records, committed_at)
 
     gold_latency: list[float] = []

@@ -47,6 +47,7 @@ from shopstream.kafka_admin import ensure_topic
 from shopstream.postgres_server import EmbeddedPostgres
 from shopstream.settings import Settings, SettingsError, load_settings
 from shopstream_cli.bench.measure import CpuMeter
+from streaming import ledger
 from streaming.job import DEFAULT_MAX_OFFSETS_PER_TRIGGER
 from streaming.migrations import migrate
 
@@ -70,11 +71,6 @@ def _wait_producer(process: subprocess.Popen[bytes], what: str) -> None:
     _, stderr = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"{what} producer failed (exit {process.returncode}): {stderr.decode()[-2000:]}")
-
-
-def _fetch_one(url: str, query: str, params: tuple = ()) -> tuple:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchone()
 
 
 def _echo(message: str) -> None:
@@ -202,13 +198,13 @@ def _drain(run: _BenchRun, events: int) -> tuple[str, float]:
     _echo(f"(a) draining into Bronze ... (load {os.getloadavg()[0]:.1f})")
     meter = run.meter()
     batches = run.stream(topic)
-    consumed, seconds, first_batch, first_messages = _fetch_one(
-        run.bench_url,
-        "select sum(messages_consumed), extract(epoch from max(committed_at) - min(started_at)),"
-        " extract(epoch from min(committed_at) - min(started_at)),"
-        " (array_agg(messages_consumed order by batch_id))[1]"
-        " from bronze.ingest_batches where kafka_topic = %s",
-        (topic,),
+    with database.connect(run.bench_url) as conn:
+        drain = ledger.drain_timing(conn, topic)
+    consumed, seconds, first_batch, first_messages = (
+        drain.messages,
+        drain.seconds,
+        drain.first_batch_seconds,
+        drain.first_batch_messages,
     )
     # The first batch runs on a cold JVM (class loading, code generation, JIT): the rate
     # after it is what a longer backlog drains at.
@@ -244,15 +240,9 @@ def _sustained(run: _BenchRun, seconds: float, rate: float) -> str:
     window_ended = time.time()
     sampler.join()
     runner.join()
-    (in_window,) = _fetch_one(
-        run.bench_url,
-        "select coalesce(sum(messages_consumed), 0) from bronze.ingest_batches"
-        " where kafka_topic = %s and committed_at <= to_timestamp(%s)",
-        (topic, window_ended),
-    )
-    (produced,) = _fetch_one(
-        run.bench_url, "select sum(messages_consumed) from bronze.ingest_batches where kafka_topic = %s", (topic,)
-    )
+    with database.connect(run.bench_url) as conn:
+        in_window = ledger.messages_consumed(conn, topic, committed_by=window_ended)
+        produced = ledger.messages_consumed(conn, topic)
     window = window_ended - window_started
     quarters = [lag for _, lag in lag_samples[:: max(1, len(lag_samples) // 4)]]
     figure = (
@@ -274,17 +264,8 @@ def _latency(run: _BenchRun, seconds: float, rate: float) -> str:
     meter = run.meter()
     _wait_producer(run.producer(topic, "--rate", str(rate), "--duration", str(seconds)), "latency")
     runner.join()
-    count, p50, p95, p99, worst = _fetch_one(
-        run.bench_url,
-        "select count(*),"
-        " percentile_cont(0.50) within group (order by seconds),"
-        " percentile_cont(0.95) within group (order by seconds),"
-        " percentile_cont(0.99) within group (order by seconds), max(seconds)"
-        " from (select extract(epoch from b.committed_at - e.sent_at) as seconds"
-        "  from bronze.clickstream_events e join bronze.ingest_batches b using (batch_id)"
-        "  where e.kafka_topic = %s) latencies",
-        (topic,),
-    )
+    with database.connect(run.bench_url) as conn:
+        count, p50, p95, p99, worst = ledger.commit_latency_percentiles(conn, topic)
     figure = (
         f"{count:,} events at {rate:,.0f}/s: p50 {p50:.2f} s, p95 {p95:.2f} s, p99 {p99:.2f} s, "
         f"max {worst:.2f} s {meter.text(count)}"
