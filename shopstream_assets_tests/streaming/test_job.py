@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,16 +17,10 @@ import pytest
 from shopstream import database
 from shopstream.settings import Settings, load_settings
 from shopstream_assets_tests.streaming.conftest import produce_messages
+from streaming.checkpoint import checkpoint_dir, checkpoint_newest_batch
 from streaming.events import validate_message
-from streaming.job import (
-    StreamJobError,
-    check_connector_version,
-    checkpoint_dir,
-    checkpoint_newest_batch,
-    replay_topic,
-    run_stream,
-    starting_offsets,
-)
+from streaming.job import replay_topic, run_stream
+from streaming.job_errors import StreamJobError
 from streaming.migrations import migrate
 from streaming.simulator import BadKind, Simulator
 
@@ -44,7 +37,7 @@ def stream_command_line(*options: str) -> list[str]:
 
     if any(command.name == "stream" for command in app.registered_commands):
         return [sys.executable, "-m", "shopstream_cli.cli", "stream", *options]
-    runner = "import typer; from streaming.job import stream_command; typer.run(stream_command)"
+    runner = "import typer; from streaming.stream_command import stream_command; typer.run(stream_command)"
     return [sys.executable, "-c", runner, *options]
 
 
@@ -94,22 +87,6 @@ def bronze_snapshot(database_url: str) -> tuple[list[tuple], list[tuple]]:
 
 def settings_for(shopstream_env: dict[str, str]) -> Settings:
     return load_settings(shopstream_env)
-
-
-def test_connector_version_must_equal_pyspark() -> None:
-    import pyspark
-
-    jars = [Path("kafka-clients-3.9.2.jar"), Path(f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar")]
-    assert check_connector_version(jars) == pyspark.__version__
-    with pytest.raises(
-        StreamJobError, match=rf"connector is spark-sql-kafka-0-10_2.13 4.1.0 but pyspark is {pyspark.__version__}"
-    ):
-        check_connector_version([Path("spark-sql-kafka-0-10_2.13-4.1.0.jar")])
-
-
-def test_starting_offsets_come_from_the_ledger_else_earliest() -> None:
-    assert starting_offsets("t", [0, 1, 2], {}) == "earliest"
-    assert json.loads(starting_offsets("t", [0, 1, 2], {0: 7, 2: 3})) == {"t": {"0": 7, "1": -2, "2": 3}}
 
 
 def test_stream_lands_good_rows_rejects_duplicates_and_late_events(

@@ -260,27 +260,3 @@ def test_sent_at_is_found_among_other_headers(spark) -> None:
 def test_every_field_reaches_the_good_rows(spark, name: str) -> None:
     (row,) = spark_verdicts(spark, [encode_event(good_event())])
     assert row[name] is not None
-
-
-def test_arrow_chunks_hands_over_every_row_once_as_to_arrow_would(spark) -> None:
-    """The stream's one action per batch: each task's rows as the task ends, same schema as
-    toArrow(); when the sink fails midway its error is the one raised and Spark stays usable."""
-    import pyarrow as pa
-
-    from streaming.job import arrow_chunks
-
-    values = [encode_event(good_event(event_id=f"EVT_{index:03d}")) for index in range(60)] + [b"{oops"]
-    frame = parse_and_validate(kafka_frame(spark, values).repartition(4))
-    whole = frame.toArrow()
-    with arrow_chunks(frame) as chunks:
-        batches = list(chunks)
-    assert len(batches) >= 2  # one per non-empty task at least
-    collected = pa.Table.from_batches(batches)
-    assert collected.schema == whole.schema
-    assert sorted(collected["kafka_offset"].to_pylist()) == list(range(61))
-    assert collected["reject_reason"].null_count == 60
-
-    with pytest.raises(RuntimeError, match="the sink gave up"), arrow_chunks(frame) as chunks:
-        for _ in chunks:
-            raise RuntimeError("the sink gave up")
-    assert frame.count() == 61

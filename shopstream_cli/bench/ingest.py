@@ -158,7 +158,8 @@ def ingest_benchmark_command(
     keep_database: Annotated[bool, typer.Option("--keep-database", help="Keep the scratch database.")] = False,
 ) -> None:
     """Measure Kafka -> Bronze: drain, sustained rate beside the producer, latency; then Spark alone as a yardstick."""
-    from streaming.job import build_spark_session, configure_logging, run_stream
+    from streaming.job import run_stream
+    from streaming.spark_session import build_spark_session, configure_logging
 
     try:
         settings = load_settings()
