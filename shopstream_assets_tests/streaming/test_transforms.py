@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+from pyspark.sql import functions as F
 
 from shopstream_assets_tests.streaming.conftest import KAFKA_SCHEMA, good_event, kafka_frame, raw, without
 from streaming.events import (
@@ -20,13 +21,7 @@ from streaming.events import (
     validate_message,
 )
 from streaming.simulator import Simulator
-from streaming.transforms import (
-    EVENT_COLUMNS,
-    REJECT_COLUMNS,
-    VALIDATED_COLUMNS,
-    parse_and_validate,
-    split_good_rejected,
-)
+from streaming.transforms import EVENT_COLUMNS, REJECT_COLUMNS, VALIDATED_COLUMNS, parse_and_validate
 
 # Each (message, expected reason or None) pair: the varied corpus. Reasons come from the
 # reference rules; the test checks the reference too, so a rule change shows here first.
@@ -148,6 +143,13 @@ CORPUS: list[tuple[bytes | None, RejectReason | None]] = [
     (encode_event(good_event()).replace(b"79.99", b"7." + b"0" * 999 + b"1"), RejectReason.MALFORMED_JSON),
     (encode_event(good_event()).replace(b"79.99", b"7.9e" + b"0" * 997 + b"1"), None),
 ]
+
+
+def split_good_rejected(validated):
+    """(good rows with EVENT_COLUMNS, rejects with REJECT_COLUMNS), as the Bronze sink splits a batch."""
+    good = validated.where(F.col("reject_reason").isNull()).select(*EVENT_COLUMNS)
+    rejected = validated.where(F.col("reject_reason").isNotNull()).select(*REJECT_COLUMNS)
+    return good, rejected
 
 
 def spark_verdicts(spark, values: Sequence[bytes | None]) -> list[dict[str, object]]:
