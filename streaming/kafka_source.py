@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from streaming.bronze_sink import BatchResult, BronzeSink
 
-# How long the broker may hold a fetch that finds no new data (Kafka's default is far longer).
+# How long the broker may hold a fetch that finds no new data (Kafka's default: 500 ms).
 # A task reading up to the end of the log waited that long for nothing, several times a
 # batch: the micro-batch that drains a topic took longer by as much, and at a steady rate
 # each batch ends at the log's end.

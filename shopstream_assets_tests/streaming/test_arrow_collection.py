@@ -43,7 +43,9 @@ def test_without_a_private_name_arrow_chunks_hands_over_to_arrow_s_rows(
     """An upgrade that removed a private name: the same rows and schema through the stock toArrow(),
     said once in the log; the sink's own error still the one raised."""
     monkeypatch.setattr(
-        pyspark_private, "PRIVATE_NAMES", (*pyspark_private.PRIVATE_NAMES, "pyspark.util._removed_by_an_upgrade")
+        pyspark_private,
+        "PRIVATE_NAMES",
+        (*pyspark_private.PRIVATE_NAMES, "pyspark.util._load_from_socket_gone_in_arrow_chunks"),
     )
     frame = validated_frame(spark)
     whole = frame.toArrow()
@@ -55,7 +57,7 @@ def test_without_a_private_name_arrow_chunks_hands_over_to_arrow_s_rows(
             assert sorted(collected["kafka_offset"].to_pylist()) == list(range(61))
             assert collected["reject_reason"].null_count == 60
     told = [record.getMessage() for record in caplog.records if "DataFrame.toArrow()" in record.getMessage()]
-    assert len(told) == 1 and "pyspark.util._removed_by_an_upgrade" in told[0]
+    assert len(told) == 1 and "pyspark.util._load_from_socket_gone_in_arrow_chunks" in told[0]
 
     with pytest.raises(RuntimeError, match="the sink gave up"), arrow_chunks(frame) as chunks:
         for _ in chunks:

@@ -330,29 +330,6 @@ def test_a_stop_while_the_last_commit_fails_ends_in_an_error_and_the_next_start_
     assert {row[0] for row in fetch(database_url, "select event_id from bronze.clickstream_events")} == event_ids
 
 
-def test_a_topic_recreated_under_the_same_name_is_refused_not_skipped(
-    spark, shopstream_env: dict[str, str], database_url: str, kafka_bootstrap: str, topic: str
-) -> None:
-    """Bronze holds the old topic up to offset 5,000 of partition 0; the broker's topic of the same
-    name (recreated, or another cluster) holds far less. Its messages would all count as already
-    committed: the stream and the replay refuse instead, naming the partition."""
-    produce_simulated(kafka_bootstrap, topic, 300, seed=12, bad_ratio=0.0)
-    with psycopg.connect(database_url) as conn:
-        conn.execute(  # its trigger advances bronze.ingest_offsets
-            "insert into bronze.ingest_batches (kafka_topic, source, start_offsets, end_offsets, messages_consumed,"
-            " rows_written, rejects, duplicates, started_at)"
-            " values (%s, 'stream', '{\"0\": 0}', '{\"0\": 5000}', 0, 0, 0, 0, now())",
-            (topic,),
-        )
-    settings = settings_for(shopstream_env)
-    refused = r"holds topic .* beyond what the broker .* has \(partition 0: Bronze 5,000, broker \d"
-    with pytest.raises(StreamJobError, match=refused):
-        run_stream(spark, settings, database_url=database_url, kafka_bootstrap=kafka_bootstrap, until_idle=1.5)
-    with pytest.raises(StreamJobError, match=refused):
-        replay_topic(spark, settings, database_url=database_url, kafka_bootstrap=kafka_bootstrap)
-    assert fetch(database_url, "select count(*) from bronze.clickstream_events") == [(0,)]
-
-
 def test_replay_into_empty_bronze_then_again_adds_nothing(
     spark, shopstream_env: dict[str, str], database_url: str, kafka_bootstrap: str, topic: str
 ) -> None:
