@@ -192,7 +192,7 @@ def spark(session_home: Path) -> Iterator[object]:
     A session costs ~4 s to start and ~0.7 GB while it runs; the Bronze asset's resource reuses
     it too. Subprocess tests (`shopstream stream`) start their own JVM.
     """
-    from streaming.job import build_spark_session
+    from streaming.spark_session import build_spark_session
 
     session = build_spark_session(
         load_settings({"SHOPSTREAM_HOME": str(session_home)}), master="local[2]", app_name="shopstream-tests"

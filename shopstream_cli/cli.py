@@ -16,8 +16,8 @@ from shopstream_cli.bench.e2e import e2e_benchmark_command
 from shopstream_cli.bench.freshness import freshness_benchmark_command
 from shopstream_cli.bench.ingest import ingest_benchmark_command
 from shopstream_cli.bench.produce import produce_benchmark_command
-from streaming.job import stream_command
 from streaming.producer import produce_command
+from streaming.stream_command import stream_command
 
 app = typer.Typer(
     help="ShopStream: real-time e-commerce analytics on Kafka, Spark, PostgreSQL, dbt, Dagster and Streamlit.",

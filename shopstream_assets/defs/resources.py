@@ -70,14 +70,14 @@ class ShopstreamDbtCliResource(InstalledDbtVersion, DbtCliResource):
 class ShopstreamSparkResource(LazyPySparkResource):
     """The lazy dagster-pyspark session, built by the stream's own session factory.
 
-    ``streaming.job.build_spark_session`` adds the Kafka connector jars (resolving them on
+    ``streaming.spark_session.build_spark_session`` adds the Kafka connector jars (resolving them on
     first use), UTC and quiet logs; ``spark_config`` adds to that. The session lives as long
     as the run worker process.
     """
 
     def _init_session(self) -> None:
         if self._spark_session is None:
-            from streaming.job import build_spark_session
+            from streaming.spark_session import build_spark_session
 
             self._spark_session = build_spark_session(
                 load_settings(), app_name="shopstream-dagster-replay", extra_conf=self.spark_config

@@ -41,7 +41,7 @@ STAGING = dg.AssetKey(["silver", "stg_clickstream_events"])
 # Generous: on the shared 2-core box the Spark stream alone has taken 3 minutes to commit its
 # first batch. The timeout only bounds a failing run; a passing one returns as soon as it can.
 LOOP_TIMEOUT_S = 420
-STREAM = "import typer; from streaming.job import stream_command; typer.run(stream_command)"
+STREAM = "import typer; from streaming.stream_command import stream_command; typer.run(stream_command)"
 
 LAUNCH = """
 mutation Launch($executionParams: ExecutionParams!) {

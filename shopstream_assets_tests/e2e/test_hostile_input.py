@@ -458,7 +458,7 @@ def test_deep_nesting_is_malformed_json_in_python_as_in_spark(spark: Any) -> Non
 def test_nesting_just_below_jackson_s_limit_gets_a_verdict_not_a_dead_jvm(spark: Any) -> None:
     """At 900-999 levels Jackson parses the value and Spark's schema_of_variant recursed past a
     1 MB thread stack: the StackOverflowError took the JVM down, and with it the stream, again
-    on every restart. Task threads now get 16 MB (streaming.job.TASK_THREAD_STACK)."""
+    on every restart. Task threads now get 16 MB (streaming.spark_session.TASK_THREAD_STACK)."""
     depth = 999
     values = [
         b'{"event_id": ' + b"[" * depth + b"]" * depth + b"}",

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,16 +17,10 @@ import pytest
 from shopstream import database
 from shopstream.settings import Settings, load_settings
 from shopstream_assets_tests.streaming.conftest import produce_messages
+from streaming.checkpoint import checkpoint_dir, checkpoint_newest_batch
 from streaming.events import validate_message
-from streaming.job import (
-    StreamJobError,
-    check_connector_version,
-    checkpoint_dir,
-    checkpoint_newest_batch,
-    replay_topic,
-    run_stream,
-    starting_offsets,
-)
+from streaming.job import replay_topic, run_stream
+from streaming.job_errors import StreamJobError
 from streaming.migrations import migrate
 from streaming.simulator import BadKind, Simulator
 
@@ -44,7 +37,7 @@ def stream_command_line(*options: str) -> list[str]:
 
     if any(command.name == "stream" for command in app.registered_commands):
         return [sys.executable, "-m", "shopstream_cli.cli", "stream", *options]
-    runner = "import typer; from streaming.job import stream_command; typer.run(stream_command)"
+    runner = "import typer; from streaming.stream_command import stream_command; typer.run(stream_command)"
     return [sys.executable, "-c", runner, *options]
 
 
@@ -94,22 +87,6 @@ def bronze_snapshot(database_url: str) -> tuple[list[tuple], list[tuple]]:
 
 def settings_for(shopstream_env: dict[str, str]) -> Settings:
     return load_settings(shopstream_env)
-
-
-def test_connector_version_must_equal_pyspark() -> None:
-    import pyspark
-
-    jars = [Path("kafka-clients-3.9.2.jar"), Path(f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar")]
-    assert check_connector_version(jars) == pyspark.__version__
-    with pytest.raises(
-        StreamJobError, match=rf"connector is spark-sql-kafka-0-10_2.13 4.1.0 but pyspark is {pyspark.__version__}"
-    ):
-        check_connector_version([Path("spark-sql-kafka-0-10_2.13-4.1.0.jar")])
-
-
-def test_starting_offsets_come_from_the_ledger_else_earliest() -> None:
-    assert starting_offsets("t", [0, 1, 2], {}) == "earliest"
-    assert json.loads(starting_offsets("t", [0, 1, 2], {0: 7, 2: 3})) == {"t": {"0": 7, "1": -2, "2": 3}}
 
 
 def test_stream_lands_good_rows_rejects_duplicates_and_late_events(
@@ -351,29 +328,6 @@ def test_a_stop_while_the_last_commit_fails_ends_in_an_error_and_the_next_start_
     event_ids, rejects, duplicates = expected_bronze(produced.values)
     assert assert_every_batch_accounted(database_url) == (2_000, len(event_ids), rejects.total(), duplicates)
     assert {row[0] for row in fetch(database_url, "select event_id from bronze.clickstream_events")} == event_ids
-
-
-def test_a_topic_recreated_under_the_same_name_is_refused_not_skipped(
-    spark, shopstream_env: dict[str, str], database_url: str, kafka_bootstrap: str, topic: str
-) -> None:
-    """Bronze holds the old topic up to offset 5,000 of partition 0; the broker's topic of the same
-    name (recreated, or another cluster) holds far less. Its messages would all count as already
-    committed: the stream and the replay refuse instead, naming the partition."""
-    produce_simulated(kafka_bootstrap, topic, 300, seed=12, bad_ratio=0.0)
-    with psycopg.connect(database_url) as conn:
-        conn.execute(  # its trigger advances bronze.ingest_offsets
-            "insert into bronze.ingest_batches (kafka_topic, source, start_offsets, end_offsets, messages_consumed,"
-            " rows_written, rejects, duplicates, started_at)"
-            " values (%s, 'stream', '{\"0\": 0}', '{\"0\": 5000}', 0, 0, 0, 0, now())",
-            (topic,),
-        )
-    settings = settings_for(shopstream_env)
-    refused = r"holds topic .* beyond what the broker .* has \(partition 0: Bronze 5,000, broker \d"
-    with pytest.raises(StreamJobError, match=refused):
-        run_stream(spark, settings, database_url=database_url, kafka_bootstrap=kafka_bootstrap, until_idle=1.5)
-    with pytest.raises(StreamJobError, match=refused):
-        replay_topic(spark, settings, database_url=database_url, kafka_bootstrap=kafka_bootstrap)
-    assert fetch(database_url, "select count(*) from bronze.clickstream_events") == [(0,)]
 
 
 def test_replay_into_empty_bronze_then_again_adds_nothing(

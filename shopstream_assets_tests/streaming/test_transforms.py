@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+from pyspark.sql import functions as F
 
 from shopstream_assets_tests.streaming.conftest import KAFKA_SCHEMA, good_event, kafka_frame, raw, without
 from streaming.events import (
@@ -20,13 +21,7 @@ from streaming.events import (
     validate_message,
 )
 from streaming.simulator import Simulator
-from streaming.transforms import (
-    EVENT_COLUMNS,
-    REJECT_COLUMNS,
-    VALIDATED_COLUMNS,
-    parse_and_validate,
-    split_good_rejected,
-)
+from streaming.transforms import EVENT_COLUMNS, REJECT_COLUMNS, VALIDATED_COLUMNS, parse_and_validate
 
 # Each (message, expected reason or None) pair: the varied corpus. Reasons come from the
 # reference rules; the test checks the reference too, so a rule change shows here first.
@@ -150,6 +145,13 @@ CORPUS: list[tuple[bytes | None, RejectReason | None]] = [
 ]
 
 
+def split_good_rejected(validated):
+    """(good rows with EVENT_COLUMNS, rejects with REJECT_COLUMNS), as the Bronze sink splits a batch."""
+    good = validated.where(F.col("reject_reason").isNull()).select(*EVENT_COLUMNS)
+    rejected = validated.where(F.col("reject_reason").isNotNull()).select(*REJECT_COLUMNS)
+    return good, rejected
+
+
 def spark_verdicts(spark, values: Sequence[bytes | None]) -> list[dict[str, object]]:
     rows = parse_and_validate(kafka_frame(spark, values)).toArrow().to_pylist()
     return sorted(rows, key=lambda row: row["kafka_offset"])
@@ -260,27 +262,3 @@ def test_sent_at_is_found_among_other_headers(spark) -> None:
 def test_every_field_reaches_the_good_rows(spark, name: str) -> None:
     (row,) = spark_verdicts(spark, [encode_event(good_event())])
     assert row[name] is not None
-
-
-def test_arrow_chunks_hands_over_every_row_once_as_to_arrow_would(spark) -> None:
-    """The stream's one action per batch: each task's rows as the task ends, same schema as
-    toArrow(); when the sink fails midway its error is the one raised and Spark stays usable."""
-    import pyarrow as pa
-
-    from streaming.job import arrow_chunks
-
-    values = [encode_event(good_event(event_id=f"EVT_{index:03d}")) for index in range(60)] + [b"{oops"]
-    frame = parse_and_validate(kafka_frame(spark, values).repartition(4))
-    whole = frame.toArrow()
-    with arrow_chunks(frame) as chunks:
-        batches = list(chunks)
-    assert len(batches) >= 2  # one per non-empty task at least
-    collected = pa.Table.from_batches(batches)
-    assert collected.schema == whole.schema
-    assert sorted(collected["kafka_offset"].to_pylist()) == list(range(61))
-    assert collected["reject_reason"].null_count == 60
-
-    with pytest.raises(RuntimeError, match="the sink gave up"), arrow_chunks(frame) as chunks:
-        for _ in chunks:
-            raise RuntimeError("the sink gave up")
-    assert frame.count() == 61

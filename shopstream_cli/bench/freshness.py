@@ -55,7 +55,7 @@ TARGET_P95_S = 15.0
 POLL_INTERVAL_S = 0.2
 # `shopstream stream` is this function; calling it directly keeps the benchmark independent
 # of how the CLI names its commands.
-STREAM_COMMAND = "import typer; from streaming.job import stream_command; typer.run(stream_command)"
+STREAM_COMMAND = "import typer; from streaming.stream_command import stream_command; typer.run(stream_command)"
 
 
 @dataclass

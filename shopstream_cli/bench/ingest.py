@@ -98,7 +98,7 @@ def ingest_benchmark_command(
     keep_database: Annotated[bool, typer.Option("--keep-database", help="Keep the scratch database.")] = False,
 ) -> None:
     """Measure Kafka -> Bronze: drain, sustained rate beside the producer, latency; then Spark alone as a yardstick."""
-    from streaming.job import configure_logging
+    from streaming.spark_session import configure_logging
 
     try:
         settings = load_settings()
@@ -171,7 +171,7 @@ def _prepare_run(
     settings: Settings, database_url: str, kafka_bootstrap: str, max_offsets_per_trigger: int
 ) -> _BenchRun:
     """A migrated scratch database beside the real one, the producers' environment, the SparkSession."""
-    from streaming.job import build_spark_session
+    from streaming.spark_session import build_spark_session
 
     run_id = f"{int(time.time())}"
     bench_database = f"shopstream_bench_ingest_{run_id}"

@@ -1,0 +1,130 @@
+"""One Spark action per batch, its Arrow rows handed to the sink as Spark's tasks finish.
+
+The private path goes through :mod:`streaming.pyspark_private`; when the installed pyspark
+lacks a name it needs, the stock ``DataFrame.toArrow()`` collects the batch instead (same
+rows, handed over only after Spark's last task), and the log says so once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from streaming import pyspark_private
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger("shopstream.stream")
+
+
+class SparkChunks:
+    """The record batches of one Spark action, iterated as they arrive (see :func:`arrow_chunks`)."""
+
+    def __init__(self) -> None:
+        self._arrived: queue.SimpleQueue[pa.RecordBatch | BaseException | None] = queue.SimpleQueue()
+        self.last_arrival: float | None = None  # time.perf_counter() when Spark's last rows came
+        self.spark_failed = False
+        self.abandoned = False
+
+    def arrive(self, batch: pa.RecordBatch) -> None:
+        self.last_arrival = time.perf_counter()
+        self._arrived.put(batch)
+
+    def fail(self, error: BaseException) -> None:
+        self._arrived.put(error)
+
+    def end(self) -> None:
+        self._arrived.put(None)
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while (item := self._arrived.get()) is not None:
+            if isinstance(item, BaseException):
+                self.spark_failed = True
+                raise item
+            yield item
+
+
+@contextmanager
+def arrow_chunks(frame: DataFrame) -> Iterator[SparkChunks]:
+    """``frame``'s rows as Arrow record batches, each handed over as soon as Spark has it.
+
+    The one action of a batch, taken as ``toArrow()`` takes it (the same JVM call,
+    ``collectAsArrowToPython``, whose rows are never read twice), but ``toArrow()`` returns only
+    after the last task: this yields each task's batches when it finishes, so the sink writes
+    them while Spark still computes the rest. Batches come in the order tasks finish.
+
+    A thread of its own reads the socket into memory at once (a batch's worth, as
+    ``toArrow()`` holds): Spark writes each finished task's rows from its scheduler thread,
+    so a reader that waited for PostgreSQL would stop Spark from starting its next tasks.
+    """
+    if missing := pyspark_private.missing_at_first_use(frame):
+        with _stock_arrow_chunks(frame, missing) as chunks:
+            yield chunks
+        return
+    import pyarrow as pa
+
+    schema = pyspark_private.arrow_schema(frame.schema)
+    port, secret, server = pyspark_private.collect_as_arrow_to_python(frame)
+    chunks = SparkChunks()
+
+    def read_everything() -> None:
+        try:
+            with pyspark_private.load_arrow_stream(port, secret) as stream:
+                for item in stream:
+                    # Read to the end even when the sink gave up, so Spark's job ends normally.
+                    if isinstance(item, pa.RecordBatch) and not chunks.abandoned:
+                        chunks.arrive(item.cast(schema))
+        except BaseException as error:  # noqa: BLE001 -- handed to the consumer, which raises it
+            chunks.fail(error)
+        finally:
+            chunks.end()
+
+    reader = threading.Thread(target=read_everything, name="shopstream-arrow-reader", daemon=True)
+    reader.start()
+    sink_failed = False
+    try:
+        yield chunks
+    except BaseException:
+        sink_failed = not chunks.spark_failed
+        chunks.abandoned = True
+        raise
+    finally:
+        reader.join()
+        try:
+            pyspark_private.raise_job_failure(server)
+        except Exception:
+            # After the sink's own failure, the sink's error is the one to report.
+            if not sink_failed:
+                raise
+
+
+# The lists of missing names already reported: the fallback is said once, not once a batch.
+_REPORTED: set[tuple[str, ...]] = set()
+
+
+@contextmanager
+def _stock_arrow_chunks(frame: DataFrame, missing: list[str]) -> Iterator[SparkChunks]:
+    """``frame.toArrow()``'s batches, all at once after Spark's last task: the path without private names."""
+    import pyspark
+
+    if tuple(missing) not in _REPORTED:
+        _REPORTED.add(tuple(missing))
+        log.warning(
+            "pyspark %s lacks %s: collecting each batch with DataFrame.toArrow(), which hands the rows over "
+            "only after Spark's last task (slower, same rows)",
+            pyspark.__version__,
+            ", ".join(missing),
+        )
+    table = frame.toArrow()
+    chunks = SparkChunks()
+    for batch in table.to_batches():
+        chunks.arrive(batch)
+    chunks.end()
+    yield chunks

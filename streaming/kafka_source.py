@@ -1,0 +1,92 @@
+"""Spark's Kafka source as the stream and the replay read it: validated rows, one task per core.
+
+The stream reads it as a streaming DataFrame (:func:`read_stream`); the replay and the
+checkpoint's line-up read a fixed offset range in batch mode and write it as one Bronze
+batch (:func:`write_offset_range`). Both go through the one pure transformation,
+:func:`streaming.transforms.parse_and_validate`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from streaming.arrow_collection import arrow_chunks
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from streaming.bronze_sink import BatchResult, BronzeSink
+
+# How long the broker may hold a fetch that finds no new data (Kafka's default: 500 ms).
+# A task reading up to the end of the log waited that long for nothing, several times a
+# batch: the micro-batch that drains a topic took longer by as much, and at a steady rate
+# each batch ends at the log's end.
+KAFKA_FETCH_MAX_WAIT_MS = 10
+
+
+def read_stream(
+    spark: SparkSession, *, kafka_bootstrap: str, topic: str, starting_offsets: str, max_offsets_per_trigger: int
+) -> DataFrame:
+    """The topic as a streaming DataFrame, validated (``startingOffsets`` is ignored beside a checkpoint).
+
+    Transformed here, once, at query start: each micro-batch's DataFrame arrives analysed and
+    validated, so a batch pays no Python-side plan building or analysis.
+    """
+    from streaming.transforms import parse_and_validate
+
+    source = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", starting_offsets)
+        .option("failOnDataLoss", "true")
+        .option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
+        .option("includeHeaders", "true")
+        .option("kafka.fetch.max.wait.ms", str(KAFKA_FETCH_MAX_WAIT_MS))
+        .load()
+    )
+    return parse_and_validate(one_task_per_core(source))
+
+
+def write_offset_range(
+    spark: SparkSession,
+    sink: BronzeSink,
+    *,
+    kafka_bootstrap: str,
+    topic: str,
+    start: Mapping[int, int],
+    end: Mapping[int, int],
+    **batch_info: object,
+) -> BatchResult:
+    """Offsets ``start`` to ``end`` (exclusive, every partition) read in batch mode, validated, written as one batch."""
+    from streaming.transforms import parse_and_validate
+
+    messages = (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", kafka_bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", json.dumps({topic: {str(p): o for p, o in start.items()}}))
+        .option("endingOffsets", json.dumps({topic: {str(p): o for p, o in end.items()}}))
+        .option("failOnDataLoss", "true")
+        .option("includeHeaders", "true")
+        .option("kafka.fetch.max.wait.ms", str(KAFKA_FETCH_MAX_WAIT_MS))
+        .load()
+    )
+    started_at = datetime.now(UTC)
+    with arrow_chunks(parse_and_validate(one_task_per_core(messages))) as chunks:
+        return sink.write(chunks, started_at=started_at, **batch_info)
+
+
+def one_task_per_core(kafka_messages: DataFrame) -> DataFrame:
+    """The Kafka source read by as many tasks as Spark has cores, not one task per topic partition.
+
+    Each task deserializes the whole plan and generates the code of the projections that
+    hold ``from_json`` (Spark cannot compile it into whole-stage code): with more topic
+    partitions than cores, generating that code alone was a visible share of the drain's JVM
+    time. Merging partitions needs no shuffle, and the drain ran faster with it.
+    """
+    cores = kafka_messages.sparkSession.sparkContext.defaultParallelism
+    return kafka_messages.coalesce(cores)

@@ -1,0 +1,77 @@
+"""``shopstream stream``: the Kafka -> Bronze stream as a command.
+
+Importing this module is cheap (no pyspark, pyarrow or Kafka client at import time): the
+``shopstream`` CLI imports it to register ``stream``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from shopstream.command import fail
+from streaming.job import DEFAULT_MAX_OFFSETS_PER_TRIGGER, run_stream
+from streaming.job_errors import StreamJobError
+from streaming.spark_session import build_spark_session, configure_logging
+
+
+def stream_command(
+    trigger: Annotated[
+        float,
+        typer.Option(
+            "--trigger", min=0, help="Seconds between micro-batch starts; 0 = next batch as soon as one commits."
+        ),
+    ] = 0,
+    until_idle: Annotated[
+        float | None,
+        typer.Option("--until-idle", min=0, help="Exit after this many seconds without new data (tests, benchmarks)."),
+    ] = None,
+    max_offsets_per_trigger: Annotated[
+        int, typer.Option("--max-offsets-per-trigger", min=1, help="Most messages one micro-batch reads.")
+    ] = DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+    restart_from_bronze: Annotated[
+        bool,
+        typer.Option(
+            "--restart-from-bronze",
+            help="If the checkpoint is ahead of Bronze (a reset database), set it aside; read from Bronze's offsets.",
+        ),
+    ] = False,
+) -> None:
+    """Stream the clickstream topic into Bronze (PostgreSQL), exactly once."""
+    from shopstream.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        raise fail(error) from None
+    configure_logging(settings)
+    from shopstream import services
+
+    try:
+        database_url = services.database_urls(settings)[0]
+        kafka_bootstrap = services.kafka_bootstrap(settings)
+        spark = build_spark_session(settings)
+    except (RuntimeError, StreamJobError) as error:
+        raise fail(error) from None
+    try:
+        summary = run_stream(
+            spark,
+            settings,
+            database_url=database_url,
+            kafka_bootstrap=kafka_bootstrap,
+            trigger_seconds=trigger,
+            until_idle=until_idle,
+            max_offsets_per_trigger=max_offsets_per_trigger,
+            restart_from_bronze=restart_from_bronze,
+        )
+    except StreamJobError as error:
+        raise fail(error, code=1) from None
+    finally:
+        spark.stop()
+    rate = summary.messages / summary.seconds if summary.seconds else 0.0
+    typer.echo(
+        f"stream stopped: {summary.batches} batches, {summary.messages} messages -> {summary.rows_written} rows, "
+        f"{summary.rejects} rejects, {summary.duplicates} duplicates in {summary.seconds:.1f} s ({rate:,.0f} msg/s)",
+        err=True,
+    )
