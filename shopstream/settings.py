@@ -77,7 +77,7 @@ class Settings:
         return self.home / "dagster"
 
 
-# name -> (help text, default shown in docs). The README table and the compose test read this.
+# name -> help text. The README's configuration table (checked by test_readme.py) and the compose test read this.
 VARIABLES: dict[str, str] = {
     "SHOPSTREAM_HOME": "state folder: data, jars, checkpoints, logs, Dagster home (default .shopstream/)",
     "SHOPSTREAM_DATABASE_URL": "postgresql://user:password@host:port/db; unset = embedded PostgreSQL",

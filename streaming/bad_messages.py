@@ -131,7 +131,7 @@ def event_id_of(value: bytes) -> str | None:
 
 
 def bad_mix_table() -> str:
-    """The bad-data mix as a Markdown table (README, ``--help``)."""
+    """The bad-data mix as a Markdown table (docs/data-model.md, ``--help``)."""
     lines = ["| kind | share of bad | example | the stream makes it |", "|---|---|---|---|"]
     for kind, spec in BAD_MIX.items():
         lines.append(f"| `{kind}` | {spec.weight:g}% | {spec.example} | `{spec.expected}` |")

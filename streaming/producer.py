@@ -320,7 +320,13 @@ def produce_command(
         typer.Option("--seed", help="Same seed, same messages (ids included); timestamps follow the start time."),
     ] = None,
     bad_ratio: Annotated[
-        float, typer.Option("--bad-ratio", min=0.0, max=1.0, help="Share of deliberately broken messages (see README).")
+        float,
+        typer.Option(
+            "--bad-ratio",
+            min=0.0,
+            max=1.0,
+            help="Share of deliberately broken messages (kinds and reasons: docs/data-model.md).",
+        ),
     ] = 0.0,
     manifest: Annotated[
         Path | None,
