@@ -103,6 +103,22 @@ def _gold_events(database_url: str) -> int:
 
 
 @pytest.mark.slow
+def _wait_for_gold_after_a_successful_run(
+    what: str, instance: dg.DagsterInstance, database_url: str, logs: Path
+) -> int:
+    """Gold's event count, once a sensor-launched run has succeeded and Gold holds rows."""
+    return _wait(
+        what,
+        lambda: (
+            _gold_events(database_url)
+            if any(record.dagster_run.status == dg.DagsterRunStatus.SUCCESS for record in _sensor_runs(instance))
+            else 0
+        ),
+        LOOP_TIMEOUT_S,
+        logs,
+    )
+
+
 def test_stream_sensor_dbt_loop_and_ui_materialization(
     process_env: Settings,
     shopstream_env: dict[str, str],
@@ -148,17 +164,8 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
     )
 
     # The stream writes Bronze, the sensor fires, dbt succeeds, Gold has the events.
-    first_gold = _wait(
-        "a successful sensor-launched dbt run and Gold rows",
-        lambda: (
-            _gold_events(database_url)
-            if any(
-                record.dagster_run.status == dg.DagsterRunStatus.SUCCESS for record in _sensor_runs(dagster_instance)
-            )
-            else 0
-        ),
-        LOOP_TIMEOUT_S,
-        logs,
+    first_gold = _wait_for_gold_after_a_successful_run(
+        "a successful sensor-launched dbt run and Gold rows", dagster_instance, database_url, logs
     )
     # Events keep arriving: a later run moves Gold on.
     _wait("Gold to change", lambda: _gold_events(database_url) > first_gold, LOOP_TIMEOUT_S / 2, logs)
@@ -277,17 +284,8 @@ def test_sensor_refresh_on_the_stock_run_path(
     replay_topic(spark, process_env, kafka_bootstrap=kafka_bootstrap)
     spawn_process(daemon_command(), env=env, name="dagster-daemon")
 
-    gold = _wait(
-        "a successful sensor-launched dbt run on the stock path and Gold rows",
-        lambda: (
-            _gold_events(database_url)
-            if any(
-                record.dagster_run.status == dg.DagsterRunStatus.SUCCESS for record in _sensor_runs(dagster_instance)
-            )
-            else 0
-        ),
-        LOOP_TIMEOUT_S,
-        logs,
+    gold = _wait_for_gold_after_a_successful_run(
+        "a successful sensor-launched dbt run on the stock path and Gold rows", dagster_instance, database_url, logs
     )
     assert gold > 0
     assert "as SHOPSTREAM_FAST_RUNS=0 asks" in (logs / "dagster-daemon.log").read_text()
