@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from shopstream.command import fail
-from shopstream.settings import SettingsError, load_settings
+from shopstream.command import fail, settings_or_exit
+from shopstream.settings import SettingsError
 
 APP_PATH = Path(__file__).resolve().parent / "streamlit_app.py"
 
@@ -55,8 +55,8 @@ def dashboard_command(
     port: Annotated[int | None, typer.Option(help="Port (default SHOPSTREAM_DASHBOARD_PORT, 8501).")] = None,
 ) -> None:
     """Serve the dashboard (Overview, User Behavior, Live Stream) on http://127.0.0.1:PORT by default."""
+    settings = settings_or_exit()
     try:
-        settings = load_settings()
         env = dashboard_environment()
     except SettingsError as error:
         raise fail(error) from None

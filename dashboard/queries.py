@@ -1,4 +1,5 @@
-"""Every SQL statement the dashboard runs, parameterized, in one place.
+"""Every SQL statement the dashboard runs, parameterized, in one place (its reads of Bronze's ledger
+excepted: those are ``streaming.ledger``'s, the ledger's one home, called from here).
 
 Pages call these functions and never write SQL. Values always travel as query parameters
 (``%(name)s``); the only choice made in Python is *which* constant statement to run, never

@@ -141,6 +141,15 @@ def topic(request: pytest.FixtureRequest, kafka_bootstrap: str) -> str:
 
 
 @pytest.fixture
+def own_home(tmp_path: Path) -> Iterator[Path]:
+    """A SHOPSTREAM_HOME whose own servers the test starts (`services start`, `up`); all stopped at the end."""
+    from shopstream_assets_tests.ground.own_servers import own_servers_home
+
+    with own_servers_home(tmp_path / "own-home") as home:
+        yield home
+
+
+@pytest.fixture
 def test_home(tmp_path: Path) -> Path:
     """A SHOPSTREAM_HOME of this test's own (checkpoints, logs), sharing the resolved jars."""
     return make_test_home(tmp_path / "home")
@@ -189,7 +198,7 @@ def spawn_process(tmp_path: Path) -> Iterator[Spawn]:
 def spark(session_home: Path) -> Iterator[object]:
     """ONE local[2] SparkSession (with the Kafka connector) for every in-process test of the suite.
 
-    A session costs ~4 s to start and ~0.7 GB while it runs; the Bronze asset's resource reuses
+    A session is seconds to start and most of a gigabyte while it runs; the Bronze asset's resource reuses
     it too. Subprocess tests (`shopstream stream`) start their own JVM.
     """
     from streaming.spark_session import build_spark_session

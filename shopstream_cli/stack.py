@@ -53,10 +53,14 @@ def plan_children(settings: Settings, *, producer_rate: float = DEFAULT_PRODUCER
     The consumer side starts before the producer so the first events are picked up at once;
     the dashboard last, when there is something to show.
     """
-    from shopstream_assets.runtime.dagster_instance import dagster_processes
+    from shopstream_assets.runtime.dagster_instance import webserver_url
 
-    children = [Child("stream", [*SHOPSTREAM, "stream"])]
-    children += [Child(process.name, process.command, process.url) for process in dagster_processes(settings)]
+    children = [
+        Child("stream", [*SHOPSTREAM, "stream"]),
+        # Each prepares the instance and the dbt manifest, then becomes the Dagster process.
+        Child("dagster-daemon", [*SHOPSTREAM, "dagster", "daemon"]),
+        Child("dagster", [*SHOPSTREAM, "dagster", "webserver"], webserver_url(settings)),
+    ]
     if producer_rate > 0:
         children.append(Child("producer", [*SHOPSTREAM, "produce", "--rate", f"{producer_rate:g}", "--quiet"]))
     children.append(

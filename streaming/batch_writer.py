@@ -24,7 +24,8 @@ from streaming.watermark_watch import WatermarkWatch
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from streaming.bronze_sink import BatchResult, BronzeSink
+    from streaming.bronze_batch import BatchResult
+    from streaming.bronze_sink import BronzeSink
 
 log = logging.getLogger("shopstream.stream")
 

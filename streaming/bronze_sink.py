@@ -6,9 +6,6 @@ What one batch writes, and why it is written exactly once, is :mod:`streaming.br
 (:class:`BronzeSink`; the chunks already taken are kept and written again); a batch
 PostgreSQL refuses for its data (SQLSTATE class 22 or 54, e.g. an index row too big) fails at
 once with :class:`PoisonBatchError` naming the batch, since every retry would fail the same way.
-
-The names other modules import from here (``write_batch``, ``BatchResult``, ``SOURCE_*``,
-``committed_offsets``...) stay importable from here.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ import psycopg
 import pyarrow as pa
 
 from streaming.bronze_batch import (
-    SOURCE_REPLAY,
     SOURCE_STREAM,
     BatchResult,
     Chunk,
@@ -31,20 +27,7 @@ from streaming.bronze_batch import (
     offset_ranges,
     write_batch,
 )
-from streaming.ledger import committed_offsets, read_committed_offsets
-
-__all__ = [
-    "SOURCE_REPLAY",
-    "SOURCE_STREAM",
-    "BatchResult",
-    "BronzeSink",
-    "PoisonBatchError",
-    "committed_offsets",
-    "never_succeeds",
-    "read_committed_offsets",
-    "retrying",
-    "write_batch",
-]
+from streaming.ledger import committed_offsets
 
 log = logging.getLogger("shopstream.stream")
 

@@ -23,7 +23,8 @@ from streaming.kafka_source import write_offset_range
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from streaming.bronze_sink import BatchResult, BronzeSink
+    from streaming.bronze_batch import BatchResult
+    from streaming.bronze_sink import BronzeSink
 
 log = logging.getLogger("shopstream.stream")
 

@@ -25,8 +25,6 @@ SCHEMA_VERSION = 1
 
 EVENT_TYPES = ("page_view", "add_to_cart", "purchase")
 DEVICE_TYPES = ("Mobile", "Desktop", "Tablet")
-# Events that carry a quantity; the reference's funnel only counts units on these.
-QUANTITY_EVENT_TYPES = ("add_to_cart", "purchase")
 MAX_QUANTITY = 100
 MAX_PRICE = 1_000_000_000.0
 # Ids are primary and index keys downstream (Bronze's event_id, Silver's session_id): a
@@ -128,26 +126,6 @@ class RejectReason(StrEnum):
     INVALID_PRICE = "invalid_price"  # NaN, infinite or absurdly large (NaN sorts above every number)
     NEGATIVE_PRICE = "negative_price"
     INVALID_QUANTITY = "invalid_quantity"  # < 1, > MAX_QUANTITY, or null on add_to_cart
-
-
-REJECT_REASON_DESCRIPTIONS: dict[RejectReason, str] = {
-    RejectReason.INVALID_UTF8: "the message value is not UTF-8 text",
-    RejectReason.MALFORMED_JSON: (
-        f"the value is not a JSON object, or has a number over {MAX_NUMBER_DIGITS} digits"
-        f" or nesting over {MAX_NESTING_DEPTH} levels"
-    ),
-    RejectReason.WRONG_TYPE: "a field has a JSON type the schema does not allow",
-    RejectReason.MISSING_FIELD: "a required field is absent, null or empty",
-    RejectReason.FIELD_TOO_LONG: (
-        f"an id ({', '.join(name for name, _ in LENGTH_LIMITS)}) is over {MAX_ID_LENGTH} characters"
-    ),
-    RejectReason.UNSUPPORTED_SCHEMA_VERSION: f"schema_version is not {SCHEMA_VERSION}",
-    RejectReason.UNKNOWN_EVENT_TYPE: f"event_type is not one of {', '.join(EVENT_TYPES)}",
-    RejectReason.INVALID_TIMESTAMP: "event_timestamp is not ISO-8601 with a time zone",
-    RejectReason.NEGATIVE_PRICE: "product_price is below zero",
-    RejectReason.INVALID_PRICE: f"product_price is NaN, infinite or above {MAX_PRICE:,.0f}",
-    RejectReason.INVALID_QUANTITY: (f"quantity is below 1 or above {MAX_QUANTITY}, or null on add_to_cart"),
-}
 
 
 class Repair(StrEnum):

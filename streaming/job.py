@@ -81,7 +81,8 @@ def run_stream(
     ``restart_from_bronze``: then it is set aside and the stream starts from Bronze's offsets.
     """
     from shopstream.kafka_admin import ensure_topic
-    from streaming.bronze_sink import SOURCE_STREAM, BronzeSink, retrying
+    from streaming.bronze_batch import SOURCE_STREAM
+    from streaming.bronze_sink import BronzeSink, retrying
 
     topic = settings.topic
     stop = stop or threading.Event()
@@ -323,7 +324,8 @@ def replay_topic(
     """
     from shopstream import services
     from shopstream.kafka_admin import watermarks
-    from streaming.bronze_sink import SOURCE_REPLAY, BronzeSink
+    from streaming.bronze_batch import SOURCE_REPLAY
+    from streaming.bronze_sink import BronzeSink
 
     database_url = database_url or services.database_urls(settings)[0]
     kafka_bootstrap = kafka_bootstrap or services.kafka_bootstrap(settings)

@@ -18,7 +18,8 @@ from streaming.arrow_collection import arrow_chunks
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from streaming.bronze_sink import BatchResult, BronzeSink
+    from streaming.bronze_batch import BatchResult
+    from streaming.bronze_sink import BronzeSink
 
 # How long the broker may hold a fetch that finds no new data (Kafka's default: 500 ms).
 # A task reading up to the end of the log waited that long for nothing, several times a

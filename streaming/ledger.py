@@ -19,35 +19,6 @@ from decimal import Decimal
 
 import psycopg
 
-__all__ = [
-    "BatchRange",
-    "DrainTiming",
-    "IngestTotals",
-    "LedgerBatch",
-    "LedgerRow",
-    "RowCounts",
-    "batches_after",
-    "batch_commit_times",
-    "commit_latency_percentiles",
-    "committed_offsets",
-    "drain_timing",
-    "events_with_commit_time",
-    "ingest_totals",
-    "json_offsets",
-    "last_batches",
-    "latest_batch_id",
-    "lock_bronze",
-    "messages_and_rejects_since",
-    "messages_behind",
-    "messages_consumed",
-    "newest_event_time_through",
-    "next_batch_id",
-    "read_committed_offsets",
-    "record_batch",
-    "row_counts",
-    "rows_written",
-]
-
 # ---------------------------------------------------------------------------------------
 # Writing: the lock, the batch id, the ledger row
 

@@ -29,18 +29,19 @@ import typer
 from confluent_kafka import KafkaError, Message, Producer
 
 from shopstream.command import fail
+from streaming.bad_messages import Label, expected_outcome
 from streaming.events import SENT_AT_HEADER
-from streaming.simulator import Batch, Label, Simulator, expected_outcome
+from streaming.simulator import Batch, Simulator
 
-# librdkafka batches for up to this long; 20 ms bounds the latency it adds and still fills
-# batches at high rates (136k events/s measured on 2 cores).
+# librdkafka batches for up to this long: it bounds the latency batching adds and still fills
+# batches at high rates (docs/performance.md).
 LINGER_MS = 20
 # At most this many messages per send turn: the sent_at header is read once per turn, so
-# this bounds its error (about 1 ms at 200k events/s).
+# this bounds its error.
 TURN_LIMIT = 256
 # A paced producer waits at least this long between turns: librdkafka's poll() rounds its
-# timeout down to whole milliseconds, so shorter waits returned at once and the loop spun a
-# whole core at 1,000 events/s. Events due within a tick go out together, 5 ms late at most.
+# timeout down to whole milliseconds, so shorter waits returned at once and the loop spun.
+# Events due within a tick go out together, one tick late at most.
 PACING_TICK_S = 0.005
 # Unpaced runs (--rate 0) still stamp events on a clock: this many events per simulated second.
 UNPACED_CLOCK_RATE = 100_000.0

@@ -14,8 +14,6 @@ from itertools import accumulate
 
 from streaming.events import DEVICE_TYPES
 
-CURRENCY = "NGN"
-
 
 @dataclass(frozen=True)
 class Product:

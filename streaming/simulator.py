@@ -15,8 +15,7 @@ calls: generating events is never what holds ``shopstream produce`` back.
 With ``bad_ratio > 0`` a share of the messages is the broken data real producers send
 (:mod:`streaming.bad_messages`). Bad messages carry no marker; :class:`Batch` ``labels`` say,
 for the side manifest and the tests, what each one is and what the stream is expected to
-make of it. The shop itself (catalogue, users, daily traffic) is :mod:`streaming.shop`; its
-names and the bad-message names stay importable from here.
+make of it. The shop itself (catalogue, users, daily traffic) is :mod:`streaming.shop`.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
-from streaming.bad_messages import BAD_MIX, BadKind, Label, Outcome, corrupt, event_id_of, expected_outcome
+from streaming.bad_messages import BAD_MIX, BadKind, Label, Outcome, corrupt, event_id_of
 from streaming.events import SCHEMA_VERSION, encode_event
 from streaming.shop import (
     CATALOG,
@@ -43,9 +42,6 @@ from streaming.shop import (
     build_population,
     traffic_multiplier,
 )
-
-# Besides its own names, the bad-message names the producer and the tests import from here.
-__all__ = ["BadKind", "Batch", "Label", "Outcome", "Simulator", "expected_outcome"]
 
 # The reference's funnel.
 ADD_TO_CART_PROBABILITY = 0.30  # per viewed product

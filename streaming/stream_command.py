@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from shopstream.command import fail
+from shopstream.command import fail, settings_or_exit
 from streaming.job import DEFAULT_MAX_OFFSETS_PER_TRIGGER, run_stream
 from streaming.job_errors import StreamJobError
 from streaming.spark_session import build_spark_session, configure_logging
@@ -39,12 +39,7 @@ def stream_command(
     ] = False,
 ) -> None:
     """Stream the clickstream topic into Bronze (PostgreSQL), exactly once."""
-    from shopstream.settings import SettingsError, load_settings
-
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        raise fail(error) from None
+    settings = settings_or_exit()
     configure_logging(settings)
     from shopstream import services
 

@@ -8,8 +8,9 @@ import dagster as dg
 from shopstream.settings import load_settings
 from shopstream_assets.defs.streaming.assets import BRONZE_KEY
 
-# Every SQL the dashboard runs lives in dashboard/queries.py, and a relation's name is its
-# asset key, so the lineage is read from there rather than kept by hand beside it.
+# Every SQL the dashboard runs lives in dashboard/queries.py (its ledger reads, all of Bronze, in
+# streaming/ledger.py), and a relation's name is its asset key, so the lineage is read from there
+# rather than kept by hand beside it.
 DASHBOARD_QUERIES = Path(__file__).resolve().parents[2] / "dashboard" / "queries.py"
 _RELATION = re.compile(r"\b(bronze|silver|gold)\.([a-z_][a-z0-9_]*)\b")
 

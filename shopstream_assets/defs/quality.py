@@ -6,9 +6,9 @@ models only, for freshness). Two jobs, because they cost the refresh loop very d
 * Bronze's row-count, reject-rate and consumer-lag checks are a few queries and a broker
   call, take no pool, and run every 10 minutes: a stalled stream shows within minutes.
 * The dbt tests run inside the dbt op, so they take the ``dbt`` pool (limit 1) like any dbt
-  run and never overlap a refresh -- and for as long as the ~60 tests take (tens of seconds
-  on a loaded 2-core box), Gold does not refresh. Every 10 minutes that put a Gold freshness
-  spike into every benchmark window; hourly keeps the spike rare. The sensor's refresh
+  run and never overlap a refresh -- and for as long as the tests take, Gold does not
+  refresh. Every 10 minutes that put a Gold freshness spike into every benchmark window;
+  hourly keeps the spike rare. The sensor's refresh
   queues behind it and then covers the whole backlog in one run.
 """
 

@@ -24,7 +24,6 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -349,24 +348,6 @@ def prepare_instance(settings: Settings, found: Endpoints, progress: Progress = 
     write_instance_yaml(dagster_home)
     prepare_dbt_manifest(dbt_profile_environment(found), dbt_target_dir(settings), progress=progress)
     return dagster_home
-
-
-@dataclass(frozen=True)
-class DagsterProcess:
-    """One of the two processes `shopstream up` runs for Dagster."""
-
-    name: str
-    command: list[str]
-    url: str | None
-
-
-def dagster_processes(settings: Settings) -> list[DagsterProcess]:
-    """The webserver and the daemon, each started through :func:`main` (prepare, then exec)."""
-    launcher = [sys.executable, "-m", "shopstream_cli.cli", "dagster"]
-    return [
-        DagsterProcess("dagster-daemon", [*launcher, "daemon"], None),
-        DagsterProcess("dagster", [*launcher, "webserver"], webserver_url(settings)),
-    ]
 
 
 def main(argv: list[str] | None = None) -> None:

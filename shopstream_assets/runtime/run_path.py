@@ -5,8 +5,10 @@ The fast path leans on private names of Dagster, dagster-dbt and dbt (the three 
 versions the project is tested with, the pins in ``constraints.txt``. With other versions, or
 when a fence names a private name the installed package lacks, or with SHOPSTREAM_FAST_RUNS=0,
 runs take the stock path: Dagster's ``DefaultRunLauncher`` (a new process per run) and dbt as
-``dbt.cli(...).stream()`` (a new dbt process per command). Slower, and it uses no private name,
-so an upgrade shows up as a line at start instead of runs stuck in STARTING.
+``dbt.cli(...).stream()`` (a new dbt process per command). Slower, and it needs no private name
+(``InstalledDbtVersion`` still overrides dagster-dbt's ``_cli_version`` there: with that name gone
+the override is simply never read), so an upgrade shows up as a line at start instead of runs
+stuck in STARTING.
 
 The choice reaches the run launcher in dagster.yaml (``dagster_instance.instance_yaml``) and the
 dbt assets (``defs/dbt/assets.py``); both call :func:`run_path`, so they agree.
@@ -87,7 +89,7 @@ def decide(
         return RunPath(
             False,
             f"warning: {'; '.join(reasons)}: runs take {STOCK}; "
-            "`pip install -c constraints.txt -e .` restores the fast path",
+            "`.venv/bin/pip install -c constraints.txt -e '.[test]'` restores the fast path",
             warning=True,
         )
     return RunPath(True, f"runs: {FAST} on the tested {versions}")

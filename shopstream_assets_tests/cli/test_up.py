@@ -7,7 +7,6 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -17,13 +16,7 @@ from shopstream import database
 from shopstream.embedded import free_port
 from shopstream.kafka_admin import end_offsets
 from shopstream.processes import stop_group
-from shopstream_assets_tests.ground.own_servers import CLI, cli, env_for, exports, own_servers_home, processes_under
-
-
-@pytest.fixture
-def own_home(tmp_path: Path) -> Iterator[Path]:
-    with own_servers_home(tmp_path / "own-home") as home:
-        yield home
+from shopstream_assets_tests.ground.own_servers import CLI, cli, env_for, exports, processes_under
 
 
 def _http_ok(url: str) -> bool:

@@ -102,7 +102,6 @@ def _gold_events(database_url: str) -> int:
         return conn.execute("select coalesce(sum(events), 0) from gold.mart_daily_metrics").fetchone()[0]
 
 
-@pytest.mark.slow
 def _wait_for_gold_after_a_successful_run(
     what: str, instance: dg.DagsterInstance, database_url: str, logs: Path
 ) -> int:
@@ -119,6 +118,7 @@ def _wait_for_gold_after_a_successful_run(
     )
 
 
+@pytest.mark.slow
 def test_stream_sensor_dbt_loop_and_ui_materialization(
     process_env: Settings,
     shopstream_env: dict[str, str],

@@ -41,7 +41,7 @@ from shopstream_assets_tests.e2e.helpers import (
     topic_message_count,
 )
 from shopstream_assets_tests.streaming.conftest import good_event, produce_messages
-from streaming.bronze_sink import write_batch
+from streaming.bronze_batch import write_batch
 from streaming.events import (
     DEVICE_TYPES,
     EVENT_TYPES,

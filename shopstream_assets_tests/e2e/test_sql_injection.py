@@ -18,8 +18,8 @@ from shopstream import database
 from shopstream.settings import SettingsError, load_settings
 from shopstream_assets_tests.e2e.helpers import CLI, fetch
 from shopstream_assets_tests.streaming.conftest import good_event
+from streaming.bronze_batch import write_batch
 from streaming.bronze_load import KafkaPositions, validated_table
-from streaming.bronze_sink import write_batch
 from streaming.events import EVENT_FIELDS, encode_event
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

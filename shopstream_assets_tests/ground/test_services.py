@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -17,13 +16,7 @@ from shopstream.kafka_admin import ensure_topic
 from shopstream.services import Endpoints, running_servers, stop_servers_started_since
 from shopstream.settings import load_settings
 from shopstream_assets_tests.conftest import make_test_home
-from shopstream_assets_tests.ground.own_servers import CLI, cli, env_for, exports, own_servers_home, processes_under
-
-
-@pytest.fixture
-def own_home(tmp_path: Path) -> Iterator[Path]:
-    with own_servers_home(tmp_path / "own-home") as home:
-        yield home
+from shopstream_assets_tests.ground.own_servers import CLI, cli, env_for, exports, processes_under
 
 
 @pytest.mark.servers  # servers of its own: not part of `make check`

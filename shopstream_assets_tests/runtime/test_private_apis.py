@@ -41,6 +41,13 @@ def test_every_private_name_of_the_fence_is_in_the_installed_package(fence: Modu
             assert getattr(fence, name) is not None
 
 
+def test_the_private_dagster_names_the_tests_use_are_in_the_installed_package() -> None:
+    gone = dagster_private.PRIVATE_FOR_TESTS.missing()
+    assert not gone, f"the installed dagster {installed_version('dagster')} no longer has {', '.join(gone)}"
+    for name in dagster_private.PRIVATE_FOR_TESTS.names:
+        assert getattr(dagster_private, name) is not None
+
+
 def test_a_removed_private_name_is_named_when_listed_and_when_used() -> None:
     fence = PrivateNames("dagster", {"gone": "dagster._core.launcher:NoSuchLauncher", "module": "dagster._no_such"})
     assert fence.missing() == ["dagster._core.launcher.NoSuchLauncher", "dagster._no_such"]

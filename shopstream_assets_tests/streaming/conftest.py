@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 
+import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from streaming.events import SENT_AT_HEADER, encode_event
+from streaming.events import SENT_AT_HEADER, encode_event, validate_message
+from streaming.simulator import Simulator
 
 Produce = Callable[..., int]
 
@@ -95,3 +98,56 @@ def kafka_frame(spark, values: Sequence[bytes | None], *, sent_at_ms: int | None
     headers = [(SENT_AT_HEADER, str(sent_at_ms).encode())] if sent_at_ms is not None else []
     rows = [(value, "clicks", index % 3, index, headers) for index, value in enumerate(values)]
     return spark.createDataFrame(rows, KAFKA_SCHEMA)
+
+
+# Bronze as the stream tests check it: the simulator's messages sent, the reference's verdicts, the tables read back.
+
+EVENT_COLUMNS_SQL = (
+    "event_id, event_timestamp, user_id, session_id, event_type, product_id, product_name, product_category,"
+    " product_price, quantity, device_type, country, schema_version, repaired, repair_reason,"
+    " kafka_topic, kafka_partition, kafka_offset, sent_at"
+)
+
+
+def produce_simulated(kafka_bootstrap: str, topic: str, count: int, *, seed: int, bad_ratio: float):
+    batch = Simulator(seed=seed, bad_ratio=bad_ratio).take(count)
+    produce_messages(kafka_bootstrap, topic, batch.values, keys=batch.keys)
+    return batch
+
+
+def expected_bronze(values: list[bytes]) -> tuple[set[str], Counter[str], int]:
+    """(event_ids in Bronze, reject reasons counted, duplicates) by the Python reference rules."""
+    event_ids: set[str] = set()
+    rejects: Counter[str] = Counter()
+    duplicates = 0
+    for value in values:
+        verdict = validate_message(value)
+        if verdict.reason is not None:
+            rejects[verdict.reason.value] += 1
+            continue
+        event_id = json.loads(value)["event_id"]
+        if event_id in event_ids:
+            duplicates += 1
+        event_ids.add(event_id)
+    return event_ids, rejects, duplicates
+
+
+def fetch(database_url: str, query: str) -> list[tuple]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(query).fetchall()
+
+
+def assert_every_batch_accounted(database_url: str) -> tuple[int, int, int, int]:
+    rows = fetch(database_url, "select messages_consumed, rows_written, rejects, duplicates from bronze.ingest_batches")
+    assert rows and all(consumed == written + rejects + dups for consumed, written, rejects, dups in rows)
+    return tuple(sum(column) for column in zip(*rows, strict=True))  # type: ignore[return-value]
+
+
+def bronze_snapshot(database_url: str) -> tuple[list[tuple], list[tuple]]:
+    events = fetch(database_url, f"select {EVENT_COLUMNS_SQL} from bronze.clickstream_events order by event_id")
+    rejects = fetch(
+        database_url,
+        "select kafka_partition, kafka_offset, raw_value, raw_text, reason, reason_detail"
+        " from bronze.clickstream_rejects order by kafka_partition, kafka_offset",
+    )
+    return events, rejects

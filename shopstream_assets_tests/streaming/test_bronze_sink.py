@@ -11,15 +11,10 @@ import pyarrow.compute as pc
 import pytest
 
 from shopstream_assets_tests.streaming.conftest import good_event, kafka_frame, without
-from streaming.bronze_sink import (
-    BronzeSink,
-    PoisonBatchError,
-    committed_offsets,
-    never_succeeds,
-    retrying,
-    write_batch,
-)
+from streaming.bronze_batch import write_batch
+from streaming.bronze_sink import BronzeSink, PoisonBatchError, never_succeeds, retrying
 from streaming.events import RejectReason, encode_event
+from streaming.ledger import committed_offsets
 from streaming.transforms import parse_and_validate
 
 TOPIC = "clicks"  # the topic kafka_frame writes into the rows

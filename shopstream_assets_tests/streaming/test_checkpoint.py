@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from shopstream.settings import load_settings
-from shopstream_assets_tests.streaming.test_job import fetch, produce_simulated
+from shopstream_assets_tests.streaming.conftest import fetch, produce_simulated
 from streaming.checkpoint import starting_offsets
 from streaming.job import replay_topic, run_stream
 from streaming.job_errors import StreamJobError

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -16,73 +15,25 @@ import pytest
 
 from shopstream import database
 from shopstream.settings import Settings, load_settings
-from shopstream_assets_tests.streaming.conftest import produce_messages
+from shopstream_assets_tests.streaming.conftest import (
+    assert_every_batch_accounted,
+    bronze_snapshot,
+    expected_bronze,
+    fetch,
+    produce_messages,
+    produce_simulated,
+)
+from streaming.bad_messages import BadKind
 from streaming.checkpoint import checkpoint_dir, checkpoint_newest_batch
-from streaming.events import validate_message
 from streaming.job import replay_topic, run_stream
 from streaming.job_errors import StreamJobError
 from streaming.migrations import migrate
-from streaming.simulator import BadKind, Simulator
-
-EVENT_COLUMNS_SQL = (
-    "event_id, event_timestamp, user_id, session_id, event_type, product_id, product_name, product_category,"
-    " product_price, quantity, device_type, country, schema_version, repaired, repair_reason,"
-    " kafka_topic, kafka_partition, kafka_offset, sent_at"
-)
+from streaming.simulator import Simulator
 
 
 def stream_command_line(*options: str) -> list[str]:
-    """`shopstream stream ...` once the CLI registers it; until then the same Typer function."""
-    from shopstream_cli.cli import app
-
-    if any(command.name == "stream" for command in app.registered_commands):
-        return [sys.executable, "-m", "shopstream_cli.cli", "stream", *options]
-    runner = "import typer; from streaming.stream_command import stream_command; typer.run(stream_command)"
-    return [sys.executable, "-c", runner, *options]
-
-
-def produce_simulated(kafka_bootstrap: str, topic: str, count: int, *, seed: int, bad_ratio: float):
-    batch = Simulator(seed=seed, bad_ratio=bad_ratio).take(count)
-    produce_messages(kafka_bootstrap, topic, batch.values, keys=batch.keys)
-    return batch
-
-
-def expected_bronze(values: list[bytes]) -> tuple[set[str], Counter[str], int]:
-    """(event_ids in Bronze, reject reasons counted, duplicates) by the Python reference rules."""
-    event_ids: set[str] = set()
-    rejects: Counter[str] = Counter()
-    duplicates = 0
-    for value in values:
-        verdict = validate_message(value)
-        if verdict.reason is not None:
-            rejects[verdict.reason.value] += 1
-            continue
-        event_id = json.loads(value)["event_id"]
-        if event_id in event_ids:
-            duplicates += 1
-        event_ids.add(event_id)
-    return event_ids, rejects, duplicates
-
-
-def fetch(database_url: str, query: str) -> list[tuple]:
-    with psycopg.connect(database_url) as conn:
-        return conn.execute(query).fetchall()
-
-
-def assert_every_batch_accounted(database_url: str) -> tuple[int, int, int, int]:
-    rows = fetch(database_url, "select messages_consumed, rows_written, rejects, duplicates from bronze.ingest_batches")
-    assert rows and all(consumed == written + rejects + dups for consumed, written, rejects, dups in rows)
-    return tuple(sum(column) for column in zip(*rows, strict=True))  # type: ignore[return-value]
-
-
-def bronze_snapshot(database_url: str) -> tuple[list[tuple], list[tuple]]:
-    events = fetch(database_url, f"select {EVENT_COLUMNS_SQL} from bronze.clickstream_events order by event_id")
-    rejects = fetch(
-        database_url,
-        "select kafka_partition, kafka_offset, raw_value, raw_text, reason, reason_detail"
-        " from bronze.clickstream_rejects order by kafka_partition, kafka_offset",
-    )
-    return events, rejects
+    """`shopstream stream ...` as a user types it."""
+    return [sys.executable, "-m", "shopstream_cli.cli", "stream", *options]
 
 
 def settings_for(shopstream_env: dict[str, str]) -> Settings:

@@ -20,9 +20,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from shopstream.kafka_admin import end_offsets
 from shopstream_assets_tests.conftest import Spawn
 from shopstream_cli.bench.produce import measure_delivery
+from streaming.bad_messages import Outcome
 from streaming.events import SENT_AT_HEADER, Repair, parse_timestamp, validate_message
 from streaming.producer import ClickstreamProducer, run
-from streaming.simulator import Outcome, Simulator
+from streaming.simulator import Simulator
 
 # (offset, key, value, sent_at_ms) per partition, in offset order.
 PartitionLog = dict[int, list[tuple[int, bytes, bytes, int]]]

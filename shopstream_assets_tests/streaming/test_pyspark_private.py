@@ -7,7 +7,7 @@ import pytest
 
 from shopstream import database
 from shopstream.settings import load_settings
-from shopstream_assets_tests.streaming.test_job import (
+from shopstream_assets_tests.streaming.conftest import (
     assert_every_batch_accounted,
     bronze_snapshot,
     expected_bronze,

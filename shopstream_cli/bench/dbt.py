@@ -34,8 +34,6 @@ from shopstream import database
 from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages, write_messages
 from streaming.migrations import migrate
 
-# Loading Bronze is streaming.bronze_load's; the dbt tests import these from here too.
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 BENCH_TOPIC = "bench-clickstream"

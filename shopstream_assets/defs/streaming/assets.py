@@ -33,7 +33,7 @@ kafka_clickstream = dg.AssetSpec(
     group_name="streaming",
     kinds={"spark", "postgres"},
     owners=["team:data-engineering"],
-    metadata={"relation": "bronze.clickstream_events", "writer": "streaming/job.py"},
+    metadata={"relation": "bronze.clickstream_events", "writer": "streaming/bronze_batch.py"},
 )
 def clickstream_events(
     context: dg.AssetExecutionContext,

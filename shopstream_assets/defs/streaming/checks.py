@@ -90,7 +90,7 @@ def bronze_reject_rate(postgres: PostgresResource, kafka: KafkaResource) -> dg.A
     name="consumer_lag",
     description=(
         f"Messages in Kafka not yet in Bronze stay under {MAX_CONSUMER_LAG:,}: the broker's end offsets "
-        "against the end offsets committed in bronze.ingest_batches. Spark commits no consumer-group "
+        "against Bronze's next offsets in bronze.ingest_offsets. Spark commits no consumer-group "
         "offsets to Kafka, so no Kafka tool can show this lag."
     ),
 )
