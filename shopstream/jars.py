@@ -12,6 +12,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+# One POM for both jar sets (the broker the ground floor runs, the connector the stream loads): a
+# file beside the stream job that declares the Spark version it must match, read here, not imported.
 POM_PATH = Path(__file__).resolve().parents[1] / "streaming" / "jvm" / "pom.xml"
 KAFKA_BROKER = "kafka-broker"
 SPARK_CONNECTOR = "spark-connector"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from shopstream_assets_tests.streaming.conftest import KAFKA_SCHEMA, good_event, kafka_frame, raw, without
@@ -145,7 +146,7 @@ CORPUS: list[tuple[bytes | None, RejectReason | None]] = [
 ]
 
 
-def split_good_rejected(validated):
+def split_good_rejected(validated: DataFrame) -> tuple[DataFrame, DataFrame]:
     """(good rows with EVENT_COLUMNS, rejects with REJECT_COLUMNS), as the Bronze sink splits a batch."""
     good = validated.where(F.col("reject_reason").isNull()).select(*EVENT_COLUMNS)
     rejected = validated.where(F.col("reject_reason").isNotNull()).select(*REJECT_COLUMNS)

@@ -358,7 +358,6 @@ def _sample_lag(
     from confluent_kafka import KafkaException
 
     from shopstream.kafka_admin import offset_reader, read_watermarks
-    from streaming.ledger import committed_offsets, messages_behind
 
     consumer = offset_reader(kafka_bootstrap)
     try:
@@ -374,7 +373,7 @@ def _sample_lag(
                 if not marks:  # nor may this consumer see the topic yet; a lag of 0 would be a lie
                     time.sleep(0.2)
                     continue
-                lag = sum(messages_behind(marks, committed_offsets(conn, topic)).values())
+                lag = sum(ledger.messages_behind(marks, ledger.committed_offsets(conn, topic)).values())
                 samples.append((time.time() - started, lag))
                 meter.sample_load()
                 time.sleep(interval)
