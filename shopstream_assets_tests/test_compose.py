@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import yaml
@@ -74,6 +73,10 @@ def test_no_credential_is_committed() -> None:
 
 
 def test_the_dockerfile_installs_the_pinned_set() -> None:
+    """The image installs the pinned set and holds every package (fails with a COPY line removed: checked)."""
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert "-c constraints.txt" in dockerfile and "openjdk-17" in dockerfile
-    assert shutil.which("shopstream") or (REPO_ROOT / ".venv" / "bin" / "shopstream").exists()
+    # Every package the project installs is copied into the image (the floors' move once left two out).
+    packages = {path.parent.name for path in REPO_ROOT.glob("*/__init__.py")} - {"shopstream_assets_tests"}
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.MULTILINE))
+    assert packages <= copied, f"the Dockerfile does not copy {sorted(packages - copied)}"

@@ -158,9 +158,12 @@ def up_command(
 @app.command("test-setup", hidden=True)
 def test_setup_command() -> None:
     """Install what the test suite needs beyond Python packages (Debian's chromium)."""
-    from shopstream_cli.test_setup import ensure_test_prerequisites
+    from shopstream_cli.test_setup import MissingPrerequisite, ensure_test_prerequisites
 
-    ensure_test_prerequisites(progress=_progress)
+    try:
+        ensure_test_prerequisites(progress=_progress)
+    except MissingPrerequisite as error:
+        raise fail(error) from None
 
 
 def main() -> None:

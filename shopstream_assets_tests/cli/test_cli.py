@@ -70,3 +70,17 @@ def test_a_short_bench_ingest_prints_its_four_figures(servers: Endpoints, sessio
     assert re.search(
         r"on 3,000 events: [1-9][\d,]* rows/s warm .* the drain ran at \d+% of it", figures["yardstick"]
     ), figures["yardstick"]
+
+
+def test_a_missing_chromium_that_cannot_be_installed_stops_the_set_up_with_what_to_run(tmp_path: Path) -> None:
+    """The browser tests never skip: without Chromium and a way to install it, `make test` stops first.
+
+    Broken on purpose (the old behaviour, a note and carry on) this test fails: nothing is raised.
+    """
+    from shopstream_cli.test_setup import MissingPrerequisite, ensure_test_prerequisites
+
+    no_apt = tmp_path / "apt-get-that-installs-nothing"
+    no_apt.write_text("#!/bin/sh\nexit 0\n")
+    no_apt.chmod(0o755)
+    with pytest.raises(MissingPrerequisite, match=r"apt-get install -y --no-install-recommends chromium"):
+        ensure_test_prerequisites(lambda message: None, chromium=tmp_path / "chromium", apt_get=str(no_apt))
