@@ -233,7 +233,8 @@ def test_postgresql_restarted_during_streaming(fault_stack: FaultStack, fault_ca
     wait_for(
         lambda: committed_batches(case.database_url) > before, timeout=180, what="a batch committed after the restart"
     )
-    report.held("batches commit again after the restart", True)
+    after = committed_batches(case.database_url)
+    report.held("batches commit again after the restart", after > before, f"{before} -> {after} batches")
     finish_and_check(report, case, fault_stack, stream, producer, manifest)
     report.finish()
 
@@ -337,15 +338,21 @@ def dashboard_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     get_pool.clear()  # closes the pools before their database goes
 
 
+LIVE_FIGURES_INDEPENDENT_OF_THE_CLOCK = frozenset({"Ingest lag"})
+
+
 def test_dashboard_database_stopped_mid_session_then_back(
     fault_stack: FaultStack, fault_case: FaultCase, dashboard_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Both pages survive the outage and come back with every figure; the figures that do not move with the
+    clock are as before. (Without the broker's address the Live page's lag read "unknown": checked to fail.)"""
     report = Report("fault: the dashboard's PostgreSQL stopped mid-session, then started again")
     case = fault_case
     seed_shop(case.database_url, topic=case.topic, history_rows=3_000, history_days=3, live_messages=300,
               live_rate=10.0, progress=_quiet)  # fmt: skip
     monkeypatch.setenv("SHOPSTREAM_DASHBOARD_DATABASE_URL", case.reader_url)
     monkeypatch.setenv("SHOPSTREAM_TOPIC", case.topic)
+    monkeypatch.setenv("SHOPSTREAM_KAFKA_BOOTSTRAP", fault_stack.bootstrap)  # the Live page's lag is a real figure
     apps = {
         page: AppTest.from_file(str(DASHBOARD_PAGES / f"{page}.py"), default_timeout=90)
         for page in ("overview", "live_stream")
@@ -376,12 +383,22 @@ def test_dashboard_database_stopped_mid_session_then_back(
             return not app.error and not app.exception
 
         wait_for(recovered, timeout=90, interval=1, what=f"{page} to recover")
-        report.held(f"{page}: the same session recovered without a restart", True)
         now = {metric.label: metric.value for metric in app.metric}
-        stable = {label: value for label, value in healthy[page].items() if page == "overview"}
+        report.held(
+            f"{page}: the same session recovered without a restart, every figure back",
+            set(now) == set(healthy[page]) and all(value not in ("", "unknown") for value in now.values()),
+            f"{now}",
+        )
+        # Nothing was ingested meanwhile: the Overview's figures, and the Live page's lag, are as before
+        # (the Live page's rate and ages move with the clock). A page with no figure to compare fails.
+        stable = {
+            label: value
+            for label, value in healthy[page].items()
+            if page == "overview" or label in LIVE_FIGURES_INDEPENDENT_OF_THE_CLOCK
+        }
         report.held(
             f"{page}: shows the same figures as before",
-            all(now.get(label) == value for label, value in stable.items()),
+            bool(stable) and all(now.get(label) == value for label, value in stable.items()),
             f"{now} vs {healthy[page]}",
         )
     report.finish()
