@@ -27,6 +27,18 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _start_up(log: Path, env: dict[str, str], *options: str) -> subprocess.Popen[bytes]:
+    """`shopstream up ... --no-status` in a session of its own (so a test can Ctrl-C the whole group)."""
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [*CLI, "up", *options, "--no-status"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 @pytest.mark.servers  # servers of its own: not part of `make check`
 def test_up_runs_the_pipeline_and_ctrl_c_leaves_no_process(own_home: Path) -> None:
     """`shopstream up`: servers, producer, stream, Dagster and dashboard; Ctrl-C stops every one of them."""
@@ -34,14 +46,7 @@ def test_up_runs_the_pipeline_and_ctrl_c_leaves_no_process(own_home: Path) -> No
     dagster_port, dashboard_port = free_port(), free_port()
     env.update({"SHOPSTREAM_DAGSTER_PORT": str(dagster_port), "SHOPSTREAM_DASHBOARD_PORT": str(dashboard_port)})
     log = own_home / "up.log"
-    with log.open("wb") as output:
-        up = subprocess.Popen(
-            [*CLI, "up", "--rate", "50", "--no-status"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    up = _start_up(log, env, "--rate", "50")
     descendants: set[psutil.Process] = set()
     try:
         deadline = time.monotonic() + 300
@@ -111,14 +116,7 @@ def test_up_stops_the_servers_it_started_when_given_their_exported_urls(own_home
     env.update(exported)
     env.update({"SHOPSTREAM_DAGSTER_PORT": str(free_port()), "SHOPSTREAM_DASHBOARD_PORT": str(free_port())})
     log = own_home / "up.log"
-    with log.open("wb") as output:
-        up = subprocess.Popen(
-            [*CLI, "up", "--rate", "0", "--no-status"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    up = _start_up(log, env, "--rate", "0")
     try:
         deadline = time.monotonic() + 300
         while "Ctrl-C stops everything" not in log.read_text():

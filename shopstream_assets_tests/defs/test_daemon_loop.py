@@ -102,6 +102,18 @@ def _gold_events(database_url: str) -> int:
         return conn.execute("select coalesce(sum(events), 0) from gold.mart_daily_metrics").fetchone()[0]
 
 
+def _prepared_dagster_environment(
+    process_env: Settings, shopstream_env: dict[str, str], database_url: str, kafka_bootstrap: str, **extra: str
+) -> dict[str, str]:
+    """What `shopstream up` does before starting Dagster (the manifest for this database), and the
+    environment its Dagster processes get, with ``extra`` variables on top."""
+    found = Endpoints(database_url, shopstream_env["SHOPSTREAM_DASHBOARD_DATABASE_URL"], kafka_bootstrap)
+    prepare_dbt_manifest(dbt_profile_environment(found), dbt_target_dir(process_env), progress=lambda message: None)
+    # A tick a second (the daemon's sensor loop follows, see run_daemon): each sensor cycle then
+    # starts seconds sooner than at the default 5 s.
+    return dagster_environment(process_env, found, base={**shopstream_env, "SHOPSTREAM_SENSOR_INTERVAL": "1", **extra})
+
+
 def _wait_for_gold_after_a_successful_run(
     what: str, instance: dg.DagsterInstance, database_url: str, logs: Path
 ) -> int:
@@ -128,19 +140,8 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
     tmp_path: Path,
     spawn_process: Callable[..., Any],
 ) -> None:
-    found = Endpoints(database_url, shopstream_env["SHOPSTREAM_DASHBOARD_DATABASE_URL"], kafka_bootstrap)
-    # What `shopstream up` does before starting Dagster: the manifest for this database.
-    prepare_dbt_manifest(dbt_profile_environment(found), dbt_target_dir(process_env), progress=lambda message: None)
-    env = dagster_environment(
-        process_env,
-        found,
-        base={
-            **shopstream_env,
-            "SHOPSTREAM_DAGSTER_PORT": str(free_port()),
-            # A tick a second (the daemon's sensor loop follows, see run_daemon): each of the
-            # two sensor cycles below then starts seconds sooner than at the default 5 s.
-            "SHOPSTREAM_SENSOR_INTERVAL": "1",
-        },
+    env = _prepared_dagster_environment(
+        process_env, shopstream_env, database_url, kafka_bootstrap, SHOPSTREAM_DAGSTER_PORT=str(free_port())
     )
     settings = load_settings(env)
     logs = tmp_path / "logs"
@@ -267,12 +268,8 @@ def test_sensor_refresh_on_the_stock_run_path(
     spawn_process: Callable[..., Any],
 ) -> None:
     """SHOPSTREAM_FAST_RUNS=0: Dagster's DefaultRunLauncher and `dbt.cli(...).stream()` refresh Gold too."""
-    found = Endpoints(database_url, shopstream_env["SHOPSTREAM_DASHBOARD_DATABASE_URL"], kafka_bootstrap)
-    prepare_dbt_manifest(dbt_profile_environment(found), dbt_target_dir(process_env), progress=lambda message: None)
-    env = dagster_environment(
-        process_env,
-        found,
-        base={**shopstream_env, "SHOPSTREAM_FAST_RUNS": "0", "SHOPSTREAM_SENSOR_INTERVAL": "1"},
+    env = _prepared_dagster_environment(
+        process_env, shopstream_env, database_url, kafka_bootstrap, SHOPSTREAM_FAST_RUNS="0"
     )
     # What the daemon's instance reads: written as `shopstream up` would with SHOPSTREAM_FAST_RUNS=0.
     instance_file = write_instance_yaml(process_env.dagster_home, database.url_parts(database_url).database, fast=False)
