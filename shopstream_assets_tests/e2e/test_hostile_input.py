@@ -25,20 +25,22 @@ from hypothesis import strategies as st
 from shopstream import database
 from shopstream_assets_tests.e2e.helpers import (
     CLI,
-    RAW_TOKENS,
-    SPECIAL_STRINGS,
     VALID_REASONS,
-    JsonObject,
-    RawJson,
     Report,
     check_bronze_equals_delivered,
-    documented_difference,
     fetch,
-    known_bug,
     nul_replaced,
     read_topic,
-    to_json,
     topic_message_count,
+)
+from shopstream_assets_tests.e2e.hostile_json import (
+    RAW_TOKENS,
+    SPECIAL_STRINGS,
+    JsonObject,
+    RawJson,
+    documented_difference,
+    known_bug,
+    to_json,
 )
 from shopstream_assets_tests.streaming.conftest import good_event, produce_messages
 from streaming.bronze_batch import write_batch
