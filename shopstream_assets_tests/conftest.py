@@ -47,6 +47,15 @@ TEST_PARTITIONS = 6
 SERVER_FIXTURES = frozenset({"postgres_server", "kafka_bootstrap", "spark", "own_home", "fault_stack"})
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Each xdist worker has servers of its own, so a dbt manifest of its own: the manifest's
+    # fingerprint holds the database port, and two workers sharing dbt_project/target would
+    # parse over each other while the other's Dagster processes read it.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and "DBT_TARGET_PATH" not in os.environ:
+        os.environ["DBT_TARGET_PATH"] = str(REPO_ROOT / ".shopstream" / "test-dbt-target" / worker)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):

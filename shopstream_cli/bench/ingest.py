@@ -160,9 +160,23 @@ class _BenchRun:
             until_idle=until_idle, max_offsets_per_trigger=self.max_offsets_per_trigger,
         ).batches  # fmt: skip
 
-    def stream_in_background(self, topic: str) -> threading.Thread:
-        """A started thread streaming ``topic`` while a producer fills it, until it has been idle a while."""
-        runner = threading.Thread(target=lambda: self.stream(topic, until_idle=5.0))
+    def stream_in_background(self, topic: str, producer_done: threading.Event) -> threading.Thread:
+        """A started thread streaming ``topic`` while a producer fills it, until it has been idle a while
+        after ``producer_done`` is set.
+
+        On a loaded machine the producer can take longer to send its first event than the stream
+        waits idle; the query then ends early and starts again from its checkpoint, so no event
+        is left behind. Only a run that began after the producer was done is the last one.
+        """
+
+        def stream_until_the_producer_is_done() -> None:
+            while True:
+                producer_was_done = producer_done.is_set()
+                self.stream(topic, until_idle=5.0)
+                if producer_was_done:
+                    return
+
+        runner = threading.Thread(target=stream_until_the_producer_is_done)
         runner.start()
         return runner
 
@@ -235,8 +249,10 @@ def _sustained(run: _BenchRun, seconds: float, rate: float) -> str:
         daemon=True,
     )
     sampler.start()
-    runner = run.stream_in_background(topic)
+    producer_done = threading.Event()
+    runner = run.stream_in_background(topic, producer_done)
     _wait_producer(producer, "sustained")
+    producer_done.set()
     window_ended = time.time()
     sampler.join()
     runner.join()
@@ -259,13 +275,17 @@ def _latency(run: _BenchRun, seconds: float, rate: float) -> str:
     """(c) A steady ``rate``; per event, its batch's commit time minus the producer's send time."""
     topic = run.topic("latency")
     _echo(f"(c) producer at {rate:,.0f} events/s for {seconds:.0f} s ...")
-    runner = run.stream_in_background(topic)
+    producer_done = threading.Event()
+    runner = run.stream_in_background(topic, producer_done)
     time.sleep(3)  # the query is up before the first event is sent
     meter = run.meter()
     _wait_producer(run.producer(topic, "--rate", str(rate), "--duration", str(seconds)), "latency")
+    producer_done.set()
     runner.join()
     with database.connect(run.bench_url) as conn:
         count, p50, p95, p99, worst = ledger.commit_latency_percentiles(conn, topic)
+    if not count:
+        raise RuntimeError(f"(c) latency: no event of {topic} reached Bronze with its send time")
     figure = (
         f"{count:,} events at {rate:,.0f}/s: p50 {p50:.2f} s, p95 {p95:.2f} s, p99 {p99:.2f} s, "
         f"max {worst:.2f} s {meter.text(count)}"
