@@ -19,12 +19,15 @@ install: $(STAMP)
 up: $(STAMP)
 	$(BIN)/shopstream up
 
-# Everything, against real servers the suite starts itself.
+# Everything, against real servers the suite starts itself. Most of a test's time is spent
+# waiting on servers, so two workers (each with servers of its own) fit in two cores;
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/shopstream test-setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest --durations=15
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 # The edit loop: lint, the floors, and every test that needs no server (well under a minute).
 check: $(STAMP)

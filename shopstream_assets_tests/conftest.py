@@ -60,6 +60,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.servers)
+    # The long tests first (a stable sort keeps each module's together): with two xdist workers
+    # the run then ends on short tests, not on one worker finishing a long one alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def make_test_home(path: Path) -> Path:
