@@ -52,7 +52,9 @@ def dashboard_environment(base: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def dashboard_command(
-    port: Annotated[int | None, typer.Option(help="Port (default SHOPSTREAM_DASHBOARD_PORT, 8501).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default SHOPSTREAM_DASHBOARD_PORT, 8501).")
+    ] = None,
 ) -> None:
     """Serve the dashboard (Overview, User Behavior, Live Stream) on http://127.0.0.1:PORT by default."""
     settings = settings_or_exit()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import typer
 
 from shopstream.settings import Settings, SettingsError, load_settings
@@ -20,3 +22,10 @@ def settings_or_exit() -> Settings:
         return load_settings()
     except SettingsError as error:
         raise fail(error) from None
+
+
+def finite(value: float | None) -> float | None:
+    """The callback of every float option: click's ranges let ``inf`` and ``nan`` through."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dashboard.cli import dashboard_command
-from shopstream.command import fail, settings_or_exit
+from shopstream.command import fail, finite, settings_or_exit
 from shopstream_cli.bench.dashboard import dashboard_benchmark_command
 from shopstream_cli.bench.dbt import dbt_benchmark_command
 from shopstream_cli.bench.e2e import e2e_benchmark_command
@@ -141,7 +141,7 @@ def migrate_command() -> None:
 @app.command("up")
 def up_command(
     rate: Annotated[
-        float, typer.Option("--rate", min=0, help="Simulated events per second; 0 starts no producer.")
+        float, typer.Option("--rate", min=0, callback=finite, help="Simulated events per second; 0 starts no producer.")
     ] = 100.0,
     no_status: Annotated[bool, typer.Option("--no-status", help="Print no live status line.")] = False,
 ) -> None:

@@ -28,7 +28,7 @@ from typing import IO, Annotated, Any
 import typer
 from confluent_kafka import KafkaError, Message, Producer
 
-from shopstream.command import fail
+from shopstream.command import fail, finite
 from streaming.bad_messages import Label, expected_outcome
 from streaming.events import SENT_AT_HEADER
 from streaming.simulator import Batch, Simulator
@@ -312,9 +312,14 @@ def summary_line(result: RunResult) -> str:
 
 def produce_command(
     rate: Annotated[
-        float, typer.Option("--rate", min=0.0, help="Events per second; 0 = as fast as the broker takes them.")
+        float,
+        typer.Option(
+            "--rate", min=0.0, callback=finite, help="Events per second; 0 = as fast as the broker takes them."
+        ),
     ] = 20.0,
-    duration: Annotated[float | None, typer.Option("--duration", min=0.0, help="Stop after this many seconds.")] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", min=0.0, callback=finite, help="Stop after this many seconds.")
+    ] = None,
     events: Annotated[int | None, typer.Option("--events", min=0, help="Stop after this many messages.")] = None,
     seed: Annotated[
         int | None,
@@ -326,6 +331,7 @@ def produce_command(
             "--bad-ratio",
             min=0.0,
             max=1.0,
+            callback=finite,
             help="Share of deliberately broken messages (kinds and reasons: docs/data-model.md).",
         ),
     ] = 0.0,

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from shopstream.command import fail, settings_or_exit
+from shopstream.command import fail, finite, settings_or_exit
 from streaming.job import DEFAULT_MAX_OFFSETS_PER_TRIGGER, run_stream
 from streaming.job_errors import StreamJobError
 from streaming.spark_session import build_spark_session, configure_logging
@@ -20,12 +20,20 @@ def stream_command(
     trigger: Annotated[
         float,
         typer.Option(
-            "--trigger", min=0, help="Seconds between micro-batch starts; 0 = next batch as soon as one commits."
+            "--trigger",
+            min=0,
+            callback=finite,
+            help="Seconds between micro-batch starts; 0 = next batch as soon as one commits.",
         ),
     ] = 0,
     until_idle: Annotated[
         float | None,
-        typer.Option("--until-idle", min=0, help="Exit after this many seconds without new data (tests, benchmarks)."),
+        typer.Option(
+            "--until-idle",
+            min=0,
+            callback=finite,
+            help="Exit after this many seconds without new data (tests, benchmarks).",
+        ),
     ] = None,
     max_offsets_per_trigger: Annotated[
         int, typer.Option("--max-offsets-per-trigger", min=1, help="Most messages one micro-batch reads.")

@@ -31,6 +31,7 @@ from typing import Annotated
 import typer
 
 from shopstream import database
+from shopstream.command import finite
 from shopstream_cli.bench.dbt import dbt_environment, run_dbt
 from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages, write_messages
 from streaming.migrations import migrate
@@ -294,10 +295,10 @@ def _reader_url(admin_url: str, name: str) -> str:
 
 
 def dashboard_benchmark_command(
-    rows: Annotated[int, typer.Option(help="Bronze history rows (the target is stated for 10M).")] = 10_000_000,
-    days: Annotated[float, typer.Option(help="Days the history spans.")] = 7.0,
-    live_messages: Annotated[int, typer.Option(help="Recent messages through the stream's writer.")] = 5_000,
-    repeats: Annotated[int, typer.Option(help="Timed runs per query and per page (median).")] = 5,
+    rows: Annotated[int, typer.Option(min=1, help="Bronze history rows (the target is stated for 10M).")] = 10_000_000,
+    days: Annotated[float, typer.Option(min=0.01, callback=finite, help="Days the history spans.")] = 7.0,
+    live_messages: Annotated[int, typer.Option(min=0, help="Recent messages through the stream's writer.")] = 5_000,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per query and per page (median).")] = 5,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 20_260_103,
     database_url: Annotated[
         str | None,

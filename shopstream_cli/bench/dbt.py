@@ -31,6 +31,7 @@ from typing import Annotated, Any
 import typer
 
 from shopstream import database
+from shopstream.command import finite
 from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages, write_messages
 from streaming.migrations import migrate
 
@@ -276,15 +277,21 @@ def dbt_benchmark_command(
     sizes: Annotated[
         str, typer.Option(help="Bronze sizes to compare, comma-separated (e.g. 20000,100000).")
     ] = "1000000,5000000",
-    increment: Annotated[int, typer.Option(help="Events added before the timed run.")] = 10_000,
+    increment: Annotated[int, typer.Option(min=1, help="Events added before the timed run.")] = 10_000,
     events_per_second: Annotated[
-        float, typer.Option(help="Simulated traffic of the history (sets how many days it spans).")
+        float,
+        typer.Option(
+            min=0.001, callback=finite, help="Simulated traffic of the history (sets how many days it spans)."
+        ),
     ] = 100.0,
     bad_ratio: Annotated[
-        float, typer.Option(help="Share of late, duplicate and broken messages in the increment.")
+        float,
+        typer.Option(
+            min=0.0, max=1.0, callback=finite, help="Share of late, duplicate and broken messages in the increment."
+        ),
     ] = 0.05,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 20_260_103,
-    chunk: Annotated[int, typer.Option(help="Rows per COPY batch while loading history.")] = 250_000,
+    chunk: Annotated[int, typer.Option(min=1, help="Rows per COPY batch while loading history.")] = 250_000,
     database_url: Annotated[
         str | None,
         typer.Option(help="Server to use (a role that may create databases); default: the services'."),

@@ -23,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from shopstream.command import fail
+from shopstream.command import fail, finite
 from shopstream.embedded import ServiceError, free_port
 from shopstream.postgres_server import EmbeddedPostgres
 from shopstream.processes import spawn, stop_group
@@ -221,9 +221,11 @@ def write_report(result: E2EResult, docs: Path = DOCS) -> Path:
 
 
 def e2e_benchmark_command(
-    rate: Annotated[float, typer.Option("--rate", min=1.0, help="Events per second the producer sends.")] = 1_000,
-    duration: Annotated[float, typer.Option("--duration", min=10.0, help="Measured seconds.")] = 180,
-    warmup: Annotated[float, typer.Option("--warmup", min=0.0, help="Seconds before measuring.")] = 60,
+    rate: Annotated[
+        float, typer.Option("--rate", min=1.0, callback=finite, help="Events per second the producer sends.")
+    ] = 1_000,
+    duration: Annotated[float, typer.Option("--duration", min=10.0, callback=finite, help="Measured seconds.")] = 180,
+    warmup: Annotated[float, typer.Option("--warmup", min=0.0, callback=finite, help="Seconds before measuring.")] = 60,
     docs: Annotated[Path, typer.Option("--docs", help="Where benchmarks.md and its chart go.")] = DOCS,
 ) -> None:
     """Run the full pipeline under load; print one line and write docs/benchmarks.md."""

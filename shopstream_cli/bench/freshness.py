@@ -32,7 +32,7 @@ from typing import Annotated, Any
 import typer
 
 from shopstream import database
-from shopstream.command import fail
+from shopstream.command import fail, finite
 from shopstream.embedded import ServiceError
 from shopstream.kafka_admin import ensure_topic
 from shopstream.processes import spawn, stop_group
@@ -343,11 +343,17 @@ def _line(name: str, values: list[float]) -> str:
 
 
 def freshness_benchmark_command(
-    rate: Annotated[float, typer.Option("--rate", min=1.0, help="Events per second the producer sends.")] = 1_000,
-    seconds: Annotated[float, typer.Option("--seconds", min=10.0, help="Measured producing time.")] = 180,
+    rate: Annotated[
+        float, typer.Option("--rate", min=1.0, callback=finite, help="Events per second the producer sends.")
+    ] = 1_000,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=10.0, callback=finite, help="Measured producing time.")
+    ] = 180,
     warmup: Annotated[
         float,
-        typer.Option("--warmup", min=0.0, help="Producing time before measuring (JVM, first dbt runs)."),
+        typer.Option(
+            "--warmup", min=0.0, callback=finite, help="Producing time before measuring (JVM, first dbt runs)."
+        ),
     ] = 60,
 ) -> None:
     """Event-to-Gold latency (p50/p95) and dbt run durations with producer, stream and daemon running."""

@@ -43,6 +43,7 @@ import psycopg
 import typer
 
 from shopstream import database, services
+from shopstream.command import finite
 from shopstream.kafka_admin import ensure_topic
 from shopstream.postgres_server import EmbeddedPostgres
 from shopstream.settings import Settings, SettingsError, load_settings
@@ -82,13 +83,18 @@ def ingest_benchmark_command(
         int, typer.Option("--events", min=1_000, help="Messages pre-filled for the drain phase (a).")
     ] = 1_000_000,
     sustained_seconds: Annotated[
-        float, typer.Option("--sustained-seconds", min=5, help="Length of the sustained phase (b).")
+        float, typer.Option("--sustained-seconds", min=5, callback=finite, help="Length of the sustained phase (b).")
     ] = 60.0,
     sustained_rate: Annotated[
-        float, typer.Option("--sustained-rate", min=0, help="Producer events/s in phase (b); 0 = flat out.")
+        float,
+        typer.Option("--sustained-rate", min=0, callback=finite, help="Producer events/s in phase (b); 0 = flat out."),
     ] = 22_000,
-    latency_rate: Annotated[float, typer.Option("--latency-rate", min=1, help="Steady events/s in phase (c).")] = 2_000,
-    latency_seconds: Annotated[float, typer.Option("--latency-seconds", min=5, help="Length of phase (c).")] = 30.0,
+    latency_rate: Annotated[
+        float, typer.Option("--latency-rate", min=1, callback=finite, help="Steady events/s in phase (c).")
+    ] = 2_000,
+    latency_seconds: Annotated[
+        float, typer.Option("--latency-seconds", min=5, callback=finite, help="Length of phase (c).")
+    ] = 30.0,
     max_offsets_per_trigger: Annotated[
         int, typer.Option("--max-offsets-per-trigger", min=1, help="Most messages one micro-batch reads.")
     ] = DEFAULT_MAX_OFFSETS_PER_TRIGGER,
