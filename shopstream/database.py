@@ -9,9 +9,37 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 READER_ROLE = "shopstream_reader"
 DAGSTER_DATABASE_NAME = "dagster"
+
+# Every connection notices a server that went away within about a minute instead of the
+# kernel's two hours: TCP keepalives after 15 s of silence, then 4 probes 5 s apart, and
+# data left unacknowledged for 30 s gives up.
+CLIENT_KEEPALIVES: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 15,
+    "keepalives_interval": 5,
+    "keepalives_count": 4,
+    "tcp_user_timeout": 30_000,
+}
+
+# A Bronze writer holds the one Bronze lock: its session must end when its host, its process
+# or its statement is stuck, or every other writer waits behind it. The server probes the
+# writer the same way the writer probes the server, checks for a vanished client every 5 s
+# while a statement runs, ends a transaction left idle (a frozen writer) and a statement or
+# a lock wait that runs for far longer than a batch ever does.
+WRITER_SESSION_SETTINGS: dict[str, str] = {
+    "tcp_keepalives_idle": "15",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "4",
+    "tcp_user_timeout": "30000",
+    "client_connection_check_interval": "5000",
+    "idle_in_transaction_session_timeout": "300000",
+    "statement_timeout": "900000",
+    "lock_timeout": "600000",
+}
 
 
 @dataclass(frozen=True)
@@ -71,7 +99,16 @@ def redact(url: str) -> str:
 
 
 def connect(url: str, **kwargs: object) -> psycopg.Connection:
-    return psycopg.connect(url, connect_timeout=10, **kwargs)
+    return psycopg.connect(url, **{"connect_timeout": 10, **CLIENT_KEEPALIVES, **kwargs})
+
+
+def connect_writer(url: str, application_name: str, **kwargs: object) -> psycopg.Connection:
+    """A connection for a Bronze writer: keepalives both ways and bounded waits (WRITER_SESSION_SETTINGS)."""
+    given = conninfo_to_dict(url).get("options")  # a URL's own options (a search_path...) are kept
+    options = " ".join(
+        [*([str(given)] if given else []), *(f"-c {name}={value}" for name, value in WRITER_SESSION_SETTINGS.items())]
+    )
+    return connect(url, application_name=application_name, options=options, **kwargs)
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import psycopg
 import pyarrow as pa
 
+from shopstream import database
 from streaming.bronze_batch import (
     SOURCE_STREAM,
     BatchResult,
@@ -129,7 +130,9 @@ class BronzeSink:
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self.database_url, connect_timeout=10, autocommit=True)
+            self._conn = database.connect_writer(
+                self.database_url, application_name=f"shopstream bronze writer ({self.source})", autocommit=True
+            )
         return self._conn
 
     def _drop_connection(self) -> None:

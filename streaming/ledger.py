@@ -12,12 +12,15 @@ Importing this module costs only psycopg.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 import psycopg
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------
 # Writing: the lock, the batch id, the ledger row
@@ -41,9 +44,74 @@ _INSERT_BATCH_SQL = (
 )
 
 
-def lock_bronze(conn: psycopg.Connection) -> None:
-    """Take the Bronze writers' lock until the end of the current transaction."""
-    conn.execute(_BRONZE_LOCK_SQL)
+_TRY_BRONZE_LOCK_SQL = "select pg_try_advisory_xact_lock(hashtext('shopstream.bronze')::bigint)"
+
+# The backend holding the Bronze lock: a bigint advisory key is split into classid (high
+# 32 bits) and objid (low 32 bits), objsubid 1.
+_BRONZE_LOCK_HOLDER_SQL = """
+    select activity.pid, activity.application_name, host(activity.client_addr), activity.xact_start,
+           activity.state
+    from pg_locks as held
+    join pg_stat_activity as activity on activity.pid = held.pid
+    where held.locktype = 'advisory' and held.granted and held.objsubid = 1
+      and held.database = (select oid from pg_database where datname = current_database())
+      and ((held.classid::bigint << 32) | held.objid::bigint) = hashtext('shopstream.bronze')::bigint
+"""
+
+# How long one wait for the lock lasts before the waiter says again who holds it.
+LOCK_REPORT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    pid: int
+    application_name: str
+    client_addr: str | None
+    transaction_started: datetime | None
+    state: str | None
+
+    def __str__(self) -> str:
+        since = self.transaction_started.isoformat(timespec="seconds") if self.transaction_started else "?"
+        where = f" from {self.client_addr}" if self.client_addr else ""
+        return (
+            f"backend pid {self.pid} ({self.application_name or 'no application name'}{where}), "
+            f"in its transaction since {since}, {self.state or 'state unknown'}"
+        )
+
+
+def bronze_lock_holder(conn: psycopg.Connection) -> LockHolder | None:
+    """Who holds the Bronze lock now (None: nobody, or a role that may not see other sessions)."""
+    row = conn.execute(_BRONZE_LOCK_HOLDER_SQL).fetchone()
+    return LockHolder(*row) if row else None
+
+
+def lock_bronze(conn: psycopg.Connection, report_every: float = LOCK_REPORT_SECONDS) -> None:
+    """Take the Bronze writers' lock until the end of the current transaction.
+
+    While another writer holds it, say every ``report_every`` seconds which backend that is:
+    a writer whose host died keeps the lock until the server notices, and a wait with no
+    log line looks like a hang.
+    """
+    if conn.execute(_TRY_BRONZE_LOCK_SQL).fetchone()[0]:
+        return
+    waited = 0.0
+    previous_timeout = conn.execute("select current_setting('lock_timeout')").fetchone()[0]
+    while True:
+        log.warning(
+            "waiting for the Bronze lock (%.0f s so far): held by %s",
+            waited,
+            bronze_lock_holder(conn) or "a backend this role cannot see",
+        )
+        try:
+            with conn.transaction():  # a savepoint: a timed-out wait undoes only itself
+                conn.execute("select set_config('lock_timeout', %s, true)", (f"{int(report_every * 1000)}ms",))
+                conn.execute(_BRONZE_LOCK_SQL)
+        except psycopg.errors.LockNotAvailable:
+            waited += report_every
+            continue
+        conn.execute("select set_config('lock_timeout', %s, true)", (previous_timeout,))
+        log.info("took the Bronze lock after %.0f s or more", waited)
+        return
 
 
 def next_batch_id(conn: psycopg.Connection) -> tuple[int, datetime]:
