@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import psycopg
 import pytest
 
 from shopstream import database
-from shopstream_assets_tests.dbt import gold_reference as reference
+from shopstream_assets_tests.dbt.reference_checks import assert_silver_and_gold_match, diff_snapshots, snapshot
 from shopstream_cli.bench.dbt import dbt_benchmark_command, dbt_environment, run_dbt
 from streaming.bronze_load import KafkaPositions, write_messages
 from streaming.events import encode_event, format_timestamp
@@ -30,19 +28,20 @@ pytestmark = pytest.mark.timeout(600)
 
 # Starts 20 min before midnight at 2 events/s, so sessions straddle two UTC days.
 SIMULATION_START = datetime(2026, 3, 1, 23, 40, tzinfo=UTC)
-# Relation -> its key columns (the order rows are compared in).
-SILVER_AND_GOLD: dict[str, tuple[str, ...]] = {
-    "silver.stg_clickstream_events": ("event_id",),
-    "silver.int_user_sessions": ("session_id",),
-    "gold.mart_daily_metrics": ("metric_date",),
-    "gold.mart_daily_segment_metrics": ("metric_date", "country", "device_type", "product_category"),
-    "gold.mart_daily_segment_sessions": ("metric_date", "country", "device_type"),
-    "gold.mart_conversion_funnel": ("metric_date",),
-    "gold.mart_product_performance": ("product_id",),
-    "gold.mart_product_daily": ("metric_date", "product_id", "country", "device_type"),
-    "gold.mart_user_behavior": ("user_id",),
-    "gold.mart_hot_leads": ("lead_rank",),
-}
+# The names the dashboard and the Dagster asset keys rely on (the comparisons themselves take
+# every relation from dbt's manifest: reference_checks.model_relations).
+SILVER_AND_GOLD = (
+    "silver.stg_clickstream_events",
+    "silver.int_user_sessions",
+    "gold.mart_daily_metrics",
+    "gold.mart_daily_segment_metrics",
+    "gold.mart_daily_segment_sessions",
+    "gold.mart_conversion_funnel",
+    "gold.mart_product_performance",
+    "gold.mart_product_daily",
+    "gold.mart_user_behavior",
+    "gold.mart_hot_leads",
+)
 # A log of runs, not a function of the data: compared on its own, not by full refresh.
 REFRESH_LOG = "gold.refresh_log"
 
@@ -169,80 +168,6 @@ def late_events(bronze: Bronze, tag: str) -> list[dict[str, Any]]:
     return made
 
 
-def snapshot(conn: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
-    return {
-        relation: conn.execute(f"select * from {relation} order by {', '.join(key)}").fetchall()
-        for relation, key in SILVER_AND_GOLD.items()
-    }
-
-
-def read_table(conn: psycopg.Connection, relation: str) -> pd.DataFrame:
-    with conn.cursor() as cursor:
-        cursor.execute(f"select * from {relation} order by {', '.join(SILVER_AND_GOLD[relation])}")
-        columns = [column.name for column in cursor.description]
-        return pd.DataFrame(cursor.fetchall(), columns=columns, dtype=object)
-
-
-def _unchanged(value: Any) -> Any:
-    return value
-
-
-def _to_cents(value: Any) -> Any:
-    return None if value is None else int(value * 100)
-
-
-def assert_table_equals(
-    actual: pd.DataFrame, expected: pd.DataFrame, key: Sequence[str], renames: dict[str, str] | None = None
-) -> None:
-    """Row for row, every column the reference computes (money compared in cents)."""
-    renames = renames or {}
-    key = list(key)
-    assert len(actual) == len(expected), f"{len(actual)} rows, expected {len(expected)}"
-    expected = expected.sort_values(key, kind="stable").reset_index(drop=True)
-    actual = actual.sort_values(key, kind="stable").reset_index(drop=True)
-    for column in expected.columns:
-        actual_column = renames.get(column, column)
-        convert: Callable[[Any], Any] = _unchanged
-        if column.endswith("_cents"):
-            actual_column = renames.get(column, column.removesuffix("_cents"))
-            if actual_column == "abandoned_cart":
-                actual_column = "abandoned_cart_value"
-            convert = _to_cents
-
-        assert actual_column in actual.columns, f"missing column {actual_column}"
-        for index in range(len(expected)):
-            want = expected.at[index, column]
-            got = convert(actual.at[index, actual_column])
-            assert reference.same_value(want, got), (
-                f"{actual_column} of {key}={tuple(expected.loc[index, key])!r}: got {got!r}, expected {want!r}"
-            )
-
-
-def assert_gold_equals_pandas(conn: psycopg.Connection) -> None:
-    events = reference.read_bronze(conn)
-    sessions = reference.sessions(events)
-    users = reference.user_behavior(sessions)
-    expected_tables = {
-        "silver.int_user_sessions": sessions,
-        "gold.mart_daily_metrics": reference.daily_metrics(events, sessions),
-        "gold.mart_daily_segment_metrics": reference.daily_segment_metrics(events),
-        "gold.mart_daily_segment_sessions": reference.daily_segment_sessions(events, sessions),
-        "gold.mart_conversion_funnel": reference.conversion_funnel(events, sessions),
-        "gold.mart_product_performance": reference.product_performance(events),
-        "gold.mart_product_daily": reference.product_daily(events),
-        "gold.mart_user_behavior": users,
-        "gold.mart_hot_leads": reference.hot_leads(sessions, users),
-    }
-    renames = {"cart_value_cents": "cart_value"}
-    for relation, expected in expected_tables.items():
-        actual = read_table(conn, relation)
-        key = SILVER_AND_GOLD[relation]
-        try:
-            assert_table_equals(actual, expected, key, renames)
-        except AssertionError as error:
-            raise AssertionError(f"{relation}: {error}") from None
-
-
 def build_and_check_refresh_log(bronze: Bronze, env: dict[str, str], tmp_path: Path, *extra: str) -> None:
     """`dbt build`, then gold.refresh_log's newest row is this run: its start time and Gold's cursor."""
     runs_before = bronze.query(f"select count(*) from {REFRESH_LOG}")[0][0] if _has_refresh_log(bronze) else 0
@@ -292,13 +217,18 @@ def test_gold_equals_pandas_and_incremental_equals_full_refresh(database_url: st
         days = bronze.query("select count(*) from gold.mart_daily_metrics")[0][0]
         assert days == 2
 
-        assert_gold_equals_pandas(bronze.conn)
-        incremental = snapshot(bronze.conn)
+        # Every relation the manifest lists = pandas = a full refresh built elsewhere from this Bronze.
+        check = assert_silver_and_gold_match(database_url, tmp_path)
+        print(f"full refresh elsewhere + pandas: {check.timing()}")
+        relations = check.relations
+        assert {relation.name for relation in relations} == set(SILVER_AND_GOLD)
+        incremental = snapshot(bronze.conn, relations)
 
+        # And in place: --full-refresh over the incremental tables changes nothing.
         build_and_check_refresh_log(bronze, env, tmp_path, "--full-refresh")
-        full_refresh = snapshot(bronze.conn)
-        for relation in SILVER_AND_GOLD:
-            assert incremental[relation] == full_refresh[relation], f"{relation} differs after --full-refresh"
+        full_refresh = snapshot(bronze.conn, relations)
+        differences = diff_snapshots(incremental, full_refresh, relations, "after --full-refresh in place")
+        assert not any(differences.values()), "\n".join(diff.text() for diff in differences.values() if diff)
         # The run log survives --full-refresh: one row per build.
         assert bronze.query(f"select count(distinct invocation_id) from {REFRESH_LOG}")[0][0] == 5
     finally:
