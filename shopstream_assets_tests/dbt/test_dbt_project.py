@@ -6,7 +6,6 @@ reference rules, so no Kafka or Spark is needed: seventy days of returning shopp
 days of simulator messages (late, duplicate and broken ones included) and hand-made late
 events (``scenario.py``). dbt starts in seconds, so one test shares its builds across many
 assertions.
-
 """
 
 from __future__ import annotations
