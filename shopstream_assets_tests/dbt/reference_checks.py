@@ -14,6 +14,15 @@ run log ``gold.refresh_log``) is a log of runs, not a function of the data, and 
 Call these once the pipeline has caught up and stopped writing: Bronze, the pandas
 reference and the live relations are read in one repeatable-read transaction, but a dbt run
 replacing a table meanwhile would still show up as a difference.
+
+Shown to fail (issue 29), each on a deliberately broken model, then reverted:
+- mart_user_behavior's Dormant rule moved from ``recency_days > 14`` to ``>= 14``: the pandas
+  comparison fails in ``dbt/test_dbt_project.py`` (17 users 14 days away, "got 'Dormant',
+  expected 'Repeat Buyer'"); dbt's own unit tests pass. A full refresh runs the same SQL, so
+  only the pandas reference can see a wrong definition, and only on history long enough.
+- mart_product_daily left out of incremental updates (its cursor pushed past every batch):
+  both comparisons fail after the sensor's recovery run in ``e2e/test_dbt_fault.py`` (136
+  missing rows, 288 values), where the mart_daily_metrics check alone held.
 """
 
 from __future__ import annotations

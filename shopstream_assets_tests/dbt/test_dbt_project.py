@@ -6,6 +6,11 @@ reference rules, so no Kafka or Spark is needed: seventy days of returning shopp
 days of simulator messages (late, duplicate and broken ones included) and hand-made late
 events (``scenario.py``). dbt starts in seconds, so one test shares its builds across many
 assertions.
+
+Shown to fail (issue 29), then reverted: with mart_user_behavior's Dormant rule moved from
+``recency_days > 14`` to ``>= 14`` the pandas comparison fails on the users 14 days away (the
+dbt unit tests pass); with mart_product_daily left out of incremental updates, the second
+``dbt build`` already fails on the data test assert_revenue_reconciles.
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ fast run path; and a sensor-driven refresh on Dagster's stock run path (SHOPSTRE
 
 Once each loop has caught up, every Silver and Gold relation the sensor's runs built equals a full
 refresh built elsewhere from the same Bronze and the independent pandas reference
-(``dbt/reference_checks.py``)."""
+(``dbt/reference_checks.py``). Tried with mart_product_daily left out of incremental updates (then
+reverted): the loop test fails before that comparison, when the UI-launched run's dbt checks
+(assert_revenue_reconciles, assert_segments_reconcile_with_daily_marts) fail; the same break fails
+both comparisons in ``e2e/test_dbt_fault.py``."""
 
 from __future__ import annotations
 

@@ -13,6 +13,11 @@ After the fault: Bronze equals the topic, Silver holds every Bronze event once,
 counts taken straight from Bronze, and, as the sensor's recovery run left them, every Silver and
 Gold relation equals both a full refresh built elsewhere from the same Bronze and the
 independent pandas reference (``dbt/reference_checks.py``).
+
+Shown to fail (issue 29), then reverted: with mart_product_daily left out of incremental updates,
+both comparisons fail after the sensor's recovery run (missing rows and stale counts), where the
+``gold.mart_daily_metrics`` check alone held. A changed lifecycle threshold is not seen here (a
+few minutes of events: every user is New); ``dbt/test_dbt_project.py`` catches it.
 """
 
 from __future__ import annotations
