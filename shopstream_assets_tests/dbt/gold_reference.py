@@ -1,4 +1,4 @@
-"""An independent pandas computation of Silver sessions and every Gold table, from Bronze.
+"""An independent pandas computation of every Silver and Gold relation, from Bronze.
 
 It follows the definitions written in dbt_project/models/*/_*.yml (the reference README's
 KPI table and RFM bands), not the SQL: the dbt tests hold the two equal row for row.
@@ -17,7 +17,7 @@ import psycopg
 BRONZE_QUERY = """
     select event_id, event_timestamp, user_id, session_id, event_type, product_id,
            product_name, product_category, (product_price * 100)::bigint as price_cents,
-           quantity, device_type, country, batch_id
+           quantity, device_type, country, repaired, ingested_at, batch_id
     from bronze.clickstream_events
 """
 
@@ -28,6 +28,7 @@ def read_bronze(conn: psycopg.Connection) -> pd.DataFrame:
         columns = [column.name for column in cursor.description]
         events = pd.DataFrame(cursor.fetchall(), columns=columns)
     events["event_timestamp"] = pd.to_datetime(events["event_timestamp"], utc=True)
+    events["ingested_at"] = pd.to_datetime(events["ingested_at"], utc=True)
     events["event_date"] = events["event_timestamp"].dt.date
     events["is_page_view"] = events["event_type"] == "page_view"
     events["is_add_to_cart"] = events["event_type"] == "add_to_cart"
@@ -37,6 +38,20 @@ def read_bronze(conn: psycopg.Connection) -> pd.DataFrame:
     events["cart_cents"] = np.where(events["is_add_to_cart"], events["price_cents"] * quantity, 0)
     events["units_purchased"] = np.where(events["is_purchase"], quantity, 0)
     return events
+
+
+def staging_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Silver events (_staging.yml): each Bronze event once, with its UTC day and hour, line
+    revenue (price x quantity on purchases, else 0) and event-type flags."""
+    silver = events[
+        ["event_id", "event_timestamp", "event_date", "user_id", "session_id", "event_type", "product_id",
+         "product_name", "product_category", "price_cents", "line_cents", "is_page_view", "is_add_to_cart",
+         "is_purchase", "device_type", "country", "repaired", "ingested_at", "batch_id"]
+    ].copy()  # fmt: skip
+    silver["event_hour"] = events["event_timestamp"].dt.hour
+    # Null on most page views: kept as None, not NaN, so a quantity compares exactly.
+    silver["quantity"] = [None if pd.isna(quantity) else int(quantity) for quantity in events["quantity"]]
+    return silver
 
 
 def percent(numerator: float, denominator: float) -> float | None:
@@ -337,6 +352,25 @@ def hot_leads(session_rows: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
     leads["lead_rank"] = range(1, len(leads) + 1)
     return leads
+
+
+def reference_tables(conn: psycopg.Connection) -> dict[str, pd.DataFrame]:
+    """Every Silver and Gold relation dbt builds from data, computed here from Bronze."""
+    events = read_bronze(conn)
+    session_rows = sessions(events)
+    users = user_behavior(session_rows)
+    return {
+        "silver.stg_clickstream_events": staging_events(events),
+        "silver.int_user_sessions": session_rows,
+        "gold.mart_daily_metrics": daily_metrics(events, session_rows),
+        "gold.mart_daily_segment_metrics": daily_segment_metrics(events),
+        "gold.mart_daily_segment_sessions": daily_segment_sessions(events, session_rows),
+        "gold.mart_conversion_funnel": conversion_funnel(events, session_rows),
+        "gold.mart_product_performance": product_performance(events),
+        "gold.mart_product_daily": product_daily(events),
+        "gold.mart_user_behavior": users,
+        "gold.mart_hot_leads": hot_leads(session_rows, users),
+    }
 
 
 def same_value(expected: Any, actual: Any) -> bool:

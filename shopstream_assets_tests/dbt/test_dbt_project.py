@@ -1,246 +1,60 @@
-"""dbt_project against real PostgreSQL and real dbt: Gold = pandas, incremental = full refresh.
+"""dbt_project against real PostgreSQL and real dbt: Silver and Gold = pandas, incremental = full refresh.
 
-Bronze is filled with simulator messages (late, duplicate and broken ones included) through
-the stream's transactional writer, validated by the pure-Python reference rules, so no
-Kafka or Spark is needed. dbt starts in seconds, so one test shares its builds across
-many assertions.
+Bronze is filled through the stream's transactional writer, validated by the pure-Python
+reference rules, so no Kafka or Spark is needed: seventy days of returning shoppers
+(``history.py``: gaps of 7, 14 and 30+ days, users on each lifecycle threshold), then two
+days of simulator messages (late, duplicate and broken ones included) and hand-made late
+events (``scenario.py``). dbt starts in seconds, so one test shares its builds across many
+assertions.
+
+Shown to fail (issue 29), then reverted: with mart_user_behavior's Dormant rule moved from
+``recency_days > 14`` to ``>= 14`` the pandas comparison fails on the users 14 days away (the
+dbt unit tests pass); with mart_product_daily left out of incremental updates, the second
+``dbt build`` already fails on the data test assert_revenue_reconciles.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
-import psycopg
 import pytest
+import yaml
 
 from shopstream import database
-from shopstream_assets_tests.dbt import gold_reference as reference
+from shopstream_assets_tests.dbt.history import HISTORY_DAYS, history_events, weekly_batches
+from shopstream_assets_tests.dbt.reference_checks import assert_silver_and_gold_match, diff_snapshots, snapshot
+from shopstream_assets_tests.dbt.scenario import Bronze, late_events
 from shopstream_cli.bench.dbt import dbt_benchmark_command, dbt_environment, run_dbt
-from streaming.bronze_load import KafkaPositions, write_messages
-from streaming.events import encode_event, format_timestamp
 from streaming.simulator import Simulator
 
 pytestmark = pytest.mark.timeout(600)
 
 # Starts 20 min before midnight at 2 events/s, so sessions straddle two UTC days.
 SIMULATION_START = datetime(2026, 3, 1, 23, 40, tzinfo=UTC)
-# Relation -> its key columns (the order rows are compared in).
-SILVER_AND_GOLD: dict[str, tuple[str, ...]] = {
-    "silver.stg_clickstream_events": ("event_id",),
-    "silver.int_user_sessions": ("session_id",),
-    "gold.mart_daily_metrics": ("metric_date",),
-    "gold.mart_daily_segment_metrics": ("metric_date", "country", "device_type", "product_category"),
-    "gold.mart_daily_segment_sessions": ("metric_date", "country", "device_type"),
-    "gold.mart_conversion_funnel": ("metric_date",),
-    "gold.mart_product_performance": ("product_id",),
-    "gold.mart_product_daily": ("metric_date", "product_id", "country", "device_type"),
-    "gold.mart_user_behavior": ("user_id",),
-    "gold.mart_hot_leads": ("lead_rank",),
-}
+# The history ends on the simulator's second day, the data's as-of day.
+AS_OF = date(2026, 3, 2)
+HISTORY_SEED = 2911
+LATE_WEEK = 4  # of the history's weeks (oldest first), written with batch 3: weeks late
+MARTS_YML = Path(__file__).resolve().parents[2] / "dbt_project" / "models" / "marts" / "_marts.yml"
+# The names the dashboard and the Dagster asset keys rely on (the comparisons themselves take
+# every relation from dbt's manifest: reference_checks.model_relations).
+SILVER_AND_GOLD = (
+    "silver.stg_clickstream_events",
+    "silver.int_user_sessions",
+    "gold.mart_daily_metrics",
+    "gold.mart_daily_segment_metrics",
+    "gold.mart_daily_segment_sessions",
+    "gold.mart_conversion_funnel",
+    "gold.mart_product_performance",
+    "gold.mart_product_daily",
+    "gold.mart_user_behavior",
+    "gold.mart_hot_leads",
+)
 # A log of runs, not a function of the data: compared on its own, not by full refresh.
 REFRESH_LOG = "gold.refresh_log"
-
-
-class Bronze:
-    """Writes simulator batches and hand-made late events into one test database."""
-
-    def __init__(self, database_url: str) -> None:
-        self.conn = database.connect(database_url, autocommit=True)
-        self.positions = KafkaPositions("t-dbt")
-
-    def write(self, keys: Sequence[bytes], values: Sequence[bytes]) -> int | None:
-        return write_messages(self.conn, keys, values, self.positions)
-
-    def write_events(self, events: Sequence[dict[str, Any]]) -> int | None:
-        keys = [event["session_id"].encode() for event in events]
-        return self.write(keys, [encode_event(event) for event in events])
-
-    def query(self, statement: str) -> list[tuple[Any, ...]]:
-        return self.conn.execute(statement).fetchall()
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def _bronze_event(row: tuple[Any, ...], **changes: Any) -> dict[str, Any]:
-    """A copy of a stored Bronze event (as the producer would send it) with ``changes``."""
-    (event_id, moment, user_id, session_id, event_type, product_id, name, category, price,
-     quantity, device, country) = row  # fmt: skip
-    event = {
-        "event_id": event_id,
-        "event_timestamp": format_timestamp(moment),
-        "user_id": user_id,
-        "session_id": session_id,
-        "event_type": event_type,
-        "product_id": product_id,
-        "product_name": name,
-        "product_category": category,
-        "product_price": float(price),
-        "quantity": quantity,
-        "device_type": device,
-        "country": country,
-        "schema_version": 1,
-    }
-    event.update(changes)
-    return event
-
-
-_EVENT_COLUMNS = (
-    "event_id, event_timestamp, user_id, session_id, event_type, product_id, product_name,"
-    " product_category, product_price, quantity, device_type, country"
-)
-
-
-def late_events(bronze: Bronze, tag: str) -> list[dict[str, Any]]:
-    """Events that change the past: a session's start moved back across midnight, an
-    abandoned cart bought an hour later, and a user-day's first event moved to another
-    device and category."""
-    made: list[dict[str, Any]] = []
-    # The first event of a session that started after midnight, re-dated to 23:59:59.
-    after_midnight = bronze.query(
-        f"select {_EVENT_COLUMNS} from bronze.clickstream_events as e"
-        " where event_timestamp >= date_trunc('day', (select max(event_timestamp)"
-        "   from bronze.clickstream_events)) and event_type = 'page_view'"
-        "   and not exists (select 1 from bronze.clickstream_events as earlier"
-        "     where earlier.session_id = e.session_id and earlier.event_timestamp < e.event_timestamp)"
-        " order by event_timestamp limit 1"
-    )
-    for row in after_midnight:
-        midnight = row[1].astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        made.append(
-            _bronze_event(
-                row, event_id=f"EVT_late_start_{tag}", event_timestamp=format_timestamp(midnight - timedelta(seconds=1))
-            )  # fmt: skip
-        )
-    # A purchase for the cart of a session that has a cart and no purchase yet.
-    abandoned_cart = bronze.query(
-        f"select {_EVENT_COLUMNS} from bronze.clickstream_events as e"
-        " where event_type = 'add_to_cart' and not exists (select 1 from bronze.clickstream_events"
-        "   as bought where bought.session_id = e.session_id and bought.event_type = 'purchase')"
-        " order by event_timestamp, event_id limit 1"
-    )
-    for row in abandoned_cart:
-        made.append(
-            _bronze_event(
-                row,
-                event_id=f"EVT_late_purchase_{tag}",
-                event_type="purchase",
-                event_timestamp=format_timestamp(row[1] + timedelta(hours=1)),
-            )  # fmt: skip
-        )
-    # A user's first event of a day, copied one second earlier on another device and for a
-    # product of another category: the user-day and its session move to another segment.
-    first_of_day = bronze.query(
-        f"select {_EVENT_COLUMNS} from bronze.clickstream_events as e"
-        " where event_type = 'page_view'"
-        "   and event_timestamp - interval '1 second' >= date_trunc('day', event_timestamp at time zone 'UTC')"
-        "     at time zone 'UTC'"
-        "   and not exists (select 1 from bronze.clickstream_events as earlier"
-        "     where earlier.user_id = e.user_id and earlier.event_timestamp < e.event_timestamp"
-        "       and earlier.event_timestamp >= date_trunc('day', e.event_timestamp at time zone 'UTC')"
-        "         at time zone 'UTC')"
-        " order by event_timestamp desc, event_id limit 1"
-    )
-    for row in first_of_day:
-        category, device = row[7], row[10]
-        other_product = bronze.conn.execute(
-            "select product_id, product_name, product_category, product_price from bronze.clickstream_events"
-            " where product_category <> %s order by product_id limit 1",
-            (category,),
-        ).fetchone()
-        made.append(
-            _bronze_event(
-                row,
-                event_id=f"EVT_late_first_{tag}",
-                event_timestamp=format_timestamp(row[1] - timedelta(seconds=1)),
-                product_id=other_product[0],
-                product_name=other_product[1],
-                product_category=other_product[2],
-                product_price=float(other_product[3]),
-                device_type="Tablet" if device != "Tablet" else "Desktop",
-            )
-        )
-    return made
-
-
-def snapshot(conn: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
-    return {
-        relation: conn.execute(f"select * from {relation} order by {', '.join(key)}").fetchall()
-        for relation, key in SILVER_AND_GOLD.items()
-    }
-
-
-def read_table(conn: psycopg.Connection, relation: str) -> pd.DataFrame:
-    with conn.cursor() as cursor:
-        cursor.execute(f"select * from {relation} order by {', '.join(SILVER_AND_GOLD[relation])}")
-        columns = [column.name for column in cursor.description]
-        return pd.DataFrame(cursor.fetchall(), columns=columns, dtype=object)
-
-
-def _unchanged(value: Any) -> Any:
-    return value
-
-
-def _to_cents(value: Any) -> Any:
-    return None if value is None else int(value * 100)
-
-
-def assert_table_equals(
-    actual: pd.DataFrame, expected: pd.DataFrame, key: Sequence[str], renames: dict[str, str] | None = None
-) -> None:
-    """Row for row, every column the reference computes (money compared in cents)."""
-    renames = renames or {}
-    key = list(key)
-    assert len(actual) == len(expected), f"{len(actual)} rows, expected {len(expected)}"
-    expected = expected.sort_values(key, kind="stable").reset_index(drop=True)
-    actual = actual.sort_values(key, kind="stable").reset_index(drop=True)
-    for column in expected.columns:
-        actual_column = renames.get(column, column)
-        convert: Callable[[Any], Any] = _unchanged
-        if column.endswith("_cents"):
-            actual_column = renames.get(column, column.removesuffix("_cents"))
-            if actual_column == "abandoned_cart":
-                actual_column = "abandoned_cart_value"
-            convert = _to_cents
-
-        assert actual_column in actual.columns, f"missing column {actual_column}"
-        for index in range(len(expected)):
-            want = expected.at[index, column]
-            got = convert(actual.at[index, actual_column])
-            assert reference.same_value(want, got), (
-                f"{actual_column} of {key}={tuple(expected.loc[index, key])!r}: got {got!r}, expected {want!r}"
-            )
-
-
-def assert_gold_equals_pandas(conn: psycopg.Connection) -> None:
-    events = reference.read_bronze(conn)
-    sessions = reference.sessions(events)
-    users = reference.user_behavior(sessions)
-    expected_tables = {
-        "silver.int_user_sessions": sessions,
-        "gold.mart_daily_metrics": reference.daily_metrics(events, sessions),
-        "gold.mart_daily_segment_metrics": reference.daily_segment_metrics(events),
-        "gold.mart_daily_segment_sessions": reference.daily_segment_sessions(events, sessions),
-        "gold.mart_conversion_funnel": reference.conversion_funnel(events, sessions),
-        "gold.mart_product_performance": reference.product_performance(events),
-        "gold.mart_product_daily": reference.product_daily(events),
-        "gold.mart_user_behavior": users,
-        "gold.mart_hot_leads": reference.hot_leads(sessions, users),
-    }
-    renames = {"cart_value_cents": "cart_value"}
-    for relation, expected in expected_tables.items():
-        actual = read_table(conn, relation)
-        key = SILVER_AND_GOLD[relation]
-        try:
-            assert_table_equals(actual, expected, key, renames)
-        except AssertionError as error:
-            raise AssertionError(f"{relation}: {error}") from None
 
 
 def build_and_check_refresh_log(bronze: Bronze, env: dict[str, str], tmp_path: Path, *extra: str) -> None:
@@ -268,19 +82,27 @@ def test_gold_equals_pandas_and_incremental_equals_full_refresh(database_url: st
     simulator = Simulator(1403, start=SIMULATION_START, events_per_second=2.0, bad_ratio=0.15)
     bronze = Bronze(database_url)
     try:
-        # Batch 1, then build from nothing (the first run creates every table).
+        # Seventy days of history, a week per batch (one week held back), and simulator batch 1;
+        # then build from nothing (the first run creates every table).
+        weeks = weekly_batches(history_events(HISTORY_SEED, AS_OF), AS_OF)
+        late_week = weeks.pop(LATE_WEEK)
+        for week in weeks:
+            bronze.write_events(week)
         batch = simulator.take(3_000)
         bronze.write(batch.keys, batch.values)
         build_and_check_refresh_log(bronze, env, tmp_path)
 
-        # Batches 2-4: simulator messages (late, duplicates, rejects), hand-made late events
-        # that move a session across midnight and turn an abandoned cart into a purchase,
-        # and an exact re-send of stored messages; incremental builds in between.
+        # Batches after: simulator messages (late, duplicates, rejects), hand-made late events
+        # that move a session across midnight and turn an abandoned cart (weeks old) into a
+        # purchase, an exact re-send of stored messages, and once a week of history weeks late;
+        # incremental builds in between.
         for step in range(3):
             batch = simulator.take(1_500)
             bronze.write(batch.keys, batch.values)
             bronze.write_events(late_events(bronze, tag=str(step)))
             bronze.write(batch.keys[:50], batch.values[:50])  # a producer retry: duplicates
+            if step == 1:
+                bronze.write_events(late_week)
             build_and_check_refresh_log(bronze, env, tmp_path)
 
         duplicates, late_starts, late_firsts = bronze.query(
@@ -290,19 +112,65 @@ def test_gold_equals_pandas_and_incremental_equals_full_refresh(database_url: st
         )[0]
         assert duplicates >= 150 and late_starts >= 1 and late_firsts == 3, "the scenario lacks late events"
         days = bronze.query("select count(*) from gold.mart_daily_metrics")[0][0]
-        assert days == 2
+        assert days == HISTORY_DAYS
+        assert_history_means_something(bronze)
 
-        assert_gold_equals_pandas(bronze.conn)
-        incremental = snapshot(bronze.conn)
+        # Every relation the manifest lists = pandas = a full refresh built elsewhere from this Bronze.
+        check = assert_silver_and_gold_match(database_url, tmp_path)
+        print(f"full refresh elsewhere + pandas: {check.timing()}")
+        relations = check.relations
+        assert {relation.name for relation in relations} == set(SILVER_AND_GOLD)
+        incremental = snapshot(bronze.conn, relations)
 
+        # And in place: --full-refresh over the incremental tables changes nothing.
         build_and_check_refresh_log(bronze, env, tmp_path, "--full-refresh")
-        full_refresh = snapshot(bronze.conn)
-        for relation in SILVER_AND_GOLD:
-            assert incremental[relation] == full_refresh[relation], f"{relation} differs after --full-refresh"
+        full_refresh = snapshot(bronze.conn, relations)
+        differences = diff_snapshots(incremental, full_refresh, relations, "after --full-refresh in place")
+        assert not any(differences.values()), "\n".join(diff.text() for diff in differences.values() if diff)
         # The run log survives --full-refresh: one row per build.
         assert bronze.query(f"select count(distinct invocation_id) from {REFRESH_LOG}")[0][0] == 5
     finally:
         bronze.close()
+
+
+def accepted_values(column: str) -> set[str]:
+    """The values _marts.yml accepts for a column of mart_user_behavior (the names, from the models)."""
+    marts = yaml.safe_load(MARTS_YML.read_text())["models"]
+    (model,) = [model for model in marts if model["name"] == "mart_user_behavior"]
+    (spec,) = [spec for spec in model["columns"] if spec["name"] == column]
+    (test,) = [test for test in spec["data_tests"] if isinstance(test, dict) and "accepted_values" in test]
+    return set(test["accepted_values"]["arguments"]["values"])
+
+
+def assert_history_means_something(bronze: Bronze) -> None:
+    """What the scenario must produce for the comparisons to be about time: every lifecycle stage and
+    RFM tier, hot leads whose cart is days old, returns after 7, 14 and 30+ days, purchases and
+    abandoned carts on most days of the period."""
+    stages = {row[0] for row in bronze.query("select distinct lifecycle_stage from gold.mart_user_behavior")}
+    assert stages == accepted_values("lifecycle_stage") == {
+        "Churned", "Dormant", "New", "Repeat Buyer", "Buyer", "Browser"
+    }, stages  # fmt: skip
+    tiers = {row[0] for row in bronze.query("select distinct rfm_tier from gold.mart_user_behavior")}
+    assert tiers == accepted_values("rfm_tier") == {"Champion", "Loyal", "Potential", "At Risk", "Lost"}, tiers
+    ((old_leads, oldest_lead),) = bronze.query(
+        "select count(*) filter (where days_since_abandoned > 1), max(days_since_abandoned) from gold.mart_hot_leads"
+    )
+    assert old_leads >= 20 and oldest_lead > 30, (old_leads, oldest_lead)
+    gaps = {
+        row[0]
+        for row in bronze.query(
+            "select session_date - lag(session_date) over (partition by user_id order by session_start, session_id)"
+            " from silver.int_user_sessions"
+        )
+        if row[0] is not None
+    }
+    assert {7, 14} <= gaps and max(gaps) >= 30, sorted(gaps)
+    ((first_day, last_day, buying_days, abandoning_days),) = bronze.query(
+        "select min(session_date), max(session_date), count(distinct session_date) filter (where purchased),"
+        " count(distinct session_date) filter (where abandoned_cart) from silver.int_user_sessions"
+    )
+    assert (last_day - first_day).days >= 60 and last_day == AS_OF, (first_day, last_day)
+    assert buying_days >= 60 and abandoning_days >= 60, (buying_days, abandoning_days)
 
 
 def test_build_on_empty_bronze(database_url: str, tmp_path: Path) -> None:
