@@ -44,10 +44,12 @@ def test_a_writer_waiting_for_the_lock_says_who_holds_it_until_it_gets_it(
 
     def wait_for_the_lock() -> None:
         try:
-            with database.connect_writer(database_url, application_name="test: waiting writer") as waiter:
-                with waiter.transaction():
-                    ledger.lock_bronze(waiter, report_every=1.0)
-                    took_lock.set()
+            with (
+                database.connect_writer(database_url, application_name="test: waiting writer") as waiter,
+                waiter.transaction(),
+            ):
+                ledger.lock_bronze(waiter, report_every=1.0)
+                took_lock.set()
         except BaseException as error:  # noqa: BLE001 -- handed to the test thread
             errors.append(error)
 
