@@ -18,8 +18,8 @@ def test_jars_resolves_what_is_missing_and_keeps_what_the_pom_already_gave(
 ) -> None:
     """A home with the broker's jars from this POM and no connector: only the connector is resolved.
 
-    Broken on purpose (the stamp compared with another file's digest), this test fails: the
-    broker's jars are resolved again and the progress says so.
+    A stamp that no longer matched its POM (or was ignored) would resolve the broker's jars again,
+    and the progress would say so.
     """
     # The session's broker resolved the shared broker jars from this POM before it started.
     home = tmp_path / "home"

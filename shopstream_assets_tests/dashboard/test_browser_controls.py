@@ -85,8 +85,7 @@ def _gold_hot_leads(admin_url: str) -> pd.DataFrame:
 def test_the_hot_leads_csv_holds_every_lead_as_gold_has_it(dashboard: Dashboard, shop: Shop, tmp_path: Path) -> None:
     """The downloaded file, parsed as a user's spreadsheet would, against gold.mart_hot_leads.
 
-    Broken on purpose (the download built from the 50 leads the table shows), this test fails
-    on the row count.
+    A download built from the 50 leads the on-page table shows would fail the row count.
     """
     gold = _gold_hot_leads(shop.admin_url)
     assert len(gold) > 50  # more than the on-page table shows: the file must hold them all

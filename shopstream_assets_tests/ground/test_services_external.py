@@ -24,8 +24,8 @@ PARTITIONS = 3
 def test_services_start_on_given_servers_starts_nothing_and_exports_them(
     admin_database_url: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    """Broken on purpose (the URL check in ``postgres_is_embedded`` made to always answer True),
-    this test fails: `services start` then initialises a PostgreSQL of its own under the home."""
+    """A `services start` that took the given URL for its own server would start a PostgreSQL under
+    the home and export that server's URL: the exports, the process and the data checks fail."""
     home = make_test_home(tmp_path / "home")
     name = f"t_external_{uuid.uuid4().hex[:8]}"
     database.ensure_database(admin_database_url, name)  # empty: `services start` must migrate it
@@ -74,3 +74,5 @@ def test_services_start_on_given_servers_starts_nothing_and_exports_them(
             assert conn.execute("select 1").fetchone() == (1,)
     finally:
         database.drop_database(admin_database_url, name)
+        for process in processes_under(home):  # only if it wrongly started servers of its own
+            process.kill()

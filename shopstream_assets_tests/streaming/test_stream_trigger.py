@@ -26,10 +26,11 @@ def test_a_trigger_spaces_the_batches_of_a_backlog(
 
     Spark's processing-time trigger fires at most once per slot of the interval: a batch that
     overruns its slot lets the next one start at once, but never two in one slot, so two batches
-    apart always start more than one interval apart. Without the trigger the five batches run back
-    to back, about as long as their own work (well under a second each on a quiet box), and the
-    check on the first and last batch fails; on a box so loaded that each batch takes seconds, it
-    cannot tell the two apart, but it never fails a working trigger.
+    apart always start more than one interval apart. Without the trigger the five batches would run
+    back to back, as long as their own work, and on a quiet box the first and last would start
+    well under 6 s apart. On a box so loaded that each batch takes seconds (tried: at a load of 20
+    on 2 cores, the batches without a trigger were 2.6-3.7 s apart), it cannot tell the two apart,
+    but it never fails a working trigger.
     """
     sent = produce_events(kafka_bootstrap, topic, 300, seed=5)
     settings = load_settings(shopstream_env)
