@@ -154,8 +154,8 @@ class Websocket:
 def test_the_auto_refresh_controls_set_and_stop_the_live_re_runs(dashboard: Dashboard) -> None:
     """Default every 5 s; the slider makes it 2 s; the switch stops it and starts it again.
 
-    Broken on purpose (the fragment's ``run_every`` left at the default whatever the slider says),
-    this test fails: no ``auto_rerun`` of 2 s is ever sent.
+    Broken on purpose (the fragment re-run every 5 s whatever the slider says), this test failed:
+    no ``auto_rerun`` of 2 s was ever sent.
     """
     socket = Websocket()
     page = dashboard.browser.new_page()

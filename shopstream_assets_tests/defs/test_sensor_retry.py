@@ -74,8 +74,9 @@ def test_a_failed_run_is_retried_under_new_run_keys_with_a_doubling_wait(
 ) -> None:
     """No batch after the failed run: retry 1 at once, then 2 x, 4 x ... the interval, at most 300 s.
 
-    Broken on purpose (the retry requested under the failed run's own key, or the wait not
-    doubling), this test fails: the daemon would drop that key, and the waits below differ.
+    Broken on purpose, this test failed: with the retry requested under the failed run's own key
+    (``bronze-3-7``, a key the daemon drops as seen), and with a wait growing linearly (retry 7
+    requested 290 s after a failure instead of waiting out the 300 s).
     """
     instance = dagster_instance
     assert "no new batches" in _tick(defs, instance).skip_message  # nothing failed: nothing to retry
