@@ -28,8 +28,8 @@ def test_a_trigger_spaces_the_batches_of_a_backlog(
     overruns its slot lets the next one start at once, but never two in one slot, so two batches
     apart always start more than one interval apart. Broken on purpose (the stream run without the
     trigger), this test failed at a load of 13 on 2 cores: the batches started 0, 2.4, 3.4 and 4.4 s
-    in, the third 3.4 s after the first. A box so loaded that each batch takes more than two
-    seconds could not tell the two apart (seen at a load of 20), but never fails a working trigger.
+    in, the third 3.4 s after the first. On a box so loaded that each batch takes two seconds or
+    more it cannot tell the two apart, but it never fails a working trigger.
     """
     sent = produce_events(kafka_bootstrap, topic, 180, seed=5)
     settings = load_settings(shopstream_env)
