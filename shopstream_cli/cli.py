@@ -128,11 +128,12 @@ def jars_command() -> None:
 def migrate_command() -> None:
     """Create the bronze/silver/gold schemas and the Bronze tables (idempotent)."""
     from shopstream.embedded import ServiceError
-    from shopstream.services import endpoints
+    from shopstream.services import database_urls
     from streaming.migrations import migrate
 
     try:
-        applied = migrate(endpoints(settings_or_exit()).database_url)
+        # PostgreSQL alone: a migration must not need the broker to be up.
+        applied = migrate(database_urls(settings_or_exit())[0])
     except ServiceError as error:
         raise fail(str(error)) from None
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database already up to date")

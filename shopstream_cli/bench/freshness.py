@@ -34,7 +34,7 @@ import typer
 from shopstream import database
 from shopstream.command import fail, finite
 from shopstream.embedded import ServiceError
-from shopstream.kafka_admin import ensure_topic
+from shopstream.kafka_admin import ensure_topic, watermarks
 from shopstream.processes import spawn, stop_group
 from shopstream.services import Endpoints, endpoints
 from shopstream.settings import Settings, SettingsError, load_settings
@@ -53,6 +53,7 @@ from streaming.migrations import migrate
 BENCH_DATABASE = "shopstream_bench_freshness"
 TARGET_P95_S = 15.0
 POLL_INTERVAL_S = 0.2
+RUN_SETTLE_TIMEOUT_S = 60
 # `shopstream stream` is this function; calling it directly keeps the benchmark independent
 # of how the CLI names its commands.
 STREAM_COMMAND = "import typer; from streaming.stream_command import stream_command; typer.run(stream_command)"
@@ -224,11 +225,12 @@ def run_freshness_benchmark(
     rate: float,
     seconds: float,
     warmup: float,
+    drain: float = 90,
     progress: Callable[[str], None] = typer.echo,
 ) -> FreshnessResult:
     import dagster as dg
 
-    from shopstream_assets.defs.streaming.sensors import SENSOR_NAME
+    from shopstream_assets.defs.streaming.sensors import IN_FLIGHT_STATUSES, SENSOR_NAME
 
     found = endpoints(settings)
     database.drop_database(found.database_url, BENCH_DATABASE)
@@ -281,13 +283,14 @@ def run_freshness_benchmark(
                 progress(
                     f"  {time.time() - began:5.0f} s  Gold has reached batch {_max_reached(watch)}  (load {load:.1f})"
                 )
-        # Let Gold catch up with the last batch the stream commits.
-        drain_deadline = time.time() + 90
+        # Let Gold catch up with the last batch the stream commits, once Bronze holds every message
+        # sent (Gold may reach one batch while the stream still writes the next).
+        drain_deadline = time.time() + drain
         last_batch = -1
         while time.time() < drain_deadline:
             watch.observe(_gold_rows(conn), time.time())
             newest = ledger.latest_batch_id(conn, topic)
-            if newest == last_batch and _max_reached(watch) >= newest > 0:
+            if newest == last_batch and _max_reached(watch) >= newest > 0 and _bronze_has_all(conn, found, topic):
                 break
             last_batch = newest
             time.sleep(POLL_INTERVAL_S)
@@ -298,6 +301,12 @@ def run_freshness_benchmark(
             _environment(bench.environment()),
             dg.DagsterInstance.from_config(str(bench_settings.dagster_home)) as instance,
         ):
+            # Gold holds the last batch a moment before the run that put it there ends: let that run
+            # end, or a short benchmark reports no dbt run at all.
+            in_flight = dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}, statuses=IN_FLIGHT_STATUSES)
+            settle_deadline = time.time() + RUN_SETTLE_TIMEOUT_S
+            while instance.get_runs_count(filters=in_flight) and time.time() < settle_deadline:
+                time.sleep(POLL_INTERVAL_S)
             records = instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}))
             committed_at = ledger.batch_commit_times(conn, topic)
             steps, manifest_reused_runs, timed_runs = _cycle_steps(instance, records, committed_at)
@@ -329,6 +338,11 @@ def run_freshness_benchmark(
     )
 
 
+def _bronze_has_all(conn: object, found: Endpoints, topic: str) -> bool:
+    behind = ledger.messages_behind(watermarks(found.kafka_bootstrap, topic), ledger.committed_offsets(conn, topic))
+    return not any(behind.values())
+
+
 def _max_reached(watch: GoldWatch) -> int:
     return max((history[-1][0] for history in watch.reached.values() if history), default=0)
 
@@ -355,11 +369,17 @@ def freshness_benchmark_command(
             "--warmup", min=0.0, callback=finite, help="Producing time before measuring (JVM, first dbt runs)."
         ),
     ] = 60,
+    drain: Annotated[
+        float,
+        typer.Option(
+            "--drain", min=0.0, help="Most seconds to wait, after producing, for Gold to take the last batch."
+        ),
+    ] = 90,
 ) -> None:
     """Event-to-Gold latency (p50/p95) and dbt run durations with producer, stream and daemon running."""
     try:
         settings = load_settings()
-        result = run_freshness_benchmark(settings, rate=rate, seconds=seconds, warmup=warmup)
+        result = run_freshness_benchmark(settings, rate=rate, seconds=seconds, warmup=warmup, drain=drain)
     except (SettingsError, ServiceError) as error:
         raise fail(error) from None
     typer.echo("")
