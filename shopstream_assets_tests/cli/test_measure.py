@@ -62,7 +62,7 @@ def test_cpu_of_a_child_that_exited_between_two_samples_is_counted() -> None:
 
     The figure is read after the first sample taken once the child was reaped (counted, not
     slept for). A sampler adding only the live members' own times fails here whenever no
-    sample catches the child alive: its second then shows only in the parent's children_* times."""
+    sample catches the child alive: its second then shows only in the parent's children_* times (tried)."""
     parent = None
     sampler = ResourceSampler({"parent": lambda: [parent.pid] if parent else []}, interval=4.0)
     try:

@@ -56,7 +56,7 @@ def test_every_page_renders_its_charts_in_a_real_browser(
 ) -> None:
     """Errors are looked for once Streamlit says the page's script run is over, not a fixed
     second after the charts appear: a page that raises after drawing its charts fails here
-    on any machine, however slow its last query."""
+    on any machine, however slow its last query (tried)."""
     from playwright.sync_api import sync_playwright
 
     # Never a skip: a green suite without its browser test would be a claim nobody checked.

@@ -217,7 +217,8 @@ def test_writers_of_different_topics_share_one_lock(spark, database_url: str) ->
 
     Shown, not inferred from a quiet second: PostgreSQL reports the other writer's backend
     waiting on an advisory lock that the holder's backend blocks; released, it commits after.
-    A lock per topic (or none) fails this: the other writer commits at once, never waiting."""
+    A lock per topic (or none) fails this: the other writer commits at once, never waiting
+    (tried with no lock)."""
     finished = threading.Event()
     other_backend: list[int] = []
     first, other = validated(spark, events(3, start=10)), validated(spark, events(3), first_offset=100)
@@ -262,7 +263,7 @@ def test_a_batch_postgresql_refuses_for_its_data_fails_at_once_naming_the_batch(
 
     "At once" is counted in attempts, not seconds: a retry would log its warning. A sink that
     retried this error (``never_succeeds`` ignored by ``retrying``) fails here after one
-    retry's second, the writer's wrapper still calling the last error a poison batch."""
+    retry's second, the writer's wrapper still calling the last error a poison batch (tried)."""
     batch = validated(spark, events(3), first_offset=40)
     # Bypasses the rules (they reject an id this long) to reach PostgreSQL's own limit.
     too_long_for_the_btree = "".join(chr(0x4E00 + (index * 7919) % 20_000) for index in range(3_000))

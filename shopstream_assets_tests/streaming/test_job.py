@@ -251,7 +251,7 @@ def test_a_stop_while_the_last_commit_fails_ends_in_an_error_and_the_next_start_
     had finished, and the next start writes that batch from Kafka, once.
     The commit fails only once the query watch has acted on the stop (the query is gone from
     Spark's active ones), so the path tested is the stop's, whatever the machine's speed.
-    A job that returned its summary on a stop without asking the writer fails here."""
+    A job that returned its summary on a stop without asking the writer fails here (tried)."""
     from streaming.bronze_sink import BronzeSink
 
     settings = settings_for(shopstream_env)

@@ -90,13 +90,14 @@ def test_round_trip_delivered_equals_read_back_per_partition_in_order(kafka_boot
 
 def test_rate_is_paced_smoothly_and_event_time_matches_send_time(kafka_bootstrap: str, topic: str) -> None:
     """Each event goes out when due: never before its event time (the send stamp and the event
-    time come from one clock, so no load can fail that), and typically within a loop turn.
+    time come from one clock, so no load can fail that), and typically within a loop turn of it.
 
-    A stall on a loaded machine delays the messages it covers and the catch-up sends them
+    The producer paces on a clock shifted back by its own set-up time (longer on a loaded
+    machine), so every send is late by at least that shift: "within a turn" is measured from
+    the smallest lag seen. A stall delays the messages it covers and the catch-up sends them
     together; the typical message and the typical 100 ms window do not move. A producer
-    sending each second's events at its start fails the first check (up to a second early);
-    one holding them to the second's end fails the other two (half a second late typically,
-    every busy window holding a second's worth)."""
+    sending each second's events at its start fails the first check; one holding them to the
+    second's end fails the other two (both tried)."""
     rate, events = 400.0, 1_200
     producer = ClickstreamProducer(kafka_bootstrap, topic)
     # Bounded by a count (see the next test): a stall near a deadline would cut events off the end.
@@ -111,9 +112,12 @@ def test_rate_is_paced_smoothly_and_event_time_matches_send_time(kafka_bootstrap
         assert event_time is not None
         lags.append(timedelta(milliseconds=sent_at) - timedelta(seconds=event_time.timestamp()))
     # Never early, give or take the millisecond the header is rounded to (late events are >= 2
-    # minutes behind their send, so even the typical lag below keeps them clearly apart).
+    # minutes behind their send, so they stay clearly apart from any lag seen here).
     assert min(lags) >= timedelta(milliseconds=-50), min(lags)
-    assert statistics.median(lags) <= timedelta(milliseconds=250), f"typical lag {statistics.median(lags)}"
+    # Generous: a guard against batching by design (a second's events held to its end wait half
+    # a second typically), not a timing.
+    typical_delay = statistics.median(lags) - min(lags)
+    assert typical_delay <= timedelta(milliseconds=400), f"typical send {typical_delay} after the earliest"
     windows = Counter(sent_at // 100 for *_, sent_at in messages)
     typical_window = statistics.median(windows.values())
     assert typical_window <= rate / 10 * 3, f"a typical 100 ms window holds {typical_window} messages"
@@ -142,7 +146,7 @@ def test_a_paced_producer_sleeps_between_turns(kafka_bootstrap: str, topic: str)
     Counted in turns, not timed: every turn that had nothing to send waits at least a whole
     millisecond, and such turns are at most one per pacing tick plus one per delivery report
     (a wait ends early only to serve reports). Load only makes a run longer, which allows more
-    turns, never fewer; the spinning loop made hundreds of thousands a second and fails both.
+    turns, never fewer. The spinning loop (its sub-millisecond waits brought back) fails (tried).
     Bounded by a count, not a deadline: a stall near a deadline would cut events off the end
     (CI once sent 3,504 of 4,000 in 2 s that way), while pacing can only make a run longer."""
     rate, events = 2_000.0, 4_000
