@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+from shopstream_assets_tests.waiting import wait_until
 from shopstream_cli.bench.measure import ResourceSampler
 
 # Burns about a second of CPU, says so, then does what the argument says.
@@ -57,7 +58,11 @@ time.sleep(30)
 
 
 def test_cpu_of_a_child_that_exited_between_two_samples_is_counted() -> None:
-    """Like a PostgreSQL backend or a dbt process: alive for less than a sampling interval."""
+    """Like a PostgreSQL backend or a dbt process: alive for less than a sampling interval.
+
+    The figure is read after the first sample taken once the child was reaped (counted, not
+    slept for). A sampler adding only the live members' own times fails here whenever no
+    sample catches the child alive: its second then shows only in the parent's children_* times (tried)."""
     parent = None
     sampler = ResourceSampler({"parent": lambda: [parent.pid] if parent else []}, interval=4.0)
     try:
@@ -66,7 +71,10 @@ def test_cpu_of_a_child_that_exited_between_two_samples_is_counted() -> None:
                 [sys.executable, "-c", _PARENT_OF_A_SHORT_CHILD], stdout=subprocess.PIPE, text=True
             )
             assert parent.stdout is not None and parent.stdout.readline() == "child done\n"
-            time.sleep(4.5)  # the next sample sees only the reaped child's times
+            samples_before = sampler.usage["parent"].samples
+            wait_until(
+                lambda: sampler.usage["parent"].samples > samples_before, what="a sample after the child was reaped"
+            )
         assert sampler.usage["parent"].cpu_seconds >= 0.9
     finally:
         if parent is not None:

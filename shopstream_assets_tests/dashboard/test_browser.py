@@ -18,6 +18,15 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 PAGES = {"": ("overview", 4), "user_behavior": ("user_behavior", 4), "live_stream": ("live_stream", 2)}
 
 
+# Streamlit marks its root element with the script's state; Plotly sets _fullLayout on a chart once drawn.
+DRAWN_AND_DONE = """n => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    const plots = [...document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')];
+    return app !== null && app.dataset.testScriptState === "notRunning" && plots.length >= n
+        && plots.every(plot => plot._fullLayout && plot.querySelector(".main-svg"));
+}"""
+
+
 def dashboard_command(port: int) -> list[str]:
     """`shopstream dashboard --port N`, through the CLI when the command is registered."""
     from shopstream_cli.cli import app
@@ -45,6 +54,9 @@ def wait_for_http(url: str, timeout: float = 60) -> None:
 def test_every_page_renders_its_charts_in_a_real_browser(
     shop: Shop, shopstream_env: dict[str, str], spawn_process: Spawn
 ) -> None:
+    """Errors are looked for once Streamlit says the page's script run is over, not a fixed
+    second after the charts appear: a page that raises after drawing its charts fails here
+    on any machine, however slow its last query (tried)."""
     from playwright.sync_api import sync_playwright
 
     # Never a skip: a green suite without its browser test would be a claim nobody checked.
@@ -71,12 +83,8 @@ def test_every_page_renders_its_charts_in_a_real_browser(
             page = browser.new_page(viewport={"width": 1600, "height": 2000})
             for path, (name, charts) in PAGES.items():
                 page.goto(base + path)
-                page.wait_for_function(
-                    "n => document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .main-svg').length >= n",
-                    arg=charts,
-                    timeout=45_000,
-                )
-                page.wait_for_timeout(1_000)  # let Plotly finish its layout before the picture
+                # The script run over (so no error element can still come) and every chart laid out.
+                page.wait_for_function(DRAWN_AND_DONE, arg=charts, timeout=45_000)
                 assert page.locator('[data-testid="stException"]').count() == 0, name
                 assert page.locator('[data-testid="stAlertContentError"]').count() == 0, name
                 page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
-from datetime import timedelta
+import zlib
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
 
 import pytest
 import streamlit as st
@@ -15,9 +18,13 @@ from dashboard.metrics import KPIS, format_value
 from shopstream import database
 from shopstream.embedded import free_port
 from shopstream.services import Endpoints
+from shopstream_assets_tests.conftest import TEST_PARTITIONS
 from shopstream_assets_tests.dashboard.conftest import PAGES_DIR, Shop, fresh_database, point_dashboard_at
 from shopstream_assets_tests.dashboard.expected import kpis_from_silver, scalar
+from shopstream_assets_tests.streaming.conftest import produce_messages
+from streaming.bronze_load import KafkaPositions, write_messages
 from streaming.migrations import migrate
+from streaming.simulator import Simulator
 
 PAGES = ("overview", "user_behavior", "live_stream")
 RUN_TIMEOUT = 60
@@ -93,22 +100,99 @@ def test_user_behavior_shows_tiers_and_ranked_hot_leads(shop: Shop, monkeypatch:
     assert any("Download" in str(button.proto.label) for button in app.get("download_button"))
 
 
+# How the Live page writes a span: (unit, seconds per unit, half the last digit shown, in seconds).
+SPAN_UNITS = {"s": (1, 0.5), "min": (60, 30), "h": (3_600, 180), "d": (86_400, 4_320)}
+
+
+def assert_span_shown(shown: str, moment: datetime, before: datetime, after: datetime, what: str) -> None:
+    """``shown`` ("12 s ago", "3 min", ...) is the age of ``moment`` at some instant the page ran in."""
+    found = re.fullmatch(r"([\d.]+) (s|min|h|d)(?: ago)?", shown)
+    assert found, f"{what}: {shown!r} is not a span"
+    per_unit, rounding = SPAN_UNITS[found[2]]
+    seconds = float(found[1]) * per_unit
+    youngest, oldest = (before - moment).total_seconds(), (after - moment).total_seconds()
+    assert youngest - rounding <= seconds <= oldest + rounding, (
+        f"{what}: shown {shown!r}, while the page ran it was {youngest:.1f}-{oldest:.1f} s"
+    )
+
+
+def database_now(url: str) -> datetime:
+    return scalar(url, "select now()")
+
+
 def test_live_stream_shows_bronze_batches_rejects_and_gold_freshness(
     shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The health figures against the database's own facts, read apart from the page's queries:
+    the newest ledger commit of the topic, the newest gold.refresh_log row, and the newest event
+    time among the Bronze rows of the batches that refresh included. Each shown age must be what
+    the database clock gave while the page ran, to the digit shown. A page dating the last
+    batch by the topic's first batch fails here while ages are shown to the second (under
+    90 s); one measuring freshness from the Gold refresh rather than from the newest event
+    Gold holds fails too (both tried)."""
     point_dashboard_at(monkeypatch, shop.reader_url)
+    before = database_now(shop.admin_url)
     app = run_page("live_stream")
+    after = database_now(shop.admin_url)
     shown = metrics(app)
-    assert shown["Last Bronze batch"].endswith("ago")
     assert shown["Ingest lag"] == "unknown"  # no broker configured in this test
-    assert shown["Event-to-Gold freshness"] != "–"
-    # The last Gold refresh is the dbt run's start in gold.refresh_log, seconds to minutes ago.
-    assert shown["Last Gold refresh"].endswith("ago")
+    last_commit = scalar(
+        shop.admin_url, "select max(committed_at) from bronze.ingest_batches where kafka_topic = %s", (shop.topic,)
+    )
+    assert_span_shown(shown["Last Bronze batch"], last_commit, before, after, "Last Bronze batch")
+    # The last Gold refresh is the dbt run's start in gold.refresh_log.
     assert scalar(shop.admin_url, "select count(*) from gold.refresh_log") >= 1
+    refreshed_at = scalar(shop.admin_url, "select max(refreshed_at) from gold.refresh_log")
+    assert_span_shown(shown["Last Gold refresh"], refreshed_at, before, after, "Last Gold refresh")
+    newest_in_gold = scalar(
+        shop.admin_url,
+        "select max(event_timestamp) from bronze.clickstream_events where batch_id <= ("
+        " select gold_batch_id from gold.refresh_log order by refreshed_at desc limit 1)",
+    )
+    assert_span_shown(shown["Event-to-Gold freshness"], newest_in_gold, before, after, "Event-to-Gold freshness")
     assert len(app.get("plotly_chart")) == 2  # events per second, rejects by reason
     latest = app.dataframe[0].value
     newest = scalar(shop.admin_url, "select max(ingested_at) from bronze.clickstream_events")
     assert latest["ingested_at"].iloc[0] == newest
+
+
+def test_live_stream_lag_is_what_the_broker_holds_beyond_bronze(
+    admin_database_url: str, servers: Endpoints, kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 messages on a real topic, the first 200 of them in Bronze: the lag is 100, known by
+    construction, not by the page's formula; its help names the partition furthest behind. A lag
+    counted from the broker's low watermarks (300), or treating Bronze's next offsets as the last
+    ones written (100 plus one per partition, tried), fails here; so does a last batch dated wrongly."""
+    name, admin_url = fresh_database(admin_database_url, "t_dashboard_lag")
+    try:
+        sent = Simulator(seed=29, bad_ratio=0.1).take(300)
+        in_bronze = 200
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        for key, value in zip(sent.keys, sent.values, strict=True):
+            # Where the Bronze loader below places each message, so broker and Bronze offsets agree.
+            by_partition[zlib.crc32(key) % TEST_PARTITIONS].append((key, value))
+        for partition, messages in by_partition.items():
+            keys, values = zip(*messages, strict=True)
+            produce_messages(kafka_bootstrap, topic, values, keys=keys, partition=partition)
+        with database.connect(admin_url, autocommit=True) as conn:
+            positions = KafkaPositions(topic, TEST_PARTITIONS)
+            write_messages(conn, sent.keys[:in_bronze], sent.values[:in_bronze], positions)
+        behind = Counter(zlib.crc32(key) % TEST_PARTITIONS for key in sent.keys[in_bronze:])
+        worst = max(sorted(behind), key=lambda partition: behind[partition])
+
+        point_dashboard_at(monkeypatch, database.with_database(servers.dashboard_database_url, name), topic)
+        monkeypatch.setenv("SHOPSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
+        before = database_now(admin_url)
+        app = run_page("live_stream")
+        after = database_now(admin_url)
+        lag = next(metric for metric in app.metric if metric.label == "Ingest lag")
+        assert lag.value == f"{len(sent.values) - in_bronze} msgs"
+        assert f"most behind: partition {worst} ({behind[worst]:,})" in lag.proto.help
+        last_commit = scalar(admin_url, "select max(committed_at) from bronze.ingest_batches")
+        assert_span_shown(metrics(app)["Last Bronze batch"], last_commit, before, after, "Last Bronze batch")
+    finally:
+        get_pool.clear()  # closes the pool before its database goes
+        database.drop_database(admin_database_url, name)
 
 
 def test_an_empty_database_says_so_on_every_page(admin_database_url: str, servers: Endpoints, monkeypatch) -> None:

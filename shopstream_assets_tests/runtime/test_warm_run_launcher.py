@@ -19,6 +19,7 @@ from shopstream_assets.defs.streaming.sensors import refresh_silver_gold_job
 from shopstream_assets.runtime.dagster_instance import REPO_ROOT, dbt_profile_environment, prepare_dbt_manifest
 from shopstream_assets.runtime.dagster_private import LaunchRunContext, ReconstructableRepository, WorkerStatus
 from shopstream_assets.runtime.warm_run_launcher import PID_TAG, WarmRunLauncher
+from shopstream_assets_tests.waiting import wait_until
 
 RUN_TIMEOUT_S = 240
 
@@ -82,6 +83,11 @@ def _warm_worker_pid(instance: dg.DagsterInstance, run_id: str) -> str:
 def test_runs_fork_from_a_warm_worker_that_steps_aside_for_new_code_and_can_be_cancelled(
     dagster_instance: dg.DagsterInstance, launcher: WarmRunLauncher, database_url: str
 ) -> None:
+    """The cancel comes once PostgreSQL shows the run's dbt connection waiting on the lock the
+    test holds (a fixed pause could cancel the run before dbt started, an earlier path), and the
+    worker must be gone before the lock is released. A cancel that reaches dbt only once it
+    returns (the interrupt left to Dagster's safe points, not raised in dbt as KeyboardInterrupt)
+    fails here: the run stays CANCELING, its worker blocked in dbt (tried)."""
     finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
     first = _launch(dagster_instance, launcher)
     second = _launch(dagster_instance, launcher)
@@ -104,18 +110,28 @@ def test_runs_fork_from_a_warm_worker_that_steps_aside_for_new_code_and_can_be_c
     assert _warm_worker_pid(dagster_instance, third) != _warm_worker_pid(dagster_instance, first)
 
     # A run stuck on a lock is cancelled as from the UI: it ends CANCELED, its worker gone.
-    with connect(database_url) as blocker:
+    with connect(database_url) as blocker, connect(database_url, autocommit=True) as observer:
         blocker.execute("lock table gold.mart_daily_metrics in access exclusive mode")
         stuck = _launch(dagster_instance, launcher)
         _wait_for(dagster_instance, stuck, {dg.DagsterRunStatus.STARTED})
-        time.sleep(2)  # into the dbt step, waiting on the lock
+        dbt_waiting_on_the_lock = (
+            "select count(*) from pg_stat_activity where datname = current_database() and application_name = 'dbt'"
+            " and wait_event_type = 'Lock' and %s = any(pg_blocking_pids(pid))"
+        )
+
+        def in_the_dbt_step_waiting_on_the_lock() -> bool:
+            run = dagster_instance.get_run_by_id(stuck)
+            assert run is not None and run.status not in finished, f"the run ended before it met the lock: {run}"
+            return observer.execute(dbt_waiting_on_the_lock, (blocker.info.backend_pid,)).fetchone()[0] > 0
+
+        wait_until(in_the_dbt_step_waiting_on_the_lock, what="the run's dbt step waiting on the lock", interval=0.2)
         assert launcher.terminate(stuck)
         cancelled = _wait_for(dagster_instance, stuck, finished)
+        assert cancelled.status == dg.DagsterRunStatus.CANCELED
+        # Gone while the lock is still held: a worker left blocked in dbt would finish once released.
+        wait_until(
+            lambda: launcher.check_run_worker_health(cancelled).status != WorkerStatus.RUNNING,
+            what="the cancelled run's worker gone while the lock is still held",
+            interval=0.2,
+        )
         blocker.rollback()
-    assert cancelled.status == dg.DagsterRunStatus.CANCELED
-    health = launcher.check_run_worker_health(cancelled)
-    deadline = time.monotonic() + 30
-    while health.status == WorkerStatus.RUNNING and time.monotonic() < deadline:
-        time.sleep(0.5)
-        health = launcher.check_run_worker_health(cancelled)
-    assert health.status != WorkerStatus.RUNNING

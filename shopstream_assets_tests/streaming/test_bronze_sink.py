@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import psycopg
 import pyarrow as pa
@@ -11,6 +10,7 @@ import pyarrow.compute as pc
 import pytest
 
 from shopstream_assets_tests.streaming.conftest import good_event, kafka_frame, without
+from shopstream_assets_tests.waiting import wait_until
 from streaming.bronze_batch import write_batch
 from streaming.bronze_sink import BronzeSink, PoisonBatchError, never_succeeds, retrying
 from streaming.events import RejectReason, encode_event
@@ -213,29 +213,57 @@ def test_an_id_the_probe_misses_falls_back_to_the_staging_path(spark, database_u
 
 
 def test_writers_of_different_topics_share_one_lock(spark, database_url: str) -> None:
-    """batch_id must grow in commit order across topics: a writer waits for any other."""
+    """batch_id must grow in commit order across topics: a writer waits for any other.
+
+    Shown, not inferred from a quiet second: PostgreSQL reports the other writer's backend
+    waiting on an advisory lock that the holder's backend blocks; released, it commits after.
+    A lock per topic (or none) fails this: the other writer commits at once, never waiting
+    (tried with no lock)."""
     finished = threading.Event()
+    other_backend: list[int] = []
     first, other = validated(spark, events(3, start=10)), validated(spark, events(3), first_offset=100)
 
     def write_other_topic() -> None:
         with psycopg.connect(database_url, autocommit=True) as conn:
+            other_backend.append(conn.info.backend_pid)
             write_batch(conn, other, topic="another-topic")
         finished.set()
 
-    with psycopg.connect(database_url, autocommit=True) as holder:
+    with (
+        psycopg.connect(database_url, autocommit=True) as observer,
+        psycopg.connect(database_url, autocommit=True) as holder,
+    ):
+
+        def blocked_by_the_holder() -> bool:
+            assert not finished.is_set(), "a writer of another topic went past the Bronze lock"
+            if not other_backend:
+                return False
+            waiting = observer.execute(
+                "select wait_event_type, wait_event, pg_blocking_pids(pid) from pg_stat_activity where pid = %s",
+                (other_backend[0],),
+            ).fetchone()
+            return waiting == ("Lock", "advisory", [holder.info.backend_pid])
+
         with holder.transaction():
             write_batch(holder, first, topic=TOPIC)
             writer = threading.Thread(target=write_other_topic)
             writer.start()
-            assert not finished.wait(1.0), "a writer of another topic went past the Bronze lock"
-        writer.join(30)
-    assert finished.is_set()
+            wait_until(blocked_by_the_holder, what="the other topic's writer waiting on the holder's Bronze lock")
+            assert not finished.is_set()
+        writer.join(60)
+    assert finished.is_set(), "the other topic's writer did not commit once the lock was released"
     rows = fetch(database_url, "select kafka_topic from bronze.ingest_batches order by batch_id")
     assert rows == [(TOPIC,), ("another-topic",)]
 
 
-def test_a_batch_postgresql_refuses_for_its_data_fails_at_once_naming_the_batch(spark, database_url: str) -> None:
-    """An index row too big (SQLSTATE 54000) fails the same way every time: no retry loop."""
+def test_a_batch_postgresql_refuses_for_its_data_fails_at_once_naming_the_batch(
+    spark, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An index row too big (SQLSTATE 54000) fails the same way every time: no retry loop.
+
+    "At once" is counted in attempts, not seconds: a retry would log its warning. A sink that
+    retried this error (``never_succeeds`` ignored by ``retrying``) fails here after one
+    retry's second, the writer's wrapper still calling the last error a poison batch (tried)."""
     batch = validated(spark, events(3), first_offset=40)
     # Bypasses the rules (they reject an id this long) to reach PostgreSQL's own limit.
     too_long_for_the_btree = "".join(chr(0x4E00 + (index * 7919) % 20_000) for index in range(3_000))
@@ -244,10 +272,14 @@ def test_a_batch_postgresql_refuses_for_its_data_fails_at_once_naming_the_batch(
         "event_id",
         pa.array([too_long_for_the_btree, "EVT_a", "EVT_b"], pa.string()),
     )
-    began = time.monotonic()
-    with BronzeSink(database_url, TOPIC, attempts=8) as sink, pytest.raises(PoisonBatchError) as refused:
+    with (
+        caplog.at_level("WARNING", logger="shopstream.stream"),
+        BronzeSink(database_url, TOPIC, attempts=2) as sink,
+        pytest.raises(PoisonBatchError) as refused,
+    ):
         sink.write(batch, spark_batch_id=7)
-    assert time.monotonic() - began < 5, "retried an error that can never succeed"
+    retries = [record.getMessage() for record in caplog.records if "retry" in record.getMessage()]
+    assert retries == [], "retried an error that can never succeed"
     message = str(refused.value)
     assert "Spark batch 7" in message and "partition 0 offsets 40-40" in message and "SQLSTATE 54000" in message
     assert isinstance(refused.value.__cause__, psycopg.errors.ProgramLimitExceeded)

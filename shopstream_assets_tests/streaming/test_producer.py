@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -22,8 +23,8 @@ from shopstream_assets_tests.conftest import Spawn
 from shopstream_cli.bench.produce import measure_delivery
 from streaming.bad_messages import Outcome
 from streaming.events import SENT_AT_HEADER, Repair, parse_timestamp, validate_message
-from streaming.producer import ClickstreamProducer, run
-from streaming.simulator import Simulator
+from streaming.producer import PACING_TICK_S, ClickstreamProducer, run
+from streaming.simulator import Batch, Simulator
 
 # (offset, key, value, sent_at_ms) per partition, in offset order.
 PartitionLog = dict[int, list[tuple[int, bytes, bytes, int]]]
@@ -88,6 +89,15 @@ def test_round_trip_delivered_equals_read_back_per_partition_in_order(kafka_boot
 
 
 def test_rate_is_paced_smoothly_and_event_time_matches_send_time(kafka_bootstrap: str, topic: str) -> None:
+    """Each event goes out when due: never before its event time (the send stamp and the event
+    time come from one clock, so no load can fail that), and typically within a loop turn of it.
+
+    The producer paces on a clock shifted back by its own set-up time (longer on a loaded
+    machine), so every send is late by at least that shift: "within a turn" is measured from
+    the smallest lag seen. A stall delays the messages it covers and the catch-up sends them
+    together; the typical message and the typical 100 ms window do not move. A producer
+    sending each second's events at its start fails the first check; one holding them to the
+    second's end fails the other two (both tried)."""
     rate, events = 400.0, 1_200
     producer = ClickstreamProducer(kafka_bootstrap, topic)
     # Bounded by a count (see the next test): a stall near a deadline would cut events off the end.
@@ -96,35 +106,59 @@ def test_rate_is_paced_smoothly_and_event_time_matches_send_time(kafka_bootstrap
     assert result.seconds >= events / rate * 0.95, f"{events:,} events in {result.seconds:.2f} s: not paced"
 
     messages = [message for log in read_topic(kafka_bootstrap, topic, result.counts.sent).values() for message in log]
-    # No burst: every 100 ms window holds about rate/10 messages, never a second's worth (the
-    # factor 3 leaves room for a scheduling hiccup on a busy 2-core machine).
-    windows = Counter(sent_at // 100 for *_, sent_at in messages)
-    inner = sorted(windows.items())[1:-1]
-    assert max(count for _, count in inner) <= rate / 10 * 3
+    lags = []
     for _, _, value, sent_at in messages:
         event_time = parse_timestamp(json.loads(value)["event_timestamp"])
         assert event_time is not None
-        lag = timedelta(milliseconds=sent_at) - timedelta(seconds=event_time.timestamp())
-        # Sent when due: event time is the send time, give or take a loop turn (late events
-        # are >= 2 minutes behind, so this leaves them clearly apart).
-        assert timedelta(milliseconds=-50) <= lag <= timedelta(seconds=2)
+        lags.append(timedelta(milliseconds=sent_at) - timedelta(seconds=event_time.timestamp()))
+    # Never early, give or take the millisecond the header is rounded to (late events are >= 2
+    # minutes behind their send, so they stay clearly apart from any lag seen here).
+    assert min(lags) >= timedelta(milliseconds=-50), min(lags)
+    # Generous: a guard against batching by design (a second's events held to its end wait half
+    # a second typically), not a timing.
+    typical_delay = statistics.median(lags) - min(lags)
+    assert typical_delay <= timedelta(milliseconds=400), f"typical send {typical_delay} after the earliest"
+    windows = Counter(sent_at // 100 for *_, sent_at in messages)
+    typical_window = statistics.median(windows.values())
+    assert typical_window <= rate / 10 * 3, f"a typical 100 ms window holds {typical_window} messages"
+
+
+class TurnCountingProducer(ClickstreamProducer):
+    """The real producer, counting the loop's turns that sent nothing and the waits they asked for."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.empty_turns = 0
+        self.waits: list[float] = []
+
+    def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        super().wait(seconds)
+
+    def send(self, batch: Batch) -> None:
+        self.empty_turns += not batch.values
+        super().send(batch)
 
 
 def test_a_paced_producer_sleeps_between_turns(kafka_bootstrap: str, topic: str) -> None:
     """At 2,000 events/s the next event is always under a millisecond away; the producer once
     waited that long, librdkafka rounded it down to no wait, and the loop spun a whole core.
-    CPU time, not wall time: a loaded machine cannot fail this, a spinning loop always does.
+    Counted in turns, not timed: every turn that had nothing to send waits at least a whole
+    millisecond, and such turns are at most one per pacing tick plus one per delivery report
+    (a wait ends early only to serve reports). Load only makes a run longer, which allows more
+    turns, never fewer. The spinning loop (its sub-millisecond waits brought back) fails (tried).
     Bounded by a count, not a deadline: a stall near a deadline would cut events off the end
     (CI once sent 3,504 of 4,000 in 2 s that way), while pacing can only make a run longer."""
     rate, events = 2_000.0, 4_000
-    producer = ClickstreamProducer(kafka_bootstrap, topic)
-    cpu_before = time.process_time()
+    producer = TurnCountingProducer(kafka_bootstrap, topic)
     result = run(Simulator(9, events_per_second=rate), producer, events=events, duration=30.0)
-    cpu_seconds = time.process_time() - cpu_before
     paced_seconds = events / rate
     assert result.counts.sent == events
     assert result.seconds >= paced_seconds * 0.95, f"{events:,} events in {result.seconds:.2f} s: not paced"
-    assert cpu_seconds < paced_seconds / 2, f"{cpu_seconds:.2f} CPU s in {result.seconds:.2f} s at {rate:g} events/s"
+    assert producer.waits and len(producer.waits) == producer.empty_turns, "a turn with nothing to send did not wait"
+    assert min(producer.waits) >= 0.001, f"a wait of {min(producer.waits) * 1000:.3f} ms rounds to none"
+    most_turns = result.seconds / PACING_TICK_S + result.counts.delivered
+    assert producer.empty_turns <= most_turns, f"{producer.empty_turns:,} idle turns in {result.seconds:.2f} s"
 
 
 def producer_env(kafka_bootstrap: str, topic: str, home: Path) -> dict[str, str]:
