@@ -372,7 +372,10 @@ def freshness_benchmark_command(
     drain: Annotated[
         float,
         typer.Option(
-            "--drain", min=0.0, callback=finite, help="Most seconds to wait, after producing, for Gold to take the last batch."
+            "--drain",
+            min=0.0,
+            callback=finite,
+            help="Most seconds to wait, after producing, for Gold to take the last batch.",
         ),
     ] = 90,
 ) -> None:
