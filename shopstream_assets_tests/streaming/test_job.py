@@ -7,7 +7,6 @@ import shutil
 import signal
 import sys
 import threading
-import time
 from collections import Counter
 
 import psycopg
@@ -320,13 +319,13 @@ def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
     command = stream_command_line("--max-offsets-per-trigger", "2500", "--until-idle", "4")
 
     stream = spawn_process(command, env=shopstream_env, name="stream-killed")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and stream.poll() is None:
-        (committed,) = fetch(database_url, "select count(*) from bronze.ingest_batches")
-        if committed[0] >= 2:
-            break
-        time.sleep(0.2)
-    assert stream.poll() is None, "the stream exited before it could be killed"
+    wait_until(
+        lambda: fetch(database_url, "select count(*) from bronze.ingest_batches")[0][0] >= 2,
+        what="second committed batch of the stream to be killed",
+        timeout=600,
+        interval=0.2,
+        alive=stream,
+    )
     os.killpg(stream.pid, signal.SIGKILL)  # the Python driver and Spark's JVM, mid-batch
     stream.wait(10)
     (consumed_before_restart,) = fetch(
