@@ -25,7 +25,8 @@ from streaming.events import (
 # Strict JSON, as the reference reads it: Jackson as Spark configures it would take single
 # quotes off and NaN/Infinity (even +Infinity and -INF) as numbers.
 STRICT_JSON_OPTIONS = {"allowSingleQuotes": "false", "allowNonNumericNumbers": "false"}
-_JSON_WHITESPACE = " \t\n\r"
+# The text's first '}' followed by JSON whitespace only.
+_FIRST_CLOSE_THEN_BLANK = r"^[^}]*\}[ \t\n\r]*\z"
 # A value from_json produced for a string column that may have been a non-string JSON
 # value (number, true/false, object, array): only these rows are checked in the variant.
 # Jackson writes a non-finite number (NaN, or 1e400 read as Infinity) in quotes.
@@ -169,7 +170,7 @@ def ends_with_first_value(text: Column) -> Column:
     wrapped = {**STRICT_JSON_OPTIONS, "maxNestingDepth": str(MAX_NESTING_DEPTH + 1)}
     as_array = F.from_json(F.concat(F.lit("["), text, F.lit("]")), "array<string>", wrapped)
     as_member = F.from_json(F.concat(F.lit('{"w":'), text, F.lit("}")), "map<string,string>", wrapped)
-    closes_at_the_end = F.instr(text, "}") == F.length(F.rtrim(text, F.lit(_JSON_WHITESPACE)))
+    closes_at_the_end = (F.instr(text, "}") == F.length(text)) | text.rlike(_FIRST_CLOSE_THEN_BLANK)
     return closes_at_the_end | F.coalesce((F.size(as_array) == 1) & as_member.isNotNull(), F.lit(False))
 
 

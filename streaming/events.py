@@ -33,7 +33,7 @@ MAX_PRICE = 1_000_000_000.0
 MAX_ID_LENGTH = 256
 # What Spark's JSON parser (Jackson's StreamReadConstraints) refuses: a number with more
 # than 1000 digits, more than 1000 nested arrays/objects, or a key (object name) over 50,000
-# characters. The reference refuses them too.
+# characters (UTF-16 code units, as Java counts: an emoji is two). The reference refuses them too.
 MAX_NUMBER_DIGITS = 1000
 MAX_NESTING_DEPTH = 1000
 MAX_KEY_LENGTH = 50_000
@@ -214,6 +214,15 @@ class _JsonLimitExceeded(ValueError):
 class DuplicateKeyError(ValueError):
     """JSON whose text is one valid value, but an object in it has the same key twice."""
 
+    def __init__(self, message: str, decoded: Any) -> None:
+        super().__init__(message)
+        self.decoded = decoded  # the value, each duplicate key holding its last value
+
+
+def _java_length(key: str) -> int:
+    """Characters as Jackson counts them: UTF-16 code units (an emoji is two)."""
+    return len(key) if len(key) <= MAX_KEY_LENGTH // 2 else len(key.encode("utf-16-le", "surrogatepass")) // 2
+
 
 def _refuse_constant(token: str) -> Any:
     raise ValueError(f"{NON_FINITE_LITERAL_DETAIL}: {token}")
@@ -275,11 +284,11 @@ def decode_json(text: str) -> Any:
     if text.count("[") + text.count("{") > MAX_NESTING_DEPTH and _nesting_depth(text) > MAX_NESTING_DEPTH:
         raise _JsonLimitExceeded(f"nesting deeper than {MAX_NESTING_DEPTH} levels")
     duplicates: list[str] = []
-    # Only a text longer than the limit can hold a key over it.
-    long_keys_possible = len(text) > MAX_KEY_LENGTH
+    # Only a text of more than half the limit (an emoji is two units) can hold a key over it.
+    long_keys_possible = len(text) > MAX_KEY_LENGTH // 2
 
     def to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        if long_keys_possible and any(len(key) > MAX_KEY_LENGTH for key, _ in pairs):
+        if long_keys_possible and any(_java_length(key) > MAX_KEY_LENGTH for key, _ in pairs):
             raise _JsonLimitExceeded(f"a key over {MAX_KEY_LENGTH} characters")
         decoded = dict(pairs)
         if len(decoded) < len(pairs) and not duplicates:
@@ -289,7 +298,7 @@ def decode_json(text: str) -> Any:
 
     decoded = _loads(text, to_dict)
     if duplicates:
-        raise DuplicateKeyError(f"{DUPLICATE_KEY_DETAIL}: {duplicates[0][:100]!r}")
+        raise DuplicateKeyError(f"{DUPLICATE_KEY_DETAIL}: {duplicates[0][:100]!r}", decoded)
     return decoded
 
 
@@ -337,7 +346,10 @@ def validate_message(value: bytes | None) -> Verdict:
     try:
         event = decode_json(text)
     except DuplicateKeyError as error:
-        return Verdict(RejectReason.DUPLICATE_KEY, str(error))
+        # Not an object at all (an array of objects with duplicates) is malformed first.
+        if isinstance(error.decoded, dict):
+            return Verdict(RejectReason.DUPLICATE_KEY, str(error))
+        event = error.decoded
     except ValueError as error:
         return Verdict(RejectReason.MALFORMED_JSON, str(error))
     if not isinstance(event, dict):

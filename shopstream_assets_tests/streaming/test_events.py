@@ -113,28 +113,42 @@ def test_a_number_beyond_double_range_in_a_string_field_is_wrong_type() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "reason", "detail"),
+    ("text", "reason", "detail", "decode_error"),
     [
-        ('{"a":1} {"a":1}', RejectReason.MALFORMED_JSON, TRAILING_DATA_DETAIL),
-        ('{"a":NaN}', RejectReason.MALFORMED_JSON, NON_FINITE_LITERAL_DETAIL),
-        ('{"a":1,"a":2}', RejectReason.DUPLICATE_KEY, DUPLICATE_KEY_DETAIL),
-        ('{"b":[{"a":1,"a":2}]}', RejectReason.DUPLICATE_KEY, DUPLICATE_KEY_DETAIL),
+        ('{"a":1} {"a":1}', RejectReason.MALFORMED_JSON, TRAILING_DATA_DETAIL, ValueError),
+        ('{"a":NaN}', RejectReason.MALFORMED_JSON, NON_FINITE_LITERAL_DETAIL, ValueError),
+        ('{"a":1,"a":2}', RejectReason.DUPLICATE_KEY, DUPLICATE_KEY_DETAIL, DuplicateKeyError),
+        ('{"b":[{"a":1,"a":2}]}', RejectReason.DUPLICATE_KEY, DUPLICATE_KEY_DETAIL, DuplicateKeyError),
         # Malformed text wins over a duplicate key wherever each is: one order, as Spark's.
-        ('{"a":1,"a":2,"b":NaN}', RejectReason.MALFORMED_JSON, NON_FINITE_LITERAL_DETAIL),
-        ('{"b":NaN,"a":1,"a":2}', RejectReason.MALFORMED_JSON, NON_FINITE_LITERAL_DETAIL),
-        ('{"a":1,"a":2} x', RejectReason.MALFORMED_JSON, TRAILING_DATA_DETAIL),
-        ('{"a":1,"a":2,"' + "k" * (MAX_KEY_LENGTH + 1) + '":1}', RejectReason.MALFORMED_JSON, "a key over"),
+        ('{"a":1,"a":2,"b":NaN}', RejectReason.MALFORMED_JSON, NON_FINITE_LITERAL_DETAIL, ValueError),
+        ('{"b":NaN,"a":1,"a":2}', RejectReason.MALFORMED_JSON, NON_FINITE_LITERAL_DETAIL, ValueError),
+        ('{"a":1,"a":2} x', RejectReason.MALFORMED_JSON, TRAILING_DATA_DETAIL, ValueError),
+        ('{"a":1,"a":2,"' + "k" * (MAX_KEY_LENGTH + 1) + '":1}', RejectReason.MALFORMED_JSON, "a key over", ValueError),
+        # Valid JSON with a duplicate key, but not an object: not an object comes first.
+        ('[{"a":1,"a":2}]', RejectReason.MALFORMED_JSON, "JSON list, not an object", DuplicateKeyError),
     ],
 )
-def test_malformed_json_then_duplicate_keys_each_say_why(text: str, reason: RejectReason, detail: str) -> None:
+def test_malformed_json_then_duplicate_keys_each_say_why(
+    text: str, reason: RejectReason, detail: str, decode_error: type[ValueError]
+) -> None:
     verdict = validate_message(text.encode())
     assert verdict.reason is reason and verdict.detail is not None and verdict.detail.startswith(detail), verdict
-    with pytest.raises(DuplicateKeyError if reason is RejectReason.DUPLICATE_KEY else ValueError):
+    with pytest.raises(ValueError) as raised:
         decode_json(text)
+    assert type(raised.value) is decode_error or (
+        decode_error is ValueError and not isinstance(raised.value, DuplicateKeyError)
+    )
 
 
 def test_a_key_of_exactly_the_maximum_length_is_accepted() -> None:
     assert decode_json('{"' + "k" * MAX_KEY_LENGTH + '":1}') == {"k" * MAX_KEY_LENGTH: 1}
+    # Java counts UTF-16 code units: half as many emoji reach the limit.
+    assert validate_message(('{"' + "\U0001f600" * (MAX_KEY_LENGTH // 2) + '":1}').encode()).reason is (
+        RejectReason.MISSING_FIELD
+    )
+    assert validate_message(('{"' + "\U0001f600" * (MAX_KEY_LENGTH // 2 + 1) + '":1}').encode()).reason is (
+        RejectReason.MALFORMED_JSON
+    )
 
 
 @pytest.mark.parametrize(

@@ -133,6 +133,9 @@ def test_duplicate_keys_are_duplicate_key_on_both_sides(spark: Any) -> None:
             (with_extra(b'"extra":"a\\"b","extra":"c"'), RejectReason.DUPLICATE_KEY),  # a backslash: always probed
             (encode_event(good_event(event_id={"a": 1}))[:-1] + b',"extra":{"k":1,"k":1}}', RejectReason.DUPLICATE_KEY),
             (GOOD.replace(b'"quantity":2', b'"quantity":"2","quantity":3'), RejectReason.DUPLICATE_KEY),  # corrupt row
+            # Not one object first: an array of objects with duplicate keys is malformed_json.
+            (b"[" + with_extra(b'"extra":1,"extra":2') + b"]", RejectReason.MALFORMED_JSON),
+            (b'[{"event_timestamp":"x","event_timestamp":"y"}]', RejectReason.MALFORMED_JSON),
             # Not duplicates: the same name in different objects, colons in values.
             (with_extra(b'"extra":{"event_id":"x","quantity":null}'), None),
             (encode_event(good_event(product_name="Book: a: b", user_id="u:1")), None),
@@ -199,5 +202,11 @@ def test_a_key_over_50000_characters_is_malformed_json_on_both_sides(spark: Any)
             (with_extra(b'"' + b"k" * (MAX_KEY_LENGTH + 1) + b'":1'), RejectReason.MALFORMED_JSON),
             (with_extra(b'"extra":{"' + b"k" * MAX_KEY_LENGTH + b'":1}'), None),
             (with_extra(('"extra":{"' + "é" * 30_000 + '":1}').encode()), None),  # characters, not bytes
+            # ... as Java counts them, in UTF-16 code units: an emoji is two
+            (
+                with_extra(('"extra":{"' + "\U0001f600" * (MAX_KEY_LENGTH // 2 + 1) + '":1}').encode()),
+                RejectReason.MALFORMED_JSON,
+            ),
+            (with_extra(('"extra":{"' + "\U0001f600" * (MAX_KEY_LENGTH // 2) + '":1}').encode()), None),
         ],
     )
