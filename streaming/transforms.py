@@ -24,12 +24,13 @@ The shared rules the two sides follow, each written once in :mod:`streaming.even
 a message is ONE JSON object, so text after it (``{..} {..}``, ``{..}}``) is
 ``malformed_json`` (``from_json`` reads the first value and ignores the rest: the end is
 checked here), as is a bare ``NaN``/``Infinity``; a key twice in one object, at any depth,
-is ``duplicate_key``; an integer is any JSON number without fraction or exponent, however
+is ``duplicate_key``, checked after the syntax (an array of such objects is not an object
+first); an integer is any JSON number without fraction or exponent, however
 many digits (Spark's variant types one over 38 digits DOUBLE: its text settles it);
 ``event_timestamp`` must have :data:`streaming.events.TIMESTAMP_PATTERN`'s shape (no basic
 or week-date ISO-8601, which Python's ``fromisoformat`` would take). Limits both sides
 share: Jackson refuses a number of more than 1000 digits, nesting deeper than 1000 levels
-and a key over 50,000 characters (``malformed_json``), and the reference refuses them too;
+and a key over 50,000 characters (UTF-16 code units; ``malformed_json``), and the reference refuses them too;
 a timestamp outside years 1-9999 once in UTC is ``invalid_timestamp`` (Python's datetime
 cannot hold it); ids over ``MAX_ID_LENGTH`` characters are ``field_too_long``. The
 reference's digit count for the 1000-digit limit follows what Spark was measured to do (a

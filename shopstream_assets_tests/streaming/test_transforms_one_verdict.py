@@ -7,10 +7,12 @@ through the reference (:func:`streaming.events.validate_message`) AND the real S
 give the verdict written here: the same acceptance, the same reason and, for an accepted
 message, the same stored values.
 
-Deliberately broken, they fail (tried 2026-12-07, then reverted): with Spark's integer rule
-reverted (``integer_literal`` ignored, so a 39-digit quantity is DOUBLE: wrong_type),
-``test_an_integer_over_38_digits_is_an_integer_on_both_sides`` failed on Spark's side; see the
-report of issue 29 for the other tests that caught it.
+Deliberately broken, they fail (tried 2026-12-07 on a copy of the tree, then thrown away):
+with Spark's integer rule undone (``integer_literal`` ignored: a 39-digit quantity is DOUBLE,
+wrong_type), ``test_an_integer_over_38_digits_is_an_integer_on_both_sides`` and
+``test_transforms.py::test_spark_rules_agree_with_the_reference`` failed; with Spark's end
+check undone (the old "ends with '}'"), ``test_data_after_the_object_is_malformed_json_on_both_sides``
+and ``test_spark_rules_agree_with_the_reference`` failed, Spark accepting ``{..} {..}``.
 """
 
 from __future__ import annotations
