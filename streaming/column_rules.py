@@ -13,25 +13,34 @@ from collections.abc import Mapping
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from streaming.events import LENGTH_LIMITS, SENT_AT_HEADER, RejectReason
+from streaming.events import (
+    EVENT_FIELDS,
+    LENGTH_LIMITS,
+    MAX_NESTING_DEPTH,
+    SENT_AT_HEADER,
+    TIMESTAMP_PATTERN,
+    RejectReason,
+)
 
-# Python's json.loads allows only JSON whitespace after the value; Jackson ignores
-# whatever follows the first object, so trailing text is caught here.
-_ENDS_WITH_OBJECT = r"\}[ \t\n\r]*$"
+# Strict JSON, as the reference reads it: Jackson as Spark configures it would take single
+# quotes off and NaN/Infinity (even +Infinity and -INF) as numbers.
+STRICT_JSON_OPTIONS = {"allowSingleQuotes": "false", "allowNonNumericNumbers": "false"}
+# The text's first '}' followed by JSON whitespace only.
+_FIRST_CLOSE_THEN_BLANK = r"^[^}]*\}[ \t\n\r]*\z"
 # A value from_json produced for a string column that may have been a non-string JSON
 # value (number, true/false, object, array): only these rows are checked in the variant.
 # Jackson writes a non-finite number (NaN, or 1e400 read as Infinity) in quotes.
 _MAYBE_NOT_A_STRING = r'(?s)^(-?[0-9][0-9.eE+\-]*|true|false|[\{\[].*|"(NaN|-?Infinity)")$'
 # str.strip()'s whitespace: Java's Unicode White_Space plus the ASCII separators 0x1c-0x1f.
 _BLANK = r"(?U)^[\s\x{1c}-\x{1f}\x{85}\x{a0}]*$"
-# The producer's own format and its near relatives, cast directly (the hot path).
-_PLAIN_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+\-]\d{2}:\d{2})$"
-# Other extended ISO-8601 forms datetime.fromisoformat accepts (hour-minute only, a
-# lowercase t, a comma before the fraction, offsets as +hh, +hhmm or +hh:mm:ss).
-_OTHER_ISO_TIMESTAMP = (
-    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2})(:\d{2})?(?:[.,](\d*))?"
-    r"(Z|[+\-]\d{2}(?::?\d{2}(?::?\d{2}(?:\.\d{1,6})?)?)?)$"
+# The producer's own format and its near relatives, cast directly (the hot path). \z, not
+# $: Java's $ also matches before a final line break, which the cast would then trim.
+_PLAIN_TIMESTAMP = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+\-][0-9]{2}:[0-9]{2})\z"
 )
+# The rest of the one timestamp shape (hour-minute only, a lowercase t, a comma before the
+# fraction, offsets as +hh, +hhmm or +hh:mm:ss), normalized before the cast.
+_OTHER_ISO_TIMESTAMP = rf"^{TIMESTAMP_PATTERN}\z"
 _INTEGER_VARIANT_TYPES = ("TINYINT", "SMALLINT", "INT", "BIGINT")
 # First characters of from_json text that a non-string JSON value can produce.
 _NON_STRING_FIRST_CHARACTERS = ("-", *"0123456789", "t", "f", "{", "[", '"')
@@ -128,23 +137,77 @@ def sent_at(headers: Column) -> Column:
 
 
 def is_json_object(text: Column, parsed: Column, corrupt: Column, variant: Column) -> Column:
-    """Is ``text`` a JSON object? from_json (``parsed``) says so unless the row is ``corrupt``.
+    """Is ``text`` one JSON object and nothing more? from_json (``parsed``) says so unless the row is ``corrupt``.
 
-    A corrupt row is an object with a badly typed field, or not JSON at all: the ``variant``
-    parse settles it where there is one, a parse as a map of strings elsewhere.
+    A corrupt row is an object with a badly typed field, or not (strict) JSON at all: the
+    ``variant`` parse settles it where there is one, a parse as a map of strings elsewhere
+    (which, unlike the variant parse, takes duplicate keys).
     """
-    as_map = F.from_json(text, "map<string,string>", {"allowSingleQuotes": "false"})
-    return (
+    as_map = F.from_json(text, "map<string,string>", STRICT_JSON_OPTIONS)
+    return F.coalesce(
         parsed.isNotNull()
-        & (text.endswith("}") | text.rlike(_ENDS_WITH_OBJECT))
+        & ends_with_first_value(text)
         & first(
             [
                 (~corrupt, F.lit(True)),
                 (variant.isNotNull(), F.schema_of_variant(variant).startswith("OBJECT")),
             ],
             otherwise=as_map.isNotNull(),
-        )
+        ),
+        F.lit(False),
     )
+
+
+def ends_with_first_value(text: Column) -> Column:
+    """Does the text end (but for JSON whitespace) where its first value, an object, ends?
+
+    from_json reads the first value and ignores what follows; the reference calls that
+    malformed. Hot path: the text's first '}' is its last non-blank character, so the object
+    closes there. Otherwise the text is parsed twice more, wrapped: in ``[...]`` anything
+    after the object but a ']' breaks the array or adds an element to it, and in
+    ``{"w":...}`` a ']' after it breaks the object. Wrapping adds one level of nesting.
+    """
+    wrapped = {**STRICT_JSON_OPTIONS, "maxNestingDepth": str(MAX_NESTING_DEPTH + 1)}
+    as_array = F.from_json(F.concat(F.lit("["), text, F.lit("]")), "array<string>", wrapped)
+    as_member = F.from_json(F.concat(F.lit('{"w":'), text, F.lit("}")), "map<string,string>", wrapped)
+    closes_at_the_end = (F.instr(text, "}") == F.length(text)) | text.rlike(_FIRST_CLOSE_THEN_BLANK)
+    return closes_at_the_end | F.coalesce((F.size(as_array) == 1) & as_member.isNotNull(), F.lit(False))
+
+
+def _colons(text: Column) -> Column:
+    return F.octet_length(text) - F.octet_length(F.replace(text, F.lit(":"), F.lit("")))
+
+
+def maybe_duplicate_key(text: Column, field: Mapping[str, Column], timestamp_text: Column) -> Column:
+    """False only where no object in the text can have the same key twice; true where it may.
+
+    Only the variant parse detects a duplicate key, and it is too dear for every row, so this
+    counts instead. Without a backslash a string literal's text is its value, so every key
+    ends at a ':' of its own and the text has at least as many keys as ':'s outside the
+    event_timestamp value. Each field from_json found (non-null) or whose key ``"name":``
+    appears (a null one) is at least one key with a name of its own. If those are all the
+    ':'s there are, each name is a key exactly once and no other key exists: no duplicate.
+    A producer's message passes; a ':' in another string (a product name) costs a probe.
+    A string field holding a non-string value (its text may hold ':'s of nested keys) is
+    probed anyway (:func:`maybe_not_a_string`).
+    """
+    named_keys = F.lit(0)
+    for event_field in EVENT_FIELDS:
+        value = field[event_field.name]
+        key = f'"{event_field.name}"'
+        null_with_key = F.when(value.isNull(), text.contains(f"{key}:") | text.rlike(f"{key}[ \\t\\n\\r]*:"))
+        named_keys = named_keys + F.when(value.isNotNull() | F.coalesce(null_with_key, F.lit(False)), 1).otherwise(0)
+    keys_at_least = _colons(text) - F.coalesce(_colons(timestamp_text), F.lit(0))
+    return F.coalesce(text.contains("\\") | (keys_at_least > named_keys), F.lit(True))
+
+
+def integer_literal(text: Column, name: str) -> Column:
+    """Is field ``name`` written as a JSON integer? Spark's variant types one of over 38 digits DOUBLE.
+
+    get_json_object keeps an integer's digits and writes a float through a double (1.0E50), so
+    digits alone mean an integer (a Python int, as the reference reads it).
+    """
+    return F.coalesce(F.get_json_object(text, f"$.{name}").rlike(r"^-?[0-9]+\z"), F.lit(False))
 
 
 def too_long_field(field: Mapping[str, Column]) -> Column:

@@ -12,7 +12,8 @@ import math
 import re
 import sys
 import threading
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -31,14 +32,33 @@ MAX_PRICE = 1_000_000_000.0
 # btree entry must stay under ~2.7 KB, so an id is at most 256 characters (1 KB of UTF-8).
 MAX_ID_LENGTH = 256
 # What Spark's JSON parser (Jackson's StreamReadConstraints) refuses: a number with more
-# than 1000 digits, or more than 1000 nested arrays/objects. The reference refuses them too.
+# than 1000 digits, more than 1000 nested arrays/objects, or a key (object name) over 50,000
+# characters (UTF-16 code units, as Java counts: an emoji is two). The reference refuses them too.
 MAX_NUMBER_DIGITS = 1000
 MAX_NESTING_DEPTH = 1000
+MAX_KEY_LENGTH = 50_000
 
 MAX_UTC_OFFSET = timedelta(hours=18)
-# Python 3.11's fromisoformat takes any one character between the date and the time
-# ("2026-01-03Z14:23:45Z", "2026-01-03é14:23:45Z"); ISO-8601 and RFC 3339 allow T, t or a space.
-_CALENDAR_DATE_THEN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(.?)", re.DOTALL)
+# The one shape of event_timestamp both sides accept: ISO-8601's extended calendar form as
+# RFC 3339 writes it (date, T/t/space, hh:mm[:ss][.fraction], then Z or an offset), with
+# the variations Python's fromisoformat and Spark's timestamp cast read alike (a comma
+# before the fraction, offsets as +hh, +hhmm, +hh:mm or +hh:mm:ss). fromisoformat alone
+# also takes basic (20260103T142345Z) and week dates (2026-W01-1), an hour alone, any
+# separator and a space before the offset, none of which Spark's cast or PostgreSQL read.
+# Groups (used by streaming.column_rules to normalize for Spark): 1 date, 2 hh:mm,
+# 3 :ss, 4 fraction digits, 5 offset. Unanchored: each side anchors it at both ends
+# (Python's fullmatch, Java's ^ and \z), ASCII digits only ([0-9], never \d).
+TIMESTAMP_PATTERN = (
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2})(:[0-9]{2})?(?:[.,]([0-9]{1,9}))?"
+    r"(Z|[+\-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:\.[0-9]{1,6})?)?)?)"
+)
+_TIMESTAMP_SHAPE = re.compile(TIMESTAMP_PATTERN)
+# JSON text after the first value is malformed (RFC 8259: a JSON text is ONE value); a bare
+# NaN/Infinity is not JSON either. Duplicate keys are valid syntax but ambiguous (which
+# value counts?), so a message with them is rejected too, under its own reason.
+TRAILING_DATA_DETAIL = "data after the JSON object"
+NON_FINITE_LITERAL_DETAIL = "a NaN or Infinity literal, which is not JSON"
+DUPLICATE_KEY_DETAIL = "an object in the message has the same key twice"
 
 # Kafka message header holding the producer's send time (epoch milliseconds, ASCII digits),
 # so event->Bronze latency is measurable without touching the event itself.
@@ -116,14 +136,15 @@ class RejectReason(StrEnum):
     """
 
     INVALID_UTF8 = "invalid_utf8"  # the message value is not UTF-8 text
-    MALFORMED_JSON = "malformed_json"  # not a JSON object
+    MALFORMED_JSON = "malformed_json"  # not one JSON object (trailing data, NaN and Infinity included)
+    DUPLICATE_KEY = "duplicate_key"  # an object, at any depth, has the same key twice
     WRONG_TYPE = "wrong_type"  # a field has a JSON type the schema does not allow
     MISSING_FIELD = "missing_field"  # a required field is absent, null or empty
     FIELD_TOO_LONG = "field_too_long"  # an id over MAX_ID_LENGTH characters
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
-    INVALID_TIMESTAMP = "invalid_timestamp"  # not ISO-8601 with a UTC offset
-    INVALID_PRICE = "invalid_price"  # NaN, infinite or absurdly large (NaN sorts above every number)
+    INVALID_TIMESTAMP = "invalid_timestamp"  # not TIMESTAMP_PATTERN, or no such moment in years 1-9999
+    INVALID_PRICE = "invalid_price"  # infinite (1e400) or absurdly large
     NEGATIVE_PRICE = "negative_price"
     INVALID_QUANTITY = "invalid_quantity"  # < 1, > MAX_QUANTITY, or null on add_to_cart
 
@@ -141,13 +162,11 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime | None:
-    """The timestamp rule: ISO-8601 with an explicit offset (``Z`` or ``+hh:mm``), years 1-9999 in UTC.
+    """The timestamp rule: :data:`TIMESTAMP_PATTERN` naming a real moment, years 1-9999 in UTC.
 
-    The offset is at most 18 hours in whole seconds, as Spark's timestamp cast takes it; the
-    date and the time are separated by ``T``, ``t`` or a space.
+    The offset is at most 18 hours in whole seconds, as Spark's timestamp cast takes it.
     """
-    date_then = _CALENDAR_DATE_THEN.match(text)
-    if date_then is not None and date_then.group(1) not in ("T", "t", " "):
+    if _TIMESTAMP_SHAPE.fullmatch(text) is None:
         return None
     try:
         moment = datetime.fromisoformat(text)
@@ -190,6 +209,23 @@ class Verdict:
 
 class _JsonLimitExceeded(ValueError):
     """A number or a nesting Spark's JSON parser refuses (see MAX_NUMBER_DIGITS)."""
+
+
+class DuplicateKeyError(ValueError):
+    """JSON whose text is one valid value, but an object in it has the same key twice."""
+
+    def __init__(self, message: str, decoded: Any) -> None:
+        super().__init__(message)
+        self.decoded = decoded  # the value, each duplicate key holding its last value
+
+
+def _java_length(key: str) -> int:
+    """Characters as Jackson counts them: UTF-16 code units (an emoji is two)."""
+    return len(key) if len(key) <= MAX_KEY_LENGTH // 2 else len(key.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _refuse_constant(token: str) -> Any:
+    raise ValueError(f"{NON_FINITE_LITERAL_DETAIL}: {token}")
 
 
 def _float_digits(token: str) -> int:
@@ -236,16 +272,49 @@ def _nesting_depth(text: str) -> int:
 
 
 def decode_json(text: str) -> Any:
-    """``json.loads`` within Spark's limits: a ValueError for what Spark's parser refuses too.
+    """Strict ``json.loads`` within Spark's limits: a ValueError for what the rules call malformed.
 
-    Unlike ``json.loads``, never a RecursionError for nesting Spark accepts (up to
-    :data:`MAX_NESTING_DEPTH`): what validate_message accepts, this decodes.
+    Malformed: not one JSON value (``Extra data``), a NaN/Infinity literal, a number, a
+    nesting or a key beyond Spark's parser. Then :class:`DuplicateKeyError` (also a ValueError) for
+    an object with the same key twice, however deep: malformed text wins over duplicates,
+    wherever each is. Unlike ``json.loads``, never a RecursionError for nesting Spark
+    accepts (up to :data:`MAX_NESTING_DEPTH`): what validate_message accepts, this decodes.
     """
     # A text with few brackets cannot nest deeply: most messages skip the depth scan.
     if text.count("[") + text.count("{") > MAX_NESTING_DEPTH and _nesting_depth(text) > MAX_NESTING_DEPTH:
         raise _JsonLimitExceeded(f"nesting deeper than {MAX_NESTING_DEPTH} levels")
+    duplicates: list[str] = []
+    # Only a text of more than half the limit (an emoji is two units) can hold a key over it.
+    long_keys_possible = len(text) > MAX_KEY_LENGTH // 2
+
+    def to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if long_keys_possible and any(_java_length(key) > MAX_KEY_LENGTH for key, _ in pairs):
+            raise _JsonLimitExceeded(f"a key over {MAX_KEY_LENGTH} characters")
+        decoded = dict(pairs)
+        if len(decoded) < len(pairs) and not duplicates:
+            key_counts = Counter(key for key, _ in pairs)
+            duplicates.append(next(key for key, times in key_counts.items() if times > 1))
+        return decoded
+
+    decoded = _loads(text, to_dict)
+    if duplicates:
+        raise DuplicateKeyError(f"{DUPLICATE_KEY_DETAIL}: {duplicates[0][:100]!r}", decoded)
+    return decoded
+
+
+def _loads(text: str, to_dict: Callable[[list[tuple[str, Any]]], dict[str, Any]]) -> Any:
+    options: dict[str, Any] = {
+        "parse_float": _parse_float,
+        "parse_int": _parse_int,
+        "parse_constant": _refuse_constant,
+        "object_pairs_hook": to_dict,
+    }
     try:
-        return json.loads(text, parse_float=_parse_float, parse_int=_parse_int)
+        return json.loads(text, **options)
+    except json.JSONDecodeError as error:
+        if error.msg == "Extra data":
+            raise ValueError(f"{TRAILING_DATA_DETAIL} (at character {error.pos})") from None
+        raise
     except RecursionError:
         pass
     # Within Spark's limit yet too deep for Python's recursion limit, which json's C scanner
@@ -255,7 +324,7 @@ def decode_json(text: str) -> Any:
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(limit + MAX_NESTING_DEPTH + 100)
         try:
-            return json.loads(text, parse_float=_parse_float, parse_int=_parse_int)
+            return json.loads(text, **options)
         except RecursionError:  # a caller already deep in its own stack: still not a crash
             raise _JsonLimitExceeded("nesting too deep for Python's recursion limit") from None
         finally:
@@ -276,6 +345,11 @@ def validate_message(value: bytes | None) -> Verdict:
         return Verdict(RejectReason.INVALID_UTF8, str(error))
     try:
         event = decode_json(text)
+    except DuplicateKeyError as error:
+        # Not an object at all (an array of objects with duplicates) is malformed first.
+        if isinstance(error.decoded, dict):
+            return Verdict(RejectReason.DUPLICATE_KEY, str(error))
+        event = error.decoded
     except ValueError as error:
         return Verdict(RejectReason.MALFORMED_JSON, str(error))
     if not isinstance(event, dict):

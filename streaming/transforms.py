@@ -8,30 +8,33 @@ position, ``sent_at`` from the producer's header and ``reject_reason``/``reject_
 (null for a good row); the Bronze sink splits the Arrow table of a micro-batch itself.
 
 The rules are those of :func:`streaming.events.validate_message`, applied column-wise and
-in the same order, so a message gets the same first reason in both. ``from_json`` in
-PERMISSIVE mode does the parsing on the hot path. Two things it cannot tell on its own are
-resolved from a VARIANT parse of the same text, computed only for the few rows that need
-it (CASE WHEN is evaluated lazily per row): which field carries a wrong JSON type on a
-corrupt row, and whether a string field holding ``123``/``true``/``{...}`` was a JSON
-string (``from_json`` turns any JSON value into text for a string column, and a number
-beyond double range such as ``1e400`` into the quoted text ``"Infinity"``).
+in the same order, so every message gets ONE verdict: the same acceptance, the same first
+reason and the same stored values in both (a property test and a fuzz run hold them equal,
+with no input set aside). ``from_json`` in PERMISSIVE mode does the parsing on the hot path,
+as strict JSON (no single quotes, no NaN/Infinity literals). What it cannot tell on its own
+comes from a VARIANT parse of the same text, computed only for the few rows that need it
+(CASE WHEN is evaluated lazily per row): which field carries a wrong JSON type on a corrupt
+row; whether a string field holding ``123``/``true``/``{...}`` was a JSON string
+(``from_json`` turns any JSON value into text for a string column, and a number beyond
+double range such as ``1e400`` into the quoted text ``"Infinity"``); and whether an object
+has the same key twice, which the variant parse refuses (``duplicate_key``; a cheap count of
+keys, :func:`streaming.column_rules.maybe_duplicate_key`, picks the rows that may).
 
-Limits both sides share: Jackson refuses a number of more than 1000 digits and nesting
-deeper than 1000 levels (``malformed_json``), and the reference refuses them too; a
-timestamp outside years 1-9999 once in UTC is ``invalid_timestamp`` (Python's datetime
-cannot hold it); ids over ``MAX_ID_LENGTH`` characters are ``field_too_long``.
-
-Known differences from the Python reference, all on inputs the producer never writes:
-a JSON object followed by a second object (``{..} {..}``) is accepted by Jackson;
-duplicate keys, or a bare ``NaN``/``Infinity`` literal anywhere in the message, make the
-variant probe fail: a corrupt row is then rejected as ``wrong_type`` without naming the
-field, and a string field whose text looks like a non-string (``123``, ``{..}``, ``true``)
-is taken to hold one (``wrong_type``, that field named) even where it was a JSON string
-(``"123"`` beside a ``NaN``), which Python accepts; ISO-8601 basic and week-date
-timestamps (``20260103T142345Z``, ``2026-W01-1T...``), which Python's ``fromisoformat``
-accepts, are ``invalid_timestamp`` here. The reference's digit count for the 1000-digit
-limit follows what Spark was measured to do (a leading zero counts differently); a number
-right at the limit that Jackson reads through another code path may still differ by one.
+The shared rules the two sides follow, each written once in :mod:`streaming.events`:
+a message is ONE JSON object, so text after it (``{..} {..}``, ``{..}}``) is
+``malformed_json`` (``from_json`` reads the first value and ignores the rest: the end is
+checked here), as is a bare ``NaN``/``Infinity``; a key twice in one object, at any depth,
+is ``duplicate_key``, checked after the syntax (an array of such objects is not an object
+first); an integer is any JSON number without fraction or exponent, however
+many digits (Spark's variant types one over 38 digits DOUBLE: its text settles it);
+``event_timestamp`` must have :data:`streaming.events.TIMESTAMP_PATTERN`'s shape (no basic
+or week-date ISO-8601, which Python's ``fromisoformat`` would take). Limits both sides
+share: Jackson refuses a number of more than 1000 digits, nesting deeper than 1000 levels
+and a key over 50,000 characters (UTF-16 code units; ``malformed_json``), and the reference refuses them too;
+a timestamp outside years 1-9999 once in UTC is ``invalid_timestamp`` (Python's datetime
+cannot hold it); ids over ``MAX_ID_LENGTH`` characters are ``field_too_long``. The
+reference's digit count for the 1000-digit limit follows what Spark was measured to do (a
+leading zero counts differently).
 """
 
 from __future__ import annotations
@@ -41,11 +44,14 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from streaming.column_rules import (
+    STRICT_JSON_OPTIONS,
     blank,
     first,
     in_year_range,
+    integer_literal,
     is_json_object,
     json_type_of,
+    maybe_duplicate_key,
     maybe_not_a_string,
     parse_timestamp,
     reject,
@@ -54,6 +60,7 @@ from streaming.column_rules import (
     variant_type_allowed,
 )
 from streaming.events import (
+    DUPLICATE_KEY_DETAIL,
     EVENT_FIELDS,
     EVENT_TYPES,
     MAX_PRICE,
@@ -96,13 +103,7 @@ VALIDATED_COLUMNS: tuple[str, ...] = (
     "reject_detail",
 )
 
-# Jackson's defaults differ from Python's json module in one way that matters: single
-# quotes. NaN/Infinity literals are allowed by both.
-FROM_JSON_OPTIONS = {
-    "mode": "PERMISSIVE",
-    "columnNameOfCorruptRecord": CORRUPT_COLUMN,
-    "allowSingleQuotes": "false",
-}
+FROM_JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COLUMN, **STRICT_JSON_OPTIONS}
 
 Projection = list[Column | str]
 
@@ -203,11 +204,7 @@ def _timestamp_stage() -> list[Projection]:
 
 
 def _first_suspect_string_field(in_range_timestamp: Column) -> Column:
-    """The first string field whose text may be a non-string, or null.
-
-    The name serves as the wrong_type detail when the variant probe fails, without a second
-    regex pass.
-    """
+    """The first string field whose text may be a non-string, or null: such a row is probed."""
     field = _fields()
     string_field_checks: list[tuple[Column, Column]] = []
     for event_field in EVENT_FIELDS:
@@ -222,17 +219,26 @@ def _first_suspect_string_field(in_range_timestamp: Column) -> Column:
 
 
 def _type_probe_stage() -> list[Projection]:
-    """A VARIANT parse and the JSON type of every field, for the rows whose types from_json cannot vouch for.
+    """A VARIANT parse and the JSON type of every field, for the rows whose types or keys from_json cannot vouch for.
 
     Kept in columns of their own so the generated code holds them once (a JVM method above
-    8 KB of bytecode is never JIT-compiled).
+    8 KB of bytecode is never JIT-compiled). In strict JSON the variant parse fails only on
+    a duplicate key where from_json reads an object: ``_probed`` with a null ``_variant``.
     """
     maybe_not_a_string_field = F.col("_maybe_not_a_string_field").isNotNull()
-    # A string "NaN" parses as a double NaN.
-    needs_type_probe = _corrupt() | maybe_not_a_string_field | F.coalesce(_price_not_finite(), F.lit(False))
+    needs_type_probe = (
+        _corrupt()
+        | maybe_not_a_string_field
+        | F.coalesce(_price_not_finite(), F.lit(False))
+        | maybe_duplicate_key(F.col("_text"), _fields(), F.col("_parsed.event_timestamp"))
+    )
     variant = F.col("_variant")
     return [
-        ["*", F.when(needs_type_probe, F.try_parse_json(F.col("_text"))).alias("_variant")],
+        [
+            "*",
+            needs_type_probe.alias("_probed"),
+            F.when(needs_type_probe, F.try_parse_json(F.col("_text"))).alias("_variant"),
+        ],
         [
             "*",
             F.when(
@@ -258,7 +264,11 @@ def _verdict_stage() -> list[Projection]:
         [
             (F.col("raw_value").isNull(), reject(RejectReason.MALFORMED_JSON, F.lit("null message value"))),
             (~F.col("_utf8"), reject(RejectReason.INVALID_UTF8, F.lit("value is not valid UTF-8"))),
-            (~is_object, reject(RejectReason.MALFORMED_JSON, F.lit("not a JSON object"))),
+            (~is_object, reject(RejectReason.MALFORMED_JSON, F.lit("not one JSON object"))),
+            (
+                F.col("_probed") & F.col("_variant").isNull(),
+                reject(RejectReason.DUPLICATE_KEY, F.lit(DUPLICATE_KEY_DETAIL)),
+            ),
             (wrong_type_detail.isNotNull(), reject(RejectReason.WRONG_TYPE, wrong_type_detail)),
             (missing_field.isNotNull(), reject(RejectReason.MISSING_FIELD, missing_field)),
             (too_long.isNotNull(), reject(RejectReason.FIELD_TOO_LONG, too_long)),
@@ -300,24 +310,19 @@ def _verdict_stage() -> list[Projection]:
 
 
 def _wrong_type_detail() -> Column:
-    """The wrong_type detail (the first badly typed field), or null; every case needs a corrupt row or a variant."""
-    corrupt = _corrupt()
+    """The wrong_type detail (the first badly typed field), or null; every case needs a variant.
+
+    A wrongly typed field makes the row corrupt or a string field suspect, so it is probed;
+    where the probe failed, the row was a duplicate_key already.
+    """
     variant = F.col("_variant")
     json_type = _json_types()
-    wrong_type_cases: list[tuple[Column, Column]] = [
-        # Parsed as an object by Jackson but not by the variant parser (a NaN literal or a
-        # duplicate key beside the bad field): the field cannot be named.
-        (corrupt & variant.isNull(), F.lit("a field has a JSON type the schema does not allow")),
-        # Not corrupt, but the probe failed while a string field's text looks like a
-        # non-string: taken to be one (it nearly always is), and that field named.
-        (
-            F.col("_maybe_not_a_string_field").isNotNull() & variant.isNull(),
-            F.concat(F.col("_maybe_not_a_string_field"), F.lit(" is not a string (JSON type unknown)")),
-        ),
-    ]
+    wrong_type_cases: list[tuple[Column, Column]] = []
     for event_field in EVENT_FIELDS:
         variant_type = json_type[event_field.name]
         wrong = variant.isNotNull() & ~variant_type_allowed(event_field.json_type, variant_type)
+        if event_field.json_type == "integer":
+            wrong = wrong & ~((variant_type == "DOUBLE") & integer_literal(F.col("_text"), event_field.name))
         detail = F.concat(
             F.lit(f"{event_field.name} is "), F.lower(variant_type), F.lit(f", not {event_field.json_type}")
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -10,9 +11,15 @@ import pytest
 
 from shopstream_assets_tests.streaming.conftest import good_event
 from streaming.events import (
+    DUPLICATE_KEY_DETAIL,
     MAX_ID_LENGTH,
+    MAX_KEY_LENGTH,
     MAX_NESTING_DEPTH,
     MAX_NUMBER_DIGITS,
+    NON_FINITE_LITERAL_DETAIL,
+    TIMESTAMP_PATTERN,
+    TRAILING_DATA_DETAIL,
+    DuplicateKeyError,
     RejectReason,
     decode_json,
     encode_event,
@@ -103,3 +110,61 @@ def test_an_integer_price_beyond_double_range_is_invalid_not_an_overflow() -> No
 def test_a_number_beyond_double_range_in_a_string_field_is_wrong_type() -> None:
     value = encode_event(good_event()).replace(b'"EVT_000000000001"', b"1e400")
     assert validate_message(value).reason is RejectReason.WRONG_TYPE
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "detail", "decode_error"),
+    [
+        ('{"a":1} {"a":1}', RejectReason.MALFORMED_JSON, TRAILING_DATA_DETAIL, ValueError),
+        ('{"a":NaN}', RejectReason.MALFORMED_JSON, NON_FINITE_LITERAL_DETAIL, ValueError),
+        ('{"a":1,"a":2}', RejectReason.DUPLICATE_KEY, DUPLICATE_KEY_DETAIL, DuplicateKeyError),
+        ('{"b":[{"a":1,"a":2}]}', RejectReason.DUPLICATE_KEY, DUPLICATE_KEY_DETAIL, DuplicateKeyError),
+        # Malformed text wins over a duplicate key wherever each is: one order, as Spark's.
+        ('{"a":1,"a":2,"b":NaN}', RejectReason.MALFORMED_JSON, NON_FINITE_LITERAL_DETAIL, ValueError),
+        ('{"b":NaN,"a":1,"a":2}', RejectReason.MALFORMED_JSON, NON_FINITE_LITERAL_DETAIL, ValueError),
+        ('{"a":1,"a":2} x', RejectReason.MALFORMED_JSON, TRAILING_DATA_DETAIL, ValueError),
+        ('{"a":1,"a":2,"' + "k" * (MAX_KEY_LENGTH + 1) + '":1}', RejectReason.MALFORMED_JSON, "a key over", ValueError),
+        # Valid JSON with a duplicate key, but not an object: not an object comes first.
+        ('[{"a":1,"a":2}]', RejectReason.MALFORMED_JSON, "JSON list, not an object", DuplicateKeyError),
+    ],
+)
+def test_malformed_json_then_duplicate_keys_each_say_why(
+    text: str, reason: RejectReason, detail: str, decode_error: type[ValueError]
+) -> None:
+    verdict = validate_message(text.encode())
+    assert verdict.reason is reason and verdict.detail is not None and verdict.detail.startswith(detail), verdict
+    with pytest.raises(ValueError) as raised:
+        decode_json(text)
+    assert type(raised.value) is decode_error or (
+        decode_error is ValueError and not isinstance(raised.value, DuplicateKeyError)
+    )
+
+
+def test_a_key_of_exactly_the_maximum_length_is_accepted() -> None:
+    assert decode_json('{"' + "k" * MAX_KEY_LENGTH + '":1}') == {"k" * MAX_KEY_LENGTH: 1}
+    # Java counts UTF-16 code units: half as many emoji reach the limit.
+    assert validate_message(('{"' + "\U0001f600" * (MAX_KEY_LENGTH // 2) + '":1}').encode()).reason is (
+        RejectReason.MISSING_FIELD
+    )
+    assert validate_message(('{"' + "\U0001f600" * (MAX_KEY_LENGTH // 2 + 1) + '":1}').encode()).reason is (
+        RejectReason.MALFORMED_JSON
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ("2026-01-03T14:23:45.123Z", True),
+        ("2026-01-03t14:23,5+0100", True),
+        ("2026-01-03 14:23:45-05", True),
+        ("20260103T142345Z", False),  # basic format: fromisoformat takes it
+        ("2026-W01-1T14:23:45Z", False),  # week date: fromisoformat takes it
+        ("2026-01-03T14Z", False),
+        ("2026-01-03T14:23:45 +01:00", False),
+        ("2026-01-03T14:23:45Z\n", False),
+        ("٢٠٢٦-01-03T14:23:45Z", False),  # digits are ASCII
+    ],
+)
+def test_one_timestamp_shape(text: str, accepted: bool) -> None:
+    assert (parse_timestamp(text) is not None) is accepted
+    assert (re.fullmatch(TIMESTAMP_PATTERN, text) is not None) is accepted

@@ -103,9 +103,10 @@ CORPUS: list[tuple[bytes | None, RejectReason | None]] = [
     (encode_event(good_event(event_timestamp="2026-01-03é14:23:45+01:00")), RejectReason.INVALID_TIMESTAMP),
     (encode_event(good_event(event_timestamp="2026-01-03\n14:23:45Z")), RejectReason.INVALID_TIMESTAMP),
     (encode_event(good_event(product_price=-18499.99)), RejectReason.NEGATIVE_PRICE),
-    (raw(product_price=math.nan), RejectReason.INVALID_PRICE),
-    (raw(product_price=math.inf), RejectReason.INVALID_PRICE),
-    (raw(product_price=-math.inf), RejectReason.INVALID_PRICE),
+    # A NaN or Infinity literal is not JSON (Python's json writes it; strict JSON refuses it).
+    (raw(product_price=math.nan), RejectReason.MALFORMED_JSON),
+    (raw(product_price=math.inf), RejectReason.MALFORMED_JSON),
+    (raw(product_price=-math.inf), RejectReason.MALFORMED_JSON),
     (b'{"product_price": 1e400}', RejectReason.MISSING_FIELD),
     (encode_event(good_event(product_price=1e12)), RejectReason.INVALID_PRICE),
     (encode_event(good_event(quantity=0)), RejectReason.INVALID_QUANTITY),
@@ -130,9 +131,19 @@ CORPUS: list[tuple[bytes | None, RejectReason | None]] = [
     (encode_event(good_event()).replace(b'"Mobile"', b"-1e400"), RejectReason.WRONG_TYPE),
     (encode_event(good_event(event_id="Infinity", product_name='"NaN"')), None),
     (encode_event(good_event(product_price=10**400)), RejectReason.INVALID_PRICE),
-    # A NaN literal elsewhere defeats the variant probe: a non-string id is still wrong_type.
-    (raw(event_id=123, extra=math.nan), RejectReason.WRONG_TYPE),
-    (raw(user_id={"a": 1}, extra=math.inf), RejectReason.WRONG_TYPE),
+    # A NaN literal elsewhere once defeated the variant probe and let a non-string id through.
+    (raw(event_id=123, extra=math.nan), RejectReason.MALFORMED_JSON),
+    (raw(user_id={"a": 1}, extra=math.inf), RejectReason.MALFORMED_JSON),
+    # One JSON object and nothing after it; no key twice in one object (test_transforms_one_verdict).
+    (encode_event(good_event()) + b"}", RejectReason.MALFORMED_JSON),
+    (encode_event(good_event()) + b" " + encode_event(good_event()), RejectReason.MALFORMED_JSON),
+    (encode_event(good_event())[:-1] + b',"device_type":"Desktop"}', RejectReason.DUPLICATE_KEY),
+    (encode_event(good_event(event_type="page_view"))[:-1] + b',"quantity":null}', RejectReason.DUPLICATE_KEY),
+    (encode_event({**good_event(), "extra": {"a": 1}})[:-2] + b',"a":2}}', RejectReason.DUPLICATE_KEY),
+    # An integer is an integer however long; ISO-8601 basic and week dates are not the shape.
+    (encode_event(good_event(quantity=10**40)), RejectReason.INVALID_QUANTITY),
+    (encode_event(good_event(event_timestamp="20260103T142345Z")), RejectReason.INVALID_TIMESTAMP),
+    (encode_event(good_event(event_timestamp="2026-W01-1T14:23:45Z")), RejectReason.INVALID_TIMESTAMP),
     # Jackson's limits: nesting over 1000 levels and numbers over 1000 digits are malformed.
     (encode_event(good_event())[:-1] + b',"extra":' + b"[" * 999 + b"]" * 999 + b"}", None),
     (encode_event(good_event())[:-1] + b',"extra":' + b"[" * 1_000 + b"]" * 1_000 + b"}", RejectReason.MALFORMED_JSON),
