@@ -20,9 +20,9 @@ up: $(STAMP)
 	$(BIN)/shopstream up
 
 # Everything, against real servers the suite starts itself. Most of a test's time is spent
-# waiting on servers, so two workers (each with servers of its own) fit in two cores;
+# waiting on servers, so three workers (each with servers of its own) keep two cores busy;
 # TEST_WORKERS=0 runs the suite in one process.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	$(BIN)/shopstream test-setup
 	$(BIN)/ruff check .
