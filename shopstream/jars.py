@@ -6,6 +6,7 @@ Maven Central; later runs use the folder (and ``~/.m2``) and need no network.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -71,7 +72,22 @@ def resolve_jars(profile: str, jars_root: Path, *, progress: Callable[[str], Non
     pom_digest = hashlib.sha256(POM_PATH.read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text().strip() == pom_digest:
         return sorted(destination.glob("*.jar"))
+    # Several processes may ask at once (the test suite's workers on a fresh clone): one
+    # resolves, the others wait and find its stamp.
+    jars_root.mkdir(parents=True, exist_ok=True)
+    with (jars_root / f".{profile}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if stamp.exists() and stamp.read_text().strip() == pom_digest:
+                return sorted(destination.glob("*.jar"))
+            return _resolve(profile, destination, stamp, pom_digest, progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
+
+def _resolve(
+    profile: str, destination: Path, stamp: Path, pom_digest: str, progress: Callable[[str], None]
+) -> list[Path]:
     require_java()
     mvn = require_maven()
     progress(f"resolving {profile} jars with Maven into {destination} (first run only) ...")
