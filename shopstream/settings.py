@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -227,3 +228,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reader_password=_text(env, "SHOPSTREAM_READER_PASSWORD"),
         fast_runs=_flag(env, "SHOPSTREAM_FAST_RUNS", True),
     )
+
+
+@contextmanager
+def environment_overridden(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment for the block, the previous ones back after it.
+
+    For code run in process that reads its settings from the environment (dbt's profile,
+    dagster.yaml, the dashboard's queries).
+    """
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

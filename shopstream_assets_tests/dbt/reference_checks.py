@@ -45,6 +45,7 @@ import pandas as pd
 import psycopg
 
 from shopstream import database
+from shopstream.settings import environment_overridden
 from shopstream_assets.runtime.dagster_instance import DBT_PROFILE_VARIABLES, DBT_PROJECT_DIR, prepare_dbt_manifest
 from shopstream_assets.runtime.dbt_in_process import invoke_dbt
 from shopstream_assets_tests.dbt import gold_reference as reference
@@ -252,21 +253,6 @@ def diff_against_pandas(conn: psycopg.Connection, relations: Sequence[Relation])
 # A full refresh from the same Bronze, in a database of its own
 
 
-@contextmanager
-def _profile_variables(wanted: Mapping[str, str]) -> Iterator[None]:
-    """dbt's profile reads SHOPSTREAM_DB_* from this process's environment while it runs here."""
-    saved = {name: os.environ.get(name) for name in wanted}
-    os.environ.update(wanted)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def copy_bronze_events(source: psycopg.Connection, target_url: str) -> int:
     """bronze.clickstream_events as ``source`` sees it, into the same (migrated) table of ``target_url``."""
     copied = 0
@@ -301,7 +287,7 @@ def build_full_refresh(full_refresh_url: str, work_dir: Path) -> dict[str, Any]:
         atexit.register(shutil.rmtree, prepared, ignore_errors=True)
     prepare_dbt_manifest(environment, prepared, progress=lambda message: None)
     target_path = work_dir / f"full-refresh-{uuid.uuid4().hex[:8]}"
-    with _profile_variables(environment):
+    with environment_overridden(environment):
         invocation = invoke_dbt(
             ["run", "--full-refresh"],
             project_dir=DBT_PROJECT_DIR,

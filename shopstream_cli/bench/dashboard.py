@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import statistics
 import tempfile
 import time
@@ -32,6 +31,7 @@ import typer
 
 from shopstream import database
 from shopstream.command import finite
+from shopstream.settings import environment_overridden
 from shopstream_cli.bench.dbt import dbt_environment, run_dbt
 from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages, write_messages
 from streaming.migrations import migrate
@@ -132,17 +132,8 @@ def build_silver_and_gold(database_url: str, *, progress: Callable[[str], None] 
 @contextmanager
 def dashboard_environment(dashboard_url: str, topic: str) -> Iterator[None]:
     """Point the in-process dashboard code at ``dashboard_url`` and ``topic``."""
-    saved = {name: os.environ.get(name) for name in ("SHOPSTREAM_DASHBOARD_DATABASE_URL", "SHOPSTREAM_TOPIC")}
-    os.environ["SHOPSTREAM_DASHBOARD_DATABASE_URL"] = dashboard_url
-    os.environ["SHOPSTREAM_TOPIC"] = topic
-    try:
+    with environment_overridden({"SHOPSTREAM_DASHBOARD_DATABASE_URL": dashboard_url, "SHOPSTREAM_TOPIC": topic}):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def page_queries(first_day: date, last_day: date, topic: str) -> dict[str, list[tuple[str, Callable[[], object]]]]:

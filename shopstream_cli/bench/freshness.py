@@ -37,7 +37,7 @@ from shopstream.embedded import ServiceError
 from shopstream.kafka_admin import ensure_topic, watermarks
 from shopstream.processes import spawn, stop_group
 from shopstream.services import Endpoints, endpoints
-from shopstream.settings import Settings, SettingsError, load_settings
+from shopstream.settings import Settings, SettingsError, environment_overridden, load_settings
 from shopstream_assets.runtime.dagster_instance import (
     daemon_command,
     dagster_environment,
@@ -136,21 +136,6 @@ def _bench_environment(
 def _plain_environ() -> dict[str, str]:
     # The user's own SHOPSTREAM_* would point the children at the user's pipeline.
     return {name: value for name, value in os.environ.items() if not name.startswith("SHOPSTREAM_")}
-
-
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """``values`` in os.environ for the block (dagster.yaml reads the SHOPSTREAM_DB_* variables)."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -298,7 +283,7 @@ def run_freshness_benchmark(
         events = ledger.events_with_commit_time(conn, topic, since=measured_from)
         # Before the daemon stops: a run it is still executing then counts as in flight, not failed.
         with (
-            _environment(bench.environment()),
+            environment_overridden(bench.environment()),
             dg.DagsterInstance.from_config(str(bench_settings.dagster_home)) as instance,
         ):
             # Gold holds the last batch a moment before the run that put it there ends: let that run
