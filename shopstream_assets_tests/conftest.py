@@ -153,12 +153,19 @@ def topic(request: pytest.FixtureRequest, kafka_bootstrap: str) -> str:
 
 
 @pytest.fixture
-def own_home(tmp_path: Path) -> Iterator[Path]:
+def own_home() -> Iterator[Path]:
     """A SHOPSTREAM_HOME whose own servers the test starts (`services start`, `up`); all stopped at the end."""
     from shopstream_assets_tests.ground.own_servers import own_servers_home
 
-    with own_servers_home(tmp_path / "own-home") as home:
-        yield home
+    # Not under pytest's basetemp, for the reason session_home gives, and because a pytest
+    # session starting meanwhile makes basetemp's root 0700 again: the embedded PostgreSQL's
+    # own system user could then no longer reach its data folder.
+    scratch = Path(tempfile.mkdtemp(prefix="shopstream-own-home-"))
+    try:
+        with own_servers_home(scratch / "own-home") as home:
+            yield home
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture
