@@ -54,6 +54,13 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker and "DBT_TARGET_PATH" not in os.environ:
         os.environ["DBT_TARGET_PATH"] = str(REPO_ROOT / ".shopstream" / "test-dbt-target" / worker)
+    # Every JVM the suite starts (Spark, Kafka, their tools) lives seconds to minutes on a few
+    # thousand events: the C1 compiler alone serves it, and leaving out C2 saves much of what the
+    # JVMs spend compiling (docs/performance.md). Inherited by every subprocess, whatever SHOPSTREAM_*
+    # variables a test clears; the benchmarks a user runs keep the JVM's defaults.
+    java_options = os.environ.get("JAVA_TOOL_OPTIONS", "")
+    if "TieredStopAtLevel" not in java_options:
+        os.environ["JAVA_TOOL_OPTIONS"] = f"{java_options} -XX:TieredStopAtLevel=1".strip()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
