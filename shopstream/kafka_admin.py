@@ -5,16 +5,27 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 # The reference system keeps a week of clickstream.
 RETENTION_MS = 7 * 24 * 3600 * 1000
 
 
+class TopicRefusedError(RuntimeError):
+    """An existing topic the pipeline cannot use as it is configured; the message says what to change."""
+
+
 def ensure_topic(bootstrap: str, topic: str, partitions: int, *, timeout: float = 30) -> bool:
-    """Create ``topic`` unless it exists; return True when it was created."""
+    """Create ``topic`` unless it exists; return True when it was created.
+
+    An existing topic whose ``cleanup.policy`` includes ``compact`` is refused
+    (:class:`TopicRefusedError`): compaction keeps the newest message per key, and the
+    clickstream is keyed by session, so it would keep one event per session and leave gaps
+    in the offsets Bronze follows.
+    """
     admin = AdminClient({"bootstrap.servers": bootstrap})
     if topic in admin.list_topics(timeout=timeout).topics:
+        refuse_compacted(admin, bootstrap, topic, timeout=timeout)
         return False
     # -1: the cluster's default.replication.factor (1 on the embedded broker, usually 3 on a
     # production cluster), so events delivered to an existing cluster survive a broker's loss.
@@ -26,8 +37,26 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, *, timeout: float 
         # Another process created it between our look and our create: that is fine.
         if "TOPIC_ALREADY_EXISTS" not in str(error):
             raise
+        refuse_compacted(admin, bootstrap, topic, timeout=timeout)
         return False
     return True
+
+
+def refuse_compacted(admin: AdminClient, bootstrap: str, topic: str, *, timeout: float = 30) -> None:
+    """Raise :class:`TopicRefusedError` if ``topic``'s ``cleanup.policy`` includes ``compact``."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+    entry = configs.get("cleanup.policy")
+    policy = entry.value if entry is not None and entry.value is not None else "delete"
+    if "compact" not in {part.strip() for part in policy.split(",")}:
+        return
+    raise TopicRefusedError(
+        f"topic {topic!r} on {bootstrap} has cleanup.policy={policy}: compaction keeps only the newest "
+        "message per key, and the clickstream is keyed by session_id, so it would keep one event per session. "
+        f"Set cleanup.policy=delete on it (kafka-configs.sh --bootstrap-server {bootstrap} --alter "
+        f"--entity-type topics --entity-name {topic} --add-config cleanup.policy=delete), or set "
+        "SHOPSTREAM_TOPIC to a topic of its own."
+    )
 
 
 def end_offsets(bootstrap: str, topic: str, *, timeout: float = 10) -> dict[int, int]:

@@ -14,11 +14,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streaming.arrow_collection import SparkChunks, arrow_chunks
+from streaming.checkpoint import planned_offsets
 from streaming.job_errors import StreamJobError, first_line
-from streaming.ledger import messages_behind
+from streaming.ledger import PlannedOffsets, messages_behind
 from streaming.watermark_watch import WatermarkWatch
 
 if TYPE_CHECKING:
@@ -65,10 +67,16 @@ class BatchWriter:
     query start first writes such a batch from Kafka (:func:`streaming.checkpoint.line_up_checkpoint_with_bronze`).
     """
 
-    def __init__(self, sink: BronzeSink, kafka_bootstrap: str, topic: str, summary: StreamSummary) -> None:
+    def __init__(
+        self, sink: BronzeSink, kafka_bootstrap: str, topic: str, summary: StreamSummary, checkpoint: Path | None = None
+    ) -> None:
         self.sink = sink
         self.topic = topic
         self.summary = summary
+        # Where Spark's offset log is: each batch is written with the offsets Spark planned
+        # for it, and refused if it starts beyond Bronze (None: the messages' own range).
+        self.checkpoint = checkpoint
+        self._planned: tuple[int, PlannedOffsets] | None = None
         self.in_batch = False
         self.query_id: str | None = None
         # Where Bronze stands per partition, for the consumer-lag figure.
@@ -90,15 +98,26 @@ class BatchWriter:
             started_at = datetime.now(UTC)
             began = time.perf_counter()
             query_run = self._query_run
+            planned = self._planned_offsets(spark_batch_id)
             with arrow_chunks(batch) as chunks, self._lock:
                 if query_run != self._query_run:
                     raise StreamJobError(f"Spark batch {spark_batch_id} belongs to a stopped query: not written")
                 # The previous batch's commit first: its error fails this batch, before Spark
                 # marks it done, and batch ids keep Kafka's order.
                 self.settle_commit()
-                self._commit = self._committer.submit(self._write, chunks, spark_batch_id, started_at, began)
+                self._commit = self._committer.submit(self._write, chunks, spark_batch_id, started_at, began, planned)
         finally:
             self.in_batch = False
+
+    def _planned_offsets(self, spark_batch_id: int) -> PlannedOffsets | None:
+        """Spark's plan for this batch: its end from the offset log, its start the previous batch's end."""
+        if self.checkpoint is None:
+            return None
+        previous = self._planned
+        previous_end = previous[1].end if previous is not None and previous[0] == spark_batch_id - 1 else None
+        planned = planned_offsets(self.checkpoint, self.topic, spark_batch_id, previous_end=previous_end)
+        self._planned = (spark_batch_id, planned)
+        return planned
 
     @property
     def committing(self) -> bool:
@@ -137,9 +156,16 @@ class BatchWriter:
         for partition, offset in self.sink.committed_offsets().items():
             self.position[partition] = max(offset, self.position.get(partition, 0))
 
-    def _write(self, chunks: SparkChunks, spark_batch_id: int, started_at: datetime, began: float) -> None:
+    def _write(
+        self,
+        chunks: SparkChunks,
+        spark_batch_id: int,
+        started_at: datetime,
+        began: float,
+        planned: PlannedOffsets | None,
+    ) -> None:
         result = self.sink.write(
-            chunks, spark_query_id=self.query_id, spark_batch_id=spark_batch_id, started_at=started_at
+            chunks, planned=planned, spark_query_id=self.query_id, spark_batch_id=spark_batch_id, started_at=started_at
         )
         seconds = time.perf_counter() - began
         spark_seconds = chunks.last_arrival - began if chunks.last_arrival is not None else seconds

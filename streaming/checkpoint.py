@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from shopstream.settings import Settings
 from streaming.job_errors import StreamJobError
 from streaming.kafka_source import write_offset_range
+from streaming.ledger import PlannedOffsets
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -166,21 +167,32 @@ class CheckpointBatch:
 
 
 def checkpoint_newest_batch(checkpoint: Path, topic: str) -> CheckpointBatch | None:
-    """The newest batch with a ``commits/<n>`` file; None if none.
-
-    Spark writes ``offsets/<n>`` (lines: version, batch metadata, one JSON per source) before
-    batch n runs and ``commits/<n>`` once foreachBatch returned. Batch n starts where batch
-    n-1 ended; batch 0 where the source started, kept in ``sources/0/0``.
-    """
+    """The newest batch with a ``commits/<n>`` file (its offsets: :func:`planned_offsets`); None if none."""
     commits = checkpoint / "commits"
     done = [int(entry.name) for entry in commits.iterdir() if entry.name.isdigit()] if commits.is_dir() else []
     if not done:
         return None
     newest = max(done)
+    planned = planned_offsets(checkpoint, topic, newest)
+    return CheckpointBatch(newest, None if planned.start is None else dict(planned.start), dict(planned.end))
+
+
+def planned_offsets(
+    checkpoint: Path, topic: str, spark_batch_id: int, *, previous_end: Mapping[int, int] | None = None
+) -> PlannedOffsets:
+    """The offsets Spark planned for batch ``spark_batch_id``, from the checkpoint's offset log.
+
+    Spark writes ``offsets/<n>`` (lines: version, batch metadata, one JSON per source) before
+    batch n runs and ``commits/<n>`` once foreachBatch returned. Batch n starts where batch
+    n-1 ended (``previous_end`` when the caller holds it, else ``offsets/<n-1>``); batch 0
+    where the source started, kept in ``sources/0/0``.
+    """
     try:
-        end = _source_offsets((checkpoint / "offsets" / str(newest)).read_text().splitlines()[2], topic)
-        if newest > 0:
-            previous = checkpoint / "offsets" / str(newest - 1)
+        end = _source_offsets((checkpoint / "offsets" / str(spark_batch_id)).read_text().splitlines()[2], topic)
+        if previous_end is not None:
+            start: dict[int, int] | None = dict(previous_end)
+        elif spark_batch_id > 0:
+            previous = checkpoint / "offsets" / str(spark_batch_id - 1)
             start = _source_offsets(previous.read_text().splitlines()[2], topic) if previous.exists() else None
         else:
             initial = checkpoint / "sources" / "0" / "0"
@@ -189,7 +201,7 @@ def checkpoint_newest_batch(checkpoint: Path, topic: str) -> CheckpointBatch | N
             )
     except (OSError, IndexError, KeyError, TypeError, ValueError) as error:
         raise StreamJobError(f"cannot read the checkpoint's offsets under {checkpoint}: {error!r}") from None
-    return CheckpointBatch(newest, start, end)
+    return PlannedOffsets(start, end)
 
 
 def _source_offsets(line: str, topic: str) -> dict[int, int]:

@@ -80,7 +80,7 @@ def run_stream(
     or restored database) stops the job before it reads anything, unless
     ``restart_from_bronze``: then it is set aside and the stream starts from Bronze's offsets.
     """
-    from shopstream.kafka_admin import ensure_topic
+    from shopstream.kafka_admin import TopicRefusedError, ensure_topic
     from streaming.bronze_batch import SOURCE_STREAM
     from streaming.bronze_sink import BronzeSink, retrying
 
@@ -89,11 +89,15 @@ def run_stream(
     checkpoint = checkpoint_dir(settings, topic)
     summary = StreamSummary()
     began = time.monotonic()
-    retrying(
-        lambda: ensure_topic(kafka_bootstrap, topic, settings.topic_partitions),
-        what=f"reaching Kafka at {kafka_bootstrap}",
-        transient=(Exception,),
-    )
+    try:
+        retrying(
+            lambda: ensure_topic(kafka_bootstrap, topic, settings.topic_partitions),
+            what=f"reaching Kafka at {kafka_bootstrap}",
+            transient=(Exception,),
+            permanent=(TopicRefusedError,),
+        )
+    except TopicRefusedError as error:
+        raise StreamJobError(str(error)) from None
     with BronzeSink(database_url, topic, source=SOURCE_STREAM) as sink, _stop_on_signals(stop):
 
         def line_up(*, restart_from_bronze: bool) -> None:
@@ -109,7 +113,7 @@ def run_stream(
                 summary.add(caught_up)
 
         line_up(restart_from_bronze=restart_from_bronze)
-        writer = BatchWriter(sink, kafka_bootstrap, topic, summary)
+        writer = BatchWriter(sink, kafka_bootstrap, topic, summary, checkpoint)
         try:
             failures = 0
             while not stop.is_set():
@@ -242,14 +246,20 @@ def _run_query_once(
 
 
 def _is_fatal(error: BaseException) -> bool:
-    from streaming.bronze_sink import PoisonBatchError
+    from streaming.bronze_sink import BronzeHoleError, PoisonBatchError
 
-    if isinstance(error, PoisonBatchError):
+    if isinstance(error, PoisonBatchError | BronzeHoleError):
         return True
     text = str(error)
     # failOnDataLoss: offsets we have not read are gone from Kafka. Restarting cannot help;
-    # nor can it for a batch PostgreSQL refuses for its data (py4j keeps the Python error's name).
-    return "data may have been lost" in text or "failOnDataLoss" in text or PoisonBatchError.__name__ in text
+    # nor can it for a batch PostgreSQL refuses for its data, nor for one that starts beyond
+    # Bronze (py4j keeps the Python error's name).
+    return (
+        "data may have been lost" in text
+        or "failOnDataLoss" in text
+        or PoisonBatchError.__name__ in text
+        or BronzeHoleError.__name__ in text
+    )
 
 
 @contextmanager

@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 # each batch ends at the log's end.
 KAFKA_FETCH_MAX_WAIT_MS = 10
 
+# Only records of committed transactions (and those written outside any): the consumer's
+# default, read_uncommitted, hands over an aborted transaction's records too. Each batch
+# then ends at the last stable offset, and its offsets hold markers and aborted records that
+# are no message: the ledger records the planned range (:class:`streaming.ledger.PlannedOffsets`).
+KAFKA_ISOLATION_LEVEL = "read_committed"
+
 
 def read_stream(
     spark: SparkSession, *, kafka_bootstrap: str, topic: str, starting_offsets: str, max_offsets_per_trigger: int
@@ -47,6 +53,7 @@ def read_stream(
         .option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
         .option("includeHeaders", "true")
         .option("kafka.fetch.max.wait.ms", str(KAFKA_FETCH_MAX_WAIT_MS))
+        .option("kafka.isolation.level", KAFKA_ISOLATION_LEVEL)
         .load()
     )
     return parse_and_validate(one_task_per_core(source))
@@ -62,7 +69,12 @@ def write_offset_range(
     end: Mapping[int, int],
     **batch_info: object,
 ) -> BatchResult:
-    """Offsets ``start`` to ``end`` (exclusive, every partition) read in batch mode, validated, written as one batch."""
+    """Offsets ``start`` to ``end`` (exclusive, every partition) read in batch mode, validated, written as one batch.
+
+    The range is the batch's planned one: the sink refuses it if it starts beyond Bronze and
+    records it whole, whatever messages it holds.
+    """
+    from streaming.ledger import PlannedOffsets
     from streaming.transforms import parse_and_validate
 
     messages = (
@@ -74,11 +86,12 @@ def write_offset_range(
         .option("failOnDataLoss", "true")
         .option("includeHeaders", "true")
         .option("kafka.fetch.max.wait.ms", str(KAFKA_FETCH_MAX_WAIT_MS))
+        .option("kafka.isolation.level", KAFKA_ISOLATION_LEVEL)
         .load()
     )
     started_at = datetime.now(UTC)
     with arrow_chunks(parse_and_validate(one_task_per_core(messages))) as chunks:
-        return sink.write(chunks, started_at=started_at, **batch_info)
+        return sink.write(chunks, planned=PlannedOffsets(dict(start), dict(end)), started_at=started_at, **batch_info)
 
 
 def one_task_per_core(kafka_messages: DataFrame) -> DataFrame:

@@ -171,6 +171,75 @@ def record_batch(conn: psycopg.Connection, row: LedgerRow) -> datetime:
     return committed_at
 
 
+_SET_BATCH_OFFSETS_SQL = "update bronze.ingest_batches set start_offsets = %s, end_offsets = %s where batch_id = %s"
+
+
+def set_batch_offsets(
+    conn: psycopg.Connection, batch_id: int, start: Mapping[int, int], end: Mapping[int, int]
+) -> None:
+    """Replace a batch's offsets with the range it was planned to cover (its update trigger,
+    migration 0005, advances ``bronze.ingest_offsets`` as the insert's does)."""
+    conn.execute(_SET_BATCH_OFFSETS_SQL, (json_offsets(start), json_offsets(end), batch_id))
+
+
+# ---------------------------------------------------------------------------------------
+# Planned offsets: what a batch covers, and the hole before it
+
+
+@dataclass(frozen=True)
+class PlannedOffsets:
+    """The offsets a batch was planned to read per partition, ``start`` inclusive, ``end`` exclusive.
+
+    Spark's offset log holds them for a micro-batch (:func:`streaming.checkpoint.planned_offsets`),
+    a replay chunk is its own range. They, not the messages read, say how far a batch takes
+    Bronze: offsets hold more than messages (a transaction's commit or abort marker, the
+    records of an aborted transaction under ``read_committed``), so a batch whose last
+    offsets are such records ends past its last message. ``start`` is None when Spark no
+    longer keeps the previous batch's offsets: then no hole can be checked.
+    """
+
+    start: Mapping[int, int] | None
+    end: Mapping[int, int]
+
+
+def missing_before(planned: PlannedOffsets, committed: Mapping[int, int]) -> dict[int, tuple[int, int]]:
+    """{partition: (Bronze's next offset, the batch's planned start)} where the batch starts beyond Bronze.
+
+    Writing such a batch would move Bronze's position past offsets it never wrote: PostgreSQL
+    lost commits it had acknowledged (a failover to an asynchronous replica, a point-in-time
+    restore) while the stream ran. A partition Bronze has never written is not checked: its
+    first offset is wherever the broker's retention left the log.
+    """
+    if planned.start is None:
+        return {}
+    return {
+        partition: (committed[partition], start)
+        for partition, start in sorted(planned.start.items())
+        if partition in committed and start > committed[partition]
+    }
+
+
+def planned_coverage(planned: PlannedOffsets, committed: Mapping[int, int]) -> tuple[dict[int, int], dict[int, int]]:
+    """(start, end) per partition of what a batch adds to Bronze: from Bronze's next offset (or the
+    planned start, where Bronze has none) to the planned end, only partitions it advances."""
+    start: dict[int, int] = {}
+    end: dict[int, int] = {}
+    for partition, planned_end in sorted(planned.end.items()):
+        first = committed.get(partition)
+        if first is None:
+            first = (planned.start or {}).get(partition, 0)
+        if planned_end > first:
+            start[partition], end[partition] = first, planned_end
+    return start, end
+
+
+def describe_hole(missing: Mapping[int, tuple[int, int]]) -> str:
+    """The partitions and offset ranges (inclusive) Bronze lacks, as an error names them."""
+    return ", ".join(
+        f"partition {partition} offsets {bronze}-{start - 1}" for partition, (bronze, start) in sorted(missing.items())
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # Offsets
 

@@ -12,9 +12,9 @@ import pytest
 from shopstream_assets_tests.streaming.conftest import good_event, kafka_frame, without
 from shopstream_assets_tests.waiting import wait_until
 from streaming.bronze_batch import write_batch
-from streaming.bronze_sink import BronzeSink, PoisonBatchError, never_succeeds, retrying
+from streaming.bronze_sink import BronzeHoleError, BronzeSink, PoisonBatchError, never_succeeds, retrying
 from streaming.events import RejectReason, encode_event
-from streaming.ledger import committed_offsets
+from streaming.ledger import PlannedOffsets, committed_offsets
 from streaming.transforms import parse_and_validate
 
 TOPIC = "clicks"  # the topic kafka_frame writes into the rows
@@ -362,3 +362,42 @@ def test_a_connection_lost_between_chunks_rewrites_the_batch_once(spark, databas
     assert (result.messages_consumed, result.rows_written, result.rejects) == (31, 30, 1)
     assert len(ledger(database_url)) == 1
     assert fetch(database_url, "select count(*) from bronze.clickstream_events") == [(30,)]
+
+
+def test_a_batch_records_the_range_it_was_planned_for_and_one_starting_beyond_bronze_is_refused(
+    spark, database_url: str
+) -> None:
+    """The ledger ends where Spark planned, not at the last message (a transaction's marker takes an
+    offset); a plan holding no message still moves Bronze; a plan starting beyond Bronze is a hole."""
+    with BronzeSink(database_url, TOPIC) as sink:
+        # kafka_frame puts offsets p and p + 3 in partition p; the plan runs past them.
+        first = sink.write(validated(spark, events(6)), planned=PlannedOffsets({0: 0, 1: 0, 2: 0}, {0: 7, 1: 5, 2: 6}))
+        assert (first.messages_consumed, first.start_offsets, first.end_offsets) == (
+            6,
+            {0: 0, 1: 0, 2: 0},
+            {0: 7, 1: 5, 2: 6},
+        )
+        # Only markers, or an aborted transaction's records: no message, one ledger row counting none.
+        markers = sink.write(validated(spark, []), planned=PlannedOffsets({0: 7, 1: 5, 2: 6}, {0: 9, 1: 5, 2: 6}))
+        assert markers.batch_id is not None and markers.messages_consumed == 0
+        assert (markers.start_offsets, markers.end_offsets) == ({0: 7}, {0: 9})
+        # Nothing new at all: no row.
+        again = sink.write(validated(spark, []), planned=PlannedOffsets({0: 9, 1: 5, 2: 6}, {0: 9, 1: 5, 2: 6}))
+        assert again.batch_id is None
+        with pytest.raises(
+            BronzeHoleError,
+            match=r"Bronze lacks messages of topic 'clicks' before Spark batch 5: partition 0 offsets 9-11 \(.*"
+            r"--restart-from-bronze",
+        ):
+            sink.write(
+                validated(spark, events(1, 100), first_offset=12),
+                planned=PlannedOffsets({0: 12, 1: 5, 2: 6}, {0: 13, 1: 5, 2: 6}),
+                spark_batch_id=5,
+            )
+        with psycopg.connect(database_url) as conn:
+            assert committed_offsets(conn, TOPIC) == {0: 9, 1: 5, 2: 6}
+    assert ledger(database_url) == [
+        (first.batch_id, 6, 6, 0, 0, 0, "stream"),
+        (markers.batch_id, 0, 0, 0, 0, 0, "stream"),
+    ]
+    assert fetch(database_url, "select count(*) from bronze.clickstream_events") == [(6,)]

@@ -87,3 +87,23 @@ def test_the_offsets_table_starts_from_an_older_databases_ledger(admin_database_
         assert rows == [("t", 0, 9), ("t", 1, 12), ("t", 2, 1), ("u", 0, 3)]  # never moved backwards
     finally:
         database.drop_database(admin_database_url, name)
+
+
+def test_a_ledger_rows_planned_range_set_after_its_insert_advances_the_offsets(database_url: str) -> None:
+    """Migration 0005: the sink writes a batch's row from its messages, then sets the range Spark
+    planned (past a transaction's marker); that update moves bronze.ingest_offsets, never backwards."""
+    with database.connect(database_url) as conn:
+        (batch_id,) = conn.execute(
+            "insert into bronze.ingest_batches (kafka_topic, source, start_offsets, end_offsets, messages_consumed,"
+            " rows_written, rejects, duplicates, started_at)"
+            " values ('t', 'stream', '{\"0\": 0}', '{\"0\": 5, \"1\": 3}', 0, 0, 0, 0, now()) returning batch_id"
+        ).fetchone()
+        conn.execute(
+            'update bronze.ingest_batches set end_offsets = \'{"0": 6, "1": 2, "2": 4}\' where batch_id = %s',
+            (batch_id,),
+        )
+        rows = conn.execute(
+            "select kafka_partition, next_offset, batch_id from bronze.ingest_offsets where kafka_topic = 't'"
+            " order by 1"
+        ).fetchall()
+    assert rows == [(0, 6, batch_id), (1, 3, batch_id), (2, 4, batch_id)]
