@@ -27,6 +27,7 @@ import pyarrow.json as pajson
 
 from streaming.bronze_batch import SOURCE_REPLAY, BatchResult, write_batch
 from streaming.events import EVENT_FIELDS, Repair, parse_timestamp, validate_message
+from streaming.reject_payload import reject_fields
 
 KAFKA_PARTITIONS = 6
 
@@ -54,6 +55,8 @@ VALIDATED_SCHEMA = pa.schema(
         pa.field("sent_at", pa.timestamp("us", tz="UTC")),
         pa.field("raw_value", pa.binary()),
         pa.field("raw_text", pa.string()),
+        pa.field("raw_length", pa.int32()),
+        pa.field("raw_sha256", pa.binary()),
         pa.field("reject_reason", pa.string()),
         pa.field("reject_detail", pa.string()),
     ]
@@ -95,11 +98,7 @@ def validated_table(keys: Sequence[bytes], values: Sequence[bytes], positions: K
             if verdict.repair is Repair.PURCHASE_NULL_QUANTITY:
                 row.update(quantity=1, repaired=True, repair_reason=verdict.repair.value)
         else:
-            row["raw_value"] = value
-            try:
-                row["raw_text"] = value.decode("utf-8")
-            except UnicodeDecodeError:
-                row["raw_text"] = None
+            row.update(reject_fields(value)._asdict())
             row["reject_reason"] = verdict.reason.value if verdict.reason else None
             row["reject_detail"] = verdict.detail
         rows.append(row)

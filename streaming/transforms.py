@@ -91,6 +91,8 @@ REJECT_COLUMNS: tuple[str, ...] = (
     "kafka_offset",
     "raw_value",
     "raw_text",
+    "raw_length",
+    "raw_sha256",
     "reject_reason",
     "reject_detail",
     "sent_at",
@@ -99,6 +101,8 @@ VALIDATED_COLUMNS: tuple[str, ...] = (
     *EVENT_COLUMNS,
     "raw_value",
     "raw_text",
+    "raw_length",
+    "raw_sha256",
     "reject_reason",
     "reject_detail",
 )
@@ -351,8 +355,11 @@ def _missing_field() -> Column:
 
 def _output_stage() -> list[Projection]:
     """The validated columns: typed event columns for a good row (quantity repaired), the raw message for a reject."""
+    from streaming.reject_payload import spark_reject_columns
+
     # Python's rules accept exactly the rows no rule of the verdict matched.
     accepted = F.col("_verdict").isNull()
+    raw_message = spark_reject_columns(F.col("raw_value"), F.col("_text"), F.col("_utf8"))
     field = _fields()
     quantity = field["quantity"]
     repair = accepted & quantity.isNull() & (field["event_type"] == "purchase")
@@ -375,9 +382,9 @@ def _output_stage() -> list[Projection]:
             "kafka_partition",
             "kafka_offset",
             "sent_at",
-            # The raw message is kept only for rejects: good rows do not carry it to Python.
-            F.when(~accepted, F.col("raw_value")).alias("raw_value"),
-            F.when(~accepted & F.col("_utf8"), F.col("_text")).alias("raw_text"),
+            # The raw message is kept only for rejects (good rows do not carry it to Python),
+            # and only its bounded prefix, length and hash leave the task.
+            *(F.when(~accepted, column).alias(name) for name, column in raw_message._asdict().items()),
             F.col("_verdict.reason").alias("reject_reason"),
             F.col("_verdict.detail").alias("reject_detail"),
         ]
