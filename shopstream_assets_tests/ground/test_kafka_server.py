@@ -45,7 +45,8 @@ def test_the_broker_s_log_rotates_by_size_through_log4j(tmp_path: Path) -> None:
     kept = [logs / "kafka.log", *(logs / f"kafka.log.{index}" for index in range(1, settings.log_keep + 1))]
     assert all(path.exists() for path in kept), sorted(logs.iterdir())
     assert not (logs / f"kafka.log.{settings.log_keep + 1}").exists()
-    # log4j rolls a file over once it has passed the size, so a file holds at most one line more.
-    assert all(path.stat().st_size <= 8 * 1024 + 4 * 1024 for path in kept), [path.stat().st_size for path in kept]
+    # log4j rolls a file over once it has passed the size, so a file holds at most one log event more,
+    # and the largest, the broker's configuration at start, is about 16 KB.
+    assert all(path.stat().st_size <= 8 * 1024 + 20 * 1024 for path in kept), [path.stat().st_size for path in kept]
     # The newest lines, the broker's shutdown, are in the current file.
     assert "shut down completely" in (logs / "kafka.log").read_text()
