@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from shopstream.postgres_server import EmbeddedPostgres
 from shopstream.settings import load_settings
 
 PRUNE_JOB_NAME = "prune_dagster_history"
@@ -66,15 +67,26 @@ def prune_old_runs(context: dg.OpExecutionContext, config: PruneConfig) -> dg.Ou
     )
 
 
+@dg.op(description="Deletes the embedded PostgreSQL's rotated log files beyond SHOPSTREAM_LOG_KEEP.")
+def prune_postgres_logs(context: dg.OpExecutionContext) -> dg.Output[int]:
+    # PostgreSQL rotates its log by size but never deletes a file; a server start prunes too,
+    # and a server runs for months between starts.
+    settings = load_settings()
+    removed = EmbeddedPostgres(settings).prune_server_logs() if settings.database_embedded else []
+    context.log.info(f"removed {len(removed)} rotated PostgreSQL log files")
+    return dg.Output(len(removed), metadata={"files_removed": len(removed)})
+
+
 @dg.job(
     name=PRUNE_JOB_NAME,
     description=(
-        "Removes finished Dagster runs older than SHOPSTREAM_DAGSTER_RETENTION_DAYS (default 7): "
-        "their run records, event logs and compute logs."
+        "Removes finished Dagster runs older than SHOPSTREAM_DAGSTER_RETENTION_DAYS (default 7) with "
+        "their event logs and compute logs, and the embedded PostgreSQL's rotated logs beyond SHOPSTREAM_LOG_KEEP."
     ),
 )
 def prune_dagster_history() -> None:
     prune_old_runs()
+    prune_postgres_logs()
 
 
 prune_dagster_history_schedule = dg.ScheduleDefinition(

@@ -9,7 +9,7 @@ import pytest
 
 from shopstream.database import connect
 from shopstream.settings import Settings
-from shopstream_assets.defs.maintenance import PRUNE_JOB_NAME, PruneConfig, prune_old_runs
+from shopstream_assets.defs.maintenance import PRUNE_JOB_NAME, PruneConfig, prune_old_runs, prune_postgres_logs
 
 LINE = "a line of this run's own output"
 
@@ -101,5 +101,32 @@ def test_a_wrong_retention_setting_fails_the_run_naming_it(
     monkeypatch.setenv("SHOPSTREAM_DAGSTER_RETENTION_DAYS", "0")
     result = defs.resolve_job_def(PRUNE_JOB_NAME).execute_in_process(instance=dagster_instance, raise_on_error=False)
     assert not result.success
-    (failure,) = [event for event in result.all_events if event.event_type == dg.DagsterEventType.STEP_FAILURE]
-    assert "SHOPSTREAM_DAGSTER_RETENTION_DAYS" in str(failure.step_failure_data.error)
+    failures = {
+        event.step_key: str(event.step_failure_data.error)
+        for event in result.all_events
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE
+    }
+    # Both steps read the settings; each failure names the variable to fix.
+    assert prune_old_runs.name in failures
+    assert all("SHOPSTREAM_DAGSTER_RETENTION_DAYS" in error for error in failures.values()), failures
+
+
+def test_the_same_job_keeps_the_embedded_postgres_newest_rotated_logs(
+    defs: dg.Definitions, dagster_instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL never deletes a rotated log file; the daily job keeps SHOPSTREAM_LOG_KEEP and the current one."""
+    home = tmp_path / "embedded-home"
+    server_logs = home / "logs" / "postgres"
+    server_logs.mkdir(parents=True)
+    names = [f"postgresql-20261201-0{hour}0000.log" for hour in range(6)]
+    for name in names:
+        (server_logs / name).write_text("a rotated server log\n")
+    # The embedded server's settings: no SHOPSTREAM_DATABASE_URL (Dagster's own storage is already open).
+    monkeypatch.delenv("SHOPSTREAM_DATABASE_URL")
+    monkeypatch.setenv("SHOPSTREAM_HOME", str(home))
+    monkeypatch.setenv("SHOPSTREAM_LOG_KEEP", "2")
+
+    result = defs.resolve_job_def(PRUNE_JOB_NAME).execute_in_process(instance=dagster_instance)
+
+    assert result.success and result.output_for_node(prune_postgres_logs.name) == 3
+    assert sorted(path.name for path in server_logs.iterdir()) == names[-3:]
