@@ -43,7 +43,10 @@ class EmbeddedKafka:
         self.data_dir = settings.data_dir / "kafka"
         self.config_dir = settings.run_dir / "kafka"
         self.state_path = settings.run_dir / "kafka.json"
+        # The broker's log, which log4j rotates by size (SHOPSTREAM_LOG_MAX_SIZE, SHOPSTREAM_LOG_KEEP).
         self.log_path = settings.logs_dir / "kafka.log"
+        # What the JVM prints outside log4j (a crash, an option it refuses): a few lines per start.
+        self.console_path = settings.logs_dir / "kafka.console.log"
 
     @property
     def port(self) -> int | None:
@@ -110,28 +113,47 @@ class EmbeddedKafka:
             )
         )
         log4j = self.config_dir / "log4j2.properties"
-        log4j.write_text(
-            "\n".join(
-                [
-                    "status = warn",
-                    "appender.console.type = Console",
-                    "appender.console.name = STDOUT",
-                    "appender.console.layout.type = PatternLayout",
-                    "appender.console.layout.pattern = [%d] %p %m (%c)%n",
-                    "rootLogger.level = INFO",
-                    "rootLogger.appenderRef.stdout.ref = STDOUT",
-                    # Per-partition chatter at INFO drowns what matters.
-                    "logger.log.name = kafka.log",
-                    "logger.log.level = WARN",
-                    "logger.cleaner.name = kafka.log.LogCleaner",
-                    "logger.cleaner.level = WARN",
-                    "logger.storage.name = org.apache.kafka.storage",
-                    "logger.storage.level = WARN",
-                    "",
-                ]
-            )
-        )
+        log4j.write_text(self.log4j_properties())
         return properties
+
+    def log4j_properties(self) -> str:
+        """The broker's log4j2 configuration: one size-rotated file, the quiet loggers at WARN."""
+        rotated = self.log_path.with_name(f"{self.log_path.name}.%i")
+        return "\n".join(
+            [
+                "status = warn",
+                "appender.file.type = RollingFile",
+                "appender.file.name = FILE",
+                f"appender.file.fileName = {self.log_path.resolve()}",
+                f"appender.file.filePattern = {rotated.resolve()}",
+                "appender.file.layout.type = PatternLayout",
+                "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+                "appender.file.policies.type = Policies",
+                "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+                f"appender.file.policies.size.size = {self.settings.log_max_bytes}",
+                # kafka.log.1 is the newest rotated file, as for every other ShopStream log.
+                "appender.file.strategy.type = DefaultRolloverStrategy",
+                "appender.file.strategy.fileIndex = min",
+                f"appender.file.strategy.max = {self.settings.log_keep}",
+                "rootLogger.level = INFO",
+                "rootLogger.appenderRef.file.ref = FILE",
+                # Per-partition chatter at INFO drowns what matters.
+                "logger.log.name = kafka.log",
+                "logger.log.level = WARN",
+                "logger.cleaner.name = kafka.log.LogCleaner",
+                "logger.cleaner.level = WARN",
+                "logger.storage.name = org.apache.kafka.storage",
+                "logger.storage.level = WARN",
+                "",
+            ]
+        )
+
+    def _log_tails(self) -> str:
+        return "\n".join(
+            f"{path}:\n{path.read_text(errors='replace')[-3000:]}"
+            for path in (self.console_path, self.log_path)
+            if path.exists()
+        )
 
     def start(self, progress: Progress = print) -> str:
         if self.pid() is not None:
@@ -168,7 +190,7 @@ class EmbeddedKafka:
         if formatted.returncode != 0:
             raise ServiceError(f"Kafka storage format failed: {formatted.stdout}{formatted.stderr}")
         progress(f"starting Apache Kafka on {LOOPBACK}:{port} ...")
-        with self.log_path.open("ab") as log:
+        with self.console_path.open("ab") as log:
             process = subprocess.Popen(
                 [java, KAFKA_HEAP, "-Xms128m", "-XX:+UseG1GC", log4j, "-cp", classpath, "kafka.Kafka", str(properties)],
                 stdin=subprocess.DEVNULL,
@@ -190,8 +212,8 @@ class EmbeddedKafka:
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 raise ServiceError(
-                    f"Kafka exited with code {process.returncode} while starting; see {self.log_path}:\n"
-                    + self.log_path.read_text()[-3000:]
+                    f"Kafka exited with code {process.returncode} while starting; see {self.settings.logs_dir}:\n"
+                    + self._log_tails()
                 )
             if port_open(host, int(port)):
                 admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import time
@@ -47,6 +48,9 @@ ADMIN_ROLE = "shopstream"
 EMBEDDED_POSTGRES_USER = "embedded_postgres"
 # Where useradd lives when PATH leaves out the sbin folders (a minimal CI environment does).
 SYSTEM_BINARY_FOLDERS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+# The server's own log files, one per rotation, named by when each began (so by name is by age).
+SERVER_LOG_FILENAME = "postgresql-%Y%m%d-%H%M%S.log"
+SERVER_LOG_GLOB = "postgresql-*.log"
 
 
 def _import_embedded_postgres_quietly() -> None:
@@ -94,7 +98,10 @@ class EmbeddedPostgres:
         self.settings = settings
         self.data_dir = settings.data_dir / "postgres"
         self.state_path = settings.run_dir / "postgres.json"
+        # pg_ctl's own output and what the server says before its logging collector starts.
         self.log_path = settings.logs_dir / "postgres.log"
+        # The logging collector's files, rotated by size (logging_options).
+        self.server_log_dir = settings.logs_dir / "postgres"
         self.credentials = Credentials(settings.home)
 
     @property
@@ -157,8 +164,33 @@ class EmbeddedPostgres:
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", read)
         ensure_prefix_permissions(self.data_dir)
-        for path in (self.data_dir, self.log_path):
+        for path in (self.data_dir, self.log_path, self.server_log_dir):
             os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def logging_options(self) -> str:
+        """Server options: its log through the logging collector, a new file at SHOPSTREAM_LOG_MAX_SIZE.
+
+        Given on the command line at every start, so a cluster made before them gets them too
+        and a changed setting applies at the next start. PostgreSQL never deletes a rotated file:
+        :meth:`prune_server_logs` keeps SHOPSTREAM_LOG_KEEP of them.
+        """
+        options = {
+            "logging_collector": "on",
+            "log_directory": str(self.server_log_dir.resolve()),
+            "log_filename": SERVER_LOG_FILENAME,
+            "log_rotation_size": f"{max(1, self.settings.log_max_bytes // 1024)}kB",
+            "log_rotation_age": "0",
+        }
+        # pg_ctl runs the server through /bin/sh: each value is quoted for it.
+        return " ".join(f"-c {name}={shlex.quote(value)}" for name, value in options.items())
+
+    def prune_server_logs(self) -> list[Path]:
+        """Delete all but the newest SHOPSTREAM_LOG_KEEP rotated server log files (and the current one)."""
+        files = sorted(self.server_log_dir.glob(SERVER_LOG_GLOB))
+        removed = files[: max(0, len(files) - (self.settings.log_keep + 1))]
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
 
     def _run(self, program: str, args: list[str], user: str | None, **kwargs: Any) -> None:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -176,7 +208,9 @@ class EmbeddedPostgres:
         """Start (or find) the server; return the owner role's URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.server_log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.touch()
+        self.prune_server_logs()
         if self.pid() is None:
             user = self._system_user()
             if user:
@@ -198,7 +232,7 @@ class EmbeddedPostgres:
                     "-t",
                     "60",
                     "-o",
-                    f"-h {LOOPBACK} -p {port} -c unix_socket_directories=''",
+                    f"-h {LOOPBACK} -p {port} -c unix_socket_directories='' {self.logging_options()}",
                     "start",
                 ],
                 user,

@@ -43,6 +43,9 @@ class Settings:
     bind_address: str
     reader_password: str | None
     fast_runs: bool
+    dagster_retention_days: int
+    log_max_bytes: int
+    log_keep: int
 
     @property
     def database_embedded(self) -> bool:
@@ -96,6 +99,10 @@ VARIABLES: dict[str, str] = {
     "SHOPSTREAM_READER_PASSWORD": "password for the dashboard's read-only role on an external PostgreSQL (optional)",
     "SHOPSTREAM_FAST_RUNS": "1: warm run worker and dbt in process when the installed Dagster/dbt are the tested ones; "
     "0: Dagster's stock run launcher and dbt CLI (default 1)",
+    "SHOPSTREAM_DAGSTER_RETENTION_DAYS": "days Dagster keeps runs, their event logs and compute logs (default 7)",
+    "SHOPSTREAM_LOG_MAX_SIZE": "size at which a process's log under SHOPSTREAM_HOME/logs rotates, such as 50m or 512k "
+    "(default 50m)",
+    "SHOPSTREAM_LOG_KEEP": "rotated files kept per process log besides the current one (default 3)",
 }
 
 _BOOTSTRAP_SERVER = re.compile(r"^[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$")
@@ -124,6 +131,21 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
         raise SettingsError(f"{name} must be a whole number from {low} to {high}: got {raw!r}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name} must be a whole number from {low} to {high}: got {raw!r}")
+    return value
+
+
+_SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _size(env: Mapping[str, str], name: str, default: int, *, low: int) -> int:
+    """A size such as ``512k``, ``50m`` or ``1g`` (binary units), in bytes."""
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    found = re.fullmatch(r"([1-9]\d{0,8})([kmg])", raw.lower())
+    value = int(found[1]) * _SIZE_UNITS[found[2]] if found else 0
+    if value < low:
+        raise SettingsError(f"{name} must be a size of at least {low // 1024}k, such as 512k, 50m or 1g: got {raw!r}")
     return value
 
 
@@ -227,6 +249,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         bind_address=bind_address,
         reader_password=_text(env, "SHOPSTREAM_READER_PASSWORD"),
         fast_runs=_flag(env, "SHOPSTREAM_FAST_RUNS", True),
+        dagster_retention_days=_int(env, "SHOPSTREAM_DAGSTER_RETENTION_DAYS", 7, low=1, high=3650),
+        log_max_bytes=_size(env, "SHOPSTREAM_LOG_MAX_SIZE", 50 * 1024**2, low=64 * 1024),
+        log_keep=_int(env, "SHOPSTREAM_LOG_KEEP", 3, low=1, high=100),
     )
 
 

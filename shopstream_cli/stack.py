@@ -19,7 +19,7 @@ import typer
 from shopstream.database import connect, redact
 from shopstream.embedded import ServiceError
 from shopstream.kafka_admin import ensure_topic, watermarks
-from shopstream.processes import spawn, stop_group
+from shopstream.processes import LogRotation, spawn, stop_group
 from shopstream.services import Endpoints, running_servers, start_services, stop_servers_started_since
 from shopstream.settings import Settings
 from streaming.ledger import committed_offsets, messages_behind, rows_written
@@ -142,8 +142,13 @@ def run_stack(
         for child in plan.children:
             if stopping:
                 break
+            # Each log rotates by size (SHOPSTREAM_LOG_MAX_SIZE, SHOPSTREAM_LOG_KEEP): `up` may run for weeks.
             child.process = spawn(
-                child.command, env=env, log_path=settings.logs_dir / f"{child.name}.log", cwd=REPO_ROOT
+                child.command,
+                env=env,
+                log_path=settings.logs_dir / f"{child.name}.log",
+                cwd=REPO_ROOT,
+                rotation=LogRotation.from_settings(settings),
             )
             echo(f"started {child.name} (pid {child.process.pid}, log {settings.logs_dir / (child.name + '.log')})")
         echo("")

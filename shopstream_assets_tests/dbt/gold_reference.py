@@ -302,6 +302,37 @@ def user_behavior(session_rows: pd.DataFrame) -> pd.DataFrame:
     return users
 
 
+def user_activity(session_rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per user: aggregates of the user's sessions and the latest session with a cart."""
+    grouped = session_rows.groupby("user_id", sort=True)
+    activity = pd.DataFrame(
+        {
+            "first_session_at": grouped["session_start"].min(),
+            "last_session_at": grouped["session_start"].max(),
+            "frequency": grouped.size(),
+            "monetary_cents": grouped["revenue_cents"].sum(),
+            "purchase_sessions": grouped["purchased"].sum(),
+            "abandoned_cart_sessions": grouped["abandoned_cart"].sum(),
+            "last_purchase_session_at": session_rows[session_rows["purchased"]]
+            .groupby("user_id")["session_start"]
+            .max(),
+            "last_batch_id": grouped["last_batch_id"].max(),
+        }
+    )
+    carts = session_rows[session_rows["reached_cart"]].sort_values(
+        ["user_id", "session_start", "session_id"], ascending=[True, False, False]
+    )
+    latest = carts.groupby("user_id", sort=True).head(1).set_index("user_id")
+    activity["cart_session_id"] = latest["session_id"]
+    activity["cart_session_start"] = latest["session_start"]
+    activity["cart_abandoned"] = latest["abandoned_cart"]
+    activity["cart_value_cents"] = latest["cart_value_cents"]
+    activity["cart_page_views"] = latest["page_views"]
+    activity = activity.reset_index()
+    # A user with no cart session has nulls there, as in PostgreSQL (pandas would say NaN or NaT).
+    return activity.astype(object).where(activity.notna(), None)
+
+
 def hot_leads(session_rows: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
     as_of = session_rows["session_date"].max()
     carts = session_rows[session_rows["reached_cart"]].sort_values(
@@ -362,6 +393,7 @@ def reference_tables(conn: psycopg.Connection) -> dict[str, pd.DataFrame]:
     return {
         "silver.stg_clickstream_events": staging_events(events),
         "silver.int_user_sessions": session_rows,
+        "silver.int_user_activity": user_activity(session_rows),
         "gold.mart_daily_metrics": daily_metrics(events, session_rows),
         "gold.mart_daily_segment_metrics": daily_segment_metrics(events),
         "gold.mart_daily_segment_sessions": daily_segment_sessions(events, session_rows),

@@ -44,6 +44,7 @@ MARTS_YML = Path(__file__).resolve().parents[2] / "dbt_project" / "models" / "ma
 SILVER_AND_GOLD = (
     "silver.stg_clickstream_events",
     "silver.int_user_sessions",
+    "silver.int_user_activity",
     "gold.mart_daily_metrics",
     "gold.mart_daily_segment_metrics",
     "gold.mart_daily_segment_sessions",

@@ -231,7 +231,7 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
     }
     assert len(warm_workers) == 1 and all(PID_TAG in run.dagster_run.tags for run in succeeded), engine_messages
     staged = dagster_instance.get_latest_materialization_event(STAGING)
-    assert staged is not None and staged.asset_materialization.metadata["dagster/row_count"].value > 0
+    assert staged is not None and staged.asset_materialization.metadata["rows_affected"].value > 0
 
     # The UI's "Materialize" on gold/mart_daily_metrics: launchPipelineExecution on the asset job.
     url = webserver_url(settings)
@@ -339,4 +339,4 @@ def test_sensor_refresh_on_the_stock_run_path(
         assert not any(name.startswith(DBT_TIMING_TAG_PREFIX) for name in record.dagster_run.tags)
         assert not record.dagster_run.asset_check_selection
     staged = dagster_instance.get_latest_materialization_event(STAGING)
-    assert staged is not None and staged.asset_materialization.metadata["dagster/row_count"].value > 0
+    assert staged is not None and staged.asset_materialization.metadata["rows_affected"].value > 0

@@ -83,16 +83,22 @@ def test_sensor_and_schedules_defaults(defs: dg.Definitions) -> None:
     assert rebuild.default_status == dg.DefaultScheduleStatus.STOPPED
     (request,) = rebuild.evaluate_tick(dg.build_schedule_context()).run_requests
     assert request.run_config["ops"] == {DBT_OP_NAME: {"config": {"full_refresh": True}}}
-    # Bronze's cheap checks often; the dbt tests, which hold the dbt pool, hourly.
+    # Bronze's cheap checks often; the dbt tests, which hold the dbt pool, hourly on Gold and
+    # daily on everything (the Silver tests read all of history).
     assert defs.resolve_schedule_def("bronze_checks_every_10_minutes").cron_schedule == "*/10 * * * *"
-    assert defs.resolve_schedule_def("dbt_tests_hourly").cron_schedule == "17 * * * *"
+    assert defs.resolve_schedule_def("dbt_tests_hourly").cron_schedule == "17 0-2,4-23 * * *"
+    assert defs.resolve_schedule_def("dbt_tests_daily").cron_schedule == "17 3 * * *"
+    assert defs.resolve_schedule_def("dbt_tests_daily").default_status == dg.DefaultScheduleStatus.RUNNING
     graph = defs.resolve_asset_graph()
     bronze_checks = defs.resolve_job_def("bronze_quality_checks").asset_layer.asset_graph
-    dbt_tests = defs.resolve_job_def("data_quality_checks").asset_layer.asset_graph
+    hourly_tests = defs.resolve_job_def("data_quality_checks").asset_layer.asset_graph.asset_check_keys
+    daily_tests = defs.resolve_job_def("data_quality_checks_full").asset_layer.asset_graph.asset_check_keys
     assert bronze_checks.asset_check_keys and all(
         key.asset_key == dg.AssetKey(["bronze", "clickstream_events"]) for key in bronze_checks.asset_check_keys
     )
-    assert dbt_tests.asset_check_keys == graph.asset_check_keys - bronze_checks.asset_check_keys
+    assert daily_tests == graph.asset_check_keys - bronze_checks.asset_check_keys
+    assert all(key.asset_key.path[0] == "gold" for key in hourly_tests)
+    assert {key for key in daily_tests if key.asset_key.path[0] == "gold"} == hourly_tests
 
 
 def test_dbt_timings_from_its_events() -> None:

@@ -49,6 +49,12 @@ def test_explicit_values_are_used() -> None:
         ("SHOPSTREAM_DASHBOARD_PORT", "eighty", "whole number"),
         ("SHOPSTREAM_SENSOR_INTERVAL", "-5", "from 1 to 3600"),
         ("SHOPSTREAM_LOG_LEVEL", "LOUD", "SHOPSTREAM_LOG_LEVEL must be one of"),
+        ("SHOPSTREAM_DAGSTER_RETENTION_DAYS", "0", "from 1 to 3650"),
+        ("SHOPSTREAM_DAGSTER_RETENTION_DAYS", "a week", "whole number"),
+        ("SHOPSTREAM_LOG_MAX_SIZE", "50", "must be a size"),
+        ("SHOPSTREAM_LOG_MAX_SIZE", "8k", "at least 64k"),
+        ("SHOPSTREAM_LOG_MAX_SIZE", "inf", "must be a size"),
+        ("SHOPSTREAM_LOG_KEEP", "0", "from 1 to 100"),
     ],
 )
 def test_a_wrong_value_names_the_variable(name: str, value: str, expected: str) -> None:
@@ -97,3 +103,13 @@ def test_fast_runs_refuses_anything_else_by_name(value: str) -> None:
         load_settings({"SHOPSTREAM_FAST_RUNS": value})
     message = str(raised.value)
     assert "SHOPSTREAM_FAST_RUNS" in message and repr(value) in message
+
+
+def test_retention_and_log_rotation_defaults_and_sizes() -> None:
+    defaults = load_settings({})
+    assert (defaults.dagster_retention_days, defaults.log_max_bytes, defaults.log_keep) == (7, 50 * 1024**2, 3)
+    given = load_settings(
+        {"SHOPSTREAM_DAGSTER_RETENTION_DAYS": "30", "SHOPSTREAM_LOG_MAX_SIZE": "512K", "SHOPSTREAM_LOG_KEEP": "10"}
+    )
+    assert (given.dagster_retention_days, given.log_max_bytes, given.log_keep) == (30, 512 * 1024, 10)
+    assert load_settings({"SHOPSTREAM_LOG_MAX_SIZE": "2g"}).log_max_bytes == 2 * 1024**3

@@ -7,12 +7,13 @@
 
 {#- Users to retarget: their latest session with a cart ended without a purchase, and no
     session of theirs with a purchase started after it. A table, like mart_user_behavior,
-    because the cart-value percentile and the ranking are relative to all leads. The
+    because the cart-value percentile and the ranking are relative to all leads; it reads
+    users (int_user_activity, mart_user_behavior), never sessions. The
     propensity formula is documented in _marts.yml. -#}
 
-with sessions as (
+with activity as (
 
-    select * from {{ ref('int_user_sessions') }}
+    select * from {{ ref('int_user_activity') }}
 
 ),
 
@@ -24,17 +25,17 @@ users as (
 
 latest_cart_sessions as (
 
-    select distinct on (user_id)
+    -- Each user's latest session with a cart (int_user_activity keeps it per user).
+    select
         user_id,
-        session_id,
-        session_start,
-        abandoned_cart,
+        cart_session_id as session_id,
+        cart_session_start as session_start,
+        cart_abandoned as abandoned_cart,
         cart_value,
-        page_views
+        cart_page_views as page_views
 
-    from sessions
-    where reached_cart
-    order by user_id, session_start desc, session_id desc
+    from activity
+    where cart_session_id is not null
 
 ),
 
@@ -42,11 +43,10 @@ last_purchases as (
 
     select
         user_id,
-        max(session_start) as last_purchase_session_at
+        last_purchase_session_at
 
-    from sessions
-    where purchased
-    group by user_id
+    from activity
+    where last_purchase_session_at is not null
 
 ),
 

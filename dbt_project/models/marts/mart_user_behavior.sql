@@ -9,13 +9,13 @@
 }}
 
 {#- RFM is global by nature: one user's new session can move every other user's quintile,
-    so this model is a table rebuilt on each run. It stays cheap because it reads the
-    sessions (about a tenth of the events), never the events; its cost grows with the
-    number of sessions, the one part of a run that does. -#}
+    so this model is a table rebuilt on each run. It reads int_user_activity, one row per
+    user kept incrementally, never the sessions or the events: a run costs the number of
+    users, not the history. -#}
 
-with sessions as (
+with users as (
 
-    select * from {{ ref('int_user_sessions') }}
+    select * from {{ ref('int_user_activity') }}
 
 ),
 
@@ -23,24 +23,9 @@ as_of as (
 
     -- Recency is measured from the newest data, not the wall clock, so a rebuild of the
     -- same data gives the same answer and scores do not drift while ingestion pauses.
-    select max(session_date) as as_of_date
-    from sessions
-
-),
-
-users as (
-
-    select
-        user_id,
-        min(session_start) as first_session_at,
-        max(session_start) as last_session_at,
-        count(*) as frequency,
-        sum(revenue)::numeric(18, 2) as monetary,
-        count(*) filter (where purchased) as purchase_sessions,
-        count(*) filter (where abandoned_cart) as abandoned_cart_sessions
-
-    from sessions
-    group by user_id
+    -- The newest session's UTC day: int_user_sessions' session_date of the latest start.
+    select (max(last_session_at) at time zone 'UTC')::date as as_of_date
+    from users
 
 ),
 

@@ -11,6 +11,7 @@ dbt runs in the run worker's own process on the fast run path, through
 """
 
 import contextlib
+import re
 import shutil
 import time
 from collections.abc import Iterator, Mapping
@@ -20,24 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import psycopg
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
     DbtCliResource,
     dbt_assets,
 )
-from psycopg import sql
 
-from shopstream import database
 from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX, shopstream_dbt_project
-from shopstream_assets.runtime.dbt_in_process import invoke_dbt, iter_raw_events, profile_database_url
+from shopstream_assets.runtime.dbt_in_process import invoke_dbt, iter_raw_events
 from shopstream_assets.runtime.run_path import run_path
 
 DBT_OP_NAME = "shopstream_dbt"
 STALE_RUN_FOLDER_S = 24 * 3600
-# Row counts as dagster-dbt's fetch_row_counts takes them: not for views (that would run them).
-COUNTED_MATERIALIZATIONS = ("table", "incremental")
+# PostgreSQL's command tag of a model's main statement, which dbt reports as the model's result:
+# "SELECT 5000" for a table created whole (CREATE TABLE AS), "INSERT 0 120" for rows added to one.
+COMMAND_TAG = re.compile(r"^(?P<command>SELECT|INSERT|UPDATE|DELETE|MERGE)(?: \d+)? (?P<rows>\d+)$")
+ROWS_AFFECTED = "rows_affected"
 OWNERS = ["team:data-engineering"]
 # The marts refresh every few seconds while events stream in (the Bronze sensor); a
 # minute without a refresh is worth a look, a quarter of an hour means the loop is stuck.
@@ -99,8 +99,32 @@ def _run_target_path(context: dg.AssetExecutionContext) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _row_count_query(node_relation: Mapping[str, Any]) -> sql.Composed:
-    return sql.SQL("select count(*) from {}").format(sql.Identifier(node_relation["schema"], node_relation["alias"]))
+def rows_written_metadata(raw_event: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
+    """What a model's run wrote, from dbt's own result line: no query on the model's table.
+
+    Counting every table a refresh built read all of Silver on every sensor run, work that grew
+    with history. The command tag is free: ``rows_affected`` is what this run inserted (or, for
+    a table created whole, its rows), and ``dagster/row_count`` is given only when the run built
+    the whole table, where the two are the same number.
+    """
+    if raw_event["info"]["name"] != "LogModelResult":
+        return {}
+    tag = COMMAND_TAG.match(str(raw_event["data"].get("status", "")).strip())
+    if tag is None:
+        return {}
+    rows = int(tag["rows"])
+    metadata = {ROWS_AFFECTED: dg.MetadataValue.int(rows)}
+    if tag["command"] == "SELECT":
+        metadata["dagster/row_count"] = dg.MetadataValue.int(rows)
+    return metadata
+
+
+def with_rows_written(dagster_event: Any, raw_event: Mapping[str, Any]) -> Any:
+    """``dagster_event`` with :func:`rows_written_metadata` added when it is a model's Output."""
+    if not isinstance(dagster_event, dg.Output):
+        return dagster_event
+    rows = rows_written_metadata(raw_event)
+    return dagster_event.with_metadata({**dagster_event.metadata, **rows}) if rows else dagster_event
 
 
 def dbt_in_worker(
@@ -108,15 +132,13 @@ def dbt_in_worker(
     dbt: DbtCliResource,
     args: list[str],
     target_path: Path,
-    *,
-    row_counts: bool,
 ) -> Iterator[Any]:
     """``dbt <args>`` for the selected models or checks, in this run worker; their Dagster events.
 
     What ``dbt.cli(args, context=context).stream()`` yields, without starting dbt as a
     process (``shopstream_assets.runtime.dbt_in_process`` says why and what it saves): the same
-    selection, the same translation of dbt's result events, the row count of every table
-    and incremental model it built, and a failure naming dbt's errors after the events of
+    selection, the same translation of dbt's result events, the rows each model wrote
+    (:func:`rows_written_metadata`), and a failure naming dbt's errors after the events of
     whatever did succeed.
     """
     from shopstream_assets.runtime.dagster_dbt_private import (
@@ -151,33 +173,16 @@ def dbt_in_worker(
         target_path=target_path,
         reuse_prepared=selected_project_dir == project_dir and not profile_args,
     )
-    row_counter = _RowCounter(context) if row_counts else None
-    try:
-        for raw_event in iter_raw_events(invocation):
-            message = DbtCoreCliEventMessage(raw_event=raw_event, event_history_metadata={})
-            node_info = raw_event["data"].get("node_info", {})
-            for dagster_event in message.to_default_asset_events(
-                manifest=params.manifest,
-                dagster_dbt_translator=params.dagster_dbt_translator,
-                context=context,
-                target_path=target_path,
-                project=params.dbt_project,
-            ):
-                if (
-                    row_counter is not None
-                    and isinstance(dagster_event, dg.Output)
-                    and node_info.get("node_status") == "success"
-                    and node_info.get("materialized") in COUNTED_MATERIALIZATIONS
-                ):
-                    row_count = row_counter.count(node_info["node_relation"])
-                    if row_count is not None:
-                        dagster_event = dagster_event.with_metadata(
-                            {**dagster_event.metadata, "dagster/row_count": dg.MetadataValue.int(row_count)}
-                        )
-                yield dagster_event
-    finally:
-        if row_counter is not None:
-            row_counter.close()
+    for raw_event in iter_raw_events(invocation):
+        message = DbtCoreCliEventMessage(raw_event=raw_event, event_history_metadata={})
+        for dagster_event in message.to_default_asset_events(
+            manifest=params.manifest,
+            dagster_dbt_translator=params.dagster_dbt_translator,
+            context=context,
+            target_path=target_path,
+            project=params.dbt_project,
+        ):
+            yield with_rows_written(dagster_event, raw_event)
     if invocation.timings is not None:
         context.log.info(invocation.timings.summary())
         if args[0] == "run":
@@ -190,30 +195,20 @@ def dbt_in_worker(
         raise dg.Failure(description=f"`{invocation.command}` failed:\n{errors}")
 
 
-class _RowCounter:
-    """Row counts for the models dbt built, as dagster-dbt's fetch_row_counts takes them: a
-    count that fails (the database went away, a concurrent rebuild) is logged, never raised,
-    so it cannot hide dbt's own outcome or drop the materializations still to come."""
-
-    def __init__(self, context: dg.AssetExecutionContext) -> None:
-        self._context = context
-        self._conn: psycopg.Connection | None = None
-
-    def count(self, node_relation: Mapping[str, Any]) -> int | None:
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = database.connect(profile_database_url(), autocommit=True)
-            (row_count,) = self._conn.execute(_row_count_query(node_relation)).fetchone()
-            return row_count
-        except (psycopg.Error, OSError) as error:
-            self._context.log.warning(
-                f"no row count for {node_relation.get('schema')}.{node_relation.get('alias')}: {error}"
-            )
-            return None
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+def dbt_cli_events(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[str], target_path: Path
+) -> Iterator[Any]:
+    """``dbt.cli(args).stream()`` (Dagster's stock path), each model's Output with the rows it wrote."""
+    invocation = dbt.cli(args, context=context, target_path=target_path)
+    for message in invocation.stream_raw_events():
+        for dagster_event in message.to_default_asset_events(
+            manifest=invocation.manifest,
+            dagster_dbt_translator=invocation.dagster_dbt_translator,
+            context=context,
+            target_path=invocation.target_path,
+            project=invocation.project,
+        ):
+            yield with_rows_written(dagster_event, message.raw_event)
 
 
 @dbt_assets(
@@ -242,12 +237,12 @@ def shopstream_dbt_models(
     with _run_target_path(context) as target_path:
         if context.selected_asset_keys:
             if in_worker:
-                yield from dbt_in_worker(context, dbt, run_args, target_path, row_counts=True)
+                yield from dbt_in_worker(context, dbt, run_args, target_path)
             else:
-                yield from dbt.cli(run_args, context=context, target_path=target_path).stream().fetch_row_counts()
+                yield from dbt_cli_events(context, dbt, run_args, target_path)
         if context.selected_asset_check_keys:
             if in_worker:
-                yield from dbt_in_worker(context, dbt, ["test"], target_path, row_counts=False)
+                yield from dbt_in_worker(context, dbt, ["test"], target_path)
             else:
                 yield from dbt.cli(["test"], context=context, target_path=target_path).stream()
 
