@@ -11,6 +11,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from shopstream.settings import redact_url
+
 READER_ROLE = "shopstream_reader"
 DAGSTER_DATABASE_NAME = "dagster"
 
@@ -91,11 +93,7 @@ def reader_or_owner_url(owner_url: str, reader_password: str | None) -> str:
 
 def redact(url: str) -> str:
     """A URL safe to print: the password replaced by ***."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return redact_url(url)
 
 
 def connect(url: str, **kwargs: object) -> psycopg.Connection:

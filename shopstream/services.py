@@ -9,10 +9,19 @@ reports them together, and tells every other process where they are (:class:`End
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from shopstream import database
-from shopstream.embedded import LOOPBACK, Progress, ServiceError, ServiceStatus
+from shopstream.embedded import (
+    LOOPBACK,
+    Progress,
+    ServiceError,
+    ServiceStatus,
+    private_folder,
+    write_file_atomically,
+)
 from shopstream.jars import require_java
 from shopstream.kafka_server import EmbeddedKafka
 from shopstream.postgres_server import EmbeddedPostgres, prepare_external_database
@@ -46,6 +55,24 @@ class Endpoints:
         }
 
 
+ENVIRONMENT_FILENAME = "env.sh"
+
+
+def environment_file(settings: Settings) -> Path:
+    """Where `services start` keeps the export lines that carry passwords (mode 600)."""
+    return settings.home / ENVIRONMENT_FILENAME
+
+
+def write_environment_file(settings: Settings, endpoints: Endpoints) -> Path:
+    """The endpoints' variables as `export` lines a shell sources; the only copy of them outside
+    credentials.json, so `services start` prints where they are instead of what they are."""
+    path = environment_file(settings)
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in endpoints.environment().items()]
+    header = "# Written by `shopstream services start`: source it, do not edit it."
+    write_file_atomically(path, "\n".join([header, *lines]) + "\n")
+    return path
+
+
 def postgres_is_embedded(settings: Settings) -> bool:
     """True when no URL is set, or the URL is the one `services start` exported for our own server."""
     if settings.database_embedded:
@@ -65,7 +92,7 @@ def kafka_is_embedded(settings: Settings) -> bool:
 def start_services(settings: Settings, progress: Progress = print) -> Endpoints:
     """Start whatever is embedded (or find it running) and return the endpoints; Bronze's schema is
     the caller's to migrate (``streaming.migrations``, a floor above this one)."""
-    settings.home.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.home)
     kafka_embedded = kafka_is_embedded(settings)
     if kafka_embedded:
         require_java()  # fail before starting anything, not half-way
