@@ -14,6 +14,9 @@ from psycopg.conninfo import conninfo_to_dict
 from shopstream.settings import redact_url
 
 READER_ROLE = "shopstream_reader"
+OWNER_ROLE = "shopstream_owner"
+# The schemas the pipeline's owner role owns (Bronze from streaming.migrations, Silver and Gold from dbt).
+PIPELINE_SCHEMAS = ("bronze", "silver", "gold")
 DAGSTER_DATABASE_NAME = "dagster"
 
 # Every connection notices a server that went away within about a minute instead of the

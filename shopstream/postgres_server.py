@@ -25,11 +25,10 @@ from typing import Any
 
 import psutil
 import psycopg
-from psycopg import sql
 
 from shopstream import database
 from shopstream.credentials import ROLE_PASSWORDS, Credentials, CredentialsMissing, new_password, scram_verifier
-from shopstream.database import DAGSTER_DATABASE_NAME, READER_ROLE
+from shopstream.database import DAGSTER_DATABASE_NAME, OWNER_ROLE, READER_ROLE
 from shopstream.embedded import (
     LOOPBACK,
     Progress,
@@ -43,6 +42,7 @@ from shopstream.embedded import (
     write_file_atomically,
     write_state,
 )
+from shopstream.postgres_roles import DAGSTER_ROLE, ensure_duty_roles, ensure_reader_role
 from shopstream.settings import Settings
 
 DATABASE_NAME = "shopstream"
@@ -115,6 +115,16 @@ class EmbeddedPostgres:
     def reader_url(self) -> str:
         password = self._passwords()["reader_password"]
         return database.make_url(LOOPBACK, self._require_port(), READER_ROLE, password, DATABASE_NAME)
+
+    def owner_url(self) -> str:
+        """The pipeline's role (the stream, dbt): owns Bronze, Silver and Gold, nothing more."""
+        password = self._passwords()["owner_password"]
+        return database.make_url(LOOPBACK, self._require_port(), OWNER_ROLE, password, DATABASE_NAME)
+
+    def dagster_url(self) -> str:
+        """Dagster's storage role, on the database it owns."""
+        password = self._passwords()["dagster_password"]
+        return database.make_url(LOOPBACK, self._require_port(), DAGSTER_ROLE, password, DAGSTER_DATABASE_NAME)
 
     def _passwords(self) -> dict[str, str]:
         try:
@@ -222,7 +232,7 @@ class EmbeddedPostgres:
             )
 
     def start(self, progress: Progress = print) -> str:
-        """Start (or find) the server; return the admin role's URL."""
+        """Start (or find) the server, with its databases and duty roles; return the admin role's URL."""
         for folder in (self.settings.home, self.settings.run_dir, self.data_dir, self.server_log_dir):
             private_folder(folder)
         self.log_path.touch(mode=0o600)
@@ -262,7 +272,7 @@ class EmbeddedPostgres:
         admin_url = self.admin_url()
         database.ensure_database(self.admin_url("postgres"), DATABASE_NAME)
         database.ensure_database(self.admin_url("postgres"), DAGSTER_DATABASE_NAME)
-        ensure_reader_role(admin_url, passwords["reader_password"])
+        ensure_duty_roles(self.admin_url("postgres"), passwords)
         return admin_url
 
     def _passwords_for_new_cluster(self) -> dict[str, str]:
@@ -371,22 +381,6 @@ class EmbeddedPostgres:
         pid = self.pid()
         address = f"{LOOPBACK}:{self.port}" if pid and self.port else None
         return ServiceStatus(self.name, pid is not None, pid, address, resident_mb(pid, with_children=True), True)
-
-
-def ensure_reader_role(admin_url: str, password: str) -> None:
-    """The dashboard's read-only login role; its password is set on every call."""
-    with database.autocommit(admin_url) as conn:
-        exists = conn.execute("select 1 from pg_roles where rolname = %s", (READER_ROLE,)).fetchone()
-        verb = "alter" if exists else "create"
-        conn.execute(
-            sql.SQL(verb + " role {} with login password {}").format(
-                sql.Identifier(READER_ROLE), sql.Literal(scram_verifier(password))
-            )
-        )
-        # Belt and braces: even a grant given by mistake cannot let the dashboard write.
-        conn.execute(
-            sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(READER_ROLE))
-        )
 
 
 def prepare_external_database(settings: Settings, database_url: str, progress: Progress) -> None:

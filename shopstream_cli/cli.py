@@ -165,12 +165,13 @@ def jars_command() -> None:
 def migrate_command() -> None:
     """Create the bronze/silver/gold schemas and the Bronze tables (idempotent)."""
     from shopstream.embedded import ServiceError
-    from shopstream.services import database_urls
+    from shopstream.services import migrate_as_admin
     from streaming.migrations import migrate
 
     try:
-        # PostgreSQL alone: a migration must not need the broker to be up.
-        applied = migrate(database_urls(settings_or_exit())[0])
+        # PostgreSQL alone: a migration must not need the broker to be up. As the admin: the
+        # pipeline's owner role may not create schemas.
+        applied = migrate_as_admin(settings_or_exit(), migrate)
     except ServiceError as error:
         raise fail(str(error)) from None
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database already up to date")
