@@ -17,5 +17,16 @@ COPY workspace.yaml ./
 RUN pip install --no-cache-dir -c constraints.txt -e . \
  && SHOPSTREAM_HOME=/var/lib/shopstream shopstream jars
 
+# Every service runs as this user, never as root: the code is root's and read-only to it; only
+# SHOPSTREAM_HOME (state, logs, checkpoints) and dbt's target folder are its own. The checkpoints
+# folder exists here so compose's named volume mounted on it starts out owned by this user.
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/shopstream --no-create-home shopstream \
+ && mkdir -p /app/dbt_project/target /app/dbt_project/logs /var/lib/shopstream/checkpoints \
+ && chown -R shopstream:shopstream /var/lib/shopstream /app/dbt_project/target /app/dbt_project/logs \
+ && chmod 700 /var/lib/shopstream
+USER shopstream
+
 ENV SHOPSTREAM_HOME=/var/lib/shopstream \
     SHOPSTREAM_BIND_ADDRESS=0.0.0.0
+# Puts compose's POSTGRES_PASSWORD into SHOPSTREAM_DATABASE_URL, URL-encoded, then runs the command.
+ENTRYPOINT ["python", "-m", "shopstream.container"]

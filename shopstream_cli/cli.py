@@ -28,6 +28,19 @@ app = typer.Typer(
 services_app = typer.Typer(help="The embedded PostgreSQL and Apache Kafka servers.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
+
+
+@app.callback()
+def private_files() -> None:
+    """ShopStream: real-time e-commerce analytics on Kafka, Spark, PostgreSQL, dbt, Dagster and Streamlit."""
+    import os
+
+    from shopstream.embedded import PRIVATE_UMASK
+
+    # Everything `shopstream` and the servers and processes it starts create is private to its user.
+    os.umask(PRIVATE_UMASK)
+
+
 app.add_typer(bench_app, name="bench")
 
 app.command("produce")(produce_command)
@@ -66,23 +79,47 @@ def _progress(message: str) -> None:
 
 @services_app.command("start")
 def services_start() -> None:
-    """Start (or find) the embedded servers and print their settings as `export` lines.
+    """Start (or find) the embedded servers; print the line that sources their settings.
 
-    `eval "$(shopstream services start)"` points the current shell at them.
+    The settings (URLs with passwords) go to SHOPSTREAM_HOME/env.sh, mode 600, as `export`
+    lines; what is printed is `. '<that file>'`, so `eval "$(shopstream services start)"`
+    points the current shell at the servers and no password reaches a terminal or a log.
     """
     from shopstream.database import redact
     from shopstream.embedded import ServiceError
+    from shopstream.services import write_environment_file
     from shopstream_cli.stack import start_servers
 
     settings = settings_or_exit()
     try:
         endpoints = start_servers(settings, progress=_progress)
-    except (ServiceError, RuntimeError) as error:
+        path = write_environment_file(settings, endpoints)
+    except (ServiceError, RuntimeError, OSError) as error:
         raise fail(str(error)) from None
-    for name, value in endpoints.environment().items():
-        typer.echo(f"export {name}={shlex.quote(value)}")
+    typer.echo(f". {shlex.quote(str(path))}")
     _progress(f"PostgreSQL: {redact(endpoints.database_url)}")
     _progress(f"Kafka:      {endpoints.kafka_bootstrap}")
+
+
+@services_app.command("reset-passwords")
+def services_reset_passwords() -> None:
+    """New passwords for the embedded PostgreSQL's roles, set through its local admin access and saved.
+
+    For a lost or unreadable credentials.json: the server is stopped for the change (and started
+    again if it ran); run `services start` afterwards for the new settings.
+    """
+    from shopstream.embedded import ServiceError
+    from shopstream.postgres_server import EmbeddedPostgres
+    from shopstream.services import postgres_is_embedded
+
+    settings = settings_or_exit()
+    if not postgres_is_embedded(settings):
+        raise fail("SHOPSTREAM_DATABASE_URL names a server ShopStream does not run: change its passwords there")
+    try:
+        EmbeddedPostgres(settings).reset_passwords(progress=_progress)
+    except ServiceError as error:
+        raise fail(str(error)) from None
+    typer.echo('passwords reset: run `shopstream services start` (or `eval "$(shopstream services start)"`)')
 
 
 @services_app.command("stop")
@@ -128,12 +165,13 @@ def jars_command() -> None:
 def migrate_command() -> None:
     """Create the bronze/silver/gold schemas and the Bronze tables (idempotent)."""
     from shopstream.embedded import ServiceError
-    from shopstream.services import database_urls
+    from shopstream.services import migrate_as_admin
     from streaming.migrations import migrate
 
     try:
-        # PostgreSQL alone: a migration must not need the broker to be up.
-        applied = migrate(database_urls(settings_or_exit())[0])
+        # PostgreSQL alone: a migration must not need the broker to be up. As the admin: the
+        # pipeline's owner role may not create schemas.
+        applied = migrate_as_admin(settings_or_exit(), migrate)
     except ServiceError as error:
         raise fail(str(error)) from None
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database already up to date")

@@ -20,7 +20,13 @@ from shopstream.database import connect, redact
 from shopstream.embedded import ServiceError
 from shopstream.kafka_admin import ensure_topic, watermarks
 from shopstream.processes import LogRotation, spawn, stop_group
-from shopstream.services import Endpoints, running_servers, start_services, stop_servers_started_since
+from shopstream.services import (
+    Endpoints,
+    migrate_as_admin,
+    running_servers,
+    start_services,
+    stop_servers_started_since,
+)
 from shopstream.settings import Settings
 from streaming.ledger import committed_offsets, messages_behind, rows_written
 from streaming.migrations import migrate
@@ -34,6 +40,8 @@ class Child:
     command: list[str]
     url: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    # The Endpoints.environment() variables this child gets: its own credential and nothing else.
+    variables: tuple[str, ...] = ()
 
 
 @dataclass
@@ -42,6 +50,23 @@ class StackPlan:
 
     children: list[Child] = field(default_factory=list)
 
+
+# Which credential each child gets: the producer none, the stream the owner, the dashboard the
+# reader, Dagster its own storage role and the owner (SHOPSTREAM_DB_*) for dbt.
+PRODUCER_VARIABLES = ("SHOPSTREAM_KAFKA_BOOTSTRAP",)
+STREAM_VARIABLES = ("SHOPSTREAM_KAFKA_BOOTSTRAP", "SHOPSTREAM_DATABASE_URL")
+DASHBOARD_VARIABLES = ("SHOPSTREAM_KAFKA_BOOTSTRAP", "SHOPSTREAM_DASHBOARD_DATABASE_URL")
+DAGSTER_VARIABLES = (
+    "SHOPSTREAM_KAFKA_BOOTSTRAP",
+    "SHOPSTREAM_DATABASE_URL",
+    "SHOPSTREAM_DB_HOST",
+    "SHOPSTREAM_DB_PORT",
+    "SHOPSTREAM_DB_USER",
+    "SHOPSTREAM_DB_PASSWORD",
+    "SHOPSTREAM_DB_NAME",
+    "SHOPSTREAM_DAGSTER_DB_USER",
+    "SHOPSTREAM_DAGSTER_DB_PASSWORD",
+)
 
 DEFAULT_PRODUCER_RATE = 100.0
 SHOPSTREAM = [sys.executable, "-m", "shopstream_cli.cli"]
@@ -56,18 +81,25 @@ def plan_children(settings: Settings, *, producer_rate: float = DEFAULT_PRODUCER
     from shopstream_assets.runtime.dagster_instance import webserver_url
 
     children = [
-        Child("stream", [*SHOPSTREAM, "stream"]),
+        Child("stream", [*SHOPSTREAM, "stream"], variables=STREAM_VARIABLES),
         # Each prepares the instance and the dbt manifest, then becomes the Dagster process.
-        Child("dagster-daemon", [*SHOPSTREAM, "dagster", "daemon"]),
-        Child("dagster", [*SHOPSTREAM, "dagster", "webserver"], webserver_url(settings)),
+        Child("dagster-daemon", [*SHOPSTREAM, "dagster", "daemon"], variables=DAGSTER_VARIABLES),
+        Child("dagster", [*SHOPSTREAM, "dagster", "webserver"], webserver_url(settings), variables=DAGSTER_VARIABLES),
     ]
     if producer_rate > 0:
-        children.append(Child("producer", [*SHOPSTREAM, "produce", "--rate", f"{producer_rate:g}", "--quiet"]))
+        children.append(
+            Child(
+                "producer",
+                [*SHOPSTREAM, "produce", "--rate", f"{producer_rate:g}", "--quiet"],
+                variables=PRODUCER_VARIABLES,
+            )
+        )
     children.append(
         Child(
             "dashboard",
             [*SHOPSTREAM, "dashboard", "--port", str(settings.dashboard_port)],
             f"http://{settings.bind_address}:{settings.dashboard_port}",
+            variables=DASHBOARD_VARIABLES,
         )
     )
     return StackPlan(children=children)
@@ -103,12 +135,28 @@ def start_servers(settings: Settings, progress: Callable[[str], None]) -> Endpoi
     """Start (or find) the servers, migrate Bronze, create the topic: what `services start` and `up` share."""
     endpoints = start_services(settings, progress=progress)
     try:
-        migrate(endpoints.database_url)
+        migrate_as_admin(settings, migrate)
     except psycopg.OperationalError as error:
         raise ServiceError(f"cannot reach PostgreSQL at {redact(endpoints.database_url)}: {error}") from None
     if ensure_topic(endpoints.kafka_bootstrap, settings.topic, settings.topic_partitions):
         progress(f"created topic {settings.topic} ({settings.topic_partitions} partitions)")
     return endpoints
+
+
+def child_environments(endpoints: Endpoints, settings: Settings) -> Callable[[Child], dict[str, str]]:
+    """Each child's environment: ours without any endpoint variable, then the child's own ones.
+
+    The children find the embedded servers' state under SHOPSTREAM_HOME as well; what is kept
+    out of their environment is what their process (a crash page, a log of its settings) could show.
+    """
+    exported = endpoints.environment()
+    base = {name: value for name, value in os.environ.items() if name not in exported}
+    base["SHOPSTREAM_HOME"] = str(settings.home)
+
+    def for_child(child: Child) -> dict[str, str]:
+        return {**base, **{name: exported[name] for name in child.variables}}
+
+    return for_child
 
 
 def run_stack(
@@ -138,14 +186,14 @@ def run_stack(
     exit_code = 0
     try:
         endpoints = start_servers(settings, progress=echo)
-        env = {**os.environ, **endpoints.environment(), "SHOPSTREAM_HOME": str(settings.home)}
+        env = child_environments(endpoints, settings)
         for child in plan.children:
             if stopping:
                 break
             # Each log rotates by size (SHOPSTREAM_LOG_MAX_SIZE, SHOPSTREAM_LOG_KEEP): `up` may run for weeks.
             child.process = spawn(
                 child.command,
-                env=env,
+                env=env(child),
                 log_path=settings.logs_dir / f"{child.name}.log",
                 cwd=REPO_ROOT,
                 rotation=LogRotation.from_settings(settings),

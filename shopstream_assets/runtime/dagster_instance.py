@@ -97,8 +97,9 @@ storage:
     postgres_db:
       hostname: {{env: SHOPSTREAM_DB_HOST}}
       port: {{env: SHOPSTREAM_DB_PORT}}
-      username: {{env: SHOPSTREAM_DB_USER}}
-      password: {{env: SHOPSTREAM_DB_PASSWORD}}
+      # Dagster's own role (shopstream.services.Endpoints), not the pipeline's owner.
+      username: {{env: SHOPSTREAM_DAGSTER_DB_USER}}
+      password: {{env: SHOPSTREAM_DAGSTER_DB_PASSWORD}}
       db_name: {database_name}
       # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3; dagster-postgres ships psycopg2.
       scheme: postgresql+psycopg2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,10 +37,16 @@ def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 
 def exports(output: str) -> dict[str, str]:
+    """The variables `services start`'s output sets when a shell evaluates it: its `export` lines,
+    and those of the file its `. <file>` line sources."""
     exported = {}
     for line in output.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        exported[name] = value.strip("'")
+        words = shlex.split(line)
+        if words[:1] == ["."]:
+            exported.update(exports(Path(words[1]).read_text()))
+        elif words[:1] == ["export"]:
+            name, _, value = words[1].partition("=")
+            exported[name] = value
     return exported
 
 

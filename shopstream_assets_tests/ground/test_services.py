@@ -24,7 +24,8 @@ def test_start_status_stop_restart_keeps_rows_and_messages(own_home: Path) -> No
     started = cli(own_home, "services", "start")
     exported = exports(started.stdout)
     url, bootstrap = exported["SHOPSTREAM_DATABASE_URL"], exported["SHOPSTREAM_KAFKA_BOOTSTRAP"]
-    assert url.startswith("postgresql://shopstream:") and "@127.0.0.1:" in url
+    # The pipeline's owner role, not the admin (shopstream_assets_tests/security/test_roles.py).
+    assert url.startswith("postgresql://shopstream_owner:") and "@127.0.0.1:" in url
     assert bootstrap.startswith("127.0.0.1:")
     assert exported["SHOPSTREAM_DASHBOARD_DATABASE_URL"].startswith("postgresql://shopstream_reader:")
 
@@ -45,13 +46,13 @@ def test_start_status_stop_restart_keeps_rows_and_messages(own_home: Path) -> No
                 assert connection.laddr.ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1"), connection
 
     # Without the password, no entry: the role is password-protected, not trust.
-    no_password = url.split("://", 1)[0] + "://shopstream@" + url.split("@", 1)[1]
+    no_password = url.split("://", 1)[0] + "://shopstream_owner@" + url.split("@", 1)[1]
     with pytest.raises(Exception, match="password"):
         database.connect(no_password).close()
 
     with database.connect(url) as conn:
-        conn.execute("create table public.survivor (value text)")
-        conn.execute("insert into public.survivor values ('kept')")
+        conn.execute("create table gold.survivor (value text)")
+        conn.execute("insert into gold.survivor values ('kept')")
     ensure_topic(bootstrap, "survivor", 1)
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     producer.produce("survivor", key=b"k", value=b"written before stop")
@@ -65,7 +66,7 @@ def test_start_status_stop_restart_keeps_rows_and_messages(own_home: Path) -> No
     restarted = exports(cli(own_home, "services", "start").stdout)
     assert restarted["SHOPSTREAM_DATABASE_URL"] == url  # same port, same password: stable URLs
     with database.connect(url) as conn:
-        assert conn.execute("select value from public.survivor").fetchall() == [("kept",)]
+        assert conn.execute("select value from gold.survivor").fetchall() == [("kept",)]
     consumer = Consumer({"bootstrap.servers": restarted["SHOPSTREAM_KAFKA_BOOTSTRAP"], "group.id": "survivor-check"})
     consumer.assign([TopicPartition("survivor", 0, 0)])
     message = None

@@ -9,7 +9,7 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
-from shopstream.database import READER_ROLE, connect
+from shopstream.database import OWNER_ROLE, READER_ROLE, connect
 
 
 def migration_scripts() -> list[tuple[str, str]]:
@@ -43,14 +43,55 @@ def migrate(url: str) -> list[str]:
     return applied_now
 
 
+# What the dashboard may read of Bronze: every column of these tables (the Live page, the ledger's
+# totals and offsets), and of the rejects their reason, position and time, never the raw payloads.
+READER_BRONZE_TABLES = ("clickstream_events", "ingest_batches", "ingest_offsets")
+REJECTS_TABLE = "clickstream_rejects"
+REJECT_PAYLOAD_COLUMNS = ("raw_value", "raw_text")
+
+
 def _grant_reader(conn: psycopg.Connection) -> None:
-    """Let the dashboard's read-only role read Bronze and Gold, now and for tables made later."""
+    """Let the dashboard's read-only role read Gold (now and tables made later) and what the Live
+    page shows of Bronze; nothing of Silver, nothing of the rejects' payloads."""
     exists = conn.execute("select 1 from pg_roles where rolname = %s", (READER_ROLE,)).fetchone()
     if not exists:
         return
     role = sql.Identifier(READER_ROLE)
-    for schema in ("bronze", "silver", "gold"):
+    # dbt makes Gold's tables as the pipeline's owner role where there is one, else as this session's role.
+    creators = [sql.SQL("")]
+    if conn.execute("select 1 from pg_roles where rolname = %s", (OWNER_ROLE,)).fetchone():
+        creators.append(sql.SQL("for role {} ").format(sql.Identifier(OWNER_ROLE)))
+    gold = sql.Identifier("gold")
+    conn.execute(sql.SQL("grant usage on schema {} to {}").format(gold, role))
+    conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(gold, role))
+    for creator in creators:
+        conn.execute(
+            sql.SQL("alter default privileges {}in schema {} grant select on tables to {}").format(creator, gold, role)
+        )
+    # Grants an earlier version gave: all of Silver, all of Bronze and Bronze's future tables.
+    for schema in ("silver", "bronze"):
         name = sql.Identifier(schema)
-        conn.execute(sql.SQL("grant usage on schema {} to {}").format(name, role))
-        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(name, role))
-        conn.execute(sql.SQL("alter default privileges in schema {} grant select on tables to {}").format(name, role))
+        conn.execute(sql.SQL("revoke all on all tables in schema {} from {}").format(name, role))
+        for creator in creators:
+            conn.execute(
+                sql.SQL("alter default privileges {}in schema {} revoke all on tables from {}").format(
+                    creator, name, role
+                )
+            )
+    conn.execute(sql.SQL("revoke usage on schema {} from {}").format(sql.Identifier("silver"), role))
+    conn.execute(sql.SQL("grant usage on schema {} to {}").format(sql.Identifier("bronze"), role))
+    for table in READER_BRONZE_TABLES:
+        conn.execute(sql.SQL("grant select on {} to {}").format(sql.Identifier("bronze", table), role))
+    columns = conn.execute(
+        "select column_name from information_schema.columns"
+        " where table_schema = 'bronze' and table_name = %s and not (column_name = any(%s))"
+        " order by ordinal_position",
+        (REJECTS_TABLE, list(REJECT_PAYLOAD_COLUMNS)),
+    ).fetchall()
+    conn.execute(
+        sql.SQL("grant select ({}) on {} to {}").format(
+            sql.SQL(", ").join(sql.Identifier(column) for (column,) in columns),
+            sql.Identifier("bronze", REJECTS_TABLE),
+            role,
+        )
+    )
