@@ -60,7 +60,7 @@ def test_up_runs_the_pipeline_and_ctrl_c_leaves_no_process(own_home: Path) -> No
 
         wait_for(lambda: "Ctrl-C stops everything" in log.read_text(), "start-up")
         text = log.read_text()
-        assert "PostgreSQL  postgresql://shopstream:***@127.0.0.1:" in text
+        assert "PostgreSQL  postgresql://shopstream_owner:***@127.0.0.1:" in text
         assert f"http://127.0.0.1:{dagster_port}" in text and f"http://127.0.0.1:{dashboard_port}" in text
         wait_for(lambda: _http_ok(f"http://127.0.0.1:{dagster_port}/server_info"), "Dagster UI")
         wait_for(lambda: _http_ok(f"http://127.0.0.1:{dashboard_port}/_stcore/health"), "dashboard")

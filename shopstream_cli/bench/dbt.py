@@ -267,10 +267,11 @@ def _table(results: Iterable[SizeResult]) -> str:
 def _admin_url(database_url: str | None) -> str:
     if database_url:
         return database_url
-    from shopstream.services import endpoints
+    from shopstream.services import admin_database_url
     from shopstream.settings import load_settings
 
-    return endpoints(load_settings()).database_url
+    # Scratch databases of its own: creating them takes the admin, not the pipeline's owner role.
+    return admin_database_url(load_settings())
 
 
 def dbt_benchmark_command(

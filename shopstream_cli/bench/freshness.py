@@ -36,7 +36,7 @@ from shopstream.command import fail, finite
 from shopstream.embedded import ServiceError
 from shopstream.kafka_admin import ensure_topic, watermarks
 from shopstream.processes import spawn, stop_group
-from shopstream.services import Endpoints, endpoints
+from shopstream.services import Endpoints, admin_database_url, endpoints
 from shopstream.settings import Settings, SettingsError, environment_overridden, load_settings
 from shopstream_assets.runtime.dagster_instance import (
     daemon_command,
@@ -218,9 +218,11 @@ def run_freshness_benchmark(
     from shopstream_assets.defs.streaming.sensors import IN_FLIGHT_STATUSES, SENSOR_NAME
 
     found = endpoints(settings)
-    database.drop_database(found.database_url, BENCH_DATABASE)
-    database.ensure_database(found.database_url, BENCH_DATABASE)
-    bench_url = database.with_database(found.database_url, BENCH_DATABASE)
+    # A scratch database of its own: creating one takes the admin, not the pipeline's owner role.
+    admin_url = admin_database_url(settings)
+    database.drop_database(admin_url, BENCH_DATABASE)
+    database.ensure_database(admin_url, BENCH_DATABASE)
+    bench_url = database.with_database(admin_url, BENCH_DATABASE)
     migrate(bench_url)
     topic = f"bench-freshness-{uuid.uuid4().hex[:8]}"
     ensure_topic(found.kafka_bootstrap, topic, settings.topic_partitions)

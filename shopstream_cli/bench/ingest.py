@@ -111,7 +111,8 @@ def ingest_benchmark_command(
     except SettingsError as error:
         raise typer.BadParameter(str(error)) from None
     configure_logging(dataclasses.replace(settings, log_level="WARNING"))
-    database_url = services.database_urls(settings)[0]
+    # A scratch database of its own: creating one takes the admin, not the pipeline's owner role.
+    database_url = services.admin_database_url(settings)
     run = _prepare_run(settings, database_url, services.kafka_bootstrap(settings), max_offsets_per_trigger)
     figures: dict[str, str] = {}
     try:
