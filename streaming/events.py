@@ -13,7 +13,7 @@ import re
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -28,9 +28,20 @@ EVENT_TYPES = ("page_view", "add_to_cart", "purchase")
 DEVICE_TYPES = ("Mobile", "Desktop", "Tablet")
 MAX_QUANTITY = 100
 MAX_PRICE = 1_000_000_000.0
-# Ids are primary and index keys downstream (Bronze's event_id, Silver's session_id): a
-# btree entry must stay under ~2.7 KB, so an id is at most 256 characters (1 KB of UTF-8).
-MAX_ID_LENGTH = 256
+# Every string field has a length limit, in characters (code points). Strings are index keys
+# downstream: Bronze's event_id, Silver's session_id, and Gold's unique keys (metric_date,
+# product_id, country, device_type) in mart_product_daily and (metric_date, country,
+# device_type, product_category) in mart_daily_segment_metrics. A btree entry must stay under
+# ~2.7 KB; at 4 bytes of UTF-8 per character the widest key, product_id + country +
+# device_type, is 4 x (256 + 128 + 64) = 1,792 bytes, and country + device_type +
+# product_category 4 x 448 (streaming tests check every unique key against these limits).
+MAX_ID_LENGTH = 256  # 1 KB of UTF-8 at most
+MAX_COUNTRY_LENGTH = 128
+MAX_DEVICE_TYPE_LENGTH = 64
+MAX_CATEGORY_LENGTH = 256
+MAX_PRODUCT_NAME_LENGTH = 1_000  # in no index; bounded so a row and a chart label stay small
+MAX_EVENT_TYPE_LENGTH = 32  # one of EVENT_TYPES anyway
+MAX_TIMESTAMP_LENGTH = 64  # TIMESTAMP_PATTERN's longest text is 45 characters
 # What Spark's JSON parser (Jackson's StreamReadConstraints) refuses: a number with more
 # than 1000 digits, more than 1000 nested arrays/objects, or a key (object name) over 50,000
 # characters (UTF-16 code units, as Java counts: an emoji is two). The reference refuses them too.
@@ -61,8 +72,26 @@ NON_FINITE_LITERAL_DETAIL = "a NaN or Infinity literal, which is not JSON"
 DUPLICATE_KEY_DETAIL = "an object in the message has the same key twice"
 
 # Kafka message header holding the producer's send time (epoch milliseconds, ASCII digits),
-# so event->Bronze latency is measurable without touching the event itself.
+# so event->Bronze latency is measurable without touching the event itself. Any producer can
+# send any bytes there: parse_sent_at_ms is the one rule for what counts as a send time.
 SENT_AT_HEADER = "sent_at_ms"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# sent_at's window, in epoch milliseconds: 1970-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z
+# (Python's datetime, Arrow's conversion and PostgreSQL all hold it; no sign, so nothing before 1970).
+MAX_SENT_AT_MS = 253_402_300_799_999
+# Digits after the leading zeros of the largest sent_at (15): more can only be out of the window.
+_MAX_SENT_AT_DIGITS = len(str(MAX_SENT_AT_MS))
+_ASCII_DIGITS = re.compile(rb"[0-9]+")
+
+# The window event_timestamp must fall in, both ends included: from EARLIEST_EVENT_TIME to
+# MAX_AHEAD_OF_BROKER after the Kafka record's timestamp (the broker's, or the producer's
+# CreateTime as the broker stored it). An event dated earlier or later names a moment no
+# shopper acted at (a clock reset to 1970, year 9999) and would skew every period and every
+# user's recency downstream: it is rejected as timestamp_out_of_range, never stored.
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_AHEAD_OF_BROKER = timedelta(days=1)
+EARLY_DETAIL = "is before 2000-01-01T00:00:00Z"
+AHEAD_DETAIL = "is more than 1 day after the Kafka record's timestamp"
 
 
 @dataclass(frozen=True)
@@ -73,7 +102,7 @@ class EventField:
     required: bool
     description: str
     example: Any
-    max_length: int | None = None  # characters, for strings
+    max_length: int | None = None  # characters, for strings (every string field has one)
 
 
 EVENT_FIELDS: tuple[EventField, ...] = (
@@ -93,6 +122,7 @@ EVENT_FIELDS: tuple[EventField, ...] = (
         True,
         "When the shopper acted: UTC ISO-8601 with milliseconds",
         "2026-01-03T14:23:45.123Z",
+        MAX_TIMESTAMP_LENGTH,
     ),
     EventField("user_id", "string", "string", True, "Stable shopper id", "USER_12345", MAX_ID_LENGTH),
     EventField(
@@ -104,10 +134,12 @@ EVENT_FIELDS: tuple[EventField, ...] = (
         "SESSION_abcdef012345",
         MAX_ID_LENGTH,
     ),
-    EventField("event_type", "string", "string", True, "page_view, add_to_cart or purchase", "purchase"),
+    EventField(
+        "event_type", "string", "string", True, "page_view, add_to_cart or purchase", "purchase", MAX_EVENT_TYPE_LENGTH
+    ),
     EventField("product_id", "string", "string", True, "Catalog product id", "P001", MAX_ID_LENGTH),
-    EventField("product_name", "string", "string", True, "Product name", "Wireless Earbuds"),
-    EventField("product_category", "string", "string", True, "Product category", "Electronics"),
+    EventField("product_name", "string", "string", True, "Product name", "Wireless Earbuds", MAX_PRODUCT_NAME_LENGTH),
+    EventField("product_category", "string", "string", True, "Product category", "Electronics", MAX_CATEGORY_LENGTH),
     EventField("product_price", "number", "double", True, "Unit price in NGN, >= 0", 79.99),
     EventField(
         "quantity",
@@ -117,8 +149,8 @@ EVENT_FIELDS: tuple[EventField, ...] = (
         "Units: 1-100 on add_to_cart and purchase, null (or 1-100) on page_view",
         2,
     ),
-    EventField("device_type", "string", "string", True, "Mobile, Desktop or Tablet", "Mobile"),
-    EventField("country", "string", "string", True, "Shopper's country", "Nigeria"),
+    EventField("device_type", "string", "string", True, "Mobile, Desktop or Tablet", "Mobile", MAX_DEVICE_TYPE_LENGTH),
+    EventField("country", "string", "string", True, "Shopper's country", "Nigeria", MAX_COUNTRY_LENGTH),
     EventField("schema_version", "integer", "long", True, f"Event schema version, currently {SCHEMA_VERSION}", 1),
 )
 FIELD_NAMES: tuple[str, ...] = tuple(field.name for field in EVENT_FIELDS)
@@ -140,10 +172,12 @@ class RejectReason(StrEnum):
     DUPLICATE_KEY = "duplicate_key"  # an object, at any depth, has the same key twice
     WRONG_TYPE = "wrong_type"  # a field has a JSON type the schema does not allow
     MISSING_FIELD = "missing_field"  # a required field is absent, null or empty
-    FIELD_TOO_LONG = "field_too_long"  # an id over MAX_ID_LENGTH characters
+    FIELD_TOO_LONG = "field_too_long"  # a string field over its max_length characters
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     INVALID_TIMESTAMP = "invalid_timestamp"  # not TIMESTAMP_PATTERN, or no such moment in years 1-9999
+    # before EARLIEST_EVENT_TIME, or more than MAX_AHEAD_OF_BROKER after the record's timestamp
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     INVALID_PRICE = "invalid_price"  # infinite (1e400) or absurdly large
     NEGATIVE_PRICE = "negative_price"
     INVALID_QUANTITY = "invalid_quantity"  # < 1, > MAX_QUANTITY, or null on add_to_cart
@@ -180,6 +214,46 @@ def parse_timestamp(text: str) -> datetime | None:
         return moment.astimezone(UTC)
     except OverflowError:  # 9999-12-31T23:59-01:00 is year 10000 in UTC: no datetime holds it
         return None
+
+
+def from_epoch_ms(milliseconds: int) -> datetime:
+    """An epoch-milliseconds count as an exact UTC datetime (no float on the way)."""
+    return EPOCH + timedelta(milliseconds=milliseconds)
+
+
+def parse_sent_at_ms(value: bytes | None) -> datetime | None:
+    """The sent_at rule: the header's value is the send time only when it is ASCII digits
+    (leading zeros allowed, no sign, no space) naming a moment up to :data:`MAX_SENT_AT_MS`.
+
+    Anything else (a float, an overflow, non-UTF-8 bytes, an empty or null value) is None:
+    sent_at only measures latency, so an odd header never makes a message bad.
+    """
+    if value is None or _ASCII_DIGITS.fullmatch(value) is None:
+        return None
+    # int() refuses texts of over 4,300 digits; leading zeros are the only digits that may pad.
+    significant = value.lstrip(b"0")
+    if len(significant) > _MAX_SENT_AT_DIGITS:
+        return None
+    milliseconds = int(significant or b"0")
+    return from_epoch_ms(milliseconds) if milliseconds <= MAX_SENT_AT_MS else None
+
+
+def sent_at_from_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> datetime | None:
+    """sent_at of a message: the FIRST ``sent_at_ms`` header's value by :func:`parse_sent_at_ms`."""
+    for key, value in headers or ():
+        if key == SENT_AT_HEADER:
+            return parse_sent_at_ms(value)
+    return None
+
+
+def timestamp_out_of_range(moment: datetime, broker_timestamp: datetime) -> str | None:
+    """Why ``moment`` is outside the event_timestamp window (see :data:`EARLIEST_EVENT_TIME`), or None."""
+    if moment < EARLIEST_EVENT_TIME:
+        return EARLY_DETAIL
+    # Subtracting from the moment (at least year 2000) cannot overflow, whatever the broker says.
+    if moment - MAX_AHEAD_OF_BROKER > broker_timestamp:
+        return AHEAD_DETAIL
+    return None
 
 
 def encode_event(event: Mapping[str, Any]) -> bytes:
@@ -331,11 +405,14 @@ def _loads(text: str, to_dict: Callable[[list[tuple[str, Any]]], dict[str, Any]]
             sys.setrecursionlimit(limit)
 
 
-def validate_message(value: bytes | None) -> Verdict:
+def validate_message(value: bytes | None, broker_timestamp: datetime | None = None) -> Verdict:
     """Validate one raw Kafka message value in pure Python.
 
     This is the reference implementation of the rules; the Spark job applies the same
     rules column-wise (``streaming/transforms.py``), and the tests hold the two equal.
+    ``broker_timestamp`` is the Kafka record's timestamp, which bounds event_timestamp
+    (:data:`MAX_AHEAD_OF_BROKER`); a message not read from Kafka (None) is judged against the
+    present moment, as the broker would stamp it if it were sent now.
     """
     if value is None:
         return Verdict(RejectReason.MALFORMED_JSON, "null message value")
@@ -354,11 +431,14 @@ def validate_message(value: bytes | None) -> Verdict:
         return Verdict(RejectReason.MALFORMED_JSON, str(error))
     if not isinstance(event, dict):
         return Verdict(RejectReason.MALFORMED_JSON, f"JSON {type(event).__name__}, not an object")
-    return validate_event(event)
+    return validate_event(event, broker_timestamp)
 
 
-def validate_event(event: Mapping[str, Any]) -> Verdict:
-    """Validate a decoded JSON object against the schema and the business rules."""
+def validate_event(event: Mapping[str, Any], broker_timestamp: datetime | None = None) -> Verdict:
+    """Validate a decoded JSON object against the schema and the business rules.
+
+    ``broker_timestamp``: as :func:`validate_message` takes it.
+    """
     for field in EVENT_FIELDS:
         value = event.get(field.name)
         if value is not None and not _JSON_TYPE_CHECKS[field.json_type](value):
@@ -374,8 +454,12 @@ def validate_event(event: Mapping[str, Any]) -> Verdict:
         return Verdict(RejectReason.UNSUPPORTED_SCHEMA_VERSION, str(event["schema_version"]))
     if event["event_type"] not in EVENT_TYPES:
         return Verdict(RejectReason.UNKNOWN_EVENT_TYPE, str(event["event_type"])[:100])
-    if parse_timestamp(event["event_timestamp"]) is None:
+    moment = parse_timestamp(event["event_timestamp"])
+    if moment is None:
         return Verdict(RejectReason.INVALID_TIMESTAMP, str(event["event_timestamp"])[:100])
+    out_of_range = timestamp_out_of_range(moment, broker_timestamp or datetime.now(UTC))
+    if out_of_range is not None:
+        return Verdict(RejectReason.TIMESTAMP_OUT_OF_RANGE, f"{event['event_timestamp'][:100]} {out_of_range}")
     try:
         price = float(event["product_price"])
     except OverflowError:  # an integer beyond double range; Spark reads it as Infinity
