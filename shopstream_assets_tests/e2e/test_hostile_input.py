@@ -15,7 +15,8 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
@@ -36,24 +37,32 @@ from shopstream_assets_tests.e2e.helpers import (
     topic_message_count,
 )
 from shopstream_assets_tests.e2e.hostile_json import (
+    ODD_SENT_AT_VALUES,
     RAW_TOKENS,
     SPECIAL_STRINGS,
     JsonObject,
     RawJson,
     to_json,
 )
-from shopstream_assets_tests.streaming.conftest import good_event, produce_messages
+from shopstream_assets_tests.e2e.kafka_records import check_each_message, produce_records, read_records
+from shopstream_assets_tests.streaming.conftest import good_event
 from streaming.bronze_batch import write_batch
 from streaming.events import (
     DEVICE_TYPES,
+    EARLIEST_EVENT_TIME,
     EVENT_TYPES,
     FIELD_NAMES,
+    LENGTH_LIMITS,
+    MAX_AHEAD_OF_BROKER,
     MAX_PRICE,
+    MAX_SENT_AT_MS,
     SENT_AT_HEADER,
     decode_json,
     encode_event,
     format_timestamp,
+    from_epoch_ms,
     parse_timestamp,
+    sent_at_from_headers,
     validate_message,
 )
 from streaming.simulator import Simulator
@@ -67,13 +76,31 @@ KAFKA_SOURCE_SCHEMA = (
 PARTITIONS = 3
 
 
-def kafka_source_frame(spark: Any, topic: str, values: Sequence[bytes | None]) -> Any:
-    sent_at = datetime.now(UTC)
-    header = [(SENT_AT_HEADER, str(int(sent_at.timestamp() * 1000)).encode())]
+Headers = list[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kafka record as the source gives it: value, headers and the record's timestamp."""
+
+    value: bytes | None
+    headers: Headers
+    timestamp: datetime
+
+
+def producer_record(value: bytes | None, timestamp: datetime | None = None) -> Record:
+    """A record as the producer sends it: its send time as the only header, stamped at that time."""
+    moment = timestamp or datetime.now(UTC).replace(microsecond=0)
+    return Record(value, [(SENT_AT_HEADER, str(int(moment.timestamp() * 1000)).encode())], moment)
+
+
+def kafka_source_frame(spark: Any, topic: str, values: Sequence[bytes | None | Record]) -> Any:
+    records = [value if isinstance(value, Record) else producer_record(value) for value in values]
     rows = [
-        (b"key-%d" % index, value, topic, index % PARTITIONS, index // PARTITIONS, sent_at, 0, header)
-        for index, value in enumerate(values)
-    ]
+        (b"key-%d" % index, record.value, topic, index % PARTITIONS, index // PARTITIONS, record.timestamp, 0,
+         record.headers)
+        for index, record in enumerate(records)
+    ]  # fmt: skip
     return spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA)
 
 
@@ -145,31 +172,83 @@ hostile_numbers = st.one_of(
 )
 hostile_values = st.one_of(json_values, json_values, deeply_nested, long_strings, timestamp_like, hostile_numbers)
 
-valid_timestamps = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
-).map(format_timestamp)
+# Record timestamps (Kafka's are milliseconds): a fixed "now" (both sides are given it, so the
+# examples stay the same on every run), any time since 1999, and the odd ones a producer's
+# CreateTime can carry (-1 is Kafka's "none", 1970, before the window opens).
+PROPERTY_NOW = datetime(2026, 12, 7, 4, 0, 0, 250000, tzinfo=UTC)
+record_timestamps = st.one_of(
+    st.just(PROPERTY_NOW),
+    st.just(PROPERTY_NOW),
+    st.datetimes(min_value=datetime(1999, 12, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)).map(
+        lambda moment: moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    ),
+    st.sampled_from([from_epoch_ms(-1), from_epoch_ms(0), EARLIEST_EVENT_TIME - MAX_AHEAD_OF_BROKER]),
+)
+# How far from a window edge an event lands: on it, a microsecond either side, and further.
+EDGE_OFFSETS = [timedelta(microseconds=n) for n in (0, 0, -1, 1, -1_000, 1_000, -1_000_000, 1_000_000, -3.6e9, 3.6e9)]
+
+
+def iso_micros(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def valid_timestamps(record_timestamp: datetime) -> st.SearchStrategy[str]:
+    """Moments in the window, anywhere from 2000 to 2100, and at both edges of the window."""
+    latest = max(datetime(2000, 1, 2), (record_timestamp + MAX_AHEAD_OF_BROKER).replace(tzinfo=None))
+    inside = st.datetimes(min_value=datetime(2000, 1, 1), max_value=latest, timezones=st.just(UTC))
+    anywhere = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
+    edge = st.tuples(
+        st.sampled_from([EARLIEST_EVENT_TIME, record_timestamp + MAX_AHEAD_OF_BROKER]), st.sampled_from(EDGE_OFFSETS)
+    ).map(lambda pair: pair[0] + pair[1])
+    return st.one_of(inside.map(format_timestamp), anywhere.map(format_timestamp), edge.map(iso_micros))
+
+
+# Header lists: the producer's own (most), none, several, and any bytes in sent_at_ms.
+header_values = st.one_of(
+    st.sampled_from(ODD_SENT_AT_VALUES),
+    st.binary(max_size=24),
+    st.integers(min_value=-(10**20), max_value=10**20).map(lambda number: str(number).encode()),
+    st.integers(min_value=0, max_value=MAX_SENT_AT_MS + 10).map(lambda number: str(number).encode()),
+)
+hostile_headers = st.lists(
+    st.tuples(st.sampled_from([SENT_AT_HEADER, SENT_AT_HEADER, "trace", "SENT_AT_MS"]), header_values),
+    max_size=3,
+)
+
+
+# Strings at, or one past, their field's limit: 4-byte characters at the limit, ASCII past it.
+at_length_limits = st.one_of(
+    st.just({}),
+    st.just({}),
+    st.sampled_from([name for name, _ in LENGTH_LIMITS if name not in ("event_type", "event_timestamp")]).flatmap(
+        lambda name: st.sampled_from(
+            [{name: "\U0001f600" * dict(LENGTH_LIMITS)[name]}, {name: "x" * (dict(LENGTH_LIMITS)[name] + 1)}]
+        )
+    ),
+)
 
 
 @st.composite
-def valid_events(draw: st.DrawFn) -> dict[str, Any]:
+def valid_events(draw: st.DrawFn, record_timestamp: datetime = PROPERTY_NOW) -> dict[str, Any]:
     event_type = draw(st.sampled_from(EVENT_TYPES))
     quantity = draw(st.one_of(st.none(), st.integers(1, 100)) if event_type != "add_to_cart" else st.integers(1, 100))
-    return good_event(
-        event_id=draw(st.sampled_from(EVENT_ID_POOL)),
-        event_timestamp=draw(valid_timestamps),
-        event_type=event_type,
-        user_id=draw(st.text(min_size=1, max_size=12).filter(str.strip)),
-        product_name=draw(st.text(max_size=30).filter(str.strip) | st.just("Ẹ̀wà")),
-        product_price=draw(st.floats(min_value=0, max_value=MAX_PRICE) | st.integers(0, 10_000)),
-        quantity=quantity,
-        device_type=draw(st.sampled_from(DEVICE_TYPES)),
-    )
+    fields = {
+        "event_id": draw(st.sampled_from(EVENT_ID_POOL)),
+        "event_timestamp": draw(valid_timestamps(record_timestamp)),
+        "event_type": event_type,
+        "user_id": draw(st.text(min_size=1, max_size=12).filter(str.strip)),
+        "product_name": draw(st.text(max_size=30).filter(str.strip) | st.just("Ẹ̀wà")),
+        "product_price": draw(st.floats(min_value=0, max_value=MAX_PRICE) | st.integers(0, 10_000)),
+        "quantity": quantity,
+        "device_type": draw(st.sampled_from(DEVICE_TYPES)),
+    }
+    return good_event(**{**fields, **draw(at_length_limits)})
 
 
 @st.composite
-def near_valid_events(draw: st.DrawFn) -> bytes:
+def near_valid_events(draw: st.DrawFn, record_timestamp: datetime = PROPERTY_NOW) -> bytes:
     """A valid event with ONE thing wrong: a field replaced, removed, doubled, or the bytes damaged."""
-    pairs = list(draw(valid_events()).items())
+    pairs = list(draw(valid_events(record_timestamp)).items())
     name = draw(st.sampled_from([*FIELD_NAMES, "extra"]))
     how = draw(st.sampled_from(["replace", "replace", "remove", "duplicate_key"]))
     value = draw(hostile_values)
@@ -198,15 +277,26 @@ def near_valid_events(draw: st.DrawFn) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-messages = st.one_of(
-    valid_events().map(encode_event),
-    near_valid_events(),
-    near_valid_events(),
-    near_valid_events(),
-    json_values.map(lambda value: to_json(value).encode("utf-8", "surrogatepass")),
-    st.binary(max_size=200),
-    st.just(None),
-)
+def message_values(record_timestamp: datetime) -> st.SearchStrategy[bytes | None]:
+    return st.one_of(
+        valid_events(record_timestamp).map(encode_event),
+        near_valid_events(record_timestamp),
+        near_valid_events(record_timestamp),
+        near_valid_events(record_timestamp),
+        json_values.map(lambda value: to_json(value).encode("utf-8", "surrogatepass")),
+        st.binary(max_size=200),
+        st.just(None),
+    )
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> Record:
+    """A hostile record: its value judged against its own timestamp, the producer's header or hostile ones."""
+    record_timestamp = draw(record_timestamps)
+    value = draw(message_values(record_timestamp))
+    producer_headers = producer_record(value, record_timestamp).headers
+    headers = draw(st.one_of(st.just(producer_headers), st.just(producer_headers), hostile_headers))
+    return Record(value, headers, record_timestamp)
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,16 +320,19 @@ def _python_value(name: str, event: dict[str, Any], verdict: Any) -> Any:
     return value
 
 
-def check_batch(spark: Any, conn: Any, values: list[bytes | None]) -> None:
+def check_batch(spark: Any, conn: Any, records: list[Record]) -> None:
     """One Spark action and one write_batch for a whole hypothesis example."""
     topic = f"hostile-{next(_example_numbers)}"
-    validated = parse_and_validate(kafka_source_frame(spark, topic, values)).toArrow()
-    assert validated.num_rows == len(values)
+    validated = parse_and_validate(kafka_source_frame(spark, topic, records)).toArrow()
+    assert validated.num_rows == len(records)
     rows = validated.drop_columns(["raw_value"]).to_pylist()
+    values = [record.value for record in records]
     accepted_ids: list[str] = []
-    for value, row in zip(values, rows, strict=True):
-        verdict = validate_message(value)
-        where = f"message {value!r:.300}"
+    for record, row in zip(records, rows, strict=True):
+        value = record.value
+        verdict = validate_message(value, record.timestamp)
+        where = f"message {value!r:.300} (record timestamp {record.timestamp}, headers {record.headers!r:.200})"
+        assert row["sent_at"] == sent_at_from_headers(record.headers), f"{where}: Spark sent_at {row['sent_at']}"
         assert row["reject_reason"] is None or row["reject_reason"] in VALID_REASONS, where
         assert (row["reject_reason"] is None) == verdict.accepted, (
             f"{where}: Spark says {row['reject_reason']} ({row['reject_detail']}), Python says {verdict}"
@@ -316,9 +409,9 @@ def test_hostile_messages_never_crash_and_are_all_accounted_for(spark: Any, data
             # The falsifying example can be megabytes; the assertion names the one message.
             print_blob=False,
         )
-        @given(st.lists(messages, min_size=20, max_size=120))
-        def property_holds(values: list[bytes | None]) -> None:
-            check_batch(spark, conn, values)
+        @given(st.lists(messages(), min_size=20, max_size=120))
+        def property_holds(records: list[Record]) -> None:
+            check_batch(spark, conn, records)
 
         began = time.monotonic()
         property_holds()
@@ -411,14 +504,54 @@ def fuzz_messages(count: int, *, seed: int) -> tuple[list[bytes], list[bytes | N
     return keys, values
 
 
+def near_window_edges(values: list[bytes | None], rng: random.Random, now: datetime) -> list[bytes | None]:
+    """About 3% of the events moved to an edge of event_timestamp's window: 2000-01-01 to the
+    microsecond, or an hour either side of a day after ``now`` (the records are stamped a few
+    seconds later, and the run's other checks judge them against the present within the hour)."""
+    moved: list[bytes | None] = []
+    for value in values:
+        if value is not None and rng.random() < 0.03:
+            try:
+                event = json.loads(value)
+            except ValueError:
+                event = None
+            if isinstance(event, dict) and "event_timestamp" in event:
+                if rng.random() < 0.5:
+                    moment = EARLIEST_EVENT_TIME + timedelta(microseconds=rng.choice([-1, 0, 1, -1000, 1000]))
+                else:
+                    moment = now + MAX_AHEAD_OF_BROKER + timedelta(hours=rng.choice([-1, 1]))
+                value = encode_event({**event, "event_timestamp": iso_micros(moment)})
+        moved.append(value)
+    return moved
+
+
+def fuzz_headers(count: int, rng: random.Random) -> list[list[tuple[str, bytes | None]]]:
+    """The producer's header on most messages; on 5%, none, several, or any bytes in sent_at_ms."""
+    now_ms = str(int(time.time() * 1000)).encode()
+    header_lists: list[list[tuple[str, bytes | None]]] = []
+    for _ in range(count):
+        if rng.random() >= 0.05:
+            header_lists.append([(SENT_AT_HEADER, now_ms)])
+            continue
+        header_lists.append(
+            [
+                (rng.choice([SENT_AT_HEADER, SENT_AT_HEADER, "trace"]), rng.choice([*ODD_SENT_AT_VALUES, now_ms]))
+                for _ in range(rng.randrange(4))
+            ]
+        )
+    return header_lists
+
+
 @pytest.mark.slow
 def test_fuzz_run_through_a_real_topic_and_stream(
     shopstream_env: dict[str, str], database_url: str, kafka_bootstrap: str, topic: str, spawn_process: Any
 ) -> None:
     report = Report(f"fuzz run: {FUZZ_MESSAGES:,} random and mutated messages through a real stream")
     keys, values = fuzz_messages(FUZZ_MESSAGES, seed=1717)
-    produce_messages(kafka_bootstrap, topic, values, keys=keys)
-    report.tried(f"produced {len(values):,} messages to {topic}")
+    rng = random.Random(1718)
+    values = near_window_edges(values, rng, datetime.now(UTC))
+    produce_records(kafka_bootstrap, topic, values, fuzz_headers(len(values), rng), keys=keys)
+    report.tried(f"produced {len(values):,} messages to {topic}, some with hostile headers or at the window's edges")
     stream = spawn_process([*CLI, "stream", "--until-idle", "3"], env=shopstream_env, name="fuzz-stream")
     report.tried("ran `shopstream stream --until-idle 3` until it drained the topic")
     exit_code = stream.wait(420)
@@ -426,6 +559,7 @@ def test_fuzz_run_through_a_real_topic_and_stream(
     in_topic = topic_message_count(kafka_bootstrap, topic)
     report.held("topic holds every message sent", in_topic == FUZZ_MESSAGES, f"{in_topic}")
     state = check_bronze_equals_delivered(report, database_url, topic, read_topic(kafka_bootstrap, topic))
+    check_each_message(report, database_url, topic, read_records(kafka_bootstrap, topic))
     report.note(
         f"{state.consumed:,} consumed = {state.rows_written:,} rows + {state.ledger_rejects:,} rejects"
         f" + {state.duplicates:,} duplicates in {state.batches} batches; reasons {dict(state.rejects)}"

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shopstream_assets_tests.e2e.hostile_json import ODD_SENT_AT_VALUES
 from shopstream_assets_tests.streaming.conftest import good_event
 from streaming.events import (
     EARLIEST_EVENT_TIME,
@@ -35,37 +36,6 @@ KAFKA_SCHEMA_WITH_TIMESTAMP = (
     " headers array<struct<key:string,value:binary>>"
 )
 Headers = list[tuple[str, bytes | None]]
-
-# The odd values, and their relatives.
-ODD_SENT_AT_VALUES: tuple[bytes | None, ...] = (
-    b"10000000000000000",
-    b"300000000000000",
-    b"-99999999999999999999",
-    b"\xff\xfe",
-    b"1e400",
-    b"",
-    None,
-    b"-1",
-    b"-0",
-    b"+1767450225500",
-    b" 1767450225500",
-    b"1767450225500 ",
-    b"1767450225500\n",
-    b"1767450225500.0",
-    b"0x1A",
-    b"9223372036854775807",
-    b"9223372036854775808",
-    b"9" * 400,
-    b"0" * 5_000 + b"1767450225500",  # leading zeros: a send time (int() refuses 4,300 digits)
-    str(MAX_SENT_AT_MS).encode(),  # the window's last millisecond
-    str(MAX_SENT_AT_MS + 1).encode(),
-    b"0",
-    "١٧٦٧٤٥٠٢٢٥٥٠٠".encode(),  # Arabic-Indic digits are not ASCII digits
-    "１２３".encode(),  # nor are full-width ones
-    b"NaN",
-    b"Infinity",
-    b"1767450225500\x00",
-)
 
 
 def frame(spark: Any, values: Sequence[bytes | None], timestamps: Sequence[datetime], headers: Sequence[Headers]):
