@@ -20,7 +20,8 @@ double range such as ``1e400`` into the quoted text ``"Infinity"``); and whether
 has the same key twice, which the variant parse refuses (``duplicate_key``; a cheap count of
 keys, :func:`streaming.column_rules.maybe_duplicate_key`, picks the rows that may).
 
-The shared rules the two sides follow, each written once in :mod:`streaming.events`:
+The shared rules the two sides follow, each written once in :mod:`streaming.events` (or
+:mod:`streaming.strict_json`):
 a message is ONE JSON object, so text after it (``{..} {..}``, ``{..}}``) is
 ``malformed_json`` (``from_json`` reads the first value and ignores the rest: the end is
 checked here), as is a bare ``NaN``/``Infinity``; a key twice in one object, at any depth,
