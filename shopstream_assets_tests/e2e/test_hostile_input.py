@@ -322,8 +322,8 @@ def test_hostile_messages_never_crash_and_are_all_accounted_for(spark: Any, data
     headers (the producer's, or hostile ``sent_at_ms`` values, several or none); Spark's
     sent_at must equal ``sent_at_from_headers`` for every one. Measured 2026-12-07:
     5,085 messages (hypothesis draws short lists more often) in 118 s on 2 cores, 410-475 s
-    while other suites loaded them; with records and headers, 4,357 messages in 596 s while
-    other tests loaded the machine. A failure shrinks (each step a Spark action, so minutes)
+    while other suites loaded them; with records and headers, 4,532 messages in 134 s alone
+    and 447 s while other tests loaded the machine. A failure shrinks (each step a Spark action, so minutes)
     to the simplest messages that still fail; the assertion names the message. The first
     run with no input set aside failed on a message Python called duplicate_key and Spark
     malformed_json (an array of objects with a duplicate key: not an object comes first now).
