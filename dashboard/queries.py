@@ -21,7 +21,7 @@ ledger through ``streaming.ledger``, where every ledger query lives.
 from __future__ import annotations
 
 from dataclasses import asdict, astuple, dataclass, fields
-from datetime import date, timedelta
+from datetime import date
 
 import pandas as pd
 import psycopg
@@ -48,15 +48,15 @@ class Filters:
     categories: tuple[str, ...] = ()
 
     def previous(self) -> Filters:
-        """The period of the same length just before this one, same dimensions."""
+        """The period of the same length just before this one, same dimensions.
+
+        Cut at 0001-01-01, the first day a date holds: a period of thousands of years (any
+        two days the picker offers) once made ``start - length`` overflow and broke the page.
+        """
         length = (self.end - self.start).days + 1
-        return Filters(
-            self.start - timedelta(days=length),
-            self.start - timedelta(days=1),
-            self.countries,
-            self.devices,
-            self.categories,
-        )
+        first_day = date.fromordinal(max(date.min.toordinal(), self.start.toordinal() - length))
+        last_day = date.fromordinal(max(date.min.toordinal(), self.start.toordinal() - 1))
+        return Filters(first_day, last_day, self.countries, self.devices, self.categories)
 
     def params(self) -> dict[str, object]:
         return {

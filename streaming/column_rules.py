@@ -9,14 +9,21 @@ VARIANT, ISO-8601 timestamps as ``datetime.fromisoformat`` reads them, the produ
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from streaming.events import (
+    AHEAD_DETAIL,
+    EARLIEST_EVENT_TIME,
+    EARLY_DETAIL,
+    EPOCH,
     EVENT_FIELDS,
     LENGTH_LIMITS,
+    MAX_AHEAD_OF_BROKER,
     MAX_NESTING_DEPTH,
+    MAX_SENT_AT_MS,
     SENT_AT_HEADER,
     TIMESTAMP_PATTERN,
     RejectReason,
@@ -124,16 +131,38 @@ def in_year_range(timestamp: Column) -> Column:
 
 
 def sent_at(headers: Column) -> Column:
-    """The producer's send time from the ``sent_at_ms`` header (epoch ms as ASCII digits).
+    """The producer's send time from the first ``sent_at_ms`` header: ``streaming.events.parse_sent_at_ms``.
 
     The producer sends it as the only header: read directly there, the lambda search over all
     headers (interpreted per row, a visible share of the stream's Spark CPU) runs only when it
-    is not.
+    is not. Only ASCII digits up to MAX_SENT_AT_MS become a timestamp: ``timestamp_millis``
+    of any long overflowed (10^16 ms) and failed the batch, and a year beyond 9999 passed
+    Spark and broke the Python reject writer. ``try_cast`` gives null beyond a long (so
+    beyond the window) and reads leading zeros as the reference does.
     """
     first_header = F.try_element_at(headers, F.lit(1))
     searched = F.try_element_at(F.filter(headers, lambda item: item["key"] == SENT_AT_HEADER), F.lit(1))
     header = F.when(first_header["key"] == SENT_AT_HEADER, first_header).otherwise(searched)
-    return F.timestamp_millis(header["value"].cast("string").try_cast("long"))
+    text = header["value"].cast("string")
+    milliseconds = F.when(text.rlike(r"^[0-9]+\z"), text.try_cast("long"))
+    return F.when(milliseconds <= MAX_SENT_AT_MS, F.timestamp_millis(milliseconds))
+
+
+def timestamp_out_of_range(event_timestamp: Column, broker_timestamp: Column) -> Column:
+    """``streaming.events.timestamp_out_of_range`` in Spark: the detail's tail, or null inside the window."""
+    event_micros = F.unix_micros(event_timestamp)
+    # The moment minus a day (at least year 2000) cannot overflow, whatever the broker says.
+    ahead = event_micros - _micros(MAX_AHEAD_OF_BROKER) > F.unix_micros(broker_timestamp)
+    return first(
+        [
+            (event_micros < _micros(EARLIEST_EVENT_TIME - EPOCH), F.lit(EARLY_DETAIL)),
+            (F.coalesce(ahead, F.lit(False)), F.lit(AHEAD_DETAIL)),
+        ]
+    )
+
+
+def _micros(span: timedelta) -> int:
+    return (span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds
 
 
 def is_json_object(text: Column, parsed: Column, corrupt: Column, variant: Column) -> Column:

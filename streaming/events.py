@@ -10,14 +10,20 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
-import threading
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+# The strict-JSON names stay importable from here, beside the rules that use them.
+from streaming.strict_json import DUPLICATE_KEY_DETAIL as DUPLICATE_KEY_DETAIL
+from streaming.strict_json import MAX_KEY_LENGTH as MAX_KEY_LENGTH
+from streaming.strict_json import MAX_NESTING_DEPTH as MAX_NESTING_DEPTH
+from streaming.strict_json import MAX_NUMBER_DIGITS as MAX_NUMBER_DIGITS
+from streaming.strict_json import NON_FINITE_LITERAL_DETAIL as NON_FINITE_LITERAL_DETAIL
+from streaming.strict_json import TRAILING_DATA_DETAIL as TRAILING_DATA_DETAIL
+from streaming.strict_json import DuplicateKeyError, decode_json
 
 if TYPE_CHECKING:  # pyspark is heavy; the producer never needs it
     from pyspark.sql.types import StructType
@@ -28,15 +34,20 @@ EVENT_TYPES = ("page_view", "add_to_cart", "purchase")
 DEVICE_TYPES = ("Mobile", "Desktop", "Tablet")
 MAX_QUANTITY = 100
 MAX_PRICE = 1_000_000_000.0
-# Ids are primary and index keys downstream (Bronze's event_id, Silver's session_id): a
-# btree entry must stay under ~2.7 KB, so an id is at most 256 characters (1 KB of UTF-8).
-MAX_ID_LENGTH = 256
-# What Spark's JSON parser (Jackson's StreamReadConstraints) refuses: a number with more
-# than 1000 digits, more than 1000 nested arrays/objects, or a key (object name) over 50,000
-# characters (UTF-16 code units, as Java counts: an emoji is two). The reference refuses them too.
-MAX_NUMBER_DIGITS = 1000
-MAX_NESTING_DEPTH = 1000
-MAX_KEY_LENGTH = 50_000
+# Every string field has a length limit, in characters (code points). Strings are index keys
+# downstream: Bronze's event_id, Silver's session_id, and Gold's unique keys (metric_date,
+# product_id, country, device_type) in mart_product_daily and (metric_date, country,
+# device_type, product_category) in mart_daily_segment_metrics. A btree entry must stay under
+# ~2.7 KB; at 4 bytes of UTF-8 per character the widest key, product_id + country +
+# device_type, is 4 x (256 + 128 + 64) = 1,792 bytes, and country + device_type +
+# product_category 4 x 448 (streaming tests check every unique key against these limits).
+MAX_ID_LENGTH = 256  # 1 KB of UTF-8 at most
+MAX_COUNTRY_LENGTH = 128
+MAX_DEVICE_TYPE_LENGTH = 64
+MAX_CATEGORY_LENGTH = 256
+MAX_PRODUCT_NAME_LENGTH = 1_000  # in no index; bounded so a row and a chart label stay small
+MAX_EVENT_TYPE_LENGTH = 32  # one of EVENT_TYPES anyway
+MAX_TIMESTAMP_LENGTH = 64  # TIMESTAMP_PATTERN's longest text is 45 characters
 
 MAX_UTC_OFFSET = timedelta(hours=18)
 # The one shape of event_timestamp both sides accept: ISO-8601's extended calendar form as
@@ -53,16 +64,28 @@ TIMESTAMP_PATTERN = (
     r"(Z|[+\-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:\.[0-9]{1,6})?)?)?)"
 )
 _TIMESTAMP_SHAPE = re.compile(TIMESTAMP_PATTERN)
-# JSON text after the first value is malformed (RFC 8259: a JSON text is ONE value); a bare
-# NaN/Infinity is not JSON either. Duplicate keys are valid syntax but ambiguous (which
-# value counts?), so a message with them is rejected too, under its own reason.
-TRAILING_DATA_DETAIL = "data after the JSON object"
-NON_FINITE_LITERAL_DETAIL = "a NaN or Infinity literal, which is not JSON"
-DUPLICATE_KEY_DETAIL = "an object in the message has the same key twice"
 
 # Kafka message header holding the producer's send time (epoch milliseconds, ASCII digits),
-# so event->Bronze latency is measurable without touching the event itself.
+# so event->Bronze latency is measurable without touching the event itself. Any producer can
+# send any bytes there: parse_sent_at_ms is the one rule for what counts as a send time.
 SENT_AT_HEADER = "sent_at_ms"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# sent_at's window, in epoch milliseconds: 1970-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z
+# (Python's datetime, Arrow's conversion and PostgreSQL all hold it; no sign, so nothing before 1970).
+MAX_SENT_AT_MS = 253_402_300_799_999
+# Digits after the leading zeros of the largest sent_at (15): more can only be out of the window.
+_MAX_SENT_AT_DIGITS = len(str(MAX_SENT_AT_MS))
+_ASCII_DIGITS = re.compile(rb"[0-9]+")
+
+# The window event_timestamp must fall in, both ends included: from EARLIEST_EVENT_TIME to
+# MAX_AHEAD_OF_BROKER after the Kafka record's timestamp (the broker's, or the producer's
+# CreateTime as the broker stored it). An event dated earlier or later names a moment no
+# shopper acted at (a clock reset to 1970, year 9999) and would skew every period and every
+# user's recency downstream: it is rejected as timestamp_out_of_range, never stored.
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_AHEAD_OF_BROKER = timedelta(days=1)
+EARLY_DETAIL = "is before 2000-01-01T00:00:00Z"
+AHEAD_DETAIL = "is more than 1 day after the Kafka record's timestamp"
 
 
 @dataclass(frozen=True)
@@ -73,7 +96,7 @@ class EventField:
     required: bool
     description: str
     example: Any
-    max_length: int | None = None  # characters, for strings
+    max_length: int | None = None  # characters, for strings (every string field has one)
 
 
 EVENT_FIELDS: tuple[EventField, ...] = (
@@ -93,6 +116,7 @@ EVENT_FIELDS: tuple[EventField, ...] = (
         True,
         "When the shopper acted: UTC ISO-8601 with milliseconds",
         "2026-01-03T14:23:45.123Z",
+        MAX_TIMESTAMP_LENGTH,
     ),
     EventField("user_id", "string", "string", True, "Stable shopper id", "USER_12345", MAX_ID_LENGTH),
     EventField(
@@ -104,10 +128,12 @@ EVENT_FIELDS: tuple[EventField, ...] = (
         "SESSION_abcdef012345",
         MAX_ID_LENGTH,
     ),
-    EventField("event_type", "string", "string", True, "page_view, add_to_cart or purchase", "purchase"),
+    EventField(
+        "event_type", "string", "string", True, "page_view, add_to_cart or purchase", "purchase", MAX_EVENT_TYPE_LENGTH
+    ),
     EventField("product_id", "string", "string", True, "Catalog product id", "P001", MAX_ID_LENGTH),
-    EventField("product_name", "string", "string", True, "Product name", "Wireless Earbuds"),
-    EventField("product_category", "string", "string", True, "Product category", "Electronics"),
+    EventField("product_name", "string", "string", True, "Product name", "Wireless Earbuds", MAX_PRODUCT_NAME_LENGTH),
+    EventField("product_category", "string", "string", True, "Product category", "Electronics", MAX_CATEGORY_LENGTH),
     EventField("product_price", "number", "double", True, "Unit price in NGN, >= 0", 79.99),
     EventField(
         "quantity",
@@ -117,8 +143,8 @@ EVENT_FIELDS: tuple[EventField, ...] = (
         "Units: 1-100 on add_to_cart and purchase, null (or 1-100) on page_view",
         2,
     ),
-    EventField("device_type", "string", "string", True, "Mobile, Desktop or Tablet", "Mobile"),
-    EventField("country", "string", "string", True, "Shopper's country", "Nigeria"),
+    EventField("device_type", "string", "string", True, "Mobile, Desktop or Tablet", "Mobile", MAX_DEVICE_TYPE_LENGTH),
+    EventField("country", "string", "string", True, "Shopper's country", "Nigeria", MAX_COUNTRY_LENGTH),
     EventField("schema_version", "integer", "long", True, f"Event schema version, currently {SCHEMA_VERSION}", 1),
 )
 FIELD_NAMES: tuple[str, ...] = tuple(field.name for field in EVENT_FIELDS)
@@ -140,10 +166,12 @@ class RejectReason(StrEnum):
     DUPLICATE_KEY = "duplicate_key"  # an object, at any depth, has the same key twice
     WRONG_TYPE = "wrong_type"  # a field has a JSON type the schema does not allow
     MISSING_FIELD = "missing_field"  # a required field is absent, null or empty
-    FIELD_TOO_LONG = "field_too_long"  # an id over MAX_ID_LENGTH characters
+    FIELD_TOO_LONG = "field_too_long"  # a string field over its max_length characters
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     INVALID_TIMESTAMP = "invalid_timestamp"  # not TIMESTAMP_PATTERN, or no such moment in years 1-9999
+    # before EARLIEST_EVENT_TIME, or more than MAX_AHEAD_OF_BROKER after the record's timestamp
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     INVALID_PRICE = "invalid_price"  # infinite (1e400) or absurdly large
     NEGATIVE_PRICE = "negative_price"
     INVALID_QUANTITY = "invalid_quantity"  # < 1, > MAX_QUANTITY, or null on add_to_cart
@@ -182,6 +210,46 @@ def parse_timestamp(text: str) -> datetime | None:
         return None
 
 
+def from_epoch_ms(milliseconds: int) -> datetime:
+    """An epoch-milliseconds count as an exact UTC datetime (no float on the way)."""
+    return EPOCH + timedelta(milliseconds=milliseconds)
+
+
+def parse_sent_at_ms(value: bytes | None) -> datetime | None:
+    """The sent_at rule: the header's value is the send time only when it is ASCII digits
+    (leading zeros allowed, no sign, no space) naming a moment up to :data:`MAX_SENT_AT_MS`.
+
+    Anything else (a float, an overflow, non-UTF-8 bytes, an empty or null value) is None:
+    sent_at only measures latency, so an odd header never makes a message bad.
+    """
+    if value is None or _ASCII_DIGITS.fullmatch(value) is None:
+        return None
+    # int() refuses texts of over 4,300 digits; leading zeros are the only digits that may pad.
+    significant = value.lstrip(b"0")
+    if len(significant) > _MAX_SENT_AT_DIGITS:
+        return None
+    milliseconds = int(significant or b"0")
+    return from_epoch_ms(milliseconds) if milliseconds <= MAX_SENT_AT_MS else None
+
+
+def sent_at_from_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> datetime | None:
+    """sent_at of a message: the FIRST ``sent_at_ms`` header's value by :func:`parse_sent_at_ms`."""
+    for key, value in headers or ():
+        if key == SENT_AT_HEADER:
+            return parse_sent_at_ms(value)
+    return None
+
+
+def timestamp_out_of_range(moment: datetime, broker_timestamp: datetime) -> str | None:
+    """Why ``moment`` is outside the event_timestamp window (see :data:`EARLIEST_EVENT_TIME`), or None."""
+    if moment < EARLIEST_EVENT_TIME:
+        return EARLY_DETAIL
+    # Subtracting from the moment (at least year 2000) cannot overflow, whatever the broker says.
+    if moment - MAX_AHEAD_OF_BROKER > broker_timestamp:
+        return AHEAD_DETAIL
+    return None
+
+
 def encode_event(event: Mapping[str, Any]) -> bytes:
     """The wire format: compact UTF-8 JSON with fields in schema order."""
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
@@ -207,135 +275,14 @@ class Verdict:
         return self.reason is None
 
 
-class _JsonLimitExceeded(ValueError):
-    """A number or a nesting Spark's JSON parser refuses (see MAX_NUMBER_DIGITS)."""
-
-
-class DuplicateKeyError(ValueError):
-    """JSON whose text is one valid value, but an object in it has the same key twice."""
-
-    def __init__(self, message: str, decoded: Any) -> None:
-        super().__init__(message)
-        self.decoded = decoded  # the value, each duplicate key holding its last value
-
-
-def _java_length(key: str) -> int:
-    """Characters as Jackson counts them: UTF-16 code units (an emoji is two)."""
-    return len(key) if len(key) <= MAX_KEY_LENGTH // 2 else len(key.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def _refuse_constant(token: str) -> Any:
-    raise ValueError(f"{NON_FINITE_LITERAL_DETAIL}: {token}")
-
-
-def _float_digits(token: str) -> int:
-    """The digits Jackson counts in a float token: integer, fraction and exponent digits.
-
-    A token with a leading zero (``0.5``, ``-0e7``) takes Jackson's other code path, which
-    counts an absent fraction or exponent as -1 digits.
-    """
-    mantissa, has_exponent, exponent = token.lstrip("-").replace("E", "e").partition("e")
-    integer, has_fraction, fraction = mantissa.partition(".")
-    digits = len(integer) + len(fraction) + len(exponent.lstrip("+-"))
-    if integer == "0":
-        digits -= (not has_fraction) + (not has_exponent)
-    return digits
-
-
-def _parse_float(token: str) -> float:
-    # A token is never shorter than its digit count: most tokens skip the count.
-    if len(token) > MAX_NUMBER_DIGITS and _float_digits(token) > MAX_NUMBER_DIGITS:
-        raise _JsonLimitExceeded(f"a number with over {MAX_NUMBER_DIGITS} digits: {token[:40]}...")
-    return float(token)
-
-
-def _parse_int(token: str) -> int:
-    if len(token) > MAX_NUMBER_DIGITS and len(token.lstrip("-")) > MAX_NUMBER_DIGITS:
-        raise _JsonLimitExceeded(f"a number with over {MAX_NUMBER_DIGITS} digits: {token[:40]}...")
-    return int(token)
-
-
-_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-_DEEP_PARSE_LOCK = threading.Lock()
-
-
-def _nesting_depth(text: str) -> int:
-    """Deepest nesting of arrays and objects; brackets inside strings do not count."""
-    depth = deepest = 0
-    for token in _STRING_OR_BRACKET.findall(text):
-        if token in ("[", "{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif token in ("]", "}"):
-            depth -= 1
-    return deepest
-
-
-def decode_json(text: str) -> Any:
-    """Strict ``json.loads`` within Spark's limits: a ValueError for what the rules call malformed.
-
-    Malformed: not one JSON value (``Extra data``), a NaN/Infinity literal, a number, a
-    nesting or a key beyond Spark's parser. Then :class:`DuplicateKeyError` (also a ValueError) for
-    an object with the same key twice, however deep: malformed text wins over duplicates,
-    wherever each is. Unlike ``json.loads``, never a RecursionError for nesting Spark
-    accepts (up to :data:`MAX_NESTING_DEPTH`): what validate_message accepts, this decodes.
-    """
-    # A text with few brackets cannot nest deeply: most messages skip the depth scan.
-    if text.count("[") + text.count("{") > MAX_NESTING_DEPTH and _nesting_depth(text) > MAX_NESTING_DEPTH:
-        raise _JsonLimitExceeded(f"nesting deeper than {MAX_NESTING_DEPTH} levels")
-    duplicates: list[str] = []
-    # Only a text of more than half the limit (an emoji is two units) can hold a key over it.
-    long_keys_possible = len(text) > MAX_KEY_LENGTH // 2
-
-    def to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        if long_keys_possible and any(_java_length(key) > MAX_KEY_LENGTH for key, _ in pairs):
-            raise _JsonLimitExceeded(f"a key over {MAX_KEY_LENGTH} characters")
-        decoded = dict(pairs)
-        if len(decoded) < len(pairs) and not duplicates:
-            key_counts = Counter(key for key, _ in pairs)
-            duplicates.append(next(key for key, times in key_counts.items() if times > 1))
-        return decoded
-
-    decoded = _loads(text, to_dict)
-    if duplicates:
-        raise DuplicateKeyError(f"{DUPLICATE_KEY_DETAIL}: {duplicates[0][:100]!r}", decoded)
-    return decoded
-
-
-def _loads(text: str, to_dict: Callable[[list[tuple[str, Any]]], dict[str, Any]]) -> Any:
-    options: dict[str, Any] = {
-        "parse_float": _parse_float,
-        "parse_int": _parse_int,
-        "parse_constant": _refuse_constant,
-        "object_pairs_hook": to_dict,
-    }
-    try:
-        return json.loads(text, **options)
-    except json.JSONDecodeError as error:
-        if error.msg == "Extra data":
-            raise ValueError(f"{TRAILING_DATA_DETAIL} (at character {error.pos})") from None
-        raise
-    except RecursionError:
-        pass
-    # Within Spark's limit yet too deep for Python's recursion limit, which json's C scanner
-    # counts against: parse again with room for MAX_NESTING_DEPTH more levels. The limit is
-    # process-wide, hence the lock.
-    with _DEEP_PARSE_LOCK:
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(limit + MAX_NESTING_DEPTH + 100)
-        try:
-            return json.loads(text, **options)
-        except RecursionError:  # a caller already deep in its own stack: still not a crash
-            raise _JsonLimitExceeded("nesting too deep for Python's recursion limit") from None
-        finally:
-            sys.setrecursionlimit(limit)
-
-
-def validate_message(value: bytes | None) -> Verdict:
+def validate_message(value: bytes | None, broker_timestamp: datetime | None = None) -> Verdict:
     """Validate one raw Kafka message value in pure Python.
 
     This is the reference implementation of the rules; the Spark job applies the same
     rules column-wise (``streaming/transforms.py``), and the tests hold the two equal.
+    ``broker_timestamp`` is the Kafka record's timestamp, which bounds event_timestamp
+    (:data:`MAX_AHEAD_OF_BROKER`); a message not read from Kafka (None) is judged against the
+    present moment, as the broker would stamp it if it were sent now.
     """
     if value is None:
         return Verdict(RejectReason.MALFORMED_JSON, "null message value")
@@ -354,11 +301,14 @@ def validate_message(value: bytes | None) -> Verdict:
         return Verdict(RejectReason.MALFORMED_JSON, str(error))
     if not isinstance(event, dict):
         return Verdict(RejectReason.MALFORMED_JSON, f"JSON {type(event).__name__}, not an object")
-    return validate_event(event)
+    return validate_event(event, broker_timestamp)
 
 
-def validate_event(event: Mapping[str, Any]) -> Verdict:
-    """Validate a decoded JSON object against the schema and the business rules."""
+def validate_event(event: Mapping[str, Any], broker_timestamp: datetime | None = None) -> Verdict:
+    """Validate a decoded JSON object against the schema and the business rules.
+
+    ``broker_timestamp``: as :func:`validate_message` takes it.
+    """
     for field in EVENT_FIELDS:
         value = event.get(field.name)
         if value is not None and not _JSON_TYPE_CHECKS[field.json_type](value):
@@ -374,8 +324,12 @@ def validate_event(event: Mapping[str, Any]) -> Verdict:
         return Verdict(RejectReason.UNSUPPORTED_SCHEMA_VERSION, str(event["schema_version"]))
     if event["event_type"] not in EVENT_TYPES:
         return Verdict(RejectReason.UNKNOWN_EVENT_TYPE, str(event["event_type"])[:100])
-    if parse_timestamp(event["event_timestamp"]) is None:
+    moment = parse_timestamp(event["event_timestamp"])
+    if moment is None:
         return Verdict(RejectReason.INVALID_TIMESTAMP, str(event["event_timestamp"])[:100])
+    out_of_range = timestamp_out_of_range(moment, broker_timestamp or datetime.now(UTC))
+    if out_of_range is not None:
+        return Verdict(RejectReason.TIMESTAMP_OUT_OF_RANGE, f"{event['event_timestamp'][:100]} {out_of_range}")
     try:
         price = float(event["product_price"])
     except OverflowError:  # an integer beyond double range; Spark reads it as Infinity

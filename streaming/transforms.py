@@ -20,7 +20,8 @@ double range such as ``1e400`` into the quoted text ``"Infinity"``); and whether
 has the same key twice, which the variant parse refuses (``duplicate_key``; a cheap count of
 keys, :func:`streaming.column_rules.maybe_duplicate_key`, picks the rows that may).
 
-The shared rules the two sides follow, each written once in :mod:`streaming.events`:
+The shared rules the two sides follow, each written once in :mod:`streaming.events` (or
+:mod:`streaming.strict_json`):
 a message is ONE JSON object, so text after it (``{..} {..}``, ``{..}}``) is
 ``malformed_json`` (``from_json`` reads the first value and ignores the rest: the end is
 checked here), as is a bare ``NaN``/``Infinity``; a key twice in one object, at any depth,
@@ -32,7 +33,10 @@ or week-date ISO-8601, which Python's ``fromisoformat`` would take). Limits both
 share: Jackson refuses a number of more than 1000 digits, nesting deeper than 1000 levels
 and a key over 50,000 characters (UTF-16 code units; ``malformed_json``), and the reference refuses them too;
 a timestamp outside years 1-9999 once in UTC is ``invalid_timestamp`` (Python's datetime
-cannot hold it); ids over ``MAX_ID_LENGTH`` characters are ``field_too_long``. The
+cannot hold it); one outside the window from 2000 to a day after the Kafka record's
+timestamp is ``timestamp_out_of_range``; a string field over its ``max_length`` characters
+is ``field_too_long``; ``sent_at`` is the first ``sent_at_ms`` header's value only when it
+is ASCII digits within years 1970-9999 (:func:`streaming.events.parse_sent_at_ms`). The
 reference's digit count for the 1000-digit limit follows what Spark was measured to do (a
 leading zero counts differently).
 """
@@ -56,6 +60,7 @@ from streaming.column_rules import (
     parse_timestamp,
     reject,
     sent_at,
+    timestamp_out_of_range,
     too_long_field,
     variant_type_allowed,
 )
@@ -119,7 +124,8 @@ def parse_and_validate(kafka_messages: DataFrame) -> DataFrame:
     event columns; a rejected row keeps ``raw_value`` (and ``raw_text`` when it is UTF-8).
     """
     validated = kafka_messages
-    for projection in _projections("headers" in kafka_messages.columns, kafka_messages):
+    columns = kafka_messages.columns
+    for projection in _projections("headers" in columns, "timestamp" in columns, kafka_messages):
         validated = validated.select(*projection)
     return validated
 
@@ -127,20 +133,20 @@ def parse_and_validate(kafka_messages: DataFrame) -> DataFrame:
 # Building the expressions takes thousands of py4j calls, which a micro-batch must not pay
 # each time: they are built once per SparkContext and reused (a Column is unresolved, so it
 # binds to each batch's DataFrame).
-_PROJECTIONS: dict[tuple[str, bool], list[Projection]] = {}
+_PROJECTIONS: dict[tuple[str, bool, bool], list[Projection]] = {}
 
 
-def _projections(has_headers: bool, kafka_messages: DataFrame) -> list[Projection]:
-    key = (kafka_messages.sparkSession.sparkContext.applicationId, has_headers)
+def _projections(has_headers: bool, has_timestamp: bool, kafka_messages: DataFrame) -> list[Projection]:
+    key = (kafka_messages.sparkSession.sparkContext.applicationId, has_headers, has_timestamp)
     if key not in _PROJECTIONS:
-        _PROJECTIONS[key] = _build_projections(has_headers)
+        _PROJECTIONS[key] = _build_projections(has_headers, has_timestamp)
     return _PROJECTIONS[key]
 
 
-def _build_projections(has_headers: bool) -> list[Projection]:
+def _build_projections(has_headers: bool, has_timestamp: bool) -> list[Projection]:
     """The successive select lists of :func:`parse_and_validate`, stage by stage."""
     return [
-        *_parse_stage(has_headers),
+        *_parse_stage(has_headers, has_timestamp),
         *_timestamp_stage(),
         *_type_probe_stage(),
         *_verdict_stage(),
@@ -170,8 +176,12 @@ def _json_types() -> dict[str, Column]:
     return {f.name: F.col(f"_types.{f.name}") for f in EVENT_FIELDS}
 
 
-def _parse_stage(has_headers: bool) -> list[Projection]:
-    """The message's text, whether it is UTF-8, from_json's parse, the Kafka position and sent_at."""
+def _parse_stage(has_headers: bool, has_timestamp: bool) -> list[Projection]:
+    """The message's text, whether it is UTF-8, from_json's parse, the Kafka position, its timestamp and sent_at.
+
+    Without a ``timestamp`` column (a frame not read from Kafka) the record's timestamp is
+    the query's present moment, as the reference's is when it is given none.
+    """
     parse_schema = StructType([*spark_schema().fields, StructField(CORRUPT_COLUMN, StringType())])
     value = F.col("value")
     text = value.cast("string")
@@ -184,6 +194,7 @@ def _parse_stage(has_headers: bool) -> list[Projection]:
             F.col("topic").alias("kafka_topic"),
             F.col("partition").alias("kafka_partition"),
             F.col("offset").alias("kafka_offset"),
+            (F.col("timestamp") if has_timestamp else F.current_timestamp()).alias("_broker_timestamp"),
             (sent_at(F.col("headers")) if has_headers else F.lit(None).cast("timestamp")).alias("sent_at"),
         ]
     ]
@@ -263,6 +274,7 @@ def _verdict_stage() -> list[Projection]:
     wrong_type_detail = _wrong_type_detail()
     missing_field = _missing_field()
     too_long = too_long_field(field)
+    out_of_range = timestamp_out_of_range(F.col("_event_timestamp"), F.col("_broker_timestamp"))
     is_object = is_json_object(F.col("_text"), F.col("_parsed"), _corrupt(), F.col("_variant"))
     reason_and_detail = first(
         [
@@ -290,6 +302,13 @@ def _verdict_stage() -> list[Projection]:
             (
                 F.col("_event_timestamp").isNull(),
                 reject(RejectReason.INVALID_TIMESTAMP, F.substring(field["event_timestamp"], 1, 100)),
+            ),
+            (
+                out_of_range.isNotNull(),
+                reject(
+                    RejectReason.TIMESTAMP_OUT_OF_RANGE,
+                    F.concat(F.substring(field["event_timestamp"], 1, 100), F.lit(" "), out_of_range),
+                ),
             ),
             (
                 # NaN first: Spark orders NaN above every number.

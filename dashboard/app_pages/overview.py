@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import streamlit as st
 
 from dashboard import charts, queries, ui
 from dashboard.metrics import KPIS, change, format_value, kpi_values
 from dashboard.queries import Filters
+from streaming.events import EARLIEST_EVENT_TIME
 
 DEFAULT_DAYS = 7
 
@@ -27,10 +28,21 @@ CATEGORY_SCOPE: dict[str, str] = {
 }
 
 
+def picker_bounds(first_day: date, last_day: date) -> tuple[date, date]:
+    """The days the period picker offers: Gold's, from the first day the stream accepts events.
+
+    Gold may hold older days (Bronze written before the stream bounded event_timestamp, such
+    as year 1); the picker never offers a day before EARLIEST_EVENT_TIME unless Gold has no
+    later one.
+    """
+    return min(max(first_day, EARLIEST_EVENT_TIME.date()), last_day), last_day
+
+
 def filter_bar(first_day: date, last_day: date) -> Filters:
     options = queries.filter_options()
     period_col, country_col, device_col, category_col = st.columns([1.3, 1, 1, 1])
-    default_start = max(first_day, last_day - timedelta(days=DEFAULT_DAYS - 1))
+    first_day, last_day = picker_bounds(first_day, last_day)
+    default_start = date.fromordinal(max(first_day.toordinal(), last_day.toordinal() - (DEFAULT_DAYS - 1)))
     picked = period_col.date_input(
         "Period",
         value=(default_start, last_day),

@@ -62,3 +62,40 @@ SPECIAL_STRINGS = (
 def as_stored_text(text: str) -> str:
     """A Python str as it comes back from Spark/PostgreSQL: NUL replaced, lone surrogates as '?'."""
     return nul_replaced(text).encode("utf-8", "replace").decode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile headers: what any producer may put in sent_at_ms (issue 30's odd values first)
+
+ISSUE_SENT_AT_VALUES: tuple[bytes, ...] = (
+    b"10000000000000000",  # overflowed timestamp_millis: the batch failed on every retry
+    b"300000000000000",  # year 11476: passed Spark, broke the Python reject writer
+    b"-99999999999999999999",
+    b"\xff\xfe",  # not UTF-8
+    b"1e400",
+)
+ODD_SENT_AT_VALUES: tuple[bytes | None, ...] = (
+    *ISSUE_SENT_AT_VALUES,
+    b"",
+    None,
+    b"-1",
+    b"-0",
+    b"+1767450225500",
+    b" 1767450225500",
+    b"1767450225500 ",
+    b"1767450225500\n",
+    b"1767450225500.0",
+    b"0x1A",
+    b"9223372036854775807",
+    b"9223372036854775808",
+    b"9" * 400,
+    b"0" * 5_000 + b"1767450225500",  # leading zeros: a send time (Python's int() refuses 4,300 digits)
+    b"253402300799999",  # the window's last millisecond (streaming.events.MAX_SENT_AT_MS)
+    b"253402300800000",
+    b"0",
+    "١٧٦٧٤٥٠٢٢٥٥٠٠".encode(),  # Arabic-Indic digits are not ASCII digits
+    "１２３".encode(),  # nor are full-width ones
+    b"NaN",
+    b"Infinity",
+    b"1767450225500\x00",
+)

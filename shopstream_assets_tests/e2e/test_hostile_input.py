@@ -1,7 +1,8 @@
 """Hostile input through the stream's own parse/validate and Bronze writer: never a crash, all accounted.
 
 Two layers: a property-based test (hypothesis) over arbitrary bytes, arbitrary JSON and
-near-valid events with one field mutated, run through ``parse_and_validate`` in Spark and
+near-valid events with one field mutated, each with its own record timestamp and headers
+(hostile ``sent_at_ms`` values included), run through ``parse_and_validate`` in Spark and
 ``write_batch`` into a real PostgreSQL; and a bounded fuzz run of 20,000 such messages
 through a real topic and a real ``shopstream stream`` process. Neither sets any input
 aside: every message must get ONE verdict from Python's rules and Spark's. Regression tests
@@ -42,18 +43,29 @@ from shopstream_assets_tests.e2e.hostile_json import (
     RawJson,
     to_json,
 )
-from shopstream_assets_tests.streaming.conftest import good_event, produce_messages
+from shopstream_assets_tests.e2e.hostile_records import (
+    PROPERTY_NOW,
+    Record,
+    at_length_limits,
+    fuzz_headers,
+    hostile_headers,
+    near_window_edges,
+    producer_record,
+    record_timestamps,
+    valid_timestamps,
+)
+from shopstream_assets_tests.e2e.kafka_records import check_each_message, produce_records, read_records
+from shopstream_assets_tests.streaming.conftest import good_event
 from streaming.bronze_batch import write_batch
 from streaming.events import (
     DEVICE_TYPES,
     EVENT_TYPES,
     FIELD_NAMES,
     MAX_PRICE,
-    SENT_AT_HEADER,
     decode_json,
     encode_event,
-    format_timestamp,
     parse_timestamp,
+    sent_at_from_headers,
     validate_message,
 )
 from streaming.simulator import Simulator
@@ -67,13 +79,13 @@ KAFKA_SOURCE_SCHEMA = (
 PARTITIONS = 3
 
 
-def kafka_source_frame(spark: Any, topic: str, values: Sequence[bytes | None]) -> Any:
-    sent_at = datetime.now(UTC)
-    header = [(SENT_AT_HEADER, str(int(sent_at.timestamp() * 1000)).encode())]
+def kafka_source_frame(spark: Any, topic: str, values: Sequence[bytes | None | Record]) -> Any:
+    records = [value if isinstance(value, Record) else producer_record(value) for value in values]
     rows = [
-        (b"key-%d" % index, value, topic, index % PARTITIONS, index // PARTITIONS, sent_at, 0, header)
-        for index, value in enumerate(values)
-    ]
+        (b"key-%d" % index, record.value, topic, index % PARTITIONS, index // PARTITIONS, record.timestamp, 0,
+         record.headers)
+        for index, record in enumerate(records)
+    ]  # fmt: skip
     return spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA)
 
 
@@ -145,31 +157,28 @@ hostile_numbers = st.one_of(
 )
 hostile_values = st.one_of(json_values, json_values, deeply_nested, long_strings, timestamp_like, hostile_numbers)
 
-valid_timestamps = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
-).map(format_timestamp)
-
 
 @st.composite
-def valid_events(draw: st.DrawFn) -> dict[str, Any]:
+def valid_events(draw: st.DrawFn, record_timestamp: datetime = PROPERTY_NOW) -> dict[str, Any]:
     event_type = draw(st.sampled_from(EVENT_TYPES))
     quantity = draw(st.one_of(st.none(), st.integers(1, 100)) if event_type != "add_to_cart" else st.integers(1, 100))
-    return good_event(
-        event_id=draw(st.sampled_from(EVENT_ID_POOL)),
-        event_timestamp=draw(valid_timestamps),
-        event_type=event_type,
-        user_id=draw(st.text(min_size=1, max_size=12).filter(str.strip)),
-        product_name=draw(st.text(max_size=30).filter(str.strip) | st.just("Ẹ̀wà")),
-        product_price=draw(st.floats(min_value=0, max_value=MAX_PRICE) | st.integers(0, 10_000)),
-        quantity=quantity,
-        device_type=draw(st.sampled_from(DEVICE_TYPES)),
-    )
+    fields = {
+        "event_id": draw(st.sampled_from(EVENT_ID_POOL)),
+        "event_timestamp": draw(valid_timestamps(record_timestamp)),
+        "event_type": event_type,
+        "user_id": draw(st.text(min_size=1, max_size=12).filter(str.strip)),
+        "product_name": draw(st.text(max_size=30).filter(str.strip) | st.just("Ẹ̀wà")),
+        "product_price": draw(st.floats(min_value=0, max_value=MAX_PRICE) | st.integers(0, 10_000)),
+        "quantity": quantity,
+        "device_type": draw(st.sampled_from(DEVICE_TYPES)),
+    }
+    return good_event(**{**fields, **draw(at_length_limits)})
 
 
 @st.composite
-def near_valid_events(draw: st.DrawFn) -> bytes:
+def near_valid_events(draw: st.DrawFn, record_timestamp: datetime = PROPERTY_NOW) -> bytes:
     """A valid event with ONE thing wrong: a field replaced, removed, doubled, or the bytes damaged."""
-    pairs = list(draw(valid_events()).items())
+    pairs = list(draw(valid_events(record_timestamp)).items())
     name = draw(st.sampled_from([*FIELD_NAMES, "extra"]))
     how = draw(st.sampled_from(["replace", "replace", "remove", "duplicate_key"]))
     value = draw(hostile_values)
@@ -198,15 +207,26 @@ def near_valid_events(draw: st.DrawFn) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-messages = st.one_of(
-    valid_events().map(encode_event),
-    near_valid_events(),
-    near_valid_events(),
-    near_valid_events(),
-    json_values.map(lambda value: to_json(value).encode("utf-8", "surrogatepass")),
-    st.binary(max_size=200),
-    st.just(None),
-)
+def message_values(record_timestamp: datetime) -> st.SearchStrategy[bytes | None]:
+    return st.one_of(
+        valid_events(record_timestamp).map(encode_event),
+        near_valid_events(record_timestamp),
+        near_valid_events(record_timestamp),
+        near_valid_events(record_timestamp),
+        json_values.map(lambda value: to_json(value).encode("utf-8", "surrogatepass")),
+        st.binary(max_size=200),
+        st.just(None),
+    )
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> Record:
+    """A hostile record: its value judged against its own timestamp, the producer's header or hostile ones."""
+    record_timestamp = draw(record_timestamps)
+    value = draw(message_values(record_timestamp))
+    producer_headers = producer_record(value, record_timestamp).headers
+    headers = draw(st.one_of(st.just(producer_headers), st.just(producer_headers), hostile_headers))
+    return Record(value, headers, record_timestamp)
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,16 +250,19 @@ def _python_value(name: str, event: dict[str, Any], verdict: Any) -> Any:
     return value
 
 
-def check_batch(spark: Any, conn: Any, values: list[bytes | None]) -> None:
+def check_batch(spark: Any, conn: Any, records: list[Record]) -> None:
     """One Spark action and one write_batch for a whole hypothesis example."""
     topic = f"hostile-{next(_example_numbers)}"
-    validated = parse_and_validate(kafka_source_frame(spark, topic, values)).toArrow()
-    assert validated.num_rows == len(values)
+    validated = parse_and_validate(kafka_source_frame(spark, topic, records)).toArrow()
+    assert validated.num_rows == len(records)
     rows = validated.drop_columns(["raw_value"]).to_pylist()
+    values = [record.value for record in records]
     accepted_ids: list[str] = []
-    for value, row in zip(values, rows, strict=True):
-        verdict = validate_message(value)
-        where = f"message {value!r:.300}"
+    for record, row in zip(records, rows, strict=True):
+        value = record.value
+        verdict = validate_message(value, record.timestamp)
+        where = f"message {value!r:.300} (record timestamp {record.timestamp}, headers {record.headers!r:.200})"
+        assert row["sent_at"] == sent_at_from_headers(record.headers), f"{where}: Spark sent_at {row['sent_at']}"
         assert row["reject_reason"] is None or row["reject_reason"] in VALID_REASONS, where
         assert (row["reject_reason"] is None) == verdict.accepted, (
             f"{where}: Spark says {row['reject_reason']} ({row['reject_detail']}), Python says {verdict}"
@@ -293,9 +316,14 @@ def test_hostile_messages_never_crash_and_are_all_accounted_for(spark: Any, data
     """Every hostile message gets ONE verdict from Python and Spark, and Bronze accounts for all.
 
     150 fixed examples (``derandomize=True``: the same ones on every run and machine) of 20-120
-    messages each, one Spark action and one ``write_batch`` per example. Measured 2026-12-07:
+    messages each, one Spark action and one ``write_batch`` per example. Each message is a
+    whole record: its value, its own record timestamp (events at both edges of
+    event_timestamp's window, records stamped in 1969, 1970 or before the window) and its
+    headers (the producer's, or hostile ``sent_at_ms`` values, several or none); Spark's
+    sent_at must equal ``sent_at_from_headers`` for every one. Measured 2026-12-07:
     5,085 messages (hypothesis draws short lists more often) in 118 s on 2 cores, 410-475 s
-    while other suites loaded them. A failure shrinks (each step a Spark action, so minutes)
+    while other suites loaded them; with records and headers, 4,532 messages in 134 s alone
+    and 447 s while other tests loaded the machine. A failure shrinks (each step a Spark action, so minutes)
     to the simplest messages that still fail; the assertion names the message. The first
     run with no input set aside failed on a message Python called duplicate_key and Spark
     malformed_json (an array of objects with a duplicate key: not an object comes first now).
@@ -316,9 +344,9 @@ def test_hostile_messages_never_crash_and_are_all_accounted_for(spark: Any, data
             # The falsifying example can be megabytes; the assertion names the one message.
             print_blob=False,
         )
-        @given(st.lists(messages, min_size=20, max_size=120))
-        def property_holds(values: list[bytes | None]) -> None:
-            check_batch(spark, conn, values)
+        @given(st.lists(messages(), min_size=20, max_size=120))
+        def property_holds(records: list[Record]) -> None:
+            check_batch(spark, conn, records)
 
         began = time.monotonic()
         property_holds()
@@ -417,8 +445,10 @@ def test_fuzz_run_through_a_real_topic_and_stream(
 ) -> None:
     report = Report(f"fuzz run: {FUZZ_MESSAGES:,} random and mutated messages through a real stream")
     keys, values = fuzz_messages(FUZZ_MESSAGES, seed=1717)
-    produce_messages(kafka_bootstrap, topic, values, keys=keys)
-    report.tried(f"produced {len(values):,} messages to {topic}")
+    rng = random.Random(1718)
+    values = near_window_edges(values, rng, datetime.now(UTC))
+    produce_records(kafka_bootstrap, topic, values, fuzz_headers(len(values), rng), keys=keys)
+    report.tried(f"produced {len(values):,} messages to {topic}, some with hostile headers or at the window's edges")
     stream = spawn_process([*CLI, "stream", "--until-idle", "3"], env=shopstream_env, name="fuzz-stream")
     report.tried("ran `shopstream stream --until-idle 3` until it drained the topic")
     exit_code = stream.wait(420)
@@ -426,6 +456,7 @@ def test_fuzz_run_through_a_real_topic_and_stream(
     in_topic = topic_message_count(kafka_bootstrap, topic)
     report.held("topic holds every message sent", in_topic == FUZZ_MESSAGES, f"{in_topic}")
     state = check_bronze_equals_delivered(report, database_url, topic, read_topic(kafka_bootstrap, topic))
+    check_each_message(report, database_url, topic, read_records(kafka_bootstrap, topic))
     report.note(
         f"{state.consumed:,} consumed = {state.rows_written:,} rows + {state.ledger_rejects:,} rejects"
         f" + {state.duplicates:,} duplicates in {state.batches} batches; reasons {dict(state.rejects)}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,10 @@ import pytest
 from shopstream_assets_tests.streaming.conftest import good_event
 from streaming.events import (
     DUPLICATE_KEY_DETAIL,
+    EARLIEST_EVENT_TIME,
+    EVENT_FIELDS,
+    LENGTH_LIMITS,
+    MAX_AHEAD_OF_BROKER,
     MAX_ID_LENGTH,
     MAX_KEY_LENGTH,
     MAX_NESTING_DEPTH,
@@ -168,3 +174,64 @@ def test_a_key_of_exactly_the_maximum_length_is_accepted() -> None:
 def test_one_timestamp_shape(text: str, accepted: bool) -> None:
     assert (parse_timestamp(text) is not None) is accepted
     assert (re.fullmatch(TIMESTAMP_PATTERN, text) is not None) is accepted
+
+
+def test_every_string_field_has_a_length_limit_and_a_reject_naming_it() -> None:
+    strings = [field for field in EVENT_FIELDS if field.json_type == "string"]
+    assert all(field.max_length for field in strings), [field.name for field in strings if not field.max_length]
+    for field in strings:
+        assert json_schema()["properties"][field.name]["maxLength"] == field.max_length
+        verdict = validate_message(encode_event(good_event(**{field.name: "x" * (field.max_length + 1)})))
+        assert verdict.reason is RejectReason.FIELD_TOO_LONG and verdict.detail.startswith(f"{field.name} is "), verdict
+        if field.name not in ("event_type", "event_timestamp"):  # no valid value is that long
+            # Characters, not bytes: a limit of 4-byte characters is accepted.
+            at_limit = encode_event(good_event(**{field.name: "\U0001f600" * field.max_length}))
+            assert validate_message(at_limit).accepted, field.name
+
+
+# PostgreSQL's largest btree entry on an 8 KB page (BTMaxItemSize), less some room.
+BTREE_ENTRY_BUDGET = 2_700
+UNIQUE_INDEX = re.compile(r"\{\s*'columns':\s*\[([^\]]*)\],\s*'unique':\s*True\s*\}", re.DOTALL)
+MODELS = Path(__file__).resolve().parents[2] / "dbt_project" / "models"
+
+
+def btree_entry_bytes(columns: list[str]) -> int:
+    """The widest entry of a unique index: strings at their limit in 4-byte UTF-8 characters."""
+    limits = dict(LENGTH_LIMITS)
+    size = 8  # the index tuple header
+    for column in columns:
+        # A long text: a 4-byte length word and its bytes; other columns are dates and numbers.
+        size += 4 + 4 * limits[column] if column in limits else 8
+    return size
+
+
+def test_every_unique_index_of_silver_and_gold_holds_any_accepted_row() -> None:
+    """A 4,000-character country passed validation and broke every dbt run on three Gold unique
+    indexes (index row too big): each unique key, its strings at their limits, fits a btree entry."""
+    keys = {
+        (path.stem, tuple(column.strip(" '\n") for column in match.split(",")))
+        for path in MODELS.rglob("*.sql")
+        for match in UNIQUE_INDEX.findall(path.read_text())
+    }
+    names = {model for model, _ in keys}
+    assert {"mart_product_daily", "mart_daily_segment_metrics", "mart_daily_segment_sessions"} <= names, names
+    too_big = {(model, columns, btree_entry_bytes(list(columns))) for model, columns in keys}
+    assert all(size <= BTREE_ENTRY_BUDGET for _, _, size in too_big), sorted(too_big, key=lambda item: -item[2])
+
+
+def test_event_timestamp_window_is_2000_to_a_day_after_the_record() -> None:
+    record = datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
+
+    def reason(moment: datetime, broker: datetime | None = record) -> RejectReason | None:
+        return validate_message(encode_event(good_event(event_timestamp=moment.isoformat())), broker).reason
+
+    micro = timedelta(microseconds=1)
+    assert reason(EARLIEST_EVENT_TIME) is None
+    assert reason(EARLIEST_EVENT_TIME - micro) is RejectReason.TIMESTAMP_OUT_OF_RANGE
+    assert reason(record + MAX_AHEAD_OF_BROKER) is None
+    assert reason(record + MAX_AHEAD_OF_BROKER + micro) is RejectReason.TIMESTAMP_OUT_OF_RANGE
+    # Without a record timestamp, the present moment bounds it.
+    assert reason(datetime.now(UTC) + timedelta(hours=23), None) is None
+    assert reason(datetime.now(UTC) + timedelta(hours=25), None) is RejectReason.TIMESTAMP_OUT_OF_RANGE
+    verdict = validate_message(encode_event(good_event(event_timestamp="1970-01-01T00:00:00Z")), record)
+    assert verdict.detail == "1970-01-01T00:00:00Z is before 2000-01-01T00:00:00Z"

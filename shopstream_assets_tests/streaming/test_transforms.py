@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pyspark.sql import DataFrame
@@ -13,12 +13,14 @@ from pyspark.sql import functions as F
 from shopstream_assets_tests.streaming.conftest import KAFKA_SCHEMA, good_event, kafka_frame, raw, without
 from streaming.events import (
     FIELD_NAMES,
+    LENGTH_LIMITS,
     MAX_ID_LENGTH,
     SENT_AT_HEADER,
     RejectReason,
     Repair,
     decode_json,
     encode_event,
+    format_timestamp,
     validate_message,
 )
 from streaming.simulator import Simulator
@@ -120,9 +122,31 @@ CORPUS: list[tuple[bytes | None, RejectReason | None]] = [
     (encode_event(good_event(session_id="会" * 3_000)), RejectReason.FIELD_TOO_LONG),
     (encode_event(good_event(product_id="P" * 300, schema_version=2)), RejectReason.FIELD_TOO_LONG),
     (encode_event(good_event(user_id=" " * 300)), RejectReason.MISSING_FIELD),  # blank comes first
-    # Timestamps: years 1-9999 after conversion to UTC, as Python's datetime holds them.
-    (encode_event(good_event(event_timestamp="9999-12-31T23:59:59.999999Z")), None),
-    (encode_event(good_event(event_timestamp="0001-01-01T00:30:00-01:00")), None),
+    # Every string field has its limit (streaming.events.EVENT_FIELDS' max_length).
+    *(
+        (encode_event(good_event(**{name: "\U0001f600" * limit})), None)
+        for name, limit in LENGTH_LIMITS
+        if name not in ("event_type", "event_timestamp")
+    ),
+    *(
+        (encode_event(good_event(**{name: "x" * (limit + 1)})), RejectReason.FIELD_TOO_LONG)
+        for name, limit in LENGTH_LIMITS
+    ),
+    (encode_event(good_event(country="会" * 4_000, event_type="x" * 4_000)), RejectReason.FIELD_TOO_LONG),
+    # Timestamps: years 1-9999 after conversion to UTC, as Python's datetime holds them, are
+    # timestamps; outside the window (2000 to a day after the record's timestamp) out of range.
+    (encode_event(good_event(event_timestamp="9999-12-31T23:59:59.999999Z")), RejectReason.TIMESTAMP_OUT_OF_RANGE),
+    (encode_event(good_event(event_timestamp="0001-01-01T00:30:00-01:00")), RejectReason.TIMESTAMP_OUT_OF_RANGE),
+    (encode_event(good_event(event_timestamp="1999-12-31T23:59:59.999999Z")), RejectReason.TIMESTAMP_OUT_OF_RANGE),
+    (encode_event(good_event(event_timestamp="2000-01-01T00:59:59.999+01:00")), RejectReason.TIMESTAMP_OUT_OF_RANGE),
+    (encode_event(good_event(event_timestamp="2000-01-01T00:00:00Z")), None),
+    (encode_event(good_event(event_timestamp="1999-12-31T23:00:00-01:00")), None),
+    # Without a record timestamp (kafka_frame has none) both sides bound it by the present moment.
+    (encode_event(good_event(event_timestamp=format_timestamp(datetime.now(UTC) + timedelta(hours=23)))), None),
+    (
+        encode_event(good_event(event_timestamp=format_timestamp(datetime.now(UTC) + timedelta(days=2)))),
+        RejectReason.TIMESTAMP_OUT_OF_RANGE,
+    ),
     (encode_event(good_event(event_timestamp="9999-12-31T23:59:59-01:00")), RejectReason.INVALID_TIMESTAMP),
     (encode_event(good_event(event_timestamp="0001-01-01T00:00:00+01:00")), RejectReason.INVALID_TIMESTAMP),
     (encode_event(good_event(event_timestamp="0000-06-01T00:00:00Z")), RejectReason.INVALID_TIMESTAMP),
