@@ -355,7 +355,7 @@ def produce_command(
 ) -> None:
     """Send simulated shoppers' clickstream to Kafka; with neither --duration nor --events, until Ctrl-C."""
     from shopstream.embedded import ServiceError
-    from shopstream.kafka_admin import ensure_topic
+    from shopstream.kafka_admin import TopicRefusedError, ensure_topic
     from shopstream.services import kafka_bootstrap
     from shopstream.settings import SettingsError, load_settings, parse_topic
 
@@ -368,6 +368,8 @@ def produce_command(
     partitions = partitions or settings.topic_partitions
     try:
         created = ensure_topic(bootstrap, topic, partitions)
+    except TopicRefusedError as error:  # reachable, but the topic would lose events
+        raise fail(str(error)) from None
     except Exception as error:  # the broker's own message says what is wrong
         raise fail(f"could not reach Kafka at {bootstrap} to create topic {topic!r}: {error}") from None
     paced = rate > 0

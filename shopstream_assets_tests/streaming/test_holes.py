@@ -5,6 +5,9 @@ Against the real broker, Spark and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import threading
 
 import psycopg
@@ -250,6 +253,12 @@ def test_a_compacted_topic_is_refused(
     with pytest.raises(StreamJobError, match=refused):
         run_stream(spark, settings, database_url=database_url, kafka_bootstrap=kafka_bootstrap, until_idle=1.5)
     assert fetch(database_url, "select count(*) from bronze.ingest_batches") == [(0,)]
+    produced = subprocess.run(
+        [sys.executable, "-m", "shopstream_cli.cli", "produce", "--events", "1", "--topic", topic],
+        env=shopstream_env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert produced.returncode == 2, produced.stdout + produced.stderr
+    assert re.search(rf"error: {refused}", produced.stderr) and "could not reach Kafka" not in produced.stderr
 
 
 def _refused(kafka_bootstrap: str, topic: str) -> bool:
