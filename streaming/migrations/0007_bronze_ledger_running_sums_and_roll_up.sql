@@ -3,8 +3,8 @@
 -- The sensor, the dashboard, `shopstream up` and the Bronze checks ask for a topic's totals
 -- (batches, messages, rows, rejects, duplicates, rejects by reason) every few seconds; summed
 -- over bronze.ingest_batches or grouped over bronze.clickstream_rejects, that read grows with
--- every batch the stream ever wrote. These tables hold the sums, kept by statement-level
--- triggers in the writer's own transaction (COPY fires them too), so a read is one row per
+-- every batch the stream ever wrote. These tables hold the sums, kept by triggers in the
+-- writer's own transaction (statement-level on the rejects: COPY fires them too), so a read is one row per
 -- topic (per reason) however long the stream has run.
 --
 -- Invariant: bronze.ingest_totals = the topic's bronze.ingest_batches rows + its
@@ -74,15 +74,18 @@ on conflict do nothing;
 -- hourly row's first_batch_id..last_batch_id (as the events' batches, whose key went in 0002).
 alter table bronze.clickstream_rejects drop constraint if exists clickstream_rejects_batch_id_fkey;
 
+-- Row-level on the ledger (one row per batch): a plan cached with the row's values costs less
+-- per batch than a statement trigger's query over its transition table.
 create or replace function bronze.ingest_totals_add() returns trigger
 language plpgsql as $$
 begin
     insert into bronze.ingest_totals as totals
-    select kafka_topic, count(*), sum(messages_consumed), sum(rows_written), sum(rejects), sum(duplicates),
-           sum(repaired), max(batch_id), max(committed_at), max(max_event_time)
-    from added group by kafka_topic
+        (kafka_topic, batches, messages_consumed, rows_written, rejects, duplicates, repaired, last_batch_id,
+         last_batch_committed_at, newest_event_time)
+    values (new.kafka_topic, 1, new.messages_consumed, new.rows_written, new.rejects, new.duplicates, new.repaired,
+            new.batch_id, new.committed_at, new.max_event_time)
     on conflict (kafka_topic) do update set
-        batches = totals.batches + excluded.batches,
+        batches = totals.batches + 1,
         messages_consumed = totals.messages_consumed + excluded.messages_consumed,
         rows_written = totals.rows_written + excluded.rows_written,
         rejects = totals.rejects + excluded.rejects,
@@ -95,31 +98,25 @@ begin
 end;
 $$;
 
--- The sink updates only a batch's offsets; a change to its counts (by hand) moves the sums too.
+-- The sink updates only a batch's offsets (this trigger does not fire); a change to its counts
+-- (by hand) moves the sums by the difference.
 create or replace function bronze.ingest_totals_change() returns trigger
 language plpgsql as $$
 begin
     update bronze.ingest_totals as totals set
-        messages_consumed = totals.messages_consumed + delta.messages_consumed,
-        rows_written = totals.rows_written + delta.rows_written,
-        rejects = totals.rejects + delta.rejects,
-        duplicates = totals.duplicates + delta.duplicates,
-        repaired = totals.repaired + delta.repaired
-    from (
-        select new_rows.kafka_topic,
-               sum(new_rows.messages_consumed - old_rows.messages_consumed) as messages_consumed,
-               sum(new_rows.rows_written - old_rows.rows_written) as rows_written,
-               sum(new_rows.rejects - old_rows.rejects) as rejects,
-               sum(new_rows.duplicates - old_rows.duplicates) as duplicates,
-               sum(new_rows.repaired - old_rows.repaired) as repaired
-        from changed_new as new_rows join changed_old as old_rows using (batch_id)
-        group by new_rows.kafka_topic
-        having bool_or((new_rows.messages_consumed, new_rows.rows_written, new_rows.rejects, new_rows.duplicates,
-                        new_rows.repaired)
-                       is distinct from (old_rows.messages_consumed, old_rows.rows_written, old_rows.rejects,
-                                         old_rows.duplicates, old_rows.repaired))
-    ) as delta
-    where totals.kafka_topic = delta.kafka_topic;
+        messages_consumed = totals.messages_consumed - old.messages_consumed,
+        rows_written = totals.rows_written - old.rows_written,
+        rejects = totals.rejects - old.rejects,
+        duplicates = totals.duplicates - old.duplicates,
+        repaired = totals.repaired - old.repaired
+    where totals.kafka_topic = old.kafka_topic;
+    update bronze.ingest_totals as totals set
+        messages_consumed = totals.messages_consumed + new.messages_consumed,
+        rows_written = totals.rows_written + new.rows_written,
+        rejects = totals.rejects + new.rejects,
+        duplicates = totals.duplicates + new.duplicates,
+        repaired = totals.repaired + new.repaired
+    where totals.kafka_topic = new.kafka_topic;
     return null;
 end;
 $$;
@@ -210,13 +207,13 @@ $$;
 
 drop trigger if exists ingest_batches_totals_on_insert on bronze.ingest_batches;
 create trigger ingest_batches_totals_on_insert
-    after insert on bronze.ingest_batches referencing new table as added
-    for each statement execute function bronze.ingest_totals_add();
+    after insert on bronze.ingest_batches
+    for each row execute function bronze.ingest_totals_add();
 
 drop trigger if exists ingest_batches_totals_on_update on bronze.ingest_batches;
 create trigger ingest_batches_totals_on_update
-    after update on bronze.ingest_batches referencing old table as changed_old new table as changed_new
-    for each statement execute function bronze.ingest_totals_change();
+    after update of messages_consumed, rows_written, rejects, duplicates, repaired on bronze.ingest_batches
+    for each row execute function bronze.ingest_totals_change();
 
 drop trigger if exists ingest_batches_totals_on_delete on bronze.ingest_batches;
 create trigger ingest_batches_totals_on_delete
