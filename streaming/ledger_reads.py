@@ -76,6 +76,20 @@ where kafka_topic = %(topic)s and rejects > 0
 order by rejects desc, reason
 """
 
+# The recent counts over the rejects' ingested_at index: only the window's rows are read.
+_REJECTS_BY_REASON_RECENT_SQL = """
+select totals.reason, totals.rejects, coalesce(recent.rejects, 0)
+from bronze.reject_totals as totals
+left join (
+    select reason, count(*) as rejects
+    from bronze.clickstream_rejects
+    where kafka_topic = %(topic)s and ingested_at >= now() - make_interval(mins => %(minutes)s)
+    group by reason
+) as recent using (reason)
+where totals.kafka_topic = %(topic)s and totals.rejects > 0
+order by totals.rejects desc, totals.reason
+"""
+
 _LAST_BATCHES_SQL = """
 select batch_id, source, committed_at, messages_consumed, rows_written, rejects, duplicates,
     extract(epoch from committed_at - started_at) as write_seconds
@@ -135,6 +149,15 @@ class IngestTotals:
     last_batch_committed_at: datetime | None
     newest_event_time: datetime | None
     database_now: datetime
+
+
+@dataclass(frozen=True)
+class RejectCount:
+    """One reason's rejects of a topic: all of them, and those ingested in the recent window."""
+
+    reason: str
+    rejects: int
+    recent_rejects: int
 
 
 @dataclass(frozen=True)
@@ -216,6 +239,12 @@ def ingest_totals(conn: psycopg.Connection, topic: str) -> IngestTotals:
 def rejects_by_reason(conn: psycopg.Connection, topic: str) -> dict[str, int]:
     """Every reject of ``topic`` ever written, counted by reason, most frequent first."""
     return dict(conn.execute(_REJECTS_BY_REASON_SQL, {"topic": topic}).fetchall())
+
+
+def rejects_by_reason_recent(conn: psycopg.Connection, topic: str, minutes: int) -> list[RejectCount]:
+    """Rejects of ``topic`` by reason, all and in the last ``minutes``, most frequent first."""
+    rows = conn.execute(_REJECTS_BY_REASON_RECENT_SQL, {"topic": topic, "minutes": minutes}).fetchall()
+    return [RejectCount(*row) for row in rows]
 
 
 def last_batches(conn: psycopg.Connection, topic: str, limit: int) -> list[LedgerBatch]:

@@ -117,6 +117,25 @@ def test_the_running_sums_equal_a_scan_after_a_mixed_workload(database_url: str)
         for topic in (TOPIC, OTHER_TOPIC):
             _assert_sums_equal_a_scan(conn, topic)
 
+        # The Live page's reasons: all of them from the sums, the last hour's over the rejects' arrival.
+        conn.execute(
+            "update bronze.clickstream_rejects set ingested_at = ingested_at - interval '2 hours'"
+            " where batch_id = (select min(batch_id) from bronze.clickstream_rejects where kafka_topic = %s)",
+            (TOPIC,),
+        )
+        recent = dict(
+            conn.execute(
+                "select reason, count(*) from bronze.clickstream_rejects"
+                " where kafka_topic = %s and ingested_at >= now() - interval '60 minutes' group by reason",
+                (TOPIC,),
+            ).fetchall()
+        )
+        assert sum(recent.values()) < totals.rejects
+        assert {
+            count.reason: (count.rejects, count.recent_rejects)
+            for count in ledger.rejects_by_reason_recent(conn, TOPIC, 60)
+        } == {reason: (rejects, recent.get(reason, 0)) for reason, rejects in _reasons_scanned(conn, TOPIC).items()}
+
         # A change to a batch's counts by hand moves the sums by the difference.
         conn.execute(
             "update bronze.ingest_batches set rows_written = rows_written - 1, duplicates = duplicates + 1"
