@@ -4,9 +4,14 @@ The stream's sink, the Dagster sensor and checks, the live dashboard, `shopstrea
 the benchmarks all ask the ledger the same questions -- up to which Kafka offset is Bronze
 complete, which batches are new, how many rows were written -- and every Bronze writer
 must take the same lock, so that SQL lives here once: every read and write of the two
-tables is a function below, parameterized, named for what it returns. ``bronze.ingest_offsets``
+tables is a function here or in the modules below, parameterized, named for what it returns. ``bronze.ingest_offsets``
 is advanced by a trigger on each new ledger row (migration 0003), so no writer can forget it.
 Importing this module costs only psycopg.
+
+This module holds the writes, the lock and the offsets; the reads of totals and batches live in
+:mod:`streaming.ledger_reads`, the benchmarks' in :mod:`streaming.ledger_bench`, the roll-up of
+old rows in :mod:`streaming.ledger_roll_up`. All are re-exported here: callers write
+``from streaming import ledger; ledger.X``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 import psycopg
 
@@ -277,266 +281,75 @@ def messages_behind(watermarks: Mapping[int, tuple[int, int]], committed: Mappin
 
 
 # ---------------------------------------------------------------------------------------
-# Batches
+# Reads, the benchmarks' reads and the roll-up: one import for every caller
 
-_LATEST_BATCH_ID_SQL = "select coalesce(max(batch_id), 0) from bronze.ingest_batches where kafka_topic = %s"
-
-# One statement, one snapshot: the next offsets per partition are those after the range's
-# last batch, even while the stream commits more.
-_BATCHES_AFTER_SQL = """
-select min(batch_id), max(batch_id), count(*), count(*) filter (where source = 'stream'),
-       coalesce(sum(messages_consumed), 0), coalesce(sum(rows_written), 0),
-       coalesce(sum(rejects), 0), coalesce(sum(duplicates), 0),
-       min(min_event_time), max(max_event_time), max(committed_at),
-       (select jsonb_object_agg(kafka_partition, next_offset)
-        from bronze.ingest_offsets where kafka_topic = %(topic)s)
-from bronze.ingest_batches
-where kafka_topic = %(topic)s and batch_id > %(after_batch_id)s
-"""
-
-_ROW_COUNTS_SQL = """
-select (select count(*) from bronze.clickstream_events where kafka_topic = %(topic)s),
-       coalesce(sum(rows_written), 0), count(*)
-from bronze.ingest_batches where kafka_topic = %(topic)s
-"""
-
-_MESSAGES_AND_REJECTS_SINCE_SQL = (
-    "select coalesce(sum(messages_consumed), 0), coalesce(sum(rejects), 0) from bronze.ingest_batches"
-    " where kafka_topic = %s and committed_at > now() - %s::interval"
+from streaming.ledger_bench import (  # noqa: E402
+    DrainTiming,
+    batch_commit_times,
+    commit_latency_percentiles,
+    drain_timing,
+    events_with_commit_time,
+    messages_consumed,
 )
+from streaming.ledger_reads import (  # noqa: E402
+    ROW_CHECK_WINDOW,
+    BatchRange,
+    IngestTotals,
+    LedgerBatch,
+    RejectCount,
+    RowCounts,
+    batches_after,
+    ingest_totals,
+    last_batches,
+    latest_batch_id,
+    messages_and_rejects_since,
+    newest_event_time_through,
+    rejects_by_reason,
+    rejects_by_reason_recent,
+    row_counts,
+    rows_written,
+)
+from streaming.ledger_roll_up import RollUp, roll_up_ledger  # noqa: E402
 
-_ROWS_WRITTEN_SQL = "select coalesce(sum(rows_written), 0) from bronze.ingest_batches where kafka_topic = %s"
-
-_INGEST_TOTALS_SQL = """
-select
-    count(*) as batches,
-    coalesce(sum(rows_written), 0) as rows_written,
-    coalesce(sum(rejects), 0) as rejects,
-    coalesce(sum(duplicates), 0) as duplicates,
-    coalesce(sum(messages_consumed), 0) as messages_consumed,
-    max(batch_id) as last_batch_id,
-    max(committed_at) as last_batch_committed_at,
-    max(max_event_time) as newest_event_time,
-    now() as database_now
-from bronze.ingest_batches
-where kafka_topic = %(topic)s
-"""
-
-_LAST_BATCHES_SQL = """
-select batch_id, source, committed_at, messages_consumed, rows_written, rejects, duplicates,
-    extract(epoch from committed_at - started_at) as write_seconds
-from bronze.ingest_batches
-where kafka_topic = %(topic)s
-order by batch_id desc
-limit %(limit)s
-"""
-
-_NEWEST_EVENT_TIME_THROUGH_SQL = """
-select max(max_event_time)
-from bronze.ingest_batches
-where batch_id <= %(batch_id)s
-"""
-
-
-@dataclass(frozen=True)
-class BatchRange:
-    """The ledger rows of one topic after a cursor, summed."""
-
-    first_batch_id: int
-    last_batch_id: int
-    batches: int
-    stream_batches: int
-    messages: int
-    rows_written: int
-    rejects: int
-    duplicates: int
-    end_offsets: dict[str, int]  # Bronze's next offset per partition after the range
-    min_event_time: datetime | None
-    max_event_time: datetime | None
-    last_committed_at: datetime
-
-
-@dataclass(frozen=True)
-class RowCounts:
-    """Bronze's rows of a topic against what its ledger says was written."""
-
-    table_rows: int
-    ledger_rows: int
-    batches: int
-
-
-@dataclass(frozen=True)
-class IngestTotals:
-    """A topic's ledger summed, its newest batch, and the database's clock in the same snapshot."""
-
-    batches: int
-    rows_written: int
-    rejects: int
-    duplicates: int
-    messages_consumed: int
-    last_batch_id: int | None
-    last_batch_committed_at: datetime | None
-    newest_event_time: datetime | None
-    database_now: datetime
-
-
-@dataclass(frozen=True)
-class LedgerBatch:
-    """One batch as the Live Stream page lists it."""
-
-    batch_id: int
-    source: str
-    committed_at: datetime
-    messages_consumed: int
-    rows_written: int
-    rejects: int
-    duplicates: int
-    write_seconds: Decimal  # committed_at - started_at
-
-
-def latest_batch_id(conn: psycopg.Connection, topic: str) -> int:
-    """The newest batch_id of ``topic``; 0 before the first batch."""
-    (latest,) = conn.execute(_LATEST_BATCH_ID_SQL, (topic,)).fetchone()
-    return latest
-
-
-def batches_after(conn: psycopg.Connection, topic: str, after_batch_id: int) -> BatchRange | None:
-    """The batches of ``topic`` committed after ``after_batch_id``, summed; None if there are none."""
-    row = conn.execute(_BATCHES_AFTER_SQL, {"topic": topic, "after_batch_id": after_batch_id}).fetchone()
-    if row is None or row[0] is None:
-        return None
-    offsets = row[11] or {}
-    return BatchRange(
-        first_batch_id=row[0],
-        last_batch_id=row[1],
-        batches=row[2],
-        stream_batches=row[3],
-        messages=row[4],
-        rows_written=row[5],
-        rejects=row[6],
-        duplicates=row[7],
-        end_offsets={partition: offset for partition, offset in sorted(offsets.items(), key=lambda item: int(item[0]))},
-        min_event_time=row[8],
-        max_event_time=row[9],
-        last_committed_at=row[10],
-    )
-
-
-def row_counts(conn: psycopg.Connection, topic: str) -> RowCounts:
-    """Rows of ``topic`` in ``bronze.clickstream_events`` and in its ledger, in one snapshot."""
-    table_rows, ledger_rows, batches = conn.execute(_ROW_COUNTS_SQL, {"topic": topic}).fetchone()
-    return RowCounts(table_rows, ledger_rows, batches)
-
-
-def messages_and_rejects_since(conn: psycopg.Connection, topic: str, window: str) -> tuple[int, int]:
-    """(messages consumed, of which rejected) in the batches of ``topic`` committed within ``window``
-    (a PostgreSQL interval, e.g. ``'1 hour'``)."""
-    messages, rejects = conn.execute(_MESSAGES_AND_REJECTS_SINCE_SQL, (topic, window)).fetchone()
-    return messages, rejects
-
-
-def rows_written(conn: psycopg.Connection, topic: str) -> int:
-    """Rows the ledger says were written to Bronze for ``topic``."""
-    (rows,) = conn.execute(_ROWS_WRITTEN_SQL, (topic,)).fetchone()
-    return rows
-
-
-def ingest_totals(conn: psycopg.Connection, topic: str) -> IngestTotals:
-    """The ledger of ``topic`` summed and its newest batch (one row per micro-batch)."""
-    return IngestTotals(*conn.execute(_INGEST_TOTALS_SQL, {"topic": topic}).fetchone())
-
-
-def last_batches(conn: psycopg.Connection, topic: str, limit: int) -> list[LedgerBatch]:
-    """The newest ``limit`` batches of ``topic``, newest first."""
-    rows = conn.execute(_LAST_BATCHES_SQL, {"topic": topic, "limit": limit}).fetchall()
-    return [LedgerBatch(*row) for row in rows]
-
-
-def newest_event_time_through(conn: psycopg.Connection, batch_id: int) -> datetime | None:
-    """The newest event time in the batches up to ``batch_id`` (all topics): what a reader
-    that has consumed Bronze up to that batch holds."""
-    (newest,) = conn.execute(_NEWEST_EVENT_TIME_THROUGH_SQL, {"batch_id": batch_id}).fetchone()
-    return newest
-
-
-# ---------------------------------------------------------------------------------------
-# What the benchmarks measure from the ledger (``shopstream bench ingest`` and ``freshness``)
-
-_DRAIN_TIMING_SQL = """
-select sum(messages_consumed), extract(epoch from max(committed_at) - min(started_at)),
-       extract(epoch from min(committed_at) - min(started_at)),
-       (array_agg(messages_consumed order by batch_id))[1]
-from bronze.ingest_batches
-where kafka_topic = %(topic)s
-"""
-
-_MESSAGES_CONSUMED_SQL = """
-select coalesce(sum(messages_consumed), 0)
-from bronze.ingest_batches
-where kafka_topic = %(topic)s and committed_at <= coalesce(to_timestamp(%(until)s), 'infinity')
-"""
-
-# Per event, its batch's commit time minus the producer's send time (the sent_at_ms header).
-_COMMIT_LATENCY_SQL = """
-select count(*), percentile_cont(0.50) within group (order by seconds),
-       percentile_cont(0.95) within group (order by seconds),
-       percentile_cont(0.99) within group (order by seconds), max(seconds)
-from (
-    select extract(epoch from batches.committed_at - events.sent_at) as seconds
-    from bronze.clickstream_events as events
-    join bronze.ingest_batches as batches using (batch_id)
-    where events.kafka_topic = %(topic)s
-) as latencies
-"""
-
-_EVENTS_WITH_COMMIT_TIME_SQL = """
-select (events.event_timestamp at time zone 'UTC')::date, events.batch_id,
-       extract(epoch from events.sent_at), extract(epoch from batches.committed_at)
-from bronze.clickstream_events as events
-join bronze.ingest_batches as batches using (batch_id)
-where events.kafka_topic = %(topic)s and events.sent_at >= to_timestamp(%(since)s)
-"""
-
-_BATCH_COMMIT_TIMES_SQL = """
-select batch_id, extract(epoch from committed_at)::float8
-from bronze.ingest_batches
-where kafka_topic = %(topic)s
-"""
-
-
-@dataclass(frozen=True)
-class DrainTiming:
-    """A topic's ledger as one drain: first batch start -> last batch commit, and the first batch alone."""
-
-    messages: int
-    seconds: float
-    first_batch_seconds: float
-    first_batch_messages: int
-
-
-def drain_timing(conn: psycopg.Connection, topic: str) -> DrainTiming:
-    messages, seconds, first_batch_seconds, first_batch_messages = conn.execute(
-        _DRAIN_TIMING_SQL, {"topic": topic}
-    ).fetchone()
-    return DrainTiming(messages, float(seconds), float(first_batch_seconds), first_batch_messages)
-
-
-def messages_consumed(conn: psycopg.Connection, topic: str, committed_by: float | None = None) -> int:
-    """Messages of ``topic`` in batches committed by ``committed_by`` (epoch seconds; None: all)."""
-    (messages,) = conn.execute(_MESSAGES_CONSUMED_SQL, {"topic": topic, "until": committed_by}).fetchone()
-    return messages
-
-
-def commit_latency_percentiles(conn: psycopg.Connection, topic: str) -> tuple[int, float, float, float, float]:
-    """(events, p50, p95, p99, max) seconds from an event's send to its batch's commit."""
-    return conn.execute(_COMMIT_LATENCY_SQL, {"topic": topic}).fetchone()
-
-
-def events_with_commit_time(conn: psycopg.Connection, topic: str, since: float) -> list[tuple]:
-    """(event day, batch_id, sent_at, committed_at) of each event of ``topic`` sent since ``since``."""
-    return conn.execute(_EVENTS_WITH_COMMIT_TIME_SQL, {"topic": topic, "since": since}).fetchall()
-
-
-def batch_commit_times(conn: psycopg.Connection, topic: str) -> dict[int, float]:
-    """batch_id -> commit time (epoch seconds) of every batch of ``topic``."""
-    return dict(conn.execute(_BATCH_COMMIT_TIMES_SQL, {"topic": topic}).fetchall())
+__all__ = [
+    "LOCK_REPORT_SECONDS",
+    "ROW_CHECK_WINDOW",
+    "BatchRange",
+    "DrainTiming",
+    "IngestTotals",
+    "LedgerBatch",
+    "LedgerRow",
+    "LockHolder",
+    "PlannedOffsets",
+    "RejectCount",
+    "RollUp",
+    "RowCounts",
+    "batch_commit_times",
+    "batches_after",
+    "bronze_lock_holder",
+    "commit_latency_percentiles",
+    "committed_offsets",
+    "describe_hole",
+    "drain_timing",
+    "events_with_commit_time",
+    "ingest_totals",
+    "json_offsets",
+    "last_batches",
+    "latest_batch_id",
+    "lock_bronze",
+    "messages_and_rejects_since",
+    "messages_behind",
+    "messages_consumed",
+    "missing_before",
+    "newest_event_time_through",
+    "next_batch_id",
+    "planned_coverage",
+    "read_committed_offsets",
+    "record_batch",
+    "rejects_by_reason",
+    "rejects_by_reason_recent",
+    "roll_up_ledger",
+    "row_counts",
+    "rows_written",
+    "set_batch_offsets",
+]
