@@ -329,16 +329,6 @@ order by batch_id desc
 limit %(limit)s
 """
 
-REJECTS_BY_REASON = """
-select
-    reason,
-    count(*) as rejects,
-    count(*) filter (where ingested_at >= now() - make_interval(mins => %(minutes)s)) as recent_rejects
-from bronze.clickstream_rejects
-group by reason
-order by rejects desc, reason
-"""
-
 # gold.refresh_log's newest row is the last complete dbt refresh of Gold: its start time and
 # the newest Bronze batch Gold then held. The log is indexed on refreshed_at, so this reads
 # one row; the ledger then gives that batch's newest event time, whose age is the
@@ -370,8 +360,10 @@ def latest_events(limit: int = 20) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
-def rejects_by_reason(minutes: int = 60) -> pd.DataFrame:
-    return fetch(REJECTS_BY_REASON, {"minutes": minutes})
+def rejects_by_reason(topic: str, minutes: int = 60) -> pd.DataFrame:
+    """Rejects of ``topic`` by reason, all time (from the ledger's running sums) and in the last ``minutes``."""
+    counts = read(lambda conn: ledger.rejects_by_reason_recent(conn, topic, minutes))
+    return pd.DataFrame([astuple(count) for count in counts], columns=[f.name for f in fields(ledger.RejectCount)])
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)

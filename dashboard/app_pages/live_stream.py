@@ -92,7 +92,7 @@ def live_stream() -> None:
         rate_col.info(f"No events with an event time in the last {WINDOW_MINUTES} minutes: is the producer running?")
     else:
         rate_col.plotly_chart(charts.events_per_second(per_second), key="events_per_second")
-    rejects = queries.rejects_by_reason()
+    rejects = queries.rejects_by_reason(stream_settings().topic)
     if rejects.empty:
         rejects_col.success("No rejected messages.", icon=":material/check_circle:")
     else:

@@ -12,7 +12,15 @@ from shopstream_assets_tests.conftest import make_test_home
 from shopstream_assets_tests.ground.own_servers import CLI, env_for
 from streaming.migrations import migration_scripts
 
-BRONZE_TABLES = ["clickstream_events", "clickstream_rejects", "ingest_batches", "ingest_offsets"]
+BRONZE_TABLES = [
+    "clickstream_events",
+    "clickstream_rejects",
+    "ingest_batches",
+    "ingest_batches_hourly",
+    "ingest_offsets",
+    "ingest_totals",
+    "reject_totals",
+]
 
 
 def _catalog(url: str) -> list[tuple[str, ...]]:

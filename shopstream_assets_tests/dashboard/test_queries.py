@@ -165,7 +165,7 @@ def test_every_chart_builds_from_real_query_results(shop: Shop, monkeypatch: pyt
         charts.rfm_scatter(queries.rfm_users()),
         charts.lifecycle(queries.lifecycle_stages()),
         charts.events_per_second(queries.events_per_second(24 * 60)),
-        charts.rejects_by_reason(queries.rejects_by_reason()),
+        charts.rejects_by_reason(queries.rejects_by_reason(shop.topic)),
     ]
     for figure in figures:
         assert figure.data, figure.layout.title.text

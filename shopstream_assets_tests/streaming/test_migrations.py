@@ -23,7 +23,10 @@ def test_migration_creates_the_layers_and_is_idempotent(database_url: str) -> No
         "clickstream_events",
         "clickstream_rejects",
         "ingest_batches",
+        "ingest_batches_hourly",
         "ingest_offsets",
+        "ingest_totals",
+        "reject_totals",
     }
     with database.connect(database_url) as conn:
         schemas = {row[0] for row in conn.execute("select schema_name from information_schema.schemata")}

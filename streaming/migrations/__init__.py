@@ -45,7 +45,14 @@ def migrate(url: str) -> list[str]:
 
 # What the dashboard may read of Bronze: every column of these tables (the Live page, the ledger's
 # totals and offsets), and of the rejects their reason, position and time, never the raw payloads.
-READER_BRONZE_TABLES = ("clickstream_events", "ingest_batches", "ingest_offsets")
+READER_BRONZE_TABLES = (
+    "clickstream_events",
+    "ingest_batches",
+    "ingest_batches_hourly",
+    "ingest_offsets",
+    "ingest_totals",
+    "reject_totals",
+)
 REJECTS_TABLE = "clickstream_rejects"
 REJECT_PAYLOAD_COLUMNS = ("raw_value", "raw_text")
 

@@ -24,8 +24,9 @@ MAX_CONSUMER_LAG = 10_000
     asset=BRONZE_KEY,
     name="row_count",
     description=(
-        "Bronze is not empty and holds exactly the rows its ledger says were written "
-        "(count(*) = sum(bronze.ingest_batches.rows_written) for the topic)."
+        "Bronze is not empty and holds exactly the rows its ledger says were written for the topic's "
+        "batches of the last hour of ingest (events from the window's first batch_id on = "
+        "sum(rows_written) of those batches); rows of older batches are not recounted."
     ),
     blocking=False,
 )
@@ -39,6 +40,8 @@ def bronze_row_count(postgres: PostgresResource, kafka: KafkaResource) -> dg.Ass
         "ledger_rows_written": ledger_rows,
         "batches": batches,
         "topic": topic,
+        "window_first_batch_id": counts.first_batch_id or 0,
+        "ledger_rows_written_total": counts.total_rows_written,
     }
     if table_rows != ledger_rows:
         return dg.AssetCheckResult(
@@ -48,9 +51,9 @@ def bronze_row_count(postgres: PostgresResource, kafka: KafkaResource) -> dg.Ass
             metadata=metadata,
         )
     return dg.AssetCheckResult(
-        passed=table_rows > 0,
+        passed=counts.total_rows_written > 0,
         severity=dg.AssetCheckSeverity.WARN,
-        description=None if table_rows else f"no rows yet for topic {topic}",
+        description=None if counts.total_rows_written else f"no rows yet for topic {topic}",
         metadata=metadata,
     )
 
