@@ -38,14 +38,36 @@ class RotatingLogFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("ab")
         self._size = self._file.tell()
+        self._partial_line = b""
 
     def write(self, data: bytes) -> None:
-        if self._size and self._size + len(data) > self.rotation.max_bytes:
-            self._rotate()
-        self._file.write(data)
-        # Flushed per chunk: a reader (a failed start's error message, `tail -f`) sees it at once.
-        self._file.flush()
-        self._size += len(data)
+        # Whole lines only, so a rotated file never begins or ends inside a line; the pipe's
+        # chunks end anywhere. A line longer than a whole file is written as it comes.
+        data = self._partial_line + data
+        end = data.rfind(b"\n") + 1
+        if end == 0 and len(data) < self.rotation.max_bytes:
+            self._partial_line = data
+            return
+        end = end or len(data)
+        self._partial_line = data[end:]
+        self._write_lines(data[:end])
+
+    def _write_lines(self, data: bytes) -> None:
+        while data:
+            room = max(0, self.rotation.max_bytes - self._size)
+            end = len(data) if len(data) <= room else data.rfind(b"\n", 0, room) + 1
+            if end == 0:
+                if self._size:
+                    self._rotate()
+                    continue
+                end = min(len(data), self.rotation.max_bytes)
+            self._file.write(data[:end])
+            # Flushed per chunk: a reader (a failed start's error message, `tail -f`) sees it at once.
+            self._file.flush()
+            self._size += end
+            data = data[end:]
+            if data:
+                self._rotate()
 
     def _rotate(self) -> None:
         self._file.close()
@@ -61,6 +83,8 @@ class RotatingLogFile:
         self._size = 0
 
     def close(self) -> None:
+        self._write_lines(self._partial_line)
+        self._partial_line = b""
         self._file.close()
 
 

@@ -83,3 +83,20 @@ def test_the_embedded_postgres_server_log_rotates_by_size_and_is_pruned_at_start
         assert len(remaining) <= settings.log_keep + 2  # the kept ones and the file this start opened
     finally:
         postgres.stop(progress=lambda message: None)
+
+
+def test_files_rotate_between_lines_whatever_chunks_the_pipe_gives(tmp_path: Path) -> None:
+    """A pipe's chunks end anywhere: a rotated file still begins and ends on a whole line."""
+    from shopstream.processes import RotatingLogFile
+
+    log = tmp_path / "child.log"
+    target = RotatingLogFile(log, LogRotation(max_bytes=40, keep=5))
+    text = b"".join(f"line {number:02d} xx\n".encode() for number in range(12))  # 12 lines of 14 bytes
+    for start in range(0, len(text), 9):  # chunks of 9 bytes: most end inside a line
+        target.write(text[start : start + 9])
+    target.close()
+    files = [log.with_name(f"child.log.{index}") for index in range(5, 0, -1)] + [log]
+    contents = [path.read_bytes() for path in files if path.exists()]
+    assert b"".join(contents) == text[-len(b"".join(contents)) :]
+    for content in contents:
+        assert content.endswith(b"\n") and content.startswith(b"line ") and len(content) <= 40, content
