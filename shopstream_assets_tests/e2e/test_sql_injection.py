@@ -32,7 +32,19 @@ ATTACKS = (
 )
 BRONZE_TABLES = "select array_agg(tablename::text order by tablename) from pg_tables where schemaname = 'bronze'"
 # Every attack's drop or truncate would take one of these away.
-ALL_BRONZE_TABLES = [(["clickstream_events", "clickstream_rejects", "ingest_batches", "ingest_offsets"],)]
+ALL_BRONZE_TABLES = [
+    (
+        [
+            "clickstream_events",
+            "clickstream_rejects",
+            "ingest_batches",
+            "ingest_batches_hourly",
+            "ingest_offsets",
+            "ingest_totals",
+            "reject_totals",
+        ],
+    )
+]
 
 # Calls that run SQL, and where a runtime value may be formatted into their text because it
 # is a module constant or a catalog name; each was read and found free of user input.

@@ -183,7 +183,7 @@ def page_queries(first_day: date, last_day: date, topic: str) -> dict[str, list[
             ("ingest summary", lambda: queries.ingest_summary(topic)),
             ("gold status", queries.gold_status),
             ("committed offsets", lambda: queries.committed_offsets(topic)),
-            ("rejects by reason", queries.rejects_by_reason),
+            ("rejects by reason", lambda: queries.rejects_by_reason(topic)),
             ("latest events", queries.latest_events),
             ("last batches", lambda: queries.last_batches(topic)),
         ],
