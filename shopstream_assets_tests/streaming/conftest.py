@@ -151,3 +151,19 @@ def bronze_snapshot(database_url: str) -> tuple[list[tuple], list[tuple]]:
         " from bronze.clickstream_rejects order by kafka_partition, kafka_offset",
     )
     return events, rejects
+
+
+def delete_batch_from_bronze(conn: psycopg.Connection, topic: str, batch_id: int) -> None:
+    """Bronze as if batch ``batch_id`` had never committed: its rows, rejects and ledger row gone,
+    ``ingest_offsets`` back at the newest end offsets the remaining ledger holds."""
+    conn.execute("delete from bronze.clickstream_rejects where batch_id = %s", (batch_id,))
+    conn.execute("delete from bronze.clickstream_events where batch_id = %s", (batch_id,))
+    conn.execute("delete from bronze.ingest_offsets where kafka_topic = %s", (topic,))
+    conn.execute("delete from bronze.ingest_batches where batch_id = %s", (batch_id,))
+    conn.execute(
+        "insert into bronze.ingest_offsets (kafka_topic, kafka_partition, next_offset, batch_id)"
+        " select distinct on (offsets.key::int) kafka_topic, offsets.key::int, offsets.value::bigint, batch_id"
+        " from bronze.ingest_batches, jsonb_each_text(end_offsets) as offsets where kafka_topic = %s"
+        " order by offsets.key::int, offsets.value::bigint desc",
+        (topic,),
+    )

@@ -19,6 +19,7 @@ from shopstream.kafka_admin import TopicRefusedError, ensure_topic, watermarks
 from shopstream.settings import load_settings
 from shopstream_assets_tests.streaming.conftest import (
     assert_every_batch_accounted,
+    delete_batch_from_bronze,
     expected_bronze,
     fetch,
     produce_messages,
@@ -141,17 +142,7 @@ def _undo_newest_batch(database_url: str, topic: str) -> dict[int, tuple[int, in
             " order by batch_id desc limit 1",
             (topic,),
         ).fetchone()
-        conn.execute("delete from bronze.clickstream_rejects where batch_id = %s", (newest,))
-        conn.execute("delete from bronze.clickstream_events where batch_id = %s", (newest,))
-        conn.execute("delete from bronze.ingest_offsets where kafka_topic = %s", (topic,))
-        conn.execute("delete from bronze.ingest_batches where batch_id = %s", (newest,))
-        conn.execute(
-            "insert into bronze.ingest_offsets (kafka_topic, kafka_partition, next_offset, batch_id)"
-            " select distinct on (offsets.key::int) kafka_topic, offsets.key::int, offsets.value::bigint, batch_id"
-            " from bronze.ingest_batches, jsonb_each_text(end_offsets) as offsets where kafka_topic = %s"
-            " order by offsets.key::int, offsets.value::bigint desc",
-            (topic,),
-        )
+        delete_batch_from_bronze(conn, topic, newest)
     return {int(partition): (start[partition], end[partition]) for partition in end}
 
 

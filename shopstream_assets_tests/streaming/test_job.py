@@ -17,6 +17,7 @@ from shopstream.settings import Settings, load_settings
 from shopstream_assets_tests.streaming.conftest import (
     assert_every_batch_accounted,
     bronze_snapshot,
+    delete_batch_from_bronze,
     expected_bronze,
     fetch,
     produce_messages,
@@ -150,17 +151,7 @@ def test_a_batch_the_checkpoint_marks_done_but_bronze_lacks_is_written_first_on_
             "select batch_id, spark_query_id, spark_batch_id, messages_consumed from bronze.ingest_batches"
             " order by batch_id desc limit 1"
         ).fetchone()
-        conn.execute("delete from bronze.clickstream_rejects where batch_id = %s", (newest,))
-        conn.execute("delete from bronze.clickstream_events where batch_id = %s", (newest,))
-        conn.execute("delete from bronze.ingest_offsets where kafka_topic = %s", (topic,))
-        conn.execute("delete from bronze.ingest_batches where batch_id = %s", (newest,))
-        conn.execute(
-            "insert into bronze.ingest_offsets (kafka_topic, kafka_partition, next_offset, batch_id)"
-            " select distinct on (offsets.key::int) kafka_topic, offsets.key::int, offsets.value::bigint, batch_id"
-            " from bronze.ingest_batches, jsonb_each_text(end_offsets) as offsets where kafka_topic = %s"
-            " order by offsets.key::int, offsets.value::bigint desc",
-            (topic,),
-        )
+        delete_batch_from_bronze(conn, topic, newest)
     assert bronze_snapshot(database_url) != complete
 
     summary = run_stream(spark, settings, **options)
