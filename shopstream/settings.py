@@ -46,6 +46,8 @@ class Settings:
     dagster_retention_days: int
     log_max_bytes: int
     log_keep: int
+    ledger_keep_days: int
+    admin_database_url: str | None
 
     @property
     def database_embedded(self) -> bool:
@@ -103,6 +105,10 @@ VARIABLES: dict[str, str] = {
     "SHOPSTREAM_LOG_MAX_SIZE": "size at which a process's log under SHOPSTREAM_HOME/logs rotates, such as 50m or 512k "
     "(default 50m)",
     "SHOPSTREAM_LOG_KEEP": "rotated files kept per process log besides the current one (default 3)",
+    "SHOPSTREAM_LEDGER_KEEP_DAYS": "days the Bronze ledger keeps one row per micro-batch before rolling them up "
+    "per topic, partition and hour (default 7)",
+    "SHOPSTREAM_ADMIN_DATABASE_URL": "on an external PostgreSQL: a URL that may create roles, used once by "
+    "`services start` and `migrate` to set up the owner, reader and Dagster roles (optional)",
 }
 
 _BOOTSTRAP_SERVER = re.compile(r"^[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$")
@@ -222,6 +228,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if database_url is not None:
         database_url = parse_database_url("SHOPSTREAM_DATABASE_URL", database_url)
 
+    admin_database_url = _text(env, "SHOPSTREAM_ADMIN_DATABASE_URL")
+    if admin_database_url is not None:
+        admin_database_url = parse_database_url("SHOPSTREAM_ADMIN_DATABASE_URL", admin_database_url)
+
     dashboard_database_url = _text(env, "SHOPSTREAM_DASHBOARD_DATABASE_URL")
     if dashboard_database_url is not None:
         dashboard_database_url = parse_database_url("SHOPSTREAM_DASHBOARD_DATABASE_URL", dashboard_database_url)
@@ -272,6 +282,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dagster_retention_days=_int(env, "SHOPSTREAM_DAGSTER_RETENTION_DAYS", 7, low=1, high=3650),
         log_max_bytes=_size(env, "SHOPSTREAM_LOG_MAX_SIZE", 50 * 1024**2, low=64 * 1024),
         log_keep=_int(env, "SHOPSTREAM_LOG_KEEP", 3, low=1, high=100),
+        ledger_keep_days=_int(env, "SHOPSTREAM_LEDGER_KEEP_DAYS", 7, low=1, high=3650),
+        admin_database_url=admin_database_url,
     )
 
 
