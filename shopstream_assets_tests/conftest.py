@@ -63,13 +63,38 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["JAVA_TOOL_OPTIONS"] = f"{java_options} -XX:TieredStopAtLevel=1".strip()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.servers)
-    # The long tests first (a stable sort keeps each module's together): with two xdist workers
-    # the run then ends on short tests, not on one worker finishing a long one alone.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    items[:] = slow_tests_first_on_each_worker(items, workers)
+
+
+def slow_tests_first_on_each_worker(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """``items`` ordered so that each xdist worker starts with its share of the long tests.
+
+    pytest-xdist's worksteal scheduler hands worker k the k-th contiguous slice of the
+    collection and lets an idle worker steal from the END of the longest queue: with every
+    long test at the front of the collection, the first worker kept them all and ran them one
+    after another while the others finished early. Dealt round-robin to the head of each slice,
+    the long tests run side by side and the run ends on short ones. Otherwise the collection's
+    order holds (a module's tests stay together).
+    """
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    fast = [item for item in items if not item.get_closest_marker("slow")]
+    if workers <= 1:
+        return slow + fast
+    ordered: list[pytest.Item] = []
+    remaining = len(items)
+    for worker in range(workers):
+        slice_size = remaining // (workers - worker)  # the scheduler's own split
+        remaining -= slice_size
+        dealt = slow[worker::workers]
+        fill = max(0, slice_size - len(dealt))
+        ordered += dealt + fast[:fill]
+        del fast[:fill]
+    return ordered + fast
 
 
 def make_test_home(path: Path) -> Path:

@@ -39,6 +39,7 @@ def _start_up(log: Path, env: dict[str, str], *options: str) -> subprocess.Popen
         )
 
 
+@pytest.mark.slow
 @pytest.mark.servers  # servers of its own: not part of `make check`
 def test_up_runs_the_pipeline_and_ctrl_c_leaves_no_process(own_home: Path) -> None:
     """`shopstream up`: servers, producer, stream, Dagster and dashboard; Ctrl-C stops every one of them."""

@@ -78,6 +78,7 @@ def _has_refresh_log(bronze: Bronze) -> bool:
     return bronze.query(f"select to_regclass('{REFRESH_LOG}') is not null")[0][0]
 
 
+@pytest.mark.slow
 def test_gold_equals_pandas_and_incremental_equals_full_refresh(database_url: str, tmp_path: Path) -> None:
     env = dbt_environment(database_url)
     simulator = Simulator(1403, start=SIMULATION_START, events_per_second=2.0, bad_ratio=0.15)

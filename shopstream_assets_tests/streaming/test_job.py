@@ -296,6 +296,7 @@ def test_replay_into_empty_bronze_then_again_adds_nothing(
     assert assert_every_batch_accounted(database_url) == (3_000, len(event_ids), rejects.total(), duplicates)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
     spark,
     shopstream_env: dict[str, str],
