@@ -42,7 +42,7 @@ from shopstream.embedded import (
     write_file_atomically,
     write_state,
 )
-from shopstream.postgres_roles import DAGSTER_ROLE, ensure_duty_roles, ensure_reader_role
+from shopstream.postgres_roles import DAGSTER_ROLE, embedded_duty_roles, ensure_reader_role, set_up_duty_roles
 from shopstream.settings import Settings
 
 DATABASE_NAME = "shopstream"
@@ -271,8 +271,7 @@ class EmbeddedPostgres:
         self._wait_ready()
         admin_url = self.admin_url()
         database.ensure_database(self.admin_url("postgres"), DATABASE_NAME)
-        database.ensure_database(self.admin_url("postgres"), DAGSTER_DATABASE_NAME)
-        ensure_duty_roles(self.admin_url("postgres"), passwords)
+        set_up_duty_roles(self.admin_url("postgres"), embedded_duty_roles(DATABASE_NAME, passwords))
         return admin_url
 
     def _passwords_for_new_cluster(self) -> dict[str, str]:
