@@ -119,15 +119,16 @@ def duty_role_steps(roles: DutyRoles, password: PasswordSql) -> list[Step]:
         steps.append(_read_only_by_default(roles.reader))
     dagster_owner = sql.Identifier((roles.dagster or roles.owner).name)
     dagster = sql.Identifier(roles.dagster_database)
+    pipeline = sql.Identifier(roles.database)
     create_dagster = sql.SQL("create database {} owner {}").format(dagster, dagster_owner)
     steps += [
         CreateUnlessExists(DATABASE_EXISTS, roles.dagster_database, create_dagster),
         sql.SQL("alter database {} owner to {}").format(dagster, dagster_owner),
         # Only its owner (and the admin) may connect: not the reader, not the owner when Dagster has its own role.
         sql.SQL("revoke all on database {} from public").format(dagster),
-        sql.SQL("grant connect, temporary on database {} to {}").format(
-            sql.Identifier(roles.database), sql.Identifier(roles.owner.name)
-        ),
+        # The pipeline's database stays the admin's: owning it, the owner could create schemas beyond its own.
+        CreateUnlessExists(DATABASE_EXISTS, roles.database, sql.SQL("create database {}").format(pipeline)),
+        sql.SQL("grant connect, temporary on database {} to {}").format(pipeline, sql.Identifier(roles.owner.name)),
     ]
     return steps
 

@@ -80,7 +80,7 @@ def external(admin_database_url: str) -> Iterator[ExternalServer]:
             f"t_dagster_{suffix}": f"dagster{AWKWARD}{uuid.uuid4().hex}",
         },
     )
-    database.ensure_database(admin_database_url, server.database)  # the user's empty database
+    # No database made beforehand: setting the roles up makes the pipeline's when it is missing.
     try:
         yield server
     finally:
@@ -165,7 +165,7 @@ def test_setup_sql_names_the_roles_and_a_dba_runs_it_with_the_passwords_as_psql_
     assert psql(*given).returncode == 0  # again: idempotent
 
     for url in (external.owner, external.reader, external.dagster):
-        assert_unprivileged_login(url)
+        assert_unprivileged_login(url)  # each logs in, to the databases the script made
     cannot_connect(external.reader, external.dagster_database)
     cannot_connect(external.owner, external.dagster_database)
     with database.connect(external.reader) as conn:
