@@ -28,5 +28,5 @@ USER shopstream
 
 ENV SHOPSTREAM_HOME=/var/lib/shopstream \
     SHOPSTREAM_BIND_ADDRESS=0.0.0.0
-# Puts compose's POSTGRES_PASSWORD into SHOPSTREAM_DATABASE_URL, URL-encoded, then runs the command.
+# Puts each password compose gives into its URL, URL-encoded, then runs the command.
 ENTRYPOINT ["python", "-m", "shopstream.container"]

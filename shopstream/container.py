@@ -1,11 +1,13 @@
-"""The image's entry point: put the PostgreSQL password into SHOPSTREAM_DATABASE_URL, URL-encoded, then
-become the command (``python -m shopstream.container shopstream stream``).
+"""The image's entry point: put each PostgreSQL password into its URL, URL-encoded, then become the
+command (``python -m shopstream.container shopstream stream``).
 
 compose.yaml cannot encode a value it substitutes, and a password with ``#``, ``/``, ``@``, ``:`` or
-``%`` pasted into a URL breaks it. So compose gives the URL without a password and the password
-apart, in ``POSTGRES_PASSWORD`` (the name the postgres image reads too); this joins them. The
-dashboard's service gets no ``POSTGRES_PASSWORD``: its URL is the reader's, made from
-SHOPSTREAM_READER_PASSWORD by the settings (``database.as_reader`` encodes it as well).
+``%`` pasted into a URL breaks it. So compose gives each URL without a password and the password
+apart (:data:`URL_PASSWORDS`); this joins them and takes the password variables out of the
+environment. Each service gets only its own pair: the setup service the admin's (``POSTGRES_PASSWORD``,
+the name the postgres image reads too) beside the others, the stream the owner's, Dagster its own and
+the owner's, the dashboard none of these: its URL is the reader's, made from SHOPSTREAM_READER_PASSWORD
+by the settings (``database.as_reader`` encodes it as well).
 """
 
 from __future__ import annotations
@@ -15,8 +17,13 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
-PASSWORD_VARIABLE = "POSTGRES_PASSWORD"
-URL_VARIABLE = "SHOPSTREAM_DATABASE_URL"
+# URL variable -> the variable compose gives its password in.
+URL_PASSWORDS = {
+    "SHOPSTREAM_ADMIN_DATABASE_URL": "POSTGRES_PASSWORD",
+    "SHOPSTREAM_DATABASE_URL": "SHOPSTREAM_OWNER_PASSWORD",
+    "SHOPSTREAM_DAGSTER_DATABASE_URL": "SHOPSTREAM_DAGSTER_PASSWORD",
+}
+PASSWORD_VARIABLES = frozenset(URL_PASSWORDS.values())
 
 
 def with_password(url: str, password: str) -> str:
@@ -29,11 +36,12 @@ def with_password(url: str, password: str) -> str:
 
 
 def container_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` with the password moved into the URL (and out of the environment)."""
+    """``env`` with each password moved into its URL (and out of the environment)."""
     result = dict(env)
-    password = result.pop(PASSWORD_VARIABLE, None)
-    if password and result.get(URL_VARIABLE):
-        result[URL_VARIABLE] = with_password(result[URL_VARIABLE], password)
+    for url_variable, password_variable in URL_PASSWORDS.items():
+        password = result.pop(password_variable, None)
+        if password and result.get(url_variable):
+            result[url_variable] = with_password(result[url_variable], password)
     return result
 
 

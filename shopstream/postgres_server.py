@@ -7,8 +7,8 @@ read-only dashboard role, and its data under ``SHOPSTREAM_HOME/data/postgres``. 
 outlives the command that started it; a second start finds it instead of starting a twin.
 Its port is chosen once and kept while free, so its URLs stay stable across restarts.
 
-On a server named by URL, :func:`prepare_external_database` sets up what the embedded one
-gets at start: the reader role (when its password is given) and Dagster's database.
+On a server named by URL, ``shopstream.services`` sets up the same roles from an admin URL;
+without one, :func:`prepare_external_database` sets up what the configured role may.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from shopstream.embedded import (
     write_file_atomically,
     write_state,
 )
-from shopstream.postgres_roles import DAGSTER_ROLE, ensure_duty_roles, ensure_reader_role
+from shopstream.postgres_roles import DAGSTER_ROLE, embedded_duty_roles, ensure_reader_role, set_up_duty_roles
 from shopstream.settings import Settings
 
 DATABASE_NAME = "shopstream"
@@ -271,8 +271,7 @@ class EmbeddedPostgres:
         self._wait_ready()
         admin_url = self.admin_url()
         database.ensure_database(self.admin_url("postgres"), DATABASE_NAME)
-        database.ensure_database(self.admin_url("postgres"), DAGSTER_DATABASE_NAME)
-        ensure_duty_roles(self.admin_url("postgres"), passwords)
+        set_up_duty_roles(self.admin_url("postgres"), embedded_duty_roles(DATABASE_NAME, passwords))
         return admin_url
 
     def _passwords_for_new_cluster(self) -> dict[str, str]:
@@ -384,11 +383,18 @@ class EmbeddedPostgres:
 
 
 def prepare_external_database(settings: Settings, database_url: str, progress: Progress) -> None:
-    """On a server we do not own: the reader role when a password is given, Dagster's database if we may."""
+    """On a server we do not own, without SHOPSTREAM_ADMIN_DATABASE_URL: what the configured role may set
+    up itself (the reader role when its password is given, Dagster's database). A role that may not
+    leaves them to the DBA who made it (``shopstream services setup-sql``) and says nothing."""
     try:
-        if settings.reader_password:
+        with database.autocommit(database_url) as conn:
+            (may_create_roles, may_create_databases) = conn.execute(
+                "select rolsuper or rolcreaterole, rolsuper or rolcreatedb from pg_roles where rolname = current_user"
+            ).fetchone()
+        if settings.reader_password and may_create_roles:
             ensure_reader_role(database_url, settings.reader_password)
-        database.ensure_database(database_url, DAGSTER_DATABASE_NAME)
+        if may_create_databases:
+            database.ensure_database(database_url, DAGSTER_DATABASE_NAME)
     except psycopg.errors.InsufficientPrivilege as error:
         progress(f"note: {error}; create the `{DAGSTER_DATABASE_NAME}` database and reader role by hand")
     except psycopg.OperationalError as error:

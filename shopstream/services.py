@@ -10,11 +10,15 @@ reports them together, and tells every other process where they are (:class:`End
 from __future__ import annotations
 
 import shlex
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from shopstream import database
+from shopstream.database import DAGSTER_DATABASE_NAME, READER_ROLE
 from shopstream.embedded import (
     LOOPBACK,
     Progress,
@@ -25,7 +29,14 @@ from shopstream.embedded import (
 )
 from shopstream.jars import require_java
 from shopstream.kafka_server import EmbeddedKafka
-from shopstream.postgres_roles import hand_over_pipeline_schemas
+from shopstream.postgres_roles import (
+    DutyRoles,
+    dagster_role,
+    hand_over_pipeline_schemas,
+    owner_role,
+    reader_role,
+    set_up_duty_roles,
+)
 from shopstream.postgres_server import EmbeddedPostgres, prepare_external_database
 from shopstream.settings import Settings
 
@@ -113,12 +124,14 @@ def start_services(settings: Settings, progress: Progress = print) -> Endpoints:
         dagster_url = postgres.dagster_url()
     else:
         database_url, dashboard_url = database_urls(settings)
+        dagster_url = configured_dagster_url(settings)
         if dashboard_url == database_url:
             progress(
                 "note: the dashboard connects as the database's owner; set SHOPSTREAM_READER_PASSWORD "
                 "(or SHOPSTREAM_DASHBOARD_DATABASE_URL) to give it a read-only role"
             )
-        prepare_external_database(settings, database_url, progress)
+        if not settings.admin_database_url:  # else migrate_as_admin sets the roles and databases up
+            prepare_external_database(settings, database_url, progress)
     kafka_bootstrap = EmbeddedKafka(settings).start(progress) if kafka_embedded else settings.kafka_bootstrap
     return Endpoints(database_url, dashboard_url, kafka_bootstrap, dagster_url)
 
@@ -176,21 +189,99 @@ def database_urls(settings: Settings) -> tuple[str, str]:
 
 
 def admin_database_url(settings: Settings) -> str:
-    """The URL that may create roles and databases and migrate: the embedded server's admin (its
-    password is in credentials.json, never exported), or the configured URL on a server we do not run."""
+    """The URL that may create roles and databases and migrate, on the pipeline's database: the
+    embedded server's admin (its password is in credentials.json, never exported), or on a server we
+    do not run SHOPSTREAM_ADMIN_DATABASE_URL's role, else the configured URL's own."""
     if postgres_is_embedded(settings):
         return _running_embedded_postgres(settings).admin_url()
+    if settings.admin_database_url:
+        return database.with_database(settings.admin_database_url, _database_parts(settings).database)
     return settings.database_url or ""
 
 
-def migrate_as_admin(settings: Settings, migrate: Callable[[str], list[str]]) -> list[str]:
-    """Run ``migrate`` (``streaming.migrations.migrate``, a floor above) as the admin; on our own
-    server, hand what it made to the owner role."""
+def configured_dagster_url(settings: Settings) -> str | None:
+    """Dagster's own role on a server we do not run (SHOPSTREAM_DAGSTER_DATABASE_URL); None: the owner's."""
+    # getattr: settings.py gains dagster_database_url with this change's README and settings edits.
+    return getattr(settings, "dagster_database_url", None)
+
+
+def _database_parts(settings: Settings) -> database.ConnectionParts:
+    return database.url_parts(settings.database_url or "")
+
+
+def external_duty_roles(settings: Settings) -> DutyRoles:
+    """The roles the URLs name on a server we do not run: the owner is SHOPSTREAM_DATABASE_URL's user,
+    the reader the dashboard URL's (none when that is the owner's), Dagster's the Dagster URL's."""
+    owner = _database_parts(settings)
+    dashboard = database.url_parts(database_urls(settings)[1])
+    dagster_url = configured_dagster_url(settings)
+    dagster = database.url_parts(dagster_url) if dagster_url else None
+    roles = DutyRoles(
+        owner.database,
+        owner_role(owner.user, owner.password),
+        reader_role(dashboard.user, dashboard.password) if dashboard.user != owner.user else None,
+        dagster_role(dagster.user, dagster.password) if dagster and dagster.user != owner.user else None,
+        dagster.database if dagster else DAGSTER_DATABASE_NAME,
+    )
+    admin = database.url_parts(settings.admin_database_url or "").user
+    if admin in {role.name for role in roles.login_roles}:
+        raise ServiceError(
+            f"SHOPSTREAM_ADMIN_DATABASE_URL's role {admin!r} is also a pipeline role: setting the roles up would"
+            " take its privileges away. Name the owner, reader and Dagster roles in their own URLs"
+        )
+    return roles
+
+
+def set_up_external_roles(settings: Settings, progress: Progress = print) -> DutyRoles:
+    """With SHOPSTREAM_ADMIN_DATABASE_URL: the owner, reader and Dagster roles and Dagster's database,
+    as on the embedded server (docs/security-external-postgres.md)."""
+    roles = external_duty_roles(settings)
+    admin_url = settings.admin_database_url or ""
+    try:
+        set_up_duty_roles(admin_url, roles)
+    except psycopg.errors.InsufficientPrivilege as error:
+        raise ServiceError(
+            f"SHOPSTREAM_ADMIN_DATABASE_URL's role may not set up ShopStream's roles ({error.diag.message_primary}):"
+            " give it CREATEROLE and CREATEDB, or have a DBA run the SQL of `shopstream services setup-sql`"
+        ) from None
+    except psycopg.OperationalError as error:
+        raise ServiceError(f"cannot reach PostgreSQL at {database.redact(admin_url)}: {error}") from None
+    names = [f"owner {roles.owner.name}", f"reader {roles.reader.name}" if roles.reader else "no reader"]
+    names.append(f"Dagster {roles.dagster.name}" if roles.dagster else "Dagster as the owner")
+    progress(f"roles by duty set up ({', '.join(names)}; Dagster's database {roles.dagster_database})")
+    return roles
+
+
+def _to_stderr(message: str) -> None:
+    # Not stdout: `eval "$(shopstream services start)"` runs what `services start` prints there.
+    print(message, file=sys.stderr)
+
+
+def migrate_as_admin(
+    settings: Settings, migrate: Callable[..., list[str]], progress: Progress = _to_stderr
+) -> list[str]:
+    """Run ``migrate`` (``streaming.migrations.migrate``, a floor above) as the admin and hand what it made
+    to the owner role; with SHOPSTREAM_ADMIN_DATABASE_URL, set the roles up first. Without an admin
+    (a server we do not run, no admin URL), the configured role migrates and owns what it makes."""
     url = admin_database_url(settings)
-    applied = migrate(url)
     if postgres_is_embedded(settings):
+        applied = migrate(url)
         hand_over_pipeline_schemas(url)
-    return applied
+        return applied
+    roles = set_up_external_roles(settings, progress) if settings.admin_database_url else external_duty_roles(settings)
+    # Without a reader of its own the dashboard uses the owner's URL; a reader made by hand gets the grants.
+    names = {"owner_role": roles.owner.name, "reader_role": roles.reader.name if roles.reader else READER_ROLE}
+    if settings.admin_database_url:
+        applied = migrate(url, **names)
+        hand_over_pipeline_schemas(url, roles.owner.name)
+        return applied
+    try:
+        return migrate(url, **names)
+    except psycopg.errors.InsufficientPrivilege as error:
+        raise ServiceError(
+            f"{roles.owner.name!r} may not migrate ({error.diag.message_primary}): set"
+            " SHOPSTREAM_ADMIN_DATABASE_URL for the migrations (docs/security-external-postgres.md)"
+        ) from None
 
 
 def _running_embedded_postgres(settings: Settings) -> EmbeddedPostgres:
@@ -219,5 +310,7 @@ def kafka_bootstrap(settings: Settings) -> str:
 def endpoints(settings: Settings) -> Endpoints:
     """The endpoints for a client command; embedded servers must already run."""
     database_url, dashboard_url = database_urls(settings)
-    dagster_url = EmbeddedPostgres(settings).dagster_url() if postgres_is_embedded(settings) else None
+    dagster_url = (
+        EmbeddedPostgres(settings).dagster_url() if postgres_is_embedded(settings) else configured_dagster_url(settings)
+    )
     return Endpoints(database_url, dashboard_url, kafka_bootstrap(settings), dagster_url)

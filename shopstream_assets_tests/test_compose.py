@@ -7,7 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from shopstream.container import PASSWORD_VARIABLE
+from shopstream import database
+from shopstream.container import PASSWORD_VARIABLES, URL_PASSWORDS
+from shopstream.database import DAGSTER_DATABASE_NAME, OWNER_ROLE
+from shopstream.postgres_roles import DAGSTER_ROLE
 from shopstream.settings import VARIABLES
 from shopstream_cli.cli import app
 
@@ -54,13 +57,10 @@ def test_every_service_runs_a_command_the_package_has() -> None:
 
 
 def test_every_variable_set_is_one_the_settings_module_reads() -> None:
-    compose = _compose()
-    # Beside the settings: the password the image's entry point puts into the URL (shopstream/container.py).
-    shopstream_env = set(compose["x-shopstream-env"]) - {PASSWORD_VARIABLE}
-    assert shopstream_env <= set(VARIABLES), shopstream_env - set(VARIABLES)
-    for name, service in compose["services"].items():
+    for name, service in _compose()["services"].items():
         for variable in service.get("environment", {}) or {}:
-            if variable.startswith("SHOPSTREAM_"):
+            # Beside the settings: the passwords the image's entry point puts into their URLs (shopstream/container.py).
+            if variable.startswith("SHOPSTREAM_") and variable not in PASSWORD_VARIABLES:
                 assert variable in VARIABLES, f"{name} sets {variable}, which settings.py does not read"
 
 
@@ -73,7 +73,8 @@ def test_no_credential_is_committed() -> None:
         user_part = url.removeprefix("postgresql://").rpartition("@")[0]
         assert ":" not in user_part, f"a URL with a password in compose.yaml: {url}"
     example = (REPO_ROOT / ".env.example").read_text()
-    assert re.search(r"^SHOPSTREAM_POSTGRES_PASSWORD=$", example, re.MULTILINE)
+    for variable in ("POSTGRES", "OWNER", "READER", "DAGSTER"):
+        assert re.search(rf"^SHOPSTREAM_{variable}_PASSWORD=$", example, re.MULTILINE), variable
 
 
 def test_the_dockerfile_installs_the_pinned_set() -> None:
@@ -106,12 +107,62 @@ def test_kafka_and_postgres_sit_on_an_internal_network_only() -> None:
         assert service.get("networks"), f"{name} is on compose's default network"
 
 
-def test_only_the_services_that_need_it_get_the_database_password() -> None:
-    compose = _compose()
-    for name in ("producer", "dashboard"):
-        environment = compose["services"][name]["environment"]
-        assert "POSTGRES_PASSWORD" not in environment, f"{name} gets the database's password"
-    assert "SHOPSTREAM_READER_PASSWORD" in compose["services"]["dashboard"]["environment"]
+# The credentials (password variables) each ShopStream service holds: only its own (docs/security.md).
+OWNER, READER, DAGSTER = "SHOPSTREAM_OWNER_PASSWORD", "SHOPSTREAM_READER_PASSWORD", "SHOPSTREAM_DAGSTER_PASSWORD"
+CREDENTIALS = {
+    "setup": {"POSTGRES_PASSWORD", OWNER, READER, DAGSTER},  # creates the roles with them
+    "producer": set(),
+    "stream": {OWNER},
+    "dagster-webserver": {DAGSTER, OWNER},  # its storage, and dbt's
+    "dagster-daemon": {DAGSTER, OWNER},
+    "dashboard": {READER},
+}
+
+
+def _environments() -> dict[str, dict[str, str]]:
+    services = _compose()["services"]
+    return {name: services[name].get("environment") or {} for name in CREDENTIALS}
+
+
+def test_each_service_gets_only_its_own_credential() -> None:
+    services = _compose()["services"]
+    shopstream_services = {name for name, service in services.items() if service.get("image") == "shopstream:local"}
+    assert shopstream_services == set(CREDENTIALS)
+    for name, environment in _environments().items():
+        held = {variable for variable in environment if "PASSWORD" in variable}
+        assert held == CREDENTIALS[name], f"{name} holds {sorted(held)}"
+
+
+def test_the_superuser_s_password_reaches_only_postgres_and_the_setup_service() -> None:
+    services = _compose()["services"]
+    superuser = services["postgres"]["environment"]["POSTGRES_USER"]
+    password = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    for name, service in services.items():
+        environment = service.get("environment") or {}
+        holders = {variable for variable, value in environment.items() if value == password}
+        assert holders == ({"POSTGRES_PASSWORD"} if name in ("postgres", "setup") else set()), name
+        for variable, value in environment.items():
+            if str(value).startswith("postgresql://"):
+                is_admin = database.url_parts(value).user == superuser
+                assert is_admin == (variable == "SHOPSTREAM_ADMIN_DATABASE_URL" and name == "setup"), (name, variable)
+
+
+def test_each_url_names_its_duty_s_role_and_every_service_the_roles_setup_made() -> None:
+    environments = _environments()
+    setup = environments["setup"]
+    assert setup["SHOPSTREAM_ADMIN_DATABASE_URL"]  # the setup service sets the roles up as the admin
+    for name, environment in environments.items():
+        for url_variable, password_variable in URL_PASSWORDS.items():
+            if password_variable in environment:  # the entry point joins them: a password needs its URL
+                assert url_variable in environment, f"{name}: {password_variable} without {url_variable}"
+        if OWNER in environment:
+            owner = environment["SHOPSTREAM_DATABASE_URL"]
+            assert owner == setup["SHOPSTREAM_DATABASE_URL"] and database.url_parts(owner).user == OWNER_ROLE, name
+        if DAGSTER in environment:
+            dagster = environment["SHOPSTREAM_DAGSTER_DATABASE_URL"]
+            parts = database.url_parts(dagster)
+            assert dagster == setup["SHOPSTREAM_DAGSTER_DATABASE_URL"], name
+            assert (parts.user, parts.database) == (DAGSTER_ROLE, DAGSTER_DATABASE_NAME), name
 
 
 def test_the_image_runs_as_a_user_other_than_root_through_the_entry_point() -> None:

@@ -122,6 +122,28 @@ def services_reset_passwords() -> None:
     typer.echo('passwords reset: run `shopstream services start` (or `eval "$(shopstream services start)"`)')
 
 
+@services_app.command("setup-sql")
+def services_setup_sql() -> None:
+    """Print the SQL a DBA runs on an external PostgreSQL to create ShopStream's roles by duty.
+
+    The roles are the users of SHOPSTREAM_DATABASE_URL (the owner), of the dashboard's URL (the
+    reader) and of Dagster's URL; their passwords are psql variables the DBA sets, never printed.
+    Then `shopstream migrate` with SHOPSTREAM_ADMIN_DATABASE_URL set makes the schemas and hands
+    them to the owner (docs/security-external-postgres.md).
+    """
+    from shopstream.embedded import ServiceError
+    from shopstream.postgres_roles import setup_sql
+    from shopstream.services import external_duty_roles, postgres_is_embedded
+
+    settings = settings_or_exit()
+    if postgres_is_embedded(settings):
+        raise fail("the embedded PostgreSQL sets its roles up itself: set SHOPSTREAM_DATABASE_URL to the owner's URL")
+    try:
+        typer.echo(setup_sql(external_duty_roles(settings)), nl=False)
+    except ServiceError as error:
+        raise fail(str(error)) from None
+
+
 @services_app.command("stop")
 def services_stop() -> None:
     """Stop the embedded servers (SIGTERM, then wait)."""
@@ -171,7 +193,7 @@ def migrate_command() -> None:
     try:
         # PostgreSQL alone: a migration must not need the broker to be up. As the admin: the
         # pipeline's owner role may not create schemas.
-        applied = migrate_as_admin(settings_or_exit(), migrate)
+        applied = migrate_as_admin(settings_or_exit(), migrate, progress=_progress)
     except ServiceError as error:
         raise fail(str(error)) from None
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database already up to date")

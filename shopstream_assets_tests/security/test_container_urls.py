@@ -10,30 +10,39 @@ import yaml
 from psycopg import sql
 
 from shopstream import database
-from shopstream.container import container_environment
+from shopstream.container import PASSWORD_VARIABLES, URL_PASSWORDS, container_environment
 from shopstream.settings import load_settings
 from shopstream_assets_tests.test_compose import REPO_ROOT
 
 AWKWARD = "p#w/d@x:y%z 41?&="
 
 
-def _compose_url() -> str:
+def _compose_environment(service: str) -> dict[str, str]:
     compose = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
-    return compose["x-shopstream-env"]["SHOPSTREAM_DATABASE_URL"]
+    return compose["services"][service]["environment"]
 
 
-def test_the_entry_point_encodes_the_password_into_compose_s_url() -> None:
-    env = container_environment({"SHOPSTREAM_DATABASE_URL": _compose_url(), "POSTGRES_PASSWORD": AWKWARD})
-    assert "POSTGRES_PASSWORD" not in env  # moved into the URL, not left beside it
+def _compose_url() -> str:
+    return _compose_environment("stream")["SHOPSTREAM_DATABASE_URL"]
+
+
+def test_the_entry_point_encodes_each_password_into_its_compose_url() -> None:
+    given = {variable: _compose_environment("setup")[variable] for variable in URL_PASSWORDS}
+    env = container_environment({**given, **{variable: AWKWARD for variable in PASSWORD_VARIABLES}})
+    assert not PASSWORD_VARIABLES & set(env)  # moved into the URLs, not left beside them
     settings = load_settings(env)
-    parts = database.url_parts(settings.database_url or "")
-    assert (parts.user, parts.password, parts.host, parts.port, parts.database) == (
-        "shopstream",
-        AWKWARD,
-        "postgres",
-        5432,
-        "shopstream",
-    )
+    for url_variable in URL_PASSWORDS:
+        parts = database.url_parts(env[url_variable])
+        expected = database.url_parts(given[url_variable])
+        assert (parts.user, parts.password, parts.host, parts.port, parts.database) == (
+            expected.user,
+            AWKWARD,
+            "postgres",
+            5432,
+            expected.database,
+        )
+    assert database.url_parts(settings.database_url or "").password == AWKWARD
+    assert database.url_parts(settings.admin_database_url or "").password == AWKWARD
 
 
 def test_the_dashboard_s_reader_url_is_encoded_too() -> None:
@@ -51,7 +60,7 @@ def test_a_role_with_an_awkward_password_logs_in_through_the_made_url(admin_data
     try:
         parts = database.url_parts(admin_database_url)
         url = f"postgresql://{role}@{parts.host}:{parts.port}/{parts.database}"
-        made = container_environment({"SHOPSTREAM_DATABASE_URL": url, "POSTGRES_PASSWORD": AWKWARD})
+        made = container_environment({"SHOPSTREAM_DATABASE_URL": url, "SHOPSTREAM_OWNER_PASSWORD": AWKWARD})
         with database.connect(load_settings(made).database_url or "") as conn:
             assert conn.execute("select current_user").fetchone() == (role,)
     finally:

@@ -17,7 +17,7 @@ from shopstream_assets_tests.ground.own_servers import CLI, cli, env_for, export
 SECRET_STORES = ("credentials.json", ENVIRONMENT_FILENAME)
 
 
-def _files_holding(home: Path, secrets: list[str]) -> list[str]:
+def files_holding(home: Path, secrets: list[str]) -> list[str]:
     found = []
     needles = [secret.encode() for secret in secrets]
     for path in home.rglob("*"):
@@ -76,7 +76,7 @@ def test_the_readme_commands_print_and_leave_no_password(own_home: Path) -> None
     for output in outputs:
         for password in passwords:
             assert password not in output, output
-    assert _files_holding(own_home, passwords) == []
+    assert files_holding(own_home, passwords) == []
     for name in SECRET_STORES:
         assert oct((own_home / name).stat().st_mode & 0o777) == oct(0o600)
 
