@@ -201,8 +201,7 @@ def admin_database_url(settings: Settings) -> str:
 
 def configured_dagster_url(settings: Settings) -> str | None:
     """Dagster's own role on a server we do not run (SHOPSTREAM_DAGSTER_DATABASE_URL); None: the owner's."""
-    # getattr: settings.py gains dagster_database_url with this change's README and settings edits.
-    return getattr(settings, "dagster_database_url", None)
+    return settings.dagster_database_url
 
 
 def _database_parts(settings: Settings) -> database.ConnectionParts:

@@ -48,6 +48,7 @@ class Settings:
     log_keep: int
     ledger_keep_days: int
     admin_database_url: str | None
+    dagster_database_url: str | None
 
     @property
     def database_embedded(self) -> bool:
@@ -109,6 +110,8 @@ VARIABLES: dict[str, str] = {
     "per topic, partition and hour (default 7)",
     "SHOPSTREAM_ADMIN_DATABASE_URL": "on an external PostgreSQL: a URL that may create roles, used once by "
     "`services start` and `migrate` to set up the owner, reader and Dagster roles (optional)",
+    "SHOPSTREAM_DAGSTER_DATABASE_URL": "on an external PostgreSQL: Dagster's own role on its database "
+    "(postgresql://user:password@host:port/dagster); unset = the owner's (optional)",
 }
 
 _BOOTSTRAP_SERVER = re.compile(r"^[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$")
@@ -232,6 +235,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if admin_database_url is not None:
         admin_database_url = parse_database_url("SHOPSTREAM_ADMIN_DATABASE_URL", admin_database_url)
 
+    dagster_database_url = _text(env, "SHOPSTREAM_DAGSTER_DATABASE_URL")
+    if dagster_database_url is not None:
+        dagster_database_url = parse_database_url("SHOPSTREAM_DAGSTER_DATABASE_URL", dagster_database_url)
+
     dashboard_database_url = _text(env, "SHOPSTREAM_DASHBOARD_DATABASE_URL")
     if dashboard_database_url is not None:
         dashboard_database_url = parse_database_url("SHOPSTREAM_DASHBOARD_DATABASE_URL", dashboard_database_url)
@@ -284,6 +291,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_keep=_int(env, "SHOPSTREAM_LOG_KEEP", 3, low=1, high=100),
         ledger_keep_days=_int(env, "SHOPSTREAM_LEDGER_KEEP_DAYS", 7, low=1, high=3650),
         admin_database_url=admin_database_url,
+        dagster_database_url=dagster_database_url,
     )
 
 

@@ -135,7 +135,7 @@ def start_servers(settings: Settings, progress: Callable[[str], None]) -> Endpoi
     """Start (or find) the servers, migrate Bronze, create the topic: what `services start` and `up` share."""
     endpoints = start_services(settings, progress=progress)
     try:
-        migrate_as_admin(settings, migrate)
+        migrate_as_admin(settings, migrate, progress)
     except psycopg.OperationalError as error:
         raise ServiceError(f"cannot reach PostgreSQL at {redact(endpoints.database_url)}: {error}") from None
     if ensure_topic(endpoints.kafka_bootstrap, settings.topic, settings.topic_partitions):

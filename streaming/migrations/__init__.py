@@ -19,19 +19,23 @@ def migration_scripts() -> list[tuple[str, str]]:
     return [(name, folder.joinpath(name).read_text()) for name in names]
 
 
-def migrate(url: str) -> list[str]:
+def migrate(url: str, *, owner_role: str = OWNER_ROLE, reader_role: str = READER_ROLE) -> list[str]:
     """Create the schemas and Bronze tables; idempotent. Returns the scripts newly applied.
 
     Applied scripts are recorded in ``public.shopstream_migrations``; an advisory lock
-    keeps two starting processes from migrating at once.
+    keeps two starting processes from migrating at once. ``owner_role`` and ``reader_role`` are the
+    roles by duty on this server (named by their URLs on a server ShopStream does not run).
     """
     applied_now: list[str] = []
     with connect(url) as conn:
         conn.execute("select pg_advisory_xact_lock(hashtext('shopstream_migrations'))")
-        conn.execute(
-            "create table if not exists public.shopstream_migrations ("
-            " name text primary key, applied_at timestamptz not null default now())"
-        )
+        # Only when missing: on a server ShopStream does not run the owner role re-runs this once its
+        # admin has set it up, and may not create anything in public, even with "if not exists".
+        if conn.execute("select to_regclass('public.shopstream_migrations')").fetchone() == (None,):
+            conn.execute(
+                "create table public.shopstream_migrations ("
+                " name text primary key, applied_at timestamptz not null default now())"
+            )
         done = {row[0] for row in conn.execute("select name from public.shopstream_migrations")}
         for name, script in migration_scripts():
             if name in done:
@@ -39,7 +43,7 @@ def migrate(url: str) -> list[str]:
             conn.execute(script)
             conn.execute("insert into public.shopstream_migrations (name) values (%s)", (name,))
             applied_now.append(name)
-        _grant_reader(conn)
+        _grant_reader(conn, owner_role, reader_role)
     return applied_now
 
 
@@ -57,17 +61,17 @@ REJECTS_TABLE = "clickstream_rejects"
 REJECT_PAYLOAD_COLUMNS = ("raw_value", "raw_text")
 
 
-def _grant_reader(conn: psycopg.Connection) -> None:
+def _grant_reader(conn: psycopg.Connection, owner_role: str, reader_role: str) -> None:
     """Let the dashboard's read-only role read Gold (now and tables made later) and what the Live
     page shows of Bronze; nothing of Silver, nothing of the rejects' payloads."""
-    exists = conn.execute("select 1 from pg_roles where rolname = %s", (READER_ROLE,)).fetchone()
+    exists = conn.execute("select 1 from pg_roles where rolname = %s", (reader_role,)).fetchone()
     if not exists:
         return
-    role = sql.Identifier(READER_ROLE)
+    role = sql.Identifier(reader_role)
     # dbt makes Gold's tables as the pipeline's owner role where there is one, else as this session's role.
     creators = [sql.SQL("")]
-    if conn.execute("select 1 from pg_roles where rolname = %s", (OWNER_ROLE,)).fetchone():
-        creators.append(sql.SQL("for role {} ").format(sql.Identifier(OWNER_ROLE)))
+    if conn.execute("select 1 from pg_roles where rolname = %s", (owner_role,)).fetchone():
+        creators.append(sql.SQL("for role {} ").format(sql.Identifier(owner_role)))
     gold = sql.Identifier("gold")
     conn.execute(sql.SQL("grant usage on schema {} to {}").format(gold, role))
     conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(gold, role))
