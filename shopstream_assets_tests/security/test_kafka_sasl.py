@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.servers, pytest.mark.slow]
 CLIENT_USER = "shopstream-client"
 EVENTS = 3_000
 BAD_RATIO = 0.05
-REFUSAL_TIMEOUT_MS = 6_000
+REFUSAL_TIMEOUT_MS = 3_000
 
 
 @dataclass(frozen=True)
