@@ -1,4 +1,8 @@
-"""The ingest lag the Live Stream page shows: which topic and broker, and how far Bronze is behind it."""
+"""The ingest lag the Live Stream page shows: which topic and broker, and how far Bronze is behind it.
+
+The broker is read with the SHOPSTREAM_KAFKA_* client settings (``shopstream.kafka_clients``), as
+every other Kafka client is, so a cluster that wants SASL or TLS shows its lag too.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from streaming.ledger import messages_behind
 class StreamSettings:
     topic: str
     kafka_bootstrap: str | None  # None: no broker configured or started
+    # The SASL user the broker is read as (None: no authentication), named when the broker refuses.
+    kafka_user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ def _stream_settings(environment: tuple[tuple[str, str], ...]) -> StreamSettings
             bootstrap = EmbeddedKafka(settings).bootstrap
         except ServiceError:
             bootstrap = None
-    return StreamSettings(settings.topic, bootstrap)
+    return StreamSettings(settings.topic, bootstrap, settings.kafka_security.sasl_username)
 
 
 def stream_settings() -> StreamSettings:
@@ -51,7 +57,8 @@ def ingest_lag() -> IngestLag:
         return IngestLag(None, "No Kafka broker is configured (SHOPSTREAM_KAFKA_BOOTSTRAP) or started.")
     broker = queries.broker_watermarks(settings.kafka_bootstrap, settings.topic)
     if broker is None:
-        return IngestLag(None, f"The broker at {settings.kafka_bootstrap} did not answer; lag unknown.")
+        refused = f" or refused user {settings.kafka_user!r}" if settings.kafka_user else ""
+        return IngestLag(None, f"The broker at {settings.kafka_bootstrap} did not answer{refused}; lag unknown.")
     if not broker:
         return IngestLag(None, f"Topic {settings.topic!r} does not exist on {settings.kafka_bootstrap} yet.")
     behind = messages_behind(broker, queries.committed_offsets(settings.topic))

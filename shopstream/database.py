@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -47,6 +47,11 @@ WRITER_SESSION_SETTINGS: dict[str, str] = {
 }
 
 
+# The TLS parameters a URL's query string may carry (libpq's names, which dbt's profile and
+# dagster-postgres's ``params`` take as they are): a managed server's ?sslmode=verify-full&sslrootcert=...
+SSL_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
+
 @dataclass(frozen=True)
 class ConnectionParts:
     """A PostgreSQL URL split into the discrete values dbt's profiles.yml reads."""
@@ -56,6 +61,9 @@ class ConnectionParts:
     user: str
     password: str
     database: str
+    # The URL's TLS parameters (SSL_PARAMETERS) that are set: psycopg reads them from the URL
+    # itself; the clients given discrete values (dbt, dagster-postgres) need them passed on.
+    ssl: dict[str, str] = field(default_factory=dict)
 
 
 def url_parts(url: str) -> ConnectionParts:
@@ -66,7 +74,21 @@ def url_parts(url: str) -> ConnectionParts:
         user=unquote(parts.username or ""),
         password=unquote(parts.password or ""),
         database=parts.path.lstrip("/"),
+        ssl=ssl_parameters(url),
     )
+
+
+def ssl_parameters(url: str) -> dict[str, str]:
+    """The TLS parameters in ``url``'s query string ({"sslmode": "verify-full", ...}); empty when none."""
+    query = dict(parse_qsl(urlsplit(url).query))
+    return {name: query[name] for name in SSL_PARAMETERS if query.get(name)}
+
+
+def ssl_environment(url: str) -> dict[str, str]:
+    """SHOPSTREAM_DB_SSLMODE, _SSLROOTCERT, _SSLCERT and _SSLKEY (dbt's profile reads them) from
+    ``url``; each is set, empty when the URL has none, so a value left from another URL is replaced."""
+    found = ssl_parameters(url)
+    return {f"SHOPSTREAM_DB_{name.upper()}": found.get(name, "") for name in SSL_PARAMETERS}
 
 
 def make_url(host: str, port: int, user: str, password: str, database: str) -> str:

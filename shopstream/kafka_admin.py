@@ -1,4 +1,8 @@
-"""Topic administration and offset reading against the Kafka broker."""
+"""Topic administration and offset reading against the Kafka broker.
+
+Every client here is configured by ``shopstream.kafka_clients``: ``security`` when given, else
+the process's SHOPSTREAM_KAFKA_* settings, so a cluster that wants SASL or TLS gets them.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ import time
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from shopstream.kafka_clients import client_config
+from shopstream.settings import KafkaSecurity
 
 # The reference system keeps a week of clickstream.
 RETENTION_MS = 7 * 24 * 3600 * 1000
@@ -15,7 +22,9 @@ class TopicRefusedError(RuntimeError):
     """An existing topic the pipeline cannot use as it is configured; the message says what to change."""
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int, *, timeout: float = 30) -> bool:
+def ensure_topic(
+    bootstrap: str, topic: str, partitions: int, *, timeout: float = 30, security: KafkaSecurity | None = None
+) -> bool:
     """Create ``topic`` unless it exists; return True when it was created.
 
     An existing topic whose ``cleanup.policy`` includes ``compact`` is refused
@@ -23,7 +32,7 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, *, timeout: float 
     clickstream is keyed by session, so it would keep one event per session and leave gaps
     in the offsets Bronze follows.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap, security))
     if topic in admin.list_topics(timeout=timeout).topics:
         refuse_compacted(admin, bootstrap, topic, timeout=timeout)
         return False
@@ -59,19 +68,24 @@ def refuse_compacted(admin: AdminClient, bootstrap: str, topic: str, *, timeout:
     )
 
 
-def end_offsets(bootstrap: str, topic: str, *, timeout: float = 10) -> dict[int, int]:
+def end_offsets(
+    bootstrap: str, topic: str, *, timeout: float = 10, security: KafkaSecurity | None = None
+) -> dict[int, int]:
     """High watermark (next offset to be written) of every partition of ``topic``."""
-    return {partition: high for partition, (_, high) in watermarks(bootstrap, topic, timeout=timeout).items()}
+    marks = watermarks(bootstrap, topic, timeout=timeout, security=security)
+    return {partition: high for partition, (_, high) in marks.items()}
 
 
-def watermarks(bootstrap: str, topic: str, *, timeout: float = 10) -> dict[int, tuple[int, int]]:
+def watermarks(
+    bootstrap: str, topic: str, *, timeout: float = 10, security: KafkaSecurity | None = None
+) -> dict[int, tuple[int, int]]:
     """{partition: (low, high)} watermarks of ``topic``; empty when the topic does not exist.
 
     Right after a topic is created its partitions may have no leader for a moment
     (NOT_LEADER_FOR_PARTITION), so the read is retried until ``timeout``.
     """
     deadline = time.monotonic() + timeout
-    consumer = offset_reader(bootstrap)
+    consumer = offset_reader(bootstrap, security)
     try:
         while True:
             try:
@@ -84,10 +98,10 @@ def watermarks(bootstrap: str, topic: str, *, timeout: float = 10) -> dict[int, 
         consumer.close()
 
 
-def offset_reader(bootstrap: str) -> Consumer:
+def offset_reader(bootstrap: str, security: KafkaSecurity | None = None) -> Consumer:
     """A consumer that only reads offsets (no group membership, no commits); close it after use."""
     return Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "shopstream-offset-reader", "enable.auto.commit": False}
+        client_config(bootstrap, security, **{"group.id": "shopstream-offset-reader", "enable.auto.commit": False})
     )
 
 

@@ -4,15 +4,23 @@ When ``SHOPSTREAM_KAFKA_BOOTSTRAP`` is unset, ShopStream runs Apache Kafka 4.3.1
 node acting as broker and controller on 127.0.0.1, its logs under ``SHOPSTREAM_HOME/data/kafka``.
 The broker outlives the command that started it; a second start finds it instead of starting a
 twin. Its ports are chosen once and kept while free, so the bootstrap address stays stable.
+
+Given ``scram_users``, the client listener is SASL_PLAINTEXT with SCRAM-SHA-512 instead, its
+users created when the storage is formatted (``kafka-storage format --add-scram``): a broker
+that refuses clients without credentials, as a managed cluster does (the test of the
+SHOPSTREAM_KAFKA_* client settings runs one).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import secrets
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
@@ -27,19 +35,39 @@ from shopstream.embedded import (
     read_state,
     resident_mb,
     terminate,
+    write_file_atomically,
     write_state,
 )
 from shopstream.jars import KAFKA_BROKER, require_java, resolve_jars
-from shopstream.settings import Settings
+from shopstream.kafka_clients import client_config
+from shopstream.settings import KafkaSecurity, Settings
 
 KAFKA_HEAP = "-Xmx512m"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_ITERATIONS = 4096  # Kafka's minimum and default
+# The user the broker authenticates as to itself (inter-broker traffic) on a SCRAM listener.
+BROKER_USER = "shopstream-broker"
+
+
+def scram_credential(user: str, password: str, *, salt: bytes | None = None) -> str:
+    """An ``--add-scram`` argument holding the salted password, never the password itself, so it
+    appears on no command line (RFC 5802's SaltedPassword: PBKDF2 with the mechanism's HMAC)."""
+    salt = secrets.token_bytes(16) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, SCRAM_ITERATIONS)
+    encoded_salt, encoded_salted = base64.b64encode(salt).decode(), base64.b64encode(salted).decode()
+    return (
+        f'{SCRAM_MECHANISM}=[name={user},iterations={SCRAM_ITERATIONS},salt="{encoded_salt}",'
+        f'saltedpassword="{encoded_salted}"]'
+    )
 
 
 class EmbeddedKafka:
     name = "kafka"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, scram_users: Mapping[str, str] | None = None) -> None:
         self.settings = settings
+        # user -> password of the SCRAM-SHA-512 users; None: a plaintext listener.
+        self.scram_users = dict(scram_users) if scram_users is not None else None
         self.data_dir = settings.data_dir / "kafka"
         self.config_dir = settings.run_dir / "kafka"
         self.state_path = settings.run_dir / "kafka.json"
@@ -80,21 +108,57 @@ class EmbeddedKafka:
             write_state(self.state_path, state)
         return state["cluster_id"]
 
+    def _broker_password(self) -> str:
+        # Apart from kafka.json (readable, it holds only ports and ids), at mode 600.
+        path = self.settings.run_dir / "kafka-broker-user.json"
+        state = read_state(path)
+        if "password" not in state:
+            state["password"] = secrets.token_urlsafe(24)
+            write_state(path, state, private=True)
+        return state["password"]
+
+    def client_security(self) -> KafkaSecurity:
+        """What a client of this broker needs: nothing, or on a SCRAM listener the broker's own user."""
+        if self.scram_users is None:
+            return KafkaSecurity()
+        return KafkaSecurity("SASL_PLAINTEXT", SCRAM_MECHANISM, BROKER_USER, self._broker_password())
+
+    def _listener_lines(self, port: int, controller_port: int) -> list[str]:
+        controller = f"CONTROLLER://{LOOPBACK}:{controller_port}"
+        if self.scram_users is None:
+            return [
+                f"listeners=PLAINTEXT://{LOOPBACK}:{port},{controller}",
+                f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{port}",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            ]
+        login = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        # The controller listener stays plaintext on loopback: only this node's own broker talks to it.
+        return [
+            f"listeners=SASL_PLAINTEXT://{LOOPBACK}:{port},{controller}",
+            f"advertised.listeners=SASL_PLAINTEXT://{LOOPBACK}:{port}",
+            "inter.broker.listener.name=SASL_PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+            f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
+            f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config={login} required "
+            f'username="{BROKER_USER}" password="{self._broker_password()}";',
+        ]
+
     def _write_config(self, port: int, controller_port: int) -> Path:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         properties = self.config_dir / "server.properties"
-        properties.write_text(
+        # Mode 600: on a SCRAM listener it holds the broker user's password.
+        write_file_atomically(
+            properties,
             "\n".join(
                 [
                     "# Written by shopstream services start; edit shopstream/kafka_server.py instead.",
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@{LOOPBACK}:{controller_port}",
-                    f"listeners=PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{port}",
+                    *self._listener_lines(port, controller_port),
                     "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                     f"log.dirs={self.data_dir}",
                     "num.partitions=6",
                     # One node: every internal topic has one replica.
@@ -110,7 +174,7 @@ class EmbeddedKafka:
                     "auto.create.topics.enable=false",
                     "",
                 ]
-            )
+            ),
         )
         log4j = self.config_dir / "log4j2.properties"
         log4j.write_text(self.log4j_properties())
@@ -186,6 +250,10 @@ class EmbeddedKafka:
             f"--config={properties}",
             "--ignore-formatted",
         ]
+        if self.scram_users is not None:
+            users = {BROKER_USER: self._broker_password(), **self.scram_users}
+            for user, password in users.items():
+                format_command.append(f"--add-scram={scram_credential(user, password)}")
         formatted = subprocess.run(format_command, capture_output=True, text=True, check=False)
         if formatted.returncode != 0:
             raise ServiceError(f"Kafka storage format failed: {formatted.stdout}{formatted.stderr}")
@@ -216,7 +284,7 @@ class EmbeddedKafka:
                     + self._log_tails()
                 )
             if port_open(host, int(port)):
-                admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+                admin = AdminClient(client_config(self.bootstrap, self.client_security(), log_level=0))
                 with contextlib.suppress(Exception):
                     metadata = admin.list_topics(timeout=2)
                     if metadata.brokers:

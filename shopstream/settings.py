@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,6 +22,26 @@ DEFAULT_TOPIC = "ecommerce-clickstream"
 
 class SettingsError(ValueError):
     """A setting has a value ShopStream cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """The SHOPSTREAM_KAFKA_* client security settings; all None: plaintext, no authentication.
+
+    ``shopstream.kafka_clients`` turns them into the one client configuration every Kafka
+    client uses (librdkafka's, and Spark's ``kafka.``-prefixed options).
+    """
+
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    # Never in a repr, so never in a traceback's locals or a log line that prints settings.
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_ca_location: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.security_protocol is not None
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,7 @@ class Settings:
     ledger_keep_days: int
     admin_database_url: str | None
     dagster_database_url: str | None
+    kafka_security: KafkaSecurity = KafkaSecurity()
 
     @property
     def database_embedded(self) -> bool:
@@ -112,11 +133,21 @@ VARIABLES: dict[str, str] = {
     "`services start` and `migrate` to set up the owner, reader and Dagster roles (optional)",
     "SHOPSTREAM_DAGSTER_DATABASE_URL": "on an external PostgreSQL: Dagster's own role on its database "
     "(postgresql://user:password@host:port/dagster); unset = the owner's (optional)",
+    "SHOPSTREAM_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL for every Kafka client "
+    "(default PLAINTEXT; needs SHOPSTREAM_KAFKA_BOOTSTRAP)",
+    "SHOPSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN with a SASL_* protocol "
+    "(default SCRAM-SHA-512)",
+    "SHOPSTREAM_KAFKA_SASL_USERNAME": "the Kafka user with a SASL_* protocol",
+    "SHOPSTREAM_KAFKA_SASL_PASSWORD": "that user's password (never printed)",
+    "SHOPSTREAM_KAFKA_SSL_CA_LOCATION": "PEM file of the CA that signed the brokers' certificates, with SSL or "
+    "SASL_SSL (default: the system's CAs)",
 }
 
 _BOOTSTRAP_SERVER = re.compile(r"^[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$")
 _SPARK_MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|(spark|k8s|yarn|mesos)://\S+|yarn)$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -219,6 +250,76 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be 1 or 0 (true/false, yes/no, on/off): got {raw!r}")
 
 
+def parse_kafka_security(env: Mapping[str, str], *, bootstrap: str | None) -> KafkaSecurity:
+    """The SHOPSTREAM_KAFKA_* security settings, checked together; errors never show the password."""
+    names = {
+        "protocol": "SHOPSTREAM_KAFKA_SECURITY_PROTOCOL",
+        "mechanism": "SHOPSTREAM_KAFKA_SASL_MECHANISM",
+        "username": "SHOPSTREAM_KAFKA_SASL_USERNAME",
+        "password": "SHOPSTREAM_KAFKA_SASL_PASSWORD",
+        "ca": "SHOPSTREAM_KAFKA_SSL_CA_LOCATION",
+    }
+    raw = {key: _text(env, name) for key, name in names.items()}
+    # A password is taken as given: spaces may be part of it.
+    raw["password"] = env.get(names["password"]) or None
+    given = [names[key] for key, value in raw.items() if value is not None]
+    if not given:
+        return KafkaSecurity()
+    protocol = (raw["protocol"] or "").upper()
+    if raw["protocol"] is None:
+        raise SettingsError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} set but SHOPSTREAM_KAFKA_SECURITY_PROTOCOL "
+            f"is not: set it to one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+        )
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise SettingsError(
+            f"SHOPSTREAM_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}: "
+            f"got {raw['protocol']!r}"
+        )
+    if bootstrap is None:
+        raise SettingsError(
+            "SHOPSTREAM_KAFKA_SECURITY_PROTOCOL is set but SHOPSTREAM_KAFKA_BOOTSTRAP is not: the embedded broker "
+            "takes plaintext clients only; set SHOPSTREAM_KAFKA_BOOTSTRAP to the cluster the settings are for"
+        )
+    sasl = protocol.startswith("SASL_")
+    if sasl:
+        mechanism = (raw["mechanism"] or "SCRAM-SHA-512").upper()
+        if mechanism not in KAFKA_SASL_MECHANISMS:
+            raise SettingsError(
+                f"SHOPSTREAM_KAFKA_SASL_MECHANISM must be one of {', '.join(KAFKA_SASL_MECHANISMS)}: "
+                f"got {raw['mechanism']!r}"
+            )
+        missing = [names[key] for key in ("username", "password") if raw[key] is None]
+        if missing:
+            raise SettingsError(f"SHOPSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}")
+    else:
+        mechanism = None
+        extra = [names[key] for key in ("mechanism", "username", "password") if raw[key] is not None]
+        if extra:
+            raise SettingsError(
+                f"{', '.join(extra)} {'is' if len(extra) == 1 else 'are'} set, but SHOPSTREAM_KAFKA_SECURITY_PROTOCOL="
+                f"{protocol} uses no SASL: use SASL_SSL (or SASL_PLAINTEXT), or unset {' and '.join(extra)}"
+            )
+    ca = raw["ca"]
+    if ca is not None:
+        if not protocol.endswith("SSL"):
+            raise SettingsError(
+                f"SHOPSTREAM_KAFKA_SSL_CA_LOCATION is set, but SHOPSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} uses "
+                "no TLS: use SSL or SASL_SSL, or unset SHOPSTREAM_KAFKA_SSL_CA_LOCATION"
+            )
+        path = Path(ca).expanduser()
+        if not path.is_file():
+            raise SettingsError(f"SHOPSTREAM_KAFKA_SSL_CA_LOCATION must be a PEM file: {ca!r} is not a file")
+        ca = str(path.resolve())
+    return KafkaSecurity(
+        security_protocol=protocol,
+        sasl_mechanism=mechanism,
+        sasl_username=raw["username"] if sasl else None,
+        sasl_password=raw["password"] if sasl else None,
+        ssl_ca_location=ca,
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -292,6 +393,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ledger_keep_days=_int(env, "SHOPSTREAM_LEDGER_KEEP_DAYS", 7, low=1, high=3650),
         admin_database_url=admin_database_url,
         dagster_database_url=dagster_database_url,
+        kafka_security=parse_kafka_security(env, bootstrap=kafka_bootstrap),
     )
 
 

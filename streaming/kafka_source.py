@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from shopstream.kafka_clients import spark_kafka_options
+from shopstream.settings import KafkaSecurity
 from streaming.arrow_collection import arrow_chunks
 
 if TYPE_CHECKING:
@@ -35,18 +37,25 @@ KAFKA_ISOLATION_LEVEL = "read_committed"
 
 
 def read_stream(
-    spark: SparkSession, *, kafka_bootstrap: str, topic: str, starting_offsets: str, max_offsets_per_trigger: int
+    spark: SparkSession,
+    *,
+    kafka_bootstrap: str,
+    topic: str,
+    starting_offsets: str,
+    max_offsets_per_trigger: int,
+    security: KafkaSecurity | None = None,
 ) -> DataFrame:
     """The topic as a streaming DataFrame, validated (``startingOffsets`` is ignored beside a checkpoint).
 
     Transformed here, once, at query start: each micro-batch's DataFrame arrives analysed and
-    validated, so a batch pays no Python-side plan building or analysis.
+    validated, so a batch pays no Python-side plan building or analysis. ``security``: the
+    client security settings, by default the process's SHOPSTREAM_KAFKA_* ones.
     """
     from streaming.transforms import parse_and_validate
 
     source = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", kafka_bootstrap)
+        .options(**spark_kafka_options(kafka_bootstrap, security))
         .option("subscribe", topic)
         .option("startingOffsets", starting_offsets)
         .option("failOnDataLoss", "true")
@@ -67,6 +76,7 @@ def write_offset_range(
     topic: str,
     start: Mapping[int, int],
     end: Mapping[int, int],
+    security: KafkaSecurity | None = None,
     **batch_info: object,
 ) -> BatchResult:
     """Offsets ``start`` to ``end`` (exclusive, every partition) read in batch mode, validated, written as one batch.
@@ -79,7 +89,7 @@ def write_offset_range(
 
     messages = (
         spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", kafka_bootstrap)
+        .options(**spark_kafka_options(kafka_bootstrap, security))
         .option("subscribe", topic)
         .option("startingOffsets", json.dumps({topic: {str(p): o for p, o in start.items()}}))
         .option("endingOffsets", json.dumps({topic: {str(p): o for p, o in end.items()}}))

@@ -14,8 +14,9 @@ from dagster_dbt import DbtCliResource
 from dagster_pyspark import LazyPySparkResource
 
 from shopstream import database
+from shopstream.kafka_clients import client_config
 from shopstream.services import Endpoints, endpoints
-from shopstream.settings import Settings, load_settings
+from shopstream.settings import KafkaSecurity, Settings, load_settings, parse_kafka_security
 from shopstream_assets.defs.dbt.project import shopstream_dbt_project
 from shopstream_assets.runtime.dagster_dbt_private import InstalledDbtVersion
 from shopstream_assets.runtime.dagster_instance import dbt_profile_environment, venv_executable
@@ -42,16 +43,41 @@ class PostgresResource(dg.ConfigurableResource):
 
 
 class KafkaResource(dg.ConfigurableResource):
-    """The clickstream topic and its broker: SHOPSTREAM_KAFKA_BOOTSTRAP / SHOPSTREAM_TOPIC or the embedded one."""
+    """The clickstream topic and its broker: SHOPSTREAM_KAFKA_BOOTSTRAP / SHOPSTREAM_TOPIC or the embedded one.
+
+    The client security settings are the SHOPSTREAM_KAFKA_* variables; a field set here (such
+    as ``sasl_password=dg.EnvVar("...")``) replaces its variable, checked by the same rules.
+    """
 
     bootstrap: str | None = None
     topic: str | None = None
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_ca_location: str | None = None
 
     def bootstrap_servers(self) -> str:
         return self.bootstrap or current_endpoints()[1].kafka_bootstrap
 
     def topic_name(self) -> str:
         return self.topic or load_settings().topic
+
+    def security(self) -> KafkaSecurity:
+        """The security settings: this resource's fields over the SHOPSTREAM_KAFKA_* variables."""
+        fields = {
+            "SHOPSTREAM_KAFKA_SECURITY_PROTOCOL": self.security_protocol,
+            "SHOPSTREAM_KAFKA_SASL_MECHANISM": self.sasl_mechanism,
+            "SHOPSTREAM_KAFKA_SASL_USERNAME": self.sasl_username,
+            "SHOPSTREAM_KAFKA_SASL_PASSWORD": self.sasl_password,
+            "SHOPSTREAM_KAFKA_SSL_CA_LOCATION": self.ssl_ca_location,
+        }
+        variables = {**os.environ, **{name: value for name, value in fields.items() if value is not None}}
+        return parse_kafka_security(variables, bootstrap=self.bootstrap_servers())
+
+    def client_config(self, **extra: object) -> dict[str, object]:
+        """librdkafka's configuration for this broker, security included (``shopstream.kafka_clients``)."""
+        return client_config(self.bootstrap_servers(), self.security(), **extra)
 
 
 class ShopstreamDbtCliResource(InstalledDbtVersion, DbtCliResource):

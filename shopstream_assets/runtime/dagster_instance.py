@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from shopstream.database import DAGSTER_DATABASE_NAME
+from shopstream.database import DAGSTER_DATABASE_NAME, ssl_environment, ssl_parameters
 from shopstream.embedded import Progress
 from shopstream.services import Endpoints, endpoints
 from shopstream.settings import Settings, SettingsError, load_settings
@@ -83,13 +84,19 @@ run_launcher:
 """
 
 
-def instance_yaml(database_name: str = DAGSTER_DATABASE_NAME, *, fast: bool = True) -> str:
+def instance_yaml(
+    database_name: str = DAGSTER_DATABASE_NAME, *, fast: bool = True, ssl: Mapping[str, str] | None = None
+) -> str:
     """dagster.yaml: PostgreSQL storage, a fast run queue, the run launcher and the dbt pool limit.
 
     The connection comes from the SHOPSTREAM_DB_* variables at load time, so no password
     is written to disk and the instance always follows the current endpoints. ``fast``
-    chooses the warm run launcher, else Dagster's stock one.
+    chooses the warm run launcher, else Dagster's stock one. ``ssl``: the storage URL's TLS
+    parameters (``sslmode``, ``sslrootcert``...), written as they are: dagster-postgres reads
+    its ``params`` literally, with no environment lookup, and they hold no secret.
     """
+    params = "".join(f"\n        {name}: {json.dumps(value)}" for name, value in (ssl or {}).items())
+    ssl_block = f"\n      # The URL's TLS parameters, as libpq names them.\n      params:{params}" if params else ""
     return f"""\
 # Written by shopstream_assets/runtime/dagster_instance.py; edit that file instead.
 storage:
@@ -102,7 +109,7 @@ storage:
       password: {{env: SHOPSTREAM_DAGSTER_DB_PASSWORD}}
       db_name: {database_name}
       # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3; dagster-postgres ships psycopg2.
-      scheme: postgresql+psycopg2
+      scheme: postgresql+psycopg2{ssl_block}
 
 # The daemon looks at the queue every second (default 5): each second is event-to-Gold latency.
 run_queue:
@@ -136,16 +143,20 @@ telemetry:
 
 
 def write_instance_yaml(
-    dagster_home: Path, database_name: str = DAGSTER_DATABASE_NAME, *, fast: bool | None = None
+    dagster_home: Path,
+    database_name: str = DAGSTER_DATABASE_NAME,
+    *,
+    fast: bool | None = None,
+    ssl: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``dagster_home/dagster.yaml`` atomically; return its path.
 
     ``fast`` chooses the run launcher; by default the run path of this process's settings
-    and installed packages (:func:`run_path`).
+    and installed packages (:func:`run_path`). ``ssl``: see :func:`instance_yaml`.
     """
     dagster_home.mkdir(parents=True, exist_ok=True)
     path = dagster_home / "dagster.yaml"
-    content = instance_yaml(database_name, fast=run_path().fast if fast is None else fast)
+    content = instance_yaml(database_name, fast=run_path().fast if fast is None else fast, ssl=ssl)
     if path.exists() and path.read_text() == content:
         return path
     temporary = path.with_suffix(f".tmp{os.getpid()}")
@@ -155,9 +166,10 @@ def write_instance_yaml(
 
 
 def dbt_profile_environment(found: Endpoints) -> dict[str, str]:
-    """The SHOPSTREAM_DB_* variables dbt's profile reads, from the endpoints' URL."""
+    """The SHOPSTREAM_DB_* variables dbt's profile reads, from the endpoints' URL (its TLS
+    parameters included: :func:`shopstream.database.ssl_environment`)."""
     environment = found.environment()
-    return {name: environment[name] for name in DBT_PROFILE_VARIABLES}
+    return {**{name: environment[name] for name in DBT_PROFILE_VARIABLES}, **ssl_environment(found.database_url)}
 
 
 def _manifest_fingerprint(environment: Mapping[str, str]) -> str:
@@ -178,6 +190,8 @@ def _manifest_fingerprint(environment: Mapping[str, str]) -> str:
         "SHOPSTREAM_DB_PORT",
         "SHOPSTREAM_DB_USER",
         "SHOPSTREAM_DB_NAME",
+        "SHOPSTREAM_DB_SSLMODE",
+        "SHOPSTREAM_DB_SSLROOTCERT",
     ):
         digest.update(f"{name}={environment.get(name, '')}".encode())
     for package in ("dbt-core", "dbt-postgres"):
@@ -272,6 +286,7 @@ def dagster_environment(settings: Settings, found: Endpoints, base: Mapping[str,
     return {
         **base,
         **found.environment(),
+        **ssl_environment(found.database_url),
         "SHOPSTREAM_HOME": str(settings.home),
         # The daemon refuses a relative DAGSTER_HOME; the webserver silently uses a temporary one.
         "DAGSTER_HOME": str(settings.dagster_home.resolve()),
@@ -346,7 +361,7 @@ def run_daemon(argv: list[str]) -> None:
 def prepare_instance(settings: Settings, found: Endpoints, progress: Progress = print) -> Path:
     """dagster.yaml under DAGSTER_HOME and a current dbt manifest; returns DAGSTER_HOME."""
     dagster_home = settings.dagster_home.resolve()
-    write_instance_yaml(dagster_home)
+    write_instance_yaml(dagster_home, ssl=ssl_parameters(found.dagster_database_url or found.database_url))
     prepare_dbt_manifest(dbt_profile_environment(found), dbt_target_dir(settings), progress=progress)
     return dagster_home
 

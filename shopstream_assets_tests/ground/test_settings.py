@@ -114,3 +114,87 @@ def test_retention_and_log_rotation_defaults_and_sizes() -> None:
     )
     assert (given.dagster_retention_days, given.log_max_bytes, given.log_keep) == (30, 512 * 1024, 10)
     assert load_settings({"SHOPSTREAM_LOG_MAX_SIZE": "2g"}).log_max_bytes == 2 * 1024**3
+
+
+# The SHOPSTREAM_KAFKA_* client security settings and the one client configuration built from them.
+
+KAFKA_PASSWORD = 'p@ss "word" \\ #%'
+SASL = {
+    "SHOPSTREAM_KAFKA_BOOTSTRAP": "broker-1.example.com:9096",
+    "SHOPSTREAM_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+    "SHOPSTREAM_KAFKA_SASL_USERNAME": "shop",
+    "SHOPSTREAM_KAFKA_SASL_PASSWORD": KAFKA_PASSWORD,
+}
+
+
+def test_kafka_security_defaults_to_none_and_sasl_to_scram_sha_512(tmp_path: Path) -> None:
+    assert not load_settings({}).kafka_security.configured
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    security = load_settings({**SASL, "SHOPSTREAM_KAFKA_SSL_CA_LOCATION": str(ca)}).kafka_security
+    assert (security.security_protocol, security.sasl_mechanism, security.sasl_username) == (
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+        "shop",
+    )
+    assert security.sasl_password == KAFKA_PASSWORD and security.ssl_ca_location == str(ca.resolve())
+    # Not in the settings' repr, which a traceback or a debug line may print.
+    assert KAFKA_PASSWORD not in repr(load_settings(SASL)) and "shop" in repr(security)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"SHOPSTREAM_KAFKA_SECURITY_PROTOCOL": "TLS"}, "SHOPSTREAM_KAFKA_SECURITY_PROTOCOL must be one of"),
+        ({"SHOPSTREAM_KAFKA_SECURITY_PROTOCOL": None}, "SHOPSTREAM_KAFKA_SECURITY_PROTOCOL is not"),
+        ({"SHOPSTREAM_KAFKA_BOOTSTRAP": None}, "SHOPSTREAM_KAFKA_BOOTSTRAP is not"),
+        ({"SHOPSTREAM_KAFKA_SASL_MECHANISM": "GSSAPI"}, "SHOPSTREAM_KAFKA_SASL_MECHANISM must be one of"),
+        ({"SHOPSTREAM_KAFKA_SASL_PASSWORD": None}, "needs SHOPSTREAM_KAFKA_SASL_PASSWORD"),
+        ({"SHOPSTREAM_KAFKA_SASL_USERNAME": None}, "needs SHOPSTREAM_KAFKA_SASL_USERNAME"),
+        ({"SHOPSTREAM_KAFKA_SECURITY_PROTOCOL": "SSL"}, "SHOPSTREAM_KAFKA_SECURITY_PROTOCOL=SSL uses no SASL"),
+        ({"SHOPSTREAM_KAFKA_SSL_CA_LOCATION": "/nowhere/ca.pem"}, "SHOPSTREAM_KAFKA_SSL_CA_LOCATION must be a PEM"),
+        (
+            {"SHOPSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "SHOPSTREAM_KAFKA_SSL_CA_LOCATION": "/ca.pem"},
+            "SHOPSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT uses no TLS",
+        ),
+    ],
+)
+def test_a_wrong_kafka_security_setting_is_named_without_the_password(
+    changes: dict[str, str | None], expected: str
+) -> None:
+    env = {**SASL, **changes}
+    with pytest.raises(SettingsError) as raised:
+        load_settings({name: value for name, value in env.items() if value is not None})
+    assert expected in str(raised.value) and KAFKA_PASSWORD not in str(raised.value)
+
+
+def test_one_client_configuration_for_librdkafka_and_spark(tmp_path: Path) -> None:
+    from shopstream.kafka_clients import client_config, kafka_client_config, spark_kafka_options
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = load_settings({**SASL, "SHOPSTREAM_KAFKA_SSL_CA_LOCATION": str(ca)})
+    assert kafka_client_config(settings) == {
+        "bootstrap.servers": "broker-1.example.com:9096",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "shop",
+        "sasl.password": KAFKA_PASSWORD,
+        "ssl.ca.location": str(ca.resolve()),
+    }
+    assert client_config("other:9092", settings.kafka_security, **{"group.id": "g"})["group.id"] == "g"
+    options = spark_kafka_options("broker-1.example.com:9096", settings.kafka_security)
+    assert options == {
+        "kafka.bootstrap.servers": "broker-1.example.com:9096",
+        "kafka.security.protocol": "SASL_SSL",
+        "kafka.sasl.mechanism": "SCRAM-SHA-512",
+        # The JAAS string quotes and escapes the password; Spark redacts the option (its value says password).
+        "kafka.sasl.jaas.config": 'org.apache.kafka.common.security.scram.ScramLoginModule required username="shop" '
+        'password="p@ss \\"word\\" \\\\ #%";',
+        "kafka.ssl.truststore.type": "PEM",
+        "kafka.ssl.truststore.location": str(ca.resolve()),
+    }
+    # Plaintext: the brokers and nothing else, so the embedded broker's clients are unchanged.
+    plain = load_settings({"SHOPSTREAM_KAFKA_BOOTSTRAP": "k:9092"})
+    assert kafka_client_config(plain) == {"bootstrap.servers": "k:9092"}
+    assert spark_kafka_options("k:9092", plain.kafka_security) == {"kafka.bootstrap.servers": "k:9092"}
