@@ -71,6 +71,7 @@ class Endpoints:
             "SHOPSTREAM_DB_NAME": parts.database,
             "SHOPSTREAM_DAGSTER_DB_USER": dagster.user,
             "SHOPSTREAM_DAGSTER_DB_PASSWORD": dagster.password,
+            **database.ssl_environment(self.database_url),
         }
 
 

@@ -55,6 +55,7 @@ def dbt_environment(database_url: str, base: Mapping[str, str] | None = None) ->
             "SHOPSTREAM_DB_USER": parts.user,
             "SHOPSTREAM_DB_PASSWORD": parts.password,
             "SHOPSTREAM_DB_NAME": parts.database,
+            **database.ssl_environment(database_url),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         }
     )

@@ -18,6 +18,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from shopstream.command import fail
+from shopstream.kafka_clients import client_config
 from streaming.producer import TURN_LIMIT, UNPACED_CLOCK_RATE, ClickstreamProducer, DeliveryCounts, run
 from streaming.simulator import Simulator
 
@@ -91,7 +92,7 @@ def measure_delivery(bootstrap: str, events: int, seed: int, partitions: int) ->
 
 def _delete_topic(bootstrap: str, topic: str) -> None:
     # The admin client must outlive the future: a collected client cancels its requests.
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     try:
         admin.delete_topics([topic], operation_timeout=30)[topic].result(30)
     except KafkaException as error:
