@@ -56,6 +56,26 @@ def messages_per_collection(spark: SparkSession) -> int:
     return max(1, budget // LARGEST_ROW_BYTES)
 
 
+def within_driver_memory(spark: SparkSession, requested: int, batches: str) -> int:
+    """``requested`` messages per batch, or fewer: as many as the driver holds when each is as large as a row can be.
+
+    A batch is collected into the driver whole, so its message count bounds its bytes only
+    through the largest row: the bound holds whatever the messages carry (docs/memory.md).
+    """
+    limit = messages_per_collection(spark)
+    if requested <= limit:
+        return requested
+    log.info(
+        "%s of at most %s messages (not %s): that many rows of the largest size, %s bytes, fit half of"
+        " spark.driver.maxResultSize and a quarter of spark.driver.memory",
+        batches,
+        f"{limit:,}",
+        f"{requested:,}",
+        f"{LARGEST_ROW_BYTES:,}",
+    )
+    return limit
+
+
 def spark_size_bytes(text: str, *, default_unit: str = "b") -> int:
     """A Spark size setting (``1g``, ``512m``, ``1073741824``) in bytes, read as Spark reads it (powers of 1,024)."""
     match = _SIZE.fullmatch(text.strip().lower())

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shopstream.settings import Settings
-from streaming.arrow_collection import LARGEST_ROW_BYTES, messages_per_collection
+from streaming.arrow_collection import within_driver_memory
 from streaming.batch_writer import BatchWriter, StreamSummary
 from streaming.checkpoint import (
     checkpoint_dir,
@@ -49,7 +49,7 @@ log = logging.getLogger("shopstream.stream")
 
 # Big enough to amortise the fixed cost of a micro-batch (checkpoint writes, job scheduling)
 # when draining a backlog; at a steady rate batches stay small anyway. Both are lowered to
-# what the driver's memory holds (:func:`within_driver_memory`).
+# what the driver's memory holds (:func:`streaming.arrow_collection.within_driver_memory`).
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 250_000
 DEFAULT_REPLAY_CHUNK = 500_000
 # Consecutive failed query runs (broker down, PostgreSQL down beyond the sink's own
@@ -246,26 +246,6 @@ def _run_query_once(
             log.debug("query.stop(): %s", error)
         # The batch committing behind, before anyone compares Bronze with the checkpoint again.
         writer.query_stopped(raise_error=not failed)
-
-
-def within_driver_memory(spark: SparkSession, requested: int, batches: str) -> int:
-    """``requested`` messages per batch, or fewer: as many as the driver holds when each is as large as a row can be.
-
-    A batch is collected into the driver whole, so its message count bounds its bytes only
-    through the largest row: the bound holds whatever the messages carry (docs/memory.md).
-    """
-    limit = messages_per_collection(spark)
-    if requested <= limit:
-        return requested
-    log.info(
-        "%s of at most %s messages (not %s): that many rows of the largest size, %s bytes, fit half of"
-        " spark.driver.maxResultSize and a quarter of spark.driver.memory",
-        batches,
-        f"{limit:,}",
-        f"{requested:,}",
-        f"{LARGEST_ROW_BYTES:,}",
-    )
-    return limit
 
 
 def _is_fatal(error: BaseException) -> bool:
