@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shopstream.settings import Settings
+from streaming.arrow_collection import within_driver_memory
 from streaming.batch_writer import BatchWriter, StreamSummary
 from streaming.checkpoint import (
     checkpoint_dir,
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("shopstream.stream")
 
 # Big enough to amortise the fixed cost of a micro-batch (checkpoint writes, job scheduling)
-# when draining a backlog; at a steady rate batches stay small anyway.
+# when draining a backlog; at a steady rate batches stay small anyway. Both are lowered to
+# what the driver's memory holds (:func:`streaming.arrow_collection.within_driver_memory`).
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 250_000
 DEFAULT_REPLAY_CHUNK = 500_000
 # Consecutive failed query runs (broker down, PostgreSQL down beyond the sink's own
@@ -85,6 +87,7 @@ def run_stream(
     from streaming.bronze_sink import BronzeSink, retrying
 
     topic = settings.topic
+    max_offsets_per_trigger = within_driver_memory(spark, max_offsets_per_trigger, "micro-batches")
     stop = stop or threading.Event()
     checkpoint = checkpoint_dir(settings, topic)
     summary = StreamSummary()
@@ -340,6 +343,7 @@ def replay_topic(
     database_url = database_url or services.database_urls(settings)[0]
     kafka_bootstrap = kafka_bootstrap or services.kafka_bootstrap(settings)
     topic = topic or settings.topic
+    max_offsets_per_chunk = within_driver_memory(spark, max_offsets_per_chunk, "replay chunks")
     began = time.monotonic()
     summary = ReplaySummary()
     marks = watermarks(kafka_bootstrap, topic)

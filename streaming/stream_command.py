@@ -36,7 +36,12 @@ def stream_command(
         ),
     ] = None,
     max_offsets_per_trigger: Annotated[
-        int, typer.Option("--max-offsets-per-trigger", min=1, help="Most messages one micro-batch reads.")
+        int,
+        typer.Option(
+            "--max-offsets-per-trigger",
+            min=1,
+            help="Most messages one micro-batch reads (fewer if the driver cannot hold that many of the largest rows).",
+        ),
     ] = DEFAULT_MAX_OFFSETS_PER_TRIGGER,
     restart_from_bronze: Annotated[
         bool,

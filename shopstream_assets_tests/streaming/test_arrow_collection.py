@@ -3,6 +3,8 @@ path, at once), exactly the rows and schema of ``toArrow()``."""
 
 from __future__ import annotations
 
+import time
+
 import pyarrow as pa
 import pytest
 
@@ -62,3 +64,28 @@ def test_without_a_private_name_arrow_chunks_hands_over_to_arrow_s_rows(
     with pytest.raises(RuntimeError, match="the sink gave up"), arrow_chunks(frame) as chunks:
         for _ in chunks:
             raise RuntimeError("the sink gave up")
+
+
+def test_a_job_spark_aborts_after_a_task_handed_over_its_rows_fails_the_iteration(spark) -> None:
+    """The sink commits when the chunks end: a job Spark aborts after one task's rows arrived (a task that
+    failed, results beyond spark.driver.maxResultSize) must end the iteration with the failure, not
+    with a batch that lacks the other task's rows."""
+    from pyspark.sql.functions import udf
+
+    @udf("long")
+    def fails_late_in_the_second_partition(value):  # no hints: Spark would read them as a pandas UDF
+        if value >= 10:
+            time.sleep(3)  # the first task's rows reach the driver first
+            raise ValueError("the second task failed")
+        return value
+
+    frame = spark.range(0, 20, numPartitions=2).select(fails_late_in_the_second_partition("id").alias("id"))
+    arrived: list[pa.RecordBatch] = []
+    ended_without_failure = False
+    with pytest.raises(Exception, match="the second task failed"), arrow_chunks(frame) as chunks:
+        for batch in chunks:
+            arrived.append(batch)
+        ended_without_failure = True
+    assert not ended_without_failure
+    assert sum(batch.num_rows for batch in arrived) == 10  # the first task's rows did arrive
+    assert spark.range(3).count() == 3
