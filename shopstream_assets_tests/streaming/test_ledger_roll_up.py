@@ -1,5 +1,6 @@
 """A ledger rolled up while the stream runs on: the stream, the freshness read and dbt's test of the
-events' batch ids against the real broker, Spark, PostgreSQL and dbt.
+events' batch ids against the real broker, Spark, PostgreSQL and dbt; and a writer that never waits
+for a roll-up in progress.
 
 The expected figures are scans of the per-batch ledger taken before the roll-up and of Bronze's
 tables, never the reads under test.
@@ -14,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from shopstream.database import connect
 from shopstream.settings import load_settings
 from shopstream_assets_tests.streaming.conftest import (
     assert_every_batch_accounted,
@@ -23,7 +25,11 @@ from shopstream_assets_tests.streaming.conftest import (
 )
 from shopstream_cli.bench.dbt import dbt_environment, run_dbt
 from streaming import ledger
+from streaming.bronze_batch import SOURCE_STREAM, write_batch
+from streaming.bronze_load import KafkaPositions, validated_table
 from streaming.job import run_stream
+from streaming.producer import UNPACED_CLOCK_RATE
+from streaming.simulator import Simulator
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -148,3 +154,44 @@ def astuple_without_clock(totals: ledger.IngestTotals) -> tuple:
         totals.last_batch_committed_at,
         totals.newest_event_time,
     )
+
+
+def test_a_micro_batch_never_waits_for_a_roll_up_in_progress(database_url: str) -> None:
+    """The roll-up's transaction is held open (rows deleted, hours written, not committed) while the
+    writer commits batches with a lock timeout of one second: nothing either touches is locked by
+    the other. Then both commit and the sums equal a scan of both forms of the ledger."""
+    positions = KafkaPositions("clicks", partitions=3)
+
+    def write(conn: psycopg.Connection, seed: int) -> int:
+        sample = Simulator(seed, events_per_second=UNPACED_CLOCK_RATE, bad_ratio=0.1).take(40)
+        table = validated_table(sample.keys, sample.values, positions)
+        return write_batch(conn, table, topic=positions.topic, source=SOURCE_STREAM).batch_id
+
+    with connect(database_url) as writer:
+        writer.autocommit = True
+        old = [write(writer, seed) for seed in range(10)]
+        writer.execute(
+            "update bronze.ingest_batches"
+            " set committed_at = now() - interval '9 days' + batch_id * interval '7 minutes'"
+        )
+        writer.execute("set lock_timeout = '1s'")
+        with connect(database_url) as rolling:  # one transaction until commit()
+            rolled = ledger.roll_up_ledger(rolling, timedelta(days=7), chunk_batches=4)
+            assert rolled.batches == len(old) - 1  # all but the newest: every batch covers all three partitions
+            offsets = ledger.committed_offsets(writer, positions.topic)
+            new = [write(writer, seed) for seed in range(20, 23)]  # a LockNotAvailable here fails the test
+            assert ledger.committed_offsets(writer, positions.topic) != offsets
+            assert ledger.batches_after(writer, positions.topic, old[-1]).batches == len(new)
+            rolling.commit()
+        kept = [row[0] for row in writer.execute("select batch_id from bronze.ingest_batches order by 1")]
+        assert kept == [old[-1], *new]
+        scan = writer.execute(
+            "select sum(batches), sum(messages), sum(rows_written), sum(rejects) from ("
+            " select count(*) as batches, sum(messages_consumed) as messages, sum(rows_written) as rows_written,"
+            "  sum(rejects) as rejects from bronze.ingest_batches"
+            " union all select sum(batches), sum(messages_consumed), sum(rows_written), sum(rejects)"
+            "  from bronze.ingest_batches_hourly) as both_forms"
+        ).fetchone()
+        totals = ledger.ingest_totals(writer, positions.topic)
+        assert (totals.batches, totals.messages_consumed, totals.rows_written, totals.rejects) == tuple(scan)
+        assert totals.messages_consumed == 40 * (len(old) + len(new))
