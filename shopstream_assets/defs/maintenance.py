@@ -12,7 +12,7 @@ The ledger (``bronze.ingest_batches``) gains a row per micro-batch; an hourly jo
 past the keep age into one row per topic and hour (:func:`streaming.ledger.roll_up_ledger`).
 Micro-batches do not wait for it: it takes only a lock of its own, never the Bronze writers',
 and deletes only old rows no writer touches (no offset names them, none is a topic's newest),
-in chunks of one short transaction each; the module's docstring says why no row lock is shared.
+in chunks of one short transaction each; streaming/ledger_roll_up.py says why no row lock is shared.
 Hourly, so each run folds about an hour of rows, not a day's.
 """
 
