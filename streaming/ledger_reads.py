@@ -3,7 +3,9 @@
 Every read here is bounded, however long the stream has run: totals and rejects by reason
 come from the running sums kept by migration 0007's triggers (``bronze.ingest_totals``,
 ``bronze.reject_totals``), batch lists and ranges walk ``batch_id`` from a cursor or from the
-newest batch, and the row check counts Bronze only over a recent window of batches.
+newest batch, the row check counts Bronze only over a recent window of batches, and the
+newest event time through a batch is read from the running value migration 0008 keeps on
+each ledger row. Rolled-up hours (``bronze.ingest_batches_hourly``) change none of these answers.
 Re-exported by :mod:`streaming.ledger`, which callers import.
 """
 
@@ -16,42 +18,76 @@ from decimal import Decimal
 import psycopg
 
 # The row check's window, back from the topic's newest batch (not from now: an idle stream
-# still has its last hour checked). Keep it well under the ledger's roll-up age: rolled-up
-# batches have no row of their own to count against.
+# still has its last hour checked). Batches rolled up inside it (a stream idle for longer than
+# the ledger's keep age) count by their hour's sums.
 ROW_CHECK_WINDOW = "1 hour"
 
 _LATEST_BATCH_ID_SQL = "select coalesce(max(last_batch_id), 0) from bronze.ingest_totals where kafka_topic = %s"
 
 # One statement, one snapshot: the next offsets per partition are those after the range's
-# last batch, even while the stream commits more.
+# last batch, even while the stream commits more. The topic's batches after the cursor, per
+# batch and, where the ledger has rolled them up (a sensor stopped for longer than the keep
+# age), per hour: an hour holding the cursor's batch counts whole. Both by index from the cursor.
 _BATCHES_AFTER_SQL = """
-select min(batch_id), max(batch_id), count(*), count(*) filter (where source = 'stream'),
-       coalesce(sum(messages_consumed), 0), coalesce(sum(rows_written), 0),
-       coalesce(sum(rejects), 0), coalesce(sum(duplicates), 0),
-       min(min_event_time), max(max_event_time), max(committed_at),
+with units as (
+    select batch_id as first_batch_id, batch_id as last_batch_id, 1::bigint as batches,
+           (source = 'stream')::int::bigint as stream_batches, messages_consumed::bigint,
+           rows_written::bigint, rejects::bigint, duplicates::bigint, min_event_time, max_event_time,
+           committed_at as last_committed_at
+    from bronze.ingest_batches
+    where kafka_topic = %(topic)s and batch_id > %(after_batch_id)s
+    union all
+    select first_batch_id, last_batch_id, batches, stream_batches, messages_consumed, rows_written, rejects,
+           duplicates, min_event_time, max_event_time, last_committed_at
+    from bronze.ingest_batches_hourly
+    where kafka_topic = %(topic)s and last_batch_id > %(after_batch_id)s
+)
+select min(first_batch_id), max(last_batch_id),
+       coalesce(sum(batches), 0)::bigint, coalesce(sum(stream_batches), 0)::bigint,
+       coalesce(sum(messages_consumed), 0)::bigint, coalesce(sum(rows_written), 0)::bigint,
+       coalesce(sum(rejects), 0)::bigint, coalesce(sum(duplicates), 0)::bigint,
+       min(min_event_time), max(max_event_time), max(last_committed_at),
        (select jsonb_object_agg(kafka_partition, next_offset)
         from bronze.ingest_offsets where kafka_topic = %(topic)s)
-from bronze.ingest_batches
-where kafka_topic = %(topic)s and batch_id > %(after_batch_id)s
+from units
 """
 
 # The window's first batch, then both sides from it by batch_id (the events' batch_id index,
-# the ledger's primary key): a batch committed meanwhile is in neither.
+# the ledger's primary key): a batch committed meanwhile is in neither. Batches rolled up
+# (bronze.ingest_batches_hourly) count by their hour: an hour lies wholly inside the window's
+# batch range or wholly before it, since batch ids grow in commit order; its rows are found by
+# hour, which is never before the hour of the window's start.
 _ROW_COUNTS_SQL = """
 with totals as (
-    select last_batch_committed_at, rows_written from bronze.ingest_totals where kafka_topic = %(topic)s
+    select last_batch_committed_at, rows_written,
+           last_batch_committed_at - %(window)s::interval as since
+    from bronze.ingest_totals where kafka_topic = %(topic)s
 ), first_batch as (
-    select min(batch_id) as batch_id
+    select min(first_batch_id) as batch_id from (
+        select min(batch_id) as first_batch_id
+        from bronze.ingest_batches
+        where kafka_topic = %(topic)s and committed_at >= (select since from totals)
+        union all
+        select min(first_batch_id)
+        from bronze.ingest_batches_hourly
+        where kafka_topic = %(topic)s and hour >= date_trunc('hour', (select since from totals), 'UTC')
+          and last_committed_at >= (select since from totals)
+    ) as candidates
+), ledger as (
+    select rows_written::bigint, 1::bigint as batches
     from bronze.ingest_batches
-    where kafka_topic = %(topic)s
-      and committed_at >= (select last_batch_committed_at from totals) - %(window)s::interval
+    where kafka_topic = %(topic)s and batch_id >= (select batch_id from first_batch)
+    union all
+    select rows_written, batches
+    from bronze.ingest_batches_hourly
+    where kafka_topic = %(topic)s and hour >= date_trunc('hour', (select since from totals), 'UTC')
+      and first_batch_id >= (select batch_id from first_batch)
 )
 select (select count(*) from bronze.clickstream_events
         where kafka_topic = %(topic)s and batch_id >= (select batch_id from first_batch)),
-       coalesce(sum(rows_written), 0), count(*), (select batch_id from first_batch),
+       coalesce(sum(rows_written), 0)::bigint, coalesce(sum(batches), 0)::bigint, (select batch_id from first_batch),
        coalesce((select rows_written from totals), 0)
-from bronze.ingest_batches
-where kafka_topic = %(topic)s and batch_id >= (select batch_id from first_batch)
+from ledger
 """
 
 _MESSAGES_AND_REJECTS_SINCE_SQL = (
@@ -99,10 +135,16 @@ order by batch_id desc
 limit %(limit)s
 """
 
+# Two index probes (migration 0008 keeps the running newest event time on each row): the ledger
+# row at or below the batch_id, and the newest hour rolled up at or below it. A batch_id inside
+# a rolled-up hour (Gold more than the ledger's keep age behind) gets that of the hour before.
 _NEWEST_EVENT_TIME_THROUGH_SQL = """
-select max(max_event_time)
-from bronze.ingest_batches
-where batch_id <= %(batch_id)s
+select greatest(
+    (select newest_event_time_so_far from bronze.ingest_batches
+     where batch_id <= %(batch_id)s order by batch_id desc limit 1),
+    (select newest_event_time_so_far from bronze.ingest_batches_hourly
+     where last_batch_id <= %(batch_id)s order by last_batch_id desc limit 1)
+)
 """
 
 
@@ -183,8 +225,8 @@ def latest_batch_id(conn: psycopg.Connection, topic: str) -> int:
 def batches_after(conn: psycopg.Connection, topic: str, after_batch_id: int) -> BatchRange | None:
     """The batches of ``topic`` committed after ``after_batch_id``, summed; None if there are none.
 
-    Only per-batch rows count: a roll-up never takes a topic's newest batch, so a cursor at
-    it never sees rolled-up batches as new.
+    A roll-up never takes a topic's newest batch, so a cursor at it never sees rolled-up
+    batches as new; a cursor older than the keep age counts the hours rolled up since.
     """
     row = conn.execute(_BATCHES_AFTER_SQL, {"topic": topic, "after_batch_id": after_batch_id}).fetchone()
     if row is None or row[0] is None:
@@ -255,6 +297,6 @@ def last_batches(conn: psycopg.Connection, topic: str, limit: int) -> list[Ledge
 
 def newest_event_time_through(conn: psycopg.Connection, batch_id: int) -> datetime | None:
     """The newest event time in the batches up to ``batch_id`` (all topics): what a reader
-    that has consumed Bronze up to that batch holds."""
+    that has consumed Bronze up to that batch holds. Two index probes, however long the ledger."""
     (newest,) = conn.execute(_NEWEST_EVENT_TIME_THROUGH_SQL, {"batch_id": batch_id}).fetchone()
     return newest

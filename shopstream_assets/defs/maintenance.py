@@ -1,4 +1,5 @@
-"""Dagster's own history, bounded: runs older than SHOPSTREAM_DAGSTER_RETENTION_DAYS go, whole.
+"""Bounded history: Dagster's runs older than SHOPSTREAM_DAGSTER_RETENTION_DAYS go, whole, and the
+Bronze ledger's per-batch rows older than SHOPSTREAM_LEDGER_KEEP_DAYS are rolled up per hour.
 
 The Bronze sensor starts a dbt run every few seconds while events flow, and each run leaves its
 run record, a few hundred event log rows and a compute log folder under DAGSTER_HOME/storage.
@@ -6,6 +7,13 @@ Dagster itself prunes only sensor and schedule ticks (``retention`` in dagster.y
 schedule removes the rest daily through the instance's public API: ``get_run_records`` with
 ``created_before``, ``delete_run`` (the run and its event log) and the compute log manager's
 ``delete_logs`` (its captured stdout and stderr). Runs that have not finished are never touched.
+
+The ledger (``bronze.ingest_batches``) gains a row per micro-batch; an hourly job folds the rows
+past the keep age into one row per topic and hour (:func:`streaming.ledger.roll_up_ledger`).
+Micro-batches do not wait for it: it takes only a lock of its own, never the Bronze writers',
+and deletes only old rows no writer touches (no offset names them, none is a topic's newest),
+in chunks of one short transaction each; streaming/ledger_roll_up.py says why no row lock is shared.
+Hourly, so each run folds about an hour of rows, not a day's.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -14,6 +22,8 @@ import dagster as dg
 
 from shopstream.postgres_server import EmbeddedPostgres
 from shopstream.settings import load_settings
+from shopstream_assets.defs.resources import PostgresResource
+from streaming.ledger import roll_up_ledger
 
 PRUNE_JOB_NAME = "prune_dagster_history"
 # Runs that have finished; a queued or running run is someone's work in progress, however old.
@@ -94,6 +104,51 @@ prune_dagster_history_schedule = dg.ScheduleDefinition(
     job=prune_dagster_history,
     # Off the hour and away from the 02:30 full rebuild.
     cron_schedule="47 3 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+
+LEDGER_ROLL_UP_JOB_NAME = "roll_up_bronze_ledger"
+
+
+class LedgerRollUpConfig(dg.Config):
+    keep_days: int | None = None
+    """Roll up per-batch ledger rows committed more than this many days ago (default SHOPSTREAM_LEDGER_KEEP_DAYS)."""
+
+
+@dg.op(description="Folds the Bronze ledger's per-batch rows older than the keep age into one row per topic and hour.")
+def roll_up_old_ledger_rows(
+    context: dg.OpExecutionContext, config: LedgerRollUpConfig, postgres: PostgresResource
+) -> dg.Output[int]:
+    days = config.keep_days if config.keep_days is not None else load_settings().ledger_keep_days
+    if days < 1:
+        raise dg.Failure(description=f"keep_days must be at least 1: got {days}")
+    with postgres.connect() as conn:
+        rolled = roll_up_ledger(conn, timedelta(days=days))
+    context.log.info(f"rolled {rolled.batches:,} ledger rows older than {days} days into {rolled.hours:,} hourly rows")
+    return dg.Output(
+        rolled.batches,
+        metadata={"batches_rolled_up": rolled.batches, "hours_written": rolled.hours, "keep_days": days},
+    )
+
+
+@dg.job(
+    name=LEDGER_ROLL_UP_JOB_NAME,
+    description=(
+        "Rolls the Bronze ledger's per-batch rows older than SHOPSTREAM_LEDGER_KEEP_DAYS (default 7) up into "
+        "bronze.ingest_batches_hourly (per topic, partition and hour); totals, offsets and cursors do not move."
+    ),
+)
+def roll_up_bronze_ledger() -> None:
+    roll_up_old_ledger_rows()
+
+
+roll_up_bronze_ledger_schedule = dg.ScheduleDefinition(
+    name="roll_up_bronze_ledger_hourly",
+    job=roll_up_bronze_ledger,
+    # Off the quarter hours the checks and tests use.
+    cron_schedule="41 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )

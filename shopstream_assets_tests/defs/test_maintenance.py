@@ -1,15 +1,32 @@
-"""Dagster history pruned by age: real runs on the PostgreSQL-backed instance, back-dated, then the job."""
+"""Bounded history: Dagster's runs pruned by age (real runs on the PostgreSQL-backed instance, back-dated,
+then the job), and the Bronze ledger rolled up by its hourly job while the sensor and the checks read it."""
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from confluent_kafka import Producer
 
 from shopstream.database import connect
 from shopstream.settings import Settings
-from shopstream_assets.defs.maintenance import PRUNE_JOB_NAME, PruneConfig, prune_old_runs, prune_postgres_logs
+from shopstream_assets.defs.maintenance import (
+    LEDGER_ROLL_UP_JOB_NAME,
+    PRUNE_JOB_NAME,
+    LedgerRollUpConfig,
+    PruneConfig,
+    prune_old_runs,
+    prune_postgres_logs,
+    roll_up_old_ledger_rows,
+)
+from shopstream_assets.defs.streaming.sensors import SENSOR_NAME
+from shopstream_assets_tests.conftest import TEST_PARTITIONS
+from streaming import ledger
+from streaming.bronze_load import KafkaPositions, write_messages
+from streaming.producer import UNPACED_CLOCK_RATE
+from streaming.simulator import Simulator
 
 LINE = "a line of this run's own output"
 
@@ -130,3 +147,127 @@ def test_the_same_job_keeps_the_embedded_postgres_newest_rotated_logs(
 
     assert result.success and result.output_for_node(prune_postgres_logs.name) == 3
     assert sorted(path.name for path in server_logs.iterdir()) == names[-3:]
+
+
+def _ingest(database_url: str, kafka_bootstrap: str, positions: KafkaPositions, seed: int, count: int) -> int:
+    """``count`` simulator messages onto the broker and into Bronze as one batch at the offsets the broker gave."""
+    batch = Simulator(seed, events_per_second=UNPACED_CLOCK_RATE, bad_ratio=0.1).take(count)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    for key, value in zip(batch.keys, batch.values, strict=True):
+        producer.produce(positions.topic, value, key)
+    assert producer.flush(30) == 0
+    with connect(database_url) as conn:
+        batch_id = write_messages(conn, batch.keys, batch.values, positions)
+    assert batch_id is not None
+    return batch_id
+
+
+def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources, cursor=cursor)
+    return defs.resolve_sensor_def(SENSOR_NAME).evaluate_tick(context)
+
+
+def _materialized(result: dg.SensorResult) -> dict[str, object]:
+    (materialization,) = result.asset_events
+    return {name: value.value for name, value in materialization.metadata.items() if name != "last_committed_at"}
+
+
+def _checks(defs: dg.Definitions) -> dict[str, dg.AssetCheckEvaluation]:
+    result = defs.resolve_job_def("bronze_quality_checks").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+
+
+def _figures(evaluation: dg.AssetCheckEvaluation) -> dict[str, object]:
+    return {name: value.value for name, value in evaluation.metadata.items()}
+
+
+def test_the_hourly_roll_up_leaves_the_sensor_the_checks_and_the_live_page_reading_the_same(
+    defs: dg.Definitions,
+    dagster_instance: dg.DagsterInstance,
+    process_env: Settings,
+    database_url: str,
+    kafka_bootstrap: str,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream idle for longer than the keep age: its last hour of batches is rolled up, and the row
+    check's window (the last hour of ingest) now spans rolled-up hours and kept rows."""
+    monkeypatch.setenv("SHOPSTREAM_LEDGER_KEEP_DAYS", "3")
+    positions = KafkaPositions(topic, partitions=TEST_PARTITIONS)
+    batches = [_ingest(database_url, kafka_bootstrap, positions, seed, 150) for seed in range(31, 37)]
+    with connect(database_url) as conn:
+        # Four days ago, eight minutes apart: the span crosses a clock hour whatever the minute now.
+        conn.execute(
+            "update bronze.ingest_batches set committed_at = now() - interval '4 days'"
+            " + (batch_id - %s) * interval '8 minutes', started_at = now() - interval '5 days'",
+            (batches[0],),
+        )
+        # As if they had committed then: the running newest commit time too (the row check's window ends there).
+        conn.execute(
+            "update bronze.ingest_totals set last_batch_committed_at ="
+            " (select max(committed_at) from bronze.ingest_batches) where kafka_topic = %s",
+            (topic,),
+        )
+        totals = ledger.ingest_totals(conn, topic)
+        newest_event_time = ledger.newest_event_time_through(conn, batches[-1])
+        last_batches = ledger.last_batches(conn, topic, 1)
+
+    sensor_before = _tick(defs, dagster_instance, None)
+    checks_before = _checks(defs)
+    assert checks_before["row_count"].passed and checks_before["consumer_lag"].passed
+    # The window (the last hour of ingest) holds every batch: all forty minutes of them.
+    assert _figures(checks_before["row_count"])["batches"] == len(batches)
+
+    schedule = defs.resolve_schedule_def("roll_up_bronze_ledger_hourly")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING and schedule.job_name == LEDGER_ROLL_UP_JOB_NAME
+    job = defs.resolve_job_def(LEDGER_ROLL_UP_JOB_NAME)
+    # Four days is within a keep age of five: nothing to fold.
+    kept_age = job.execute_in_process(
+        instance=dagster_instance,
+        run_config=dg.RunConfig(ops={roll_up_old_ledger_rows.name: LedgerRollUpConfig(keep_days=5)}),
+    )
+    assert kept_age.output_for_node(roll_up_old_ledger_rows.name) == 0
+    rolling = job.execute_in_process(instance=dagster_instance)  # SHOPSTREAM_LEDGER_KEEP_DAYS=3
+    assert rolling.success
+    rolled = rolling.output_for_node(roll_up_old_ledger_rows.name)
+    with connect(database_url) as conn:
+        kept = [row[0] for row in conn.execute("select batch_id from bronze.ingest_batches order by 1").fetchall()]
+        (hours,) = conn.execute("select count(*) from bronze.ingest_batches_hourly").fetchone()
+    assert batches[-1] in kept and rolled == len(batches) - len(kept) > 0 and hours >= 1
+    assert job.execute_in_process(instance=dagster_instance).output_for_node(roll_up_old_ledger_rows.name) == 0
+
+    # The sensor: the same range and figures from the start, nothing new at its cursor.
+    sensor_after = _tick(defs, dagster_instance, None)
+    assert _materialized(sensor_after) == _materialized(sensor_before)
+    assert sensor_after.cursor == sensor_before.cursor == str(batches[-1])
+    assert "no new batches" in _tick(defs, dagster_instance, sensor_after.cursor).skip_message
+    # A cursor inside the rolled-up hours (a sensor stopped past the keep age) still sees the newest batch.
+    behind = _tick(defs, dagster_instance, str(batches[0]))
+    assert behind.cursor == str(batches[-1]) and _materialized(behind)["batches"] >= len(batches) - 1
+
+    # The checks: the same rows against the same ledger sums over the same window.
+    checks_after = _checks(defs)
+    for name in ("row_count", "consumer_lag"):
+        assert checks_after[name].passed, name
+        assert _figures(checks_after[name]) == _figures(checks_before[name]), name
+    # The Live page's reads.
+    with connect(database_url) as conn:
+        assert astuple(ledger.ingest_totals(conn, topic))[:-1] == astuple(totals)[:-1]  # all but the clock
+        assert ledger.newest_event_time_through(conn, batches[-1]) == newest_event_time
+        assert ledger.last_batches(conn, topic, 1) == last_batches
+
+    # A row lost from a rolled-up batch inside the window is still seen.
+    with connect(database_url) as conn:
+        conn.execute(
+            "delete from bronze.clickstream_events where event_id ="
+            " (select min(event_id) from bronze.clickstream_events where batch_id = %s)",
+            (batches[1],),
+        )
+    lost = _checks(defs)["row_count"]
+    assert not lost.passed and lost.severity == dg.AssetCheckSeverity.ERROR
+
+    # After a new batch the sensor sees exactly that one.
+    newer = _ingest(database_url, kafka_bootstrap, positions, 40, 100)
+    (request,) = _tick(defs, dagster_instance, sensor_after.cursor).run_requests
+    assert request.run_key == f"bronze-{newer}-{newer}"

@@ -110,3 +110,41 @@ def test_a_ledger_rows_planned_range_set_after_its_insert_advances_the_offsets(d
             " order by 1"
         ).fetchall()
     assert rows == [(0, 6, batch_id), (1, 3, batch_id), (2, 4, batch_id)]
+
+
+def test_the_running_newest_event_time_starts_from_an_older_databases_ledger(admin_database_url: str) -> None:
+    """Migration 0008 fills each ledger row's newest event time so far (all topics, in batch_id order);
+    from then on the insert trigger keeps it, whoever writes the row."""
+    name = f"t_newest_backfill_{uuid.uuid4().hex[:8]}"
+    database.ensure_database(admin_database_url, name)
+    url = database.with_database(admin_database_url, name)
+    insert = (
+        "insert into bronze.ingest_batches (kafka_topic, source, start_offsets, end_offsets, messages_consumed,"
+        " rows_written, rejects, duplicates, max_event_time, started_at)"
+        " values (%s, 'stream', '{}', %s, 0, 0, 0, 0, %s::timestamptz, now())"
+    )
+    try:
+        with database.connect(url) as conn:
+            conn.execute("create table public.shopstream_migrations (name text primary key, applied_at timestamptz)")
+            for script_name, script in migration_scripts():
+                if script_name.startswith("0008"):
+                    break
+                conn.execute(script)
+                conn.execute("insert into public.shopstream_migrations values (%s, now())", (script_name,))
+            for topic, end, newest in (
+                ("t", '{"0": 1}', "2026-01-01 10:00Z"),
+                ("u", '{"0": 1}', "2026-01-01 12:00Z"),
+                ("t", '{"0": 2}', None),
+                ("t", '{"0": 3}', "2026-01-01 11:00Z"),
+            ):
+                conn.execute(insert, (topic, end, newest))
+        assert migrate(url) == [name for name, _ in migration_scripts() if name >= "0008"]
+        with database.connect(url) as conn:
+            conn.execute(insert, ("u", '{"0": 2}', "2026-01-01 09:00Z"))
+            rows = conn.execute(
+                "select batch_id, to_char(newest_event_time_so_far at time zone 'UTC', 'DD HH24')"
+                " from bronze.ingest_batches order by 1"
+            ).fetchall()
+        assert rows == [(1, "01 10"), (2, "01 12"), (3, "01 12"), (4, "01 12"), (5, "01 12")]
+    finally:
+        database.drop_database(admin_database_url, name)
