@@ -7,6 +7,8 @@ Dagster itself prunes only sensor and schedule ticks (``retention`` in dagster.y
 schedule removes the rest daily through the instance's public API: ``get_run_records`` with
 ``created_before``, ``delete_run`` (the run and its event log) and the compute log manager's
 ``delete_logs`` (its captured stdout and stderr). Runs that have not finished are never touched.
+What the sensor and the checks report outside runs goes by age too, through Dagster's tables
+(``runtime.dagster_private.prune_runless_history``: no public API deletes those by age).
 
 The ledger (``bronze.ingest_batches``) gains a row per micro-batch; an hourly job folds the rows
 past the keep age into one row per topic and hour (:func:`streaming.ledger.roll_up_ledger`).
@@ -23,6 +25,7 @@ import dagster as dg
 from shopstream.postgres_server import EmbeddedPostgres
 from shopstream.settings import load_settings
 from shopstream_assets.defs.resources import PostgresResource
+from shopstream_assets.runtime.dagster_private import PRIVATE_FOR_MAINTENANCE, prune_runless_history
 from streaming.ledger import roll_up_ledger
 
 PRUNE_JOB_NAME = "prune_dagster_history"
@@ -71,9 +74,23 @@ def prune_old_runs(context: dg.OpExecutionContext, config: PruneConfig) -> dg.Ou
     created_before = datetime.now(UTC) - timedelta(days=days)
     pruned = prune_runs(context.instance, created_before)
     context.log.info(f"removed {pruned:,} finished runs created before {created_before:%Y-%m-%d %H:%M} UTC")
+    runless = prune_runless_history(context.instance, created_before)
+    if runless is None:
+        context.log.warning(
+            "the sensor's materializations and the checks' evaluations were not pruned: the installed Dagster "
+            f"lacks {', '.join(PRIVATE_FOR_MAINTENANCE.missing()) or 'a SQL event log'}"
+        )
+    events, checks = runless or (0, 0)
+    context.log.info(f"removed {events:,} events reported outside runs and {checks:,} check executions")
     return dg.Output(
         pruned,
-        metadata={"runs_removed": pruned, "retention_days": days, "created_before": created_before.isoformat()},
+        metadata={
+            "runs_removed": pruned,
+            "runless_events_removed": events,
+            "check_executions_removed": checks,
+            "retention_days": days,
+            "created_before": created_before.isoformat(),
+        },
     )
 
 

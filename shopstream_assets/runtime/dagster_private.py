@@ -12,6 +12,7 @@ and ``shopstream_assets_tests/runtime/test_private_apis.py`` fails naming them.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from shopstream_assets.runtime.private_api import PrivateNames
@@ -53,6 +54,69 @@ PRIVATE_FOR_TESTS = PrivateNames(
         "SENSOR_NAME_TAG": "dagster._core.storage.tags:SENSOR_NAME_TAG",
     },
 )
+# Maintenance only: events reported outside a run (the Bronze sensor's materializations, the
+# checks' evaluations) can be deleted through the public API only all at once (``delete_run("")``
+# removes every one, today's too), so pruning them by age reads Dagster's event log tables. Kept
+# apart from PRIVATE: their loss leaves that history unpruned (the prune says so), not the run path.
+PRIVATE_FOR_MAINTENANCE = PrivateNames(
+    "dagster",
+    {
+        "SqlEventLogStorage": "dagster._core.storage.event_log.sql_event_log:SqlEventLogStorage",
+        "SqlEventLogStorageTable": "dagster._core.storage.event_log.schema:SqlEventLogStorageTable",
+        "AssetEventTagsTable": "dagster._core.storage.event_log.schema:AssetEventTagsTable",
+        "AssetCheckExecutionsTable": "dagster._core.storage.event_log.schema:AssetCheckExecutionsTable",
+        "RUNLESS_RUN_ID": "dagster._core.instance.utils:RUNLESS_RUN_ID",
+    },
+)
+RUNLESS_PRUNE_BATCH = 5_000
+
+
+def prune_runless_history(instance: Any, before: datetime) -> tuple[int, int] | None:
+    """(events, check executions) deleted: events reported with no run and finished check executions,
+    both older than ``before``; the newest execution of each check stays (the UI's current status).
+
+    None when the installed Dagster lacks a name above or its event log is not SQL: nothing pruned.
+    Check executions carry the database server's local time, so ``before`` is compared in UTC: the
+    embedded server and Dagster's own images run in UTC.
+    """
+    if PRIVATE_FOR_MAINTENANCE.missing():
+        return None
+    import sqlalchemy as sa
+
+    names = PRIVATE_FOR_MAINTENANCE
+    storage = instance.event_log_storage
+    if not isinstance(storage, names.resolve("SqlEventLogStorage")):
+        return None
+    events_table = names.resolve("SqlEventLogStorageTable")
+    tags_table = names.resolve("AssetEventTagsTable")
+    checks_table = names.resolve("AssetCheckExecutionsTable")
+    cutoff = before.astimezone(UTC).replace(tzinfo=None)  # both tables hold naive UTC times
+    events = 0
+    while True:  # short transactions: the sensor reports into the same tables meanwhile
+        with storage.index_connection() as conn:
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    sa.select(events_table.c.id)
+                    .where(events_table.c.run_id == names.resolve("RUNLESS_RUN_ID"), events_table.c.timestamp < cutoff)
+                    .order_by(events_table.c.id)
+                    .limit(RUNLESS_PRUNE_BATCH)
+                ).fetchall()
+            ]
+            if not ids:
+                break
+            conn.execute(tags_table.delete().where(tags_table.c.event_id.in_(ids)))
+            events += conn.execute(events_table.delete().where(events_table.c.id.in_(ids))).rowcount
+    newest = sa.select(sa.func.max(checks_table.c.id)).group_by(checks_table.c.asset_key, checks_table.c.check_name)
+    with storage.index_connection() as conn:
+        checks = conn.execute(
+            checks_table.delete().where(
+                checks_table.c.create_timestamp < cutoff,
+                checks_table.c.execution_status != "PLANNED",
+                checks_table.c.id.not_in(newest),
+            )
+        ).rowcount
+    return events, checks
 
 
 def missing() -> list[str]:
@@ -75,4 +139,7 @@ def set_sensor_loop(seconds: float) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    return (PRIVATE_FOR_TESTS if name in PRIVATE_FOR_TESTS.names else PRIVATE).resolve(name)
+    for fence in (PRIVATE_FOR_TESTS, PRIVATE_FOR_MAINTENANCE):
+        if name in fence.names:
+            return fence.resolve(name)
+    return PRIVATE.resolve(name)

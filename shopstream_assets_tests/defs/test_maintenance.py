@@ -112,6 +112,51 @@ def test_the_daily_schedule_prunes_finished_runs_older_than_the_retention_age(
     assert dagster_instance.get_run_by_id(recent) is None and dagster_instance.get_run_by_id(fresh) is not None
 
 
+def test_the_same_job_prunes_what_the_sensor_and_the_checks_report_outside_runs(
+    defs: dg.Definitions, dagster_instance: dg.DagsterInstance, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Bronze sensor's materializations and the checks' evaluations have no run: they go by age too,
+    and the newest evaluation of each check stays whatever its age (the UI's current status)."""
+    monkeypatch.setenv("SHOPSTREAM_DAGSTER_RETENTION_DAYS", "5")
+    bronze = dg.AssetKey(["bronze", "clickstream_events"])
+
+    def report(batch: int, passed: bool) -> None:
+        dagster_instance.report_runless_asset_event(dg.AssetMaterialization(bronze, metadata={"batch": batch}))
+        dagster_instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(asset_key=bronze, check_name="row_count", passed=passed)
+        )
+
+    def stored() -> tuple[list[int], int]:
+        with connect(database_url) as conn:
+            events = conn.execute("select id from event_logs where run_id = '' order by id").fetchall()
+            (checks,) = conn.execute("select count(*) from asset_check_executions").fetchone()
+        return [event_id for (event_id,) in events], checks
+
+    for batch in range(3):
+        report(batch, passed=True)
+    # A check evaluated only long ago: its one evaluation is its current status, and stays.
+    dagster_instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(asset_key=bronze, check_name="freshness", passed=True)
+    )
+    old_events, old_checks = stored()
+    assert old_events and old_checks == 4
+    with connect(database_url) as conn:  # the only way to age them: Dagster's own tables
+        conn.execute("update event_logs set timestamp = timestamp - interval '6 days' where run_id = ''")
+        conn.execute("update asset_check_executions set create_timestamp = create_timestamp - interval '6 days'")
+    report(3, passed=False)
+
+    result = defs.resolve_job_def(PRUNE_JOB_NAME).execute_in_process(instance=dagster_instance)
+    assert result.success and result.output_for_node(prune_old_runs.name) == 0  # no run was old
+    events_left, checks_left = stored()
+    assert events_left and set(events_left).isdisjoint(old_events), (old_events, events_left)
+    assert checks_left == 2  # row_count's newest (fresh) and freshness's only one (old); row_count's 3 old gone
+    latest = dagster_instance.get_latest_materialization_event(bronze)
+    assert latest is not None and latest.asset_materialization.metadata["batch"].value == 3
+    with connect(database_url) as conn:
+        kept = conn.execute("select check_name, execution_status from asset_check_executions order by id").fetchall()
+    assert kept == [("freshness", "SUCCEEDED"), ("row_count", "FAILED")], kept
+
+
 def test_a_wrong_retention_setting_fails_the_run_naming_it(
     defs: dg.Definitions, dagster_instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:

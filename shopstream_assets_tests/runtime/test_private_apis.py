@@ -48,6 +48,15 @@ def test_the_private_dagster_names_the_tests_use_are_in_the_installed_package() 
         assert getattr(dagster_private, name) is not None
 
 
+def test_the_private_dagster_names_the_history_prune_uses_are_in_the_installed_package() -> None:
+    """Their loss leaves the sensor's and the checks' reports unpruned (the prune warns), not the run path."""
+    gone = dagster_private.PRIVATE_FOR_MAINTENANCE.missing()
+    assert not gone, f"the installed dagster {installed_version('dagster')} no longer has {', '.join(gone)}"
+    for name in dagster_private.PRIVATE_FOR_MAINTENANCE.names:
+        assert getattr(dagster_private, name) is not None
+    assert not set(dagster_private.PRIVATE_FOR_MAINTENANCE.names) & set(dagster_private.PRIVATE.names)
+
+
 def test_a_removed_private_name_is_named_when_listed_and_when_used() -> None:
     fence = PrivateNames("dagster", {"gone": "dagster._core.launcher:NoSuchLauncher", "module": "dagster._no_such"})
     assert fence.missing() == ["dagster._core.launcher.NoSuchLauncher", "dagster._no_such"]
