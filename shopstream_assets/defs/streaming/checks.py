@@ -99,7 +99,7 @@ def bronze_reject_rate(postgres: PostgresResource, kafka: KafkaResource) -> dg.A
 )
 def bronze_consumer_lag(postgres: PostgresResource, kafka: KafkaResource) -> dg.AssetCheckResult:
     topic = kafka.topic_name()
-    broker = watermarks(kafka.bootstrap_servers(), topic)
+    broker = watermarks(kafka.bootstrap_servers(), topic, security=kafka.security())
     if not broker:
         return dg.AssetCheckResult(
             passed=False,
