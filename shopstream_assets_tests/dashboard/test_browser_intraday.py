@@ -108,6 +108,10 @@ def test_funnel_and_product_selections_show_their_events_and_the_csv_is_the_quer
     try:
         page.goto(dashboard.base)
         page.wait_for_function(SCRIPT_DONE, timeout=DEADLINE_MS)
+        # Auto-refresh off while reading: a re-run between a click on Download and the browser's
+        # request for the file replaces the file (Streamlit's media files live for one run).
+        page.get_by_text("Auto-refresh", exact=True).click()
+        wait_done(page)
         pick_preset(page, periods.LAST_7_DAYS)
         week = queries.Filters.of(periods.resolve(periods.LAST_7_DAYS, datetime.now(UTC)))
 
