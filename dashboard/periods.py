@@ -1,4 +1,5 @@
-"""The Overview's periods: presets resolved against a clock, and the grain each is shown at.
+"""The Overview's periods: presets resolved against a clock, the grain each is shown at, and the
+selection the queries take (:class:`Filters`: a period and the segment filters).
 
 Gold keeps two grains (``gold.mart_daily_segment_*`` per UTC day, ``gold.mart_hourly_segment_*``
 per UTC hour), so a period is a run of whole UTC days or of whole UTC hours. A period of up
@@ -9,7 +10,7 @@ and the page says which hours it shows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 # The period control's choices, in the order offered.
@@ -138,3 +139,60 @@ def resolve(preset: str, now: datetime, custom: tuple[date, date] | None = None)
             raise ValueError("the custom range needs its first and last day")
         return days(*custom)
     raise ValueError(f"unknown period preset {preset!r}: one of {', '.join(PRESETS)}")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The Overview's selection. An empty tuple means "all".
+
+    ``start..end`` are the period's UTC days; with ``first_hour``/``last_hour`` (whole UTC hours,
+    both included) the period is read at the hourly grain (``dashboard.periods``).
+    """
+
+    start: date
+    end: date
+    countries: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    first_hour: datetime | None = None
+    last_hour: datetime | None = None
+
+    @classmethod
+    def of(
+        cls, period: Period, countries: tuple[str, ...] = (), devices: tuple[str, ...] = (),
+        categories: tuple[str, ...] = (),
+    ) -> Filters:  # fmt: skip
+        return cls(period.start, period.end, countries, devices, categories, period.first_hour, period.last_hour)
+
+    @property
+    def period(self) -> Period:
+        return Period(self.start, self.end, self.first_hour, self.last_hour)
+
+    @property
+    def grain(self) -> str:
+        return self.period.grain
+
+    def previous(self) -> Filters:
+        """The period of the same length just before this one, same grain, same dimensions."""
+        before = self.period.previous()
+        return replace(
+            self, start=before.start, end=before.end, first_hour=before.first_hour, last_hour=before.last_hour
+        )
+
+    def params(self) -> dict[str, object]:
+        # The window of instants the period covers, for Bronze's event_timestamp index: its first
+        # instant and the start of its last day or hour; SQL adds the step, so the last day a
+        # date holds does not overflow in Python.
+        hourly = self.first_hour is not None and self.last_hour is not None
+        return {
+            "start": self.start,
+            "end": self.end,
+            "first_hour": self.first_hour,
+            "last_hour": self.last_hour,
+            "window_start": self.first_hour if hourly else datetime.combine(self.start, time(), tzinfo=UTC),
+            "window_last": self.last_hour if hourly else datetime.combine(self.end, time(), tzinfo=UTC),
+            "window_step": "1 hour" if hourly else "1 day",
+            "countries": list(self.countries),
+            "devices": list(self.devices),
+            "categories": list(self.categories),
+        }

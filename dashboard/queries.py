@@ -20,8 +20,8 @@ ledger through ``streaming.ledger``, where every ledger query lives.
 
 from __future__ import annotations
 
-from dataclasses import asdict, astuple, dataclass, fields, replace
-from datetime import UTC, date, datetime, time
+from dataclasses import asdict, astuple, fields
+from datetime import date
 
 import pandas as pd
 import psycopg
@@ -29,70 +29,13 @@ import streamlit as st
 
 from dashboard.db import fetch, read
 from dashboard.metrics import PeriodCounts
-from dashboard.periods import Period
+from dashboard.periods import Filters
 from streaming import ledger
 
 # Short enough that a 5 s auto-refresh sees new data, long enough that tabs share results.
 LIVE_TTL_SECONDS = 2
 # Lists of countries and categories change only when the shop does.
 OPTIONS_TTL_SECONDS = 600
-
-
-@dataclass(frozen=True)
-class Filters:
-    """The Overview's selection. An empty tuple means "all".
-
-    ``start..end`` are the period's UTC days; with ``first_hour``/``last_hour`` (whole UTC hours,
-    both included) the period is read at the hourly grain (``dashboard.periods``).
-    """
-
-    start: date
-    end: date
-    countries: tuple[str, ...] = ()
-    devices: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    first_hour: datetime | None = None
-    last_hour: datetime | None = None
-
-    @classmethod
-    def of(
-        cls, period: Period, countries: tuple[str, ...] = (), devices: tuple[str, ...] = (),
-        categories: tuple[str, ...] = (),
-    ) -> Filters:  # fmt: skip
-        return cls(period.start, period.end, countries, devices, categories, period.first_hour, period.last_hour)
-
-    @property
-    def period(self) -> Period:
-        return Period(self.start, self.end, self.first_hour, self.last_hour)
-
-    @property
-    def grain(self) -> str:
-        return self.period.grain
-
-    def previous(self) -> Filters:
-        """The period of the same length just before this one, same grain, same dimensions."""
-        before = self.period.previous()
-        return replace(
-            self, start=before.start, end=before.end, first_hour=before.first_hour, last_hour=before.last_hour
-        )
-
-    def params(self) -> dict[str, object]:
-        # The window of instants the period covers, for Bronze's event_timestamp index: its first
-        # instant and the start of its last day or hour; SQL adds the step, so the last day a
-        # date holds does not overflow in Python.
-        hourly = self.first_hour is not None and self.last_hour is not None
-        return {
-            "start": self.start,
-            "end": self.end,
-            "first_hour": self.first_hour,
-            "last_hour": self.last_hour,
-            "window_start": self.first_hour if hourly else datetime.combine(self.start, time(), tzinfo=UTC),
-            "window_last": self.last_hour if hourly else datetime.combine(self.end, time(), tzinfo=UTC),
-            "window_step": "1 hour" if hourly else "1 day",
-            "countries": list(self.countries),
-            "devices": list(self.devices),
-            "categories": list(self.categories),
-        }
 
 
 # ---------------------------------------------------------------------------------------
@@ -202,8 +145,6 @@ from {session_cells}{_cells(period, first, last, categories=False)}
 
 TREND_COUNTS = {grain: _trend_counts(grain) for grain in _GRAINS}
 FUNNEL = {grain: _funnel(grain) for grain in _GRAINS}
-# The daily statements under their earlier names (the benchmark and tests name them).
-DAILY_COUNTS = TREND_COUNTS["day"]
 
 # The period's products by revenue, every filter applied (the product's category for the
 # category filter); ranks are taken over the selected cells, ties sharing a rank. Products are
