@@ -85,7 +85,10 @@ moved_user_periods as (
         where earlier.user_id = new_user_period_firsts.user_id
             and earlier.event_date = new_user_period_firsts.event_date
             {%- if grain != 'day' %}
-            and {{ event_period(grain, 'earlier') }} = new_user_period_firsts.{{ period }}
+            -- A range on event_timestamp, not date_trunc(...) = hour: the planner keeps the
+            -- per-user-day index probe instead of hashing all of Silver. The upper end is the
+            -- new first event itself (below).
+            and earlier.event_timestamp >= new_user_period_firsts.{{ period }}
             {%- endif %}
             and earlier.batch_id <= {{ cursor }}
             and (earlier.event_timestamp, earlier.event_id)
@@ -113,7 +116,8 @@ user_period_states as (
         where earlier.user_id = moved_user_periods.user_id
             and earlier.event_date = moved_user_periods.event_date
             {%- if grain != 'day' %}
-            and {{ event_period(grain, 'earlier') }} = moved_user_periods.{{ period }}
+            and earlier.event_timestamp >= moved_user_periods.{{ period }}
+            and earlier.event_timestamp < moved_user_periods.{{ period }} + interval '1 {{ grain }}'
             {%- endif %}
             and earlier.batch_id <= {{ cursor }}
         order by earlier.event_timestamp, earlier.event_id
