@@ -7,6 +7,7 @@ Scatter traces are plain ``go.Scatter`` (SVG): Plotly Express switches to WebGL 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date, datetime
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -62,7 +63,7 @@ def in_order(frame: pd.DataFrame, column: str, order: tuple[str, ...]) -> pd.Dat
 
 
 def daily_kpis(daily_counts: pd.DataFrame) -> pd.DataFrame:
-    """Each day's counts with its KPIs added (the formulas of dashboard.metrics)."""
+    """Each period's counts (a day's or an hour's) with its KPIs added (the formulas of dashboard.metrics)."""
     if daily_counts.empty:
         return daily_counts.assign(**{key: [] for key in KPI_BY_KEY})
     rows = []
@@ -71,13 +72,51 @@ def daily_kpis(daily_counts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def revenue_trend(daily: pd.DataFrame) -> go.Figure:
-    """Daily revenue (bars) and purchases (line, right axis)."""
+def _period_column(frame: pd.DataFrame) -> str:
+    return "period_start" if "period_start" in frame.columns else "metric_date"
+
+
+def period_labels(starts: pd.Series, grain: str) -> list[str]:
+    """One label per period: '05 Dec' by day, '07:00' by hour ('05 Dec 07:00' when the hours span days).
+
+    The axis is categorical with these labels, so each point is drawn once with one label (a
+    date axis over one or two points repeats its tick labels: "05 Dec 05 Dec 06 Dec"). Plain
+    Python dates and times: pandas' nanosecond timestamps stop at 2262, Gold's days do not."""
+    moments = [_plain_moment(start) for start in starts]
+    if grain == "hour":
+        several_days = len({moment.date() for moment in moments if isinstance(moment, datetime)}) > 1
+        return [moment.strftime("%d %b %H:%M" if several_days else "%H:%M") for moment in moments]
+    several_years = len({moment.year for moment in moments}) > 1
+    return [moment.strftime("%d %b %Y" if several_years else "%d %b") for moment in moments]
+
+
+def period_keys(starts: pd.Series) -> list[str]:
+    """The period each point stands for, as ISO text: what a selection on a trend hands back."""
+    return [_plain_moment(start).isoformat() for start in starts]
+
+
+def _plain_moment(value: object) -> date:
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, date):
+        return value
+    raise TypeError(f"a period starts on a date or a datetime, got {value!r}")
+
+
+def _trend_axis(figure: go.Figure, grain: str) -> None:
+    figure.update_xaxes(type="category", title_text="UTC hour" if grain == "hour" else "UTC day")
+
+
+def revenue_trend(daily: pd.DataFrame, grain: str = "day") -> go.Figure:
+    """Revenue (bars) and purchases (line, right axis) by day or by hour."""
+    starts = daily[_period_column(daily)]
+    labels, keys = period_labels(starts, grain), period_keys(starts)
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     figure.add_trace(
         go.Bar(
-            x=daily["metric_date"],
+            x=labels,
             y=daily["revenue"].astype(float),
+            customdata=keys,
             name="Revenue (₦)",
             marker_color=ACCENT,
             hovertemplate="₦%{y:,.0f}",
@@ -86,8 +125,9 @@ def revenue_trend(daily: pd.DataFrame) -> go.Figure:
     )
     figure.add_trace(
         go.Scatter(
-            x=daily["metric_date"],
+            x=labels,
             y=daily["purchases"],
+            customdata=keys,
             name="Purchases",
             mode="lines+markers",
             line={"color": WARN, "width": 2},
@@ -97,18 +137,21 @@ def revenue_trend(daily: pd.DataFrame) -> go.Figure:
     )
     figure.update_yaxes(title_text="Revenue (₦)", tickprefix="₦", secondary_y=False, rangemode="tozero")
     figure.update_yaxes(title_text="Purchases", secondary_y=True, showgrid=False, rangemode="tozero", tickformat=",.0f")
-    figure.update_xaxes(type="date", tickformat="%d %b")
-    return _layout(figure, title="Revenue by day")
+    _trend_axis(figure, grain)
+    return _layout(figure, title=f"Revenue by {grain}")
 
 
-def conversion_trend(daily: pd.DataFrame) -> go.Figure:
-    """Conversion, cart and checkout rates by day, in percent."""
+def conversion_trend(daily: pd.DataFrame, grain: str = "day") -> go.Figure:
+    """Conversion, cart and checkout rates by day or by hour, in percent."""
+    starts = daily[_period_column(daily)]
+    labels, keys = period_labels(starts, grain), period_keys(starts)
     figure = go.Figure()
     for key, color in (("conversion_rate", ACCENT), ("cart_rate", GOOD), ("checkout_rate", WARN)):
         figure.add_trace(
             go.Scatter(
-                x=daily["metric_date"],
+                x=labels,
                 y=daily[key],
+                customdata=keys,
                 name=KPI_BY_KEY[key].label,
                 mode="lines+markers",
                 line={"color": color, "width": 2},
@@ -116,14 +159,22 @@ def conversion_trend(daily: pd.DataFrame) -> go.Figure:
             )
         )
     figure.update_yaxes(ticksuffix="%", rangemode="tozero")
-    figure.update_xaxes(type="date", tickformat="%d %b")
-    return _layout(figure, title="Conversion by day")
+    _trend_axis(figure, grain)
+    return _layout(figure, title=f"Conversion by {grain}")
+
+
+# The funnel's steps: the segment sessions marts' column and its label, in funnel order.
+FUNNEL_STEPS: dict[str, str] = {
+    "viewed_sessions": "Viewed a product",
+    "carted_sessions": "Added to cart",
+    "purchased_sessions": "Purchased",
+}
 
 
 def funnel(steps: Mapping[str, int]) -> go.Figure:
     """The session funnel: viewed -> carted -> purchased, with % of the first step."""
-    labels = ["Viewed a product", "Added to cart", "Purchased"]
-    values = [steps["viewed_sessions"], steps["carted_sessions"], steps["purchased_sessions"]]
+    labels = list(FUNNEL_STEPS.values())
+    values = [steps[column] for column in FUNNEL_STEPS]
     figure = go.Figure(
         go.Funnel(
             y=labels,
@@ -132,6 +183,7 @@ def funnel(steps: Mapping[str, int]) -> go.Figure:
             texttemplate="%{value:,} sessions<br>%{percentInitial:.1%} of viewers",
             marker={"color": [ACCENT, ACCENT_LIGHT, GOOD]},
             connector={"line": {"color": "#cbd5e1"}},
+            customdata=list(FUNNEL_STEPS),
             hovertemplate="%{y}: %{x:,} sessions<br>%{percentPrevious:.1%} of the step before<extra></extra>",
         )
     )
@@ -149,7 +201,7 @@ def top_products(products: pd.DataFrame) -> go.Figure:
             y=ordered["product_name"],
             orientation="h",
             marker_color=ACCENT,
-            customdata=ordered[["product_category", "units_sold"]],
+            customdata=ordered[["product_category", "units_sold", "product_id"]],
             text=[f"₦{value:,.0f}" for value in ordered["revenue"].astype(float)],
             textposition="auto",
             hovertemplate="%{y} (%{customdata[0]})<br>₦%{x:,.0f} from %{customdata[1]:,} units<extra></extra>",

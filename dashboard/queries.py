@@ -20,7 +20,7 @@ ledger through ``streaming.ledger``, where every ledger query lives.
 
 from __future__ import annotations
 
-from dataclasses import asdict, astuple, dataclass, fields
+from dataclasses import asdict, astuple, fields
 from datetime import date
 
 import pandas as pd
@@ -29,43 +29,13 @@ import streamlit as st
 
 from dashboard.db import fetch, read
 from dashboard.metrics import PeriodCounts
+from dashboard.periods import Filters
 from streaming import ledger
 
 # Short enough that a 5 s auto-refresh sees new data, long enough that tabs share results.
 LIVE_TTL_SECONDS = 2
 # Lists of countries and categories change only when the shop does.
 OPTIONS_TTL_SECONDS = 600
-
-
-@dataclass(frozen=True)
-class Filters:
-    """The Overview's selection. An empty tuple means "all"."""
-
-    start: date
-    end: date
-    countries: tuple[str, ...] = ()
-    devices: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-
-    def previous(self) -> Filters:
-        """The period of the same length just before this one, same dimensions.
-
-        Cut at 0001-01-01, the first day a date holds: a period of thousands of years (any
-        two days the picker offers) once made ``start - length`` overflow and broke the page.
-        """
-        length = (self.end - self.start).days + 1
-        first_day = date.fromordinal(max(date.min.toordinal(), self.start.toordinal() - length))
-        last_day = date.fromordinal(max(date.min.toordinal(), self.start.toordinal() - 1))
-        return Filters(first_day, last_day, self.countries, self.devices, self.categories)
-
-    def params(self) -> dict[str, object]:
-        return {
-            "start": self.start,
-            "end": self.end,
-            "countries": list(self.countries),
-            "devices": list(self.devices),
-            "categories": list(self.categories),
-        }
 
 
 # ---------------------------------------------------------------------------------------
@@ -89,71 +59,96 @@ from gold.mart_product_performance
 order by product_category
 """
 
+# Each grain's Gold tables and the period bounds its statements select with (constants: the
+# statements below are built from them once, at import).
+# Relations are named whole, so the Dagster lineage (shopstream_assets/defs/dashboard.py) reads them here.
+_GRAINS = {
+    "day": (
+        "metric_date", "gold.mart_daily_segment_metrics", "gold.mart_daily_segment_sessions", "%(start)s", "%(end)s"
+    ),
+    "hour": (
+        "metric_hour", "gold.mart_hourly_segment_metrics", "gold.mart_hourly_segment_sessions",
+        "%(first_hour)s", "%(last_hour)s",
+    ),
+}  # fmt: skip
 # An empty array selects everything: `cardinality(x) = 0 or column = any(x)`.
-_EVENT_CELLS = """
-    where metric_date between %(start)s and %(end)s
-        and (cardinality(%(countries)s::text[]) = 0 or country = any(%(countries)s::text[]))
-        and (cardinality(%(devices)s::text[]) = 0 or device_type = any(%(devices)s::text[]))
-        and (cardinality(%(categories)s::text[]) = 0 or product_category = any(%(categories)s::text[]))"""
-
-# Sessions have no category (gold.mart_daily_segment_sessions): only country and device apply.
-_SESSION_CELLS = """
-    where metric_date between %(start)s and %(end)s
+_SEGMENT_FILTER = """
         and (cardinality(%(countries)s::text[]) = 0 or country = any(%(countries)s::text[]))
         and (cardinality(%(devices)s::text[]) = 0 or device_type = any(%(devices)s::text[]))"""
+_CATEGORY_FILTER = """
+        and (cardinality(%(categories)s::text[]) = 0 or product_category = any(%(categories)s::text[]))"""
 
-# One row per day with :class:`PeriodCounts` columns: the selected cells' sums.
-DAILY_COUNTS = f"""
-with event_days as (
+
+def _cells(period: str, first: str, last: str, *, categories: bool) -> str:
+    # Sessions have no category (the segment sessions marts): only country and device apply.
+    return f"""
+    where {period} between {first} and {last}{_SEGMENT_FILTER}{_CATEGORY_FILTER if categories else ""}"""
+
+
+def _trend_counts(grain: str) -> str:
+    """One row per period with :class:`PeriodCounts` columns: the selected cells' sums; the
+    period's start in ``period_start``. User-hours at the hourly grain (dashboard.metrics)."""
+    period, event_cells, session_cells, first, last = _GRAINS[grain]
+    users = "user_days" if grain == "day" else "user_hours"
+    return f"""
+with event_periods as (
     select
-        metric_date,
+        {period} as period_start,
         sum(events) as events,
         sum(page_views) as page_views,
         sum(add_to_carts) as add_to_carts,
         sum(purchases) as purchases,
         sum(units_sold) as units_sold,
         sum(revenue) as revenue,
-        sum(user_days) as user_days
-    from gold.mart_daily_segment_metrics{_EVENT_CELLS}
-    group by metric_date
+        sum({users}) as user_days
+    from {event_cells}{_cells(period, first, last, categories=True)}
+    group by {period}
 ),
-session_days as (
+session_periods as (
     select
-        metric_date,
+        {period} as period_start,
         sum(sessions) as sessions,
         sum(abandoned_cart_sessions) as abandoned_cart_sessions
-    from gold.mart_daily_segment_sessions{_SESSION_CELLS}
-    group by metric_date
+    from {session_cells}{_cells(period, first, last, categories=False)}
+    group by {period}
 )
 select
-    coalesce(event_days.metric_date, session_days.metric_date) as metric_date,
-    coalesce(event_days.events, 0) as events,
-    coalesce(event_days.page_views, 0) as page_views,
-    coalesce(event_days.add_to_carts, 0) as add_to_carts,
-    coalesce(event_days.purchases, 0) as purchases,
-    coalesce(event_days.units_sold, 0) as units_sold,
-    coalesce(event_days.revenue, 0) as revenue,
-    coalesce(event_days.user_days, 0) as user_days,
-    coalesce(session_days.sessions, 0) as sessions,
-    coalesce(session_days.abandoned_cart_sessions, 0) as abandoned_cart_sessions
-from event_days
-full outer join session_days
-    on event_days.metric_date = session_days.metric_date
-order by metric_date
+    coalesce(event_periods.period_start, session_periods.period_start) as period_start,
+    coalesce(event_periods.events, 0) as events,
+    coalesce(event_periods.page_views, 0) as page_views,
+    coalesce(event_periods.add_to_carts, 0) as add_to_carts,
+    coalesce(event_periods.purchases, 0) as purchases,
+    coalesce(event_periods.units_sold, 0) as units_sold,
+    coalesce(event_periods.revenue, 0) as revenue,
+    coalesce(event_periods.user_days, 0) as user_days,
+    coalesce(session_periods.sessions, 0) as sessions,
+    coalesce(session_periods.abandoned_cart_sessions, 0) as abandoned_cart_sessions
+from event_periods
+full outer join session_periods
+    on event_periods.period_start = session_periods.period_start
+order by period_start
 """
 
-# The funnel's rule (gold.mart_conversion_funnel): a step counts sessions that reached it
-# and every step before it.
-FUNNEL = f"""
+
+def _funnel(grain: str) -> str:
+    # The funnel's rule (gold.mart_conversion_funnel): a step counts sessions that reached it
+    # and every step before it.
+    period, _, session_cells, first, last = _GRAINS[grain]
+    return f"""
 select
     coalesce(sum(viewed_sessions), 0) as viewed_sessions,
     coalesce(sum(carted_sessions), 0) as carted_sessions,
     coalesce(sum(purchased_sessions), 0) as purchased_sessions
-from gold.mart_daily_segment_sessions{_SESSION_CELLS}
+from {session_cells}{_cells(period, first, last, categories=False)}
 """
 
+
+TREND_COUNTS = {grain: _trend_counts(grain) for grain in _GRAINS}
+FUNNEL = {grain: _funnel(grain) for grain in _GRAINS}
+
 # The period's products by revenue, every filter applied (the product's category for the
-# category filter); ranks are taken over the selected cells, ties sharing a rank.
+# category filter); ranks are taken over the selected cells, ties sharing a rank. Products are
+# kept per day: an hourly period shows its days' products (the page says so).
 TOP_PRODUCTS = f"""
 select
     rank() over (order by sum(revenue) desc) as revenue_rank,
@@ -164,7 +159,7 @@ select
     sum(units_sold) as units_sold,
     sum(purchases) as purchases,
     sum(views) as views
-from gold.mart_product_daily{_EVENT_CELLS}
+from gold.mart_product_daily{_cells("metric_date", "%(start)s", "%(end)s", categories=True)}
 group by product_id
 order by revenue desc, product_id
 limit %(limit)s
@@ -190,28 +185,88 @@ def filter_options() -> dict[str, list[str]]:
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
+def trend_counts(filters: Filters) -> pd.DataFrame:
+    """One row per day or hour (the filters' grain) with ``period_start`` and :class:`PeriodCounts` columns."""
+    return fetch(TREND_COUNTS[filters.grain], filters.params())
+
+
 def daily_counts(filters: Filters) -> pd.DataFrame:
-    """One row per day of the period with :class:`PeriodCounts` columns."""
-    return fetch(DAILY_COUNTS, filters.params())
+    """One row per day of the period (``metric_date``) with :class:`PeriodCounts` columns."""
+    daily = Filters(filters.start, filters.end, filters.countries, filters.devices, filters.categories)
+    return trend_counts(daily).rename(columns={"period_start": "metric_date"})
 
 
 def period_counts(filters: Filters) -> PeriodCounts:
-    """The period's totals: the days' counts summed (every count is additive)."""
-    days = daily_counts(filters)
-    if days.empty:
+    """The period's totals: the periods' counts summed (every count is additive)."""
+    periods = trend_counts(filters)
+    if periods.empty:
         return PeriodCounts()
-    return PeriodCounts.from_mapping(days.drop(columns="metric_date").sum().to_dict())
+    return PeriodCounts.from_mapping(periods.drop(columns="period_start").sum().to_dict())
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def funnel(filters: Filters) -> dict[str, int]:
-    row = fetch(FUNNEL, filters.params()).iloc[0]
+    row = fetch(FUNNEL[filters.grain], filters.params()).iloc[0]
     return {name: int(row[name] or 0) for name in ("viewed_sessions", "carted_sessions", "purchased_sessions")}
 
 
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def top_products(filters: Filters, limit: int = 10) -> pd.DataFrame:
     return fetch(TOP_PRODUCTS, {**filters.params(), "limit": limit})
+
+
+# ---------------------------------------------------------------------------------------
+# Drill-down: the events behind a number, from Bronze (the reader's grant), newest first
+
+# Gold's cursor: the events a number counts are those of the batches Gold has folded in.
+# Every filter is the event's own country, device and category, and the period a window of
+# event times (Bronze's event_timestamp index, read backwards: newest first, a page at a time).
+DRILL_EVENTS = """
+select
+    event_timestamp,
+    event_type,
+    session_id,
+    user_id,
+    product_id,
+    product_name,
+    product_category,
+    product_price,
+    quantity,
+    device_type,
+    country,
+    event_id
+from bronze.clickstream_events
+where event_timestamp >= %(window_start)s
+    and event_timestamp < %(window_last)s + %(window_step)s::interval
+    and batch_id <= (select coalesce(max(last_batch_id), 0) from gold.mart_daily_metrics)
+    and (%(event_type)s::text is null or event_type = %(event_type)s::text)
+    and (%(product_id)s::text is null or product_id = %(product_id)s::text)
+    and (cardinality(%(countries)s::text[]) = 0 or country = any(%(countries)s::text[]))
+    and (cardinality(%(devices)s::text[]) = 0 or device_type = any(%(devices)s::text[]))
+    and (cardinality(%(categories)s::text[]) = 0 or product_category = any(%(categories)s::text[]))
+order by event_timestamp desc, event_id desc
+limit %(limit)s offset %(offset)s
+"""
+DRILL_PAGE_ROWS = 50
+# Paging stops here: deeper than this an analyst narrows the period or the filters instead.
+DRILL_MAX_PAGES = 200
+
+
+@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
+def drill_events(
+    filters: Filters, *, event_type: str | None = None, product_id: str | None = None, page: int = 0
+) -> pd.DataFrame:
+    """One page (newest first) of the events behind a number: the filters' period and segments,
+    optionally one event type and one product. At most :data:`DRILL_PAGE_ROWS` rows."""
+    page = min(max(page, 0), DRILL_MAX_PAGES - 1)
+    params = {
+        **filters.params(),
+        "event_type": event_type,
+        "product_id": product_id,
+        "limit": DRILL_PAGE_ROWS,
+        "offset": page * DRILL_PAGE_ROWS,
+    }
+    return fetch(DRILL_EVENTS, params)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,11 +1,15 @@
-"""Streamlit pieces every page shares: the refresh settings, the auto-refreshing fragment, the messages."""
+"""Streamlit pieces every page shares: the refresh settings, the auto-refreshing fragment, the messages,
+tables with their CSV download."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
+import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from dashboard.db import DatabaseDown, DataUnavailable, NotBuiltYet
 
@@ -96,3 +100,25 @@ def duration(span: timedelta | None) -> str:
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} d"
+
+
+def table(
+    frame: pd.DataFrame,
+    *,
+    key: str,
+    file_name: str,
+    container: DeltaGenerator | None = None,
+    column_config: Mapping[str, Any] | None = None,
+) -> None:
+    """A table and, under it, a CSV download of exactly the rows and columns it shows."""
+    where = container if container is not None else st
+    where.dataframe(frame, hide_index=True, column_config=column_config, key=key)
+    where.download_button(
+        "Download CSV",
+        data=frame.to_csv(index=False).encode(),
+        file_name=file_name,
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        key=f"{key}_csv",
+    )

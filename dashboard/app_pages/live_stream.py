@@ -104,9 +104,11 @@ def live_stream() -> None:
     if latest.empty:
         events_col.info("Bronze has no events yet.")
     else:
-        events_col.dataframe(
+        ui.table(
             latest,
-            hide_index=True,
+            key="latest_events_table",
+            file_name="shopstream_latest_events.csv",
+            container=events_col,
             column_config={
                 "event_timestamp": st.column_config.DatetimeColumn("Event time", format="HH:mm:ss.SSS"),
                 "event_type": st.column_config.TextColumn("Type"),
@@ -126,9 +128,11 @@ def live_stream() -> None:
     if batches.empty:
         batches_col.info("No micro-batch committed yet.")
     else:
-        batches_col.dataframe(
+        ui.table(
             batches,
-            hide_index=True,
+            key="latest_batches_table",
+            file_name="shopstream_latest_batches.csv",
+            container=batches_col,
             column_config={
                 "batch_id": st.column_config.NumberColumn("Batch"),
                 "source": st.column_config.TextColumn("Source"),

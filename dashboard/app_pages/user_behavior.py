@@ -50,9 +50,10 @@ def summary(tiers, leads) -> None:
 
 def tier_table(tiers) -> None:
     ordered = charts.in_order(tiers, "rfm_tier", charts.TIER_ORDER)
-    st.dataframe(
+    ui.table(
         ordered.drop(columns="as_of_date"),
-        hide_index=True,
+        key="rfm_tier_table",
+        file_name="shopstream_rfm_tiers.csv",
         column_config={
             "rfm_tier": st.column_config.TextColumn("Tier"),
             "users": st.column_config.NumberColumn("Users", format="localized"),
@@ -70,9 +71,10 @@ def hot_leads_table(leads) -> None:
         "Ranked by propensity score: 40% recency of the abandoned cart, 30% cart value percentile, "
         "15% engagement, 15% past purchases."
     )
-    st.dataframe(
+    ui.table(
         leads.head(LEADS_SHOWN),
-        hide_index=True,
+        key="hot_leads_table",
+        file_name="shopstream_hot_leads_shown.csv",
         column_config={
             "lead_rank": st.column_config.NumberColumn("Rank"),
             "user_id": st.column_config.TextColumn("User"),

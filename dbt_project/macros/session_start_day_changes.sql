@@ -15,10 +15,16 @@
 
     With by_segment=true the changes are per (metric_date, country, device_type) as well: a
     session's country and device are those of its first event (int_user_sessions' rule), so
-    a late event that becomes a session's first event can move it between segments too. -#}
-{% macro session_start_day_changes(events_relation, sessions_relation, cursor, by_segment=false) -%}
+    a late event that becomes a session's first event can move it between segments too.
+
+    With grain='hour' the periods are UTC hours (metric_hour, grain.sql) instead of days: the
+    same changes, a session counted in the hour of its first event. -#}
+{% macro session_start_day_changes(
+    events_relation, sessions_relation, cursor, by_segment=false, grain='day'
+) -%}
+    {%- set period = grain_column(grain) -%}
     {%- if not is_incremental() -%}
-    {{ session_start_day_totals(sessions_relation, by_segment) }}
+    {{ session_start_day_totals(sessions_relation, by_segment, grain) }}
     {%- else -%}
     with touched_events as (
 
@@ -46,8 +52,8 @@
 
         select
             session_id,
-            (min(event_timestamp) filter (where batch_id <= {{ cursor }})
-                at time zone 'UTC')::date as old_start_date,
+            {{ period_of(grain, 'min(event_timestamp) filter (where batch_id <= ' ~ cursor ~ ')') }}
+                as old_start_date,
             coalesce(bool_or(is_page_view) filter (where batch_id <= {{ cursor }}), false)
                 as old_viewed,
             coalesce(bool_or(is_add_to_cart) filter (where batch_id <= {{ cursor }}), false)
@@ -62,7 +68,7 @@
             (array_agg(country order by event_timestamp, event_id))[1] as new_country,
             (array_agg(device_type order by event_timestamp, event_id))[1] as new_device_type,
             {%- endif %}
-            (min(event_timestamp) at time zone 'UTC')::date as new_start_date,
+            {{ period_of(grain, 'min(event_timestamp)') }} as new_start_date,
             bool_or(is_page_view) as new_viewed,
             bool_or(is_add_to_cart) as new_carted,
             bool_or(is_purchase) as new_purchased
@@ -75,7 +81,7 @@
     contributions as (
 
         select
-            old_start_date as metric_date,
+            old_start_date as {{ period }},
             {%- if by_segment %}
             old_country as country,
             old_device_type as device_type,
@@ -90,7 +96,7 @@
         union all
 
         select
-            new_start_date as metric_date,
+            new_start_date as {{ period }},
             {%- if by_segment %}
             new_country as country,
             new_device_type as device_type,
@@ -104,7 +110,7 @@
     )
 
     select
-        metric_date,
+        {{ period }},
         {%- if by_segment %}
         country,
         device_type,
@@ -118,7 +124,7 @@
         ) }}
 
     from contributions
-    group by metric_date{% if by_segment %}, country, device_type{% endif %}
+    group by {{ period }}{% if by_segment %}, country, device_type{% endif %}
     {%- endif %}
 {%- endmacro %}
 
@@ -126,9 +132,10 @@
     first event), the session measures of every session in `sessions_relation`
     (int_user_sessions): what a full build counts, with the columns of
     session_start_day_changes. -#}
-{% macro session_start_day_totals(sessions_relation, by_segment=false) -%}
+{% macro session_start_day_totals(sessions_relation, by_segment=false, grain='day') -%}
+    {%- set session_period = 'session_date' if grain == 'day' else period_of(grain, 'session_start') -%}
     select
-        session_date as metric_date,
+        {{ session_period }} as {{ grain_column(grain) }},
         {%- if by_segment %}
         country,
         device_type,
@@ -141,5 +148,5 @@
         ) }}
 
     from {{ sessions_relation }}
-    group by session_date{% if by_segment %}, country, device_type{% endif %}
+    group by {{ session_period }}{% if by_segment %}, country, device_type{% endif %}
 {%- endmacro %}

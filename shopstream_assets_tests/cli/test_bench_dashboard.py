@@ -20,6 +20,9 @@ GROUPS = (
     "overview, country+device filter",
     "overview, category filter",
     "overview, whole history",
+    "overview, one day by hour",
+    "overview, last hour, filtered",
+    "overview, drill-down",
     "user_behavior",
     "live_stream",
 )

@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,23 +38,15 @@ class Dashboard:
     browser: object
 
 
-@pytest.fixture(scope="module")
-def dashboard(shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    """`shopstream dashboard` on the shop's read-only URL, and a Chromium to drive it."""
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():  # never a skip: see test_browser.py
-        pytest.fail(INSTALL_CHROMIUM)
-    home = make_test_home(tmp_path_factory.mktemp("controls") / "home")
+@contextmanager
+def serve(reader_url: str, topic: str, work_dir: Path) -> Iterator[str]:
+    """`shopstream dashboard` on ``reader_url``; yields its base URL."""
+    home = make_test_home(work_dir / "home")
     port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("SHOPSTREAM_")}
-    env.update(
-        {
-            "SHOPSTREAM_HOME": str(home),
-            "SHOPSTREAM_DASHBOARD_DATABASE_URL": shop.reader_url,
-            "SHOPSTREAM_TOPIC": shop.topic,
-        }
-    )
+    env["SHOPSTREAM_HOME"] = str(home)
+    env["SHOPSTREAM_DASHBOARD_DATABASE_URL"] = reader_url
+    env["SHOPSTREAM_TOPIC"] = topic
     process = spawn(
         [sys.executable, "-m", "shopstream_cli.cli", "dashboard", "--port", str(port)],
         env=env,
@@ -63,17 +56,30 @@ def dashboard(shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     try:
         base = f"http://127.0.0.1:{port}/"
         wait_for_http(base)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
-            try:
-                yield Dashboard(base, browser)
-            finally:
-                browser.close()
+        yield base
     finally:
         stop_group(process, timeout=20)
+
+
+@pytest.fixture(scope="module")
+def dashboard(shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """`shopstream dashboard` on the shop's read-only URL, and a Chromium to drive it."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():  # never a skip: see test_browser.py
+        pytest.fail(INSTALL_CHROMIUM)
+    with (
+        serve(shop.reader_url, shop.topic, tmp_path_factory.mktemp("controls")) as base,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield Dashboard(base, browser)
+        finally:
+            browser.close()
 
 
 def _gold_hot_leads(admin_url: str) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from dashboard import queries
+from dashboard import periods, queries
 from dashboard.db import POOL_MAX_SIZE, get_pool
 from dashboard.metrics import KPIS, format_value
 from shopstream import database
@@ -78,6 +78,7 @@ def test_overview_shows_the_database_kpis_and_filters_change_them(shop: Shop, mo
     app.multiselect(key="overview_devices").set_value([])
     app.multiselect(key="overview_categories").set_value([])
     app.multiselect(key="overview_countries").set_value([]).run()
+    app.selectbox(key="overview_preset").set_value(periods.CUSTOM).run()
     app.date_input(key="overview_period").set_value((last_day, last_day)).run()
     one_day = kpis_from_silver(shop.admin_url, last_day, last_day)
     assert metrics(app)["Conversion rate"] == format_value(KPIS[1], one_day["conversion_rate"])

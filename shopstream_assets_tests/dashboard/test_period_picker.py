@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dashboard import periods
 from dashboard.queries import Filters
 from shopstream import database
 from shopstream.services import Endpoints
@@ -58,6 +59,7 @@ def test_every_day_the_overview_picker_offers_works(
         build_silver_and_gold(url, progress=lambda message: None)
         point_dashboard_at(monkeypatch, database.with_database(servers.dashboard_database_url, name))
         app = run_page("overview")
+        app.selectbox(key="overview_preset").set_value(periods.CUSTOM).run()
         picker = app.date_input(key="overview_period")
         for start, end in [
             (picker.min, picker.min),

@@ -387,10 +387,14 @@ def hot_leads(session_rows: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
 
 def reference_tables(conn: psycopg.Connection) -> dict[str, pd.DataFrame]:
     """Every Silver and Gold relation dbt builds from data, computed here from Bronze."""
+    # The hourly marts' reference builds on this module's daily one (so imports it).
+    from shopstream_assets_tests.dbt import hourly_reference
+
     events = read_bronze(conn)
     session_rows = sessions(events)
     users = user_behavior(session_rows)
     return {
+        **hourly_reference.reference_tables(events, session_rows),
         "silver.stg_clickstream_events": staging_events(events),
         "silver.int_user_sessions": session_rows,
         "silver.int_user_activity": user_activity(session_rows),

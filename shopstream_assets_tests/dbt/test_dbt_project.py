@@ -48,6 +48,8 @@ SILVER_AND_GOLD = (
     "gold.mart_daily_metrics",
     "gold.mart_daily_segment_metrics",
     "gold.mart_daily_segment_sessions",
+    "gold.mart_hourly_segment_metrics",
+    "gold.mart_hourly_segment_sessions",
     "gold.mart_conversion_funnel",
     "gold.mart_product_performance",
     "gold.mart_product_daily",

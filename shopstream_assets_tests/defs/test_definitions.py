@@ -38,6 +38,9 @@ def test_definitions_load_with_the_expected_graph(defs: dg.Definitions) -> None:
     graph = defs.resolve_asset_graph()
 
     assert graph.get_all_asset_keys() == {TOPIC, BRONZE, DASHBOARD, *SILVER, *GOLD}
+    # The Overview's intraday grain (issue 33): one name for the key, the relation and the file.
+    hourly = {dg.AssetKey(["gold", f"mart_hourly_segment_{part}"]) for part in ("metrics", "sessions")}
+    assert hourly <= GOLD
     assert graph.get(BRONZE).parent_keys == {TOPIC}
     assert graph.get(dg.AssetKey(["silver", "stg_clickstream_events"])).parent_keys == {BRONZE}
     for model in SILVER | GOLD:

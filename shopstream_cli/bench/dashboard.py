@@ -138,13 +138,17 @@ def dashboard_environment(dashboard_url: str, topic: str) -> Iterator[None]:
 
 def page_queries(first_day: date, last_day: date, topic: str) -> dict[str, list[tuple[str, Callable[[], object]]]]:
     """Every query each page runs on its first render, as (label, call)."""
-    from dashboard import queries
+    from dashboard import periods, queries
 
     period = queries.Filters(last_day - timedelta(days=6), last_day)
     filtered = queries.Filters(period.start, period.end, countries=("Nigeria",), devices=("Mobile",))
     by_category = queries.Filters(period.start, period.end, categories=("Electronics",))
     # Every day Gold holds: the largest period a user can pick.
     whole = queries.Filters(first_day, last_day, countries=("Nigeria",), categories=("Fashion",))
+    # Intraday: the newest day by the hour, and its noon hour under a country filter.
+    one_day = queries.Filters.of(periods.days(last_day, last_day))
+    noon = datetime.combine(last_day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
+    last_hour = queries.Filters.of(periods.hours_holding(noon, noon), countries=("Nigeria",))
     return {
         "overview": [
             ("data bounds", queries.data_bounds),
@@ -170,6 +174,23 @@ def page_queries(first_day: date, last_day: date, topic: str) -> dict[str, list[
             ("daily counts", lambda: queries.daily_counts(whole)),
             ("funnel", lambda: queries.funnel(whole)),
             ("top products", lambda: queries.top_products(whole)),
+        ],
+        "overview, one day by hour": [
+            ("hourly counts", lambda: queries.trend_counts(one_day)),
+            ("previous period", lambda: queries.trend_counts(one_day.previous())),
+            ("funnel", lambda: queries.funnel(one_day)),
+            ("top products", lambda: queries.top_products(one_day)),
+        ],
+        "overview, last hour, filtered": [
+            ("hourly counts", lambda: queries.trend_counts(last_hour)),
+            ("previous period", lambda: queries.trend_counts(last_hour.previous())),
+            ("funnel", lambda: queries.funnel(last_hour)),
+        ],
+        "overview, drill-down": [
+            ("funnel step", lambda: queries.drill_events(period, event_type="purchase")),
+            ("product", lambda: queries.drill_events(filtered, product_id="P001")),
+            ("hour", lambda: queries.drill_events(last_hour)),
+            ("7 days page 20", lambda: queries.drill_events(period, page=19)),
         ],
         "user_behavior": [
             ("rfm tiers", queries.rfm_tiers),
