@@ -6,7 +6,7 @@
             {'columns': ['event_id'], 'unique': True},
             {'columns': ['batch_id']},
             {'columns': ['session_id']},
-            {'columns': ['user_id', 'event_date']},
+            {'columns': ['user_id', 'event_date', 'event_timestamp']},
         ],
     )
 }}
