@@ -19,6 +19,8 @@ import psutil
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from shopstream import database
+from shopstream.kafka_admin import watermarks
 from shopstream.kafka_cluster import KafkaCluster
 from shopstream.postgres_server import EmbeddedPostgres
 from shopstream_assets_tests.cluster.clusters import (
@@ -30,6 +32,7 @@ from shopstream_assets_tests.cluster.clusters import (
     log_text,
     quiet,
 )
+from shopstream_assets_tests.conftest import TEST_PARTITIONS
 from shopstream_assets_tests.e2e.helpers import (
     CLI,
     Report,
@@ -39,6 +42,7 @@ from shopstream_assets_tests.e2e.helpers import (
     topic_message_count,
     wait_for,
 )
+from streaming.ledger import committed_offsets, messages_behind
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
 
@@ -127,6 +131,14 @@ def test_partition_leader_killed_and_restarted_while_producing_and_streaming(
         what="a new leader for partition 0",
     )
     report.tried(f"partition 0 led by node {partition_leader(kafka_cluster.bootstrap, case.topic, 0)}")
+    # The lag check (`up`'s status line, the Live page) reads every partition's watermarks through
+    # the bootstrap list, one of whose brokers is down.
+    marks = watermarks(kafka_cluster.bootstrap, case.topic, timeout=30)
+    report.held(
+        "the lag is computed with a node down: every partition's watermarks read",
+        sorted(marks) == list(range(TEST_PARTITIONS)),
+        str(marks),
+    )
     time.sleep(max(0.0, 8 - (time.monotonic() - killed_at)))  # some writes while a node is down
     node.start(progress=quiet)
     report.tried(f"node {leader} started again after {time.monotonic() - killed_at:.1f} s down")
@@ -142,6 +154,9 @@ def test_partition_leader_killed_and_restarted_while_producing_and_streaming(
         what=f"Bronze to account for the topic's {in_topic:,} messages",
         alive=stream,
     )
+    with database.connect(case.database_url) as conn:
+        behind = messages_behind(watermarks(kafka_cluster.bootstrap, case.topic), committed_offsets(conn, case.topic))
+    report.held("lag across the three brokers is 0 once Bronze has caught up", sum(behind.values()) == 0, str(behind))
     os.kill(stream.pid, signal.SIGTERM)
     report.held("the stream stopped cleanly", stream.wait(120) == 0, log_text(case, "stream")[-3000:])
     delivered = read_topic(kafka_cluster.bootstrap, case.topic)
