@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from shopstream.services import Endpoints
+from shopstream.settings import load_settings
 from shopstream_assets_tests.ground.own_servers import cli, exports, processes_under
-
-pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
+from shopstream_cli.stack import STREAM_VARIABLES, Child, child_environments
 
 CLUSTER_PATHS = (
     "data/kafka-cluster",
@@ -35,6 +36,9 @@ def too_open(home: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow
+@pytest.mark.servers
+@pytest.mark.timeout(600)
 def test_start_status_stop_a_three_node_kafka_and_a_spark_cluster(own_home: Path) -> None:
     started = cli(own_home, "services", "start", "--kafka-nodes", "3", "--spark-workers", "1")
     exported = exports(started.stdout)
@@ -65,3 +69,15 @@ def test_start_status_stop_a_three_node_kafka_and_a_spark_cluster(own_home: Path
     assert "spark" in stopped and "kafka" in stopped and "postgresql" in stopped
     assert cli(own_home, "services", "status", check=False).returncode == 1
     assert processes_under(own_home) == []
+
+
+def test_up_gives_its_stream_the_local_spark_master_and_only_then(tmp_path: Path) -> None:
+    settings = load_settings({"SHOPSTREAM_HOME": str(tmp_path / "home")})
+    stream = Child("stream", ["shopstream", "stream"], variables=STREAM_VARIABLES)
+    url = "postgresql://owner:secret@127.0.0.1:5432/shopstream"
+    on_cluster = Endpoints(url, url, "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", spark_master="spark://127.0.0.1:7077")
+    assert child_environments(on_cluster, settings)(stream)["SHOPSTREAM_SPARK_MASTER"] == "spark://127.0.0.1:7077"
+    assert on_cluster.environment()["SHOPSTREAM_SPARK_MASTER"] == "spark://127.0.0.1:7077"
+    local = Endpoints(url, url, "127.0.0.1:1")
+    assert "SHOPSTREAM_SPARK_MASTER" not in local.environment()
+    assert child_environments(local, settings)(stream)["SHOPSTREAM_KAFKA_BOOTSTRAP"] == "127.0.0.1:1"
