@@ -16,6 +16,9 @@ from shopstream.settings import KafkaSecurity
 
 # The reference system keeps a week of clickstream.
 RETENTION_MS = 7 * 24 * 3600 * 1000
+# On a cluster of three brokers or more, unless it says otherwise.
+MULTI_NODE_REPLICAS = 3
+MULTI_NODE_MIN_INSYNC = 2
 
 
 class TopicRefusedError(RuntimeError):
@@ -36,9 +39,8 @@ def ensure_topic(
     if topic in admin.list_topics(timeout=timeout).topics:
         refuse_compacted(admin, bootstrap, topic, timeout=timeout)
         return False
-    # -1: the cluster's default.replication.factor (1 on the embedded broker, usually 3 on a
-    # production cluster), so events delivered to an existing cluster survive a broker's loss.
-    spec = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config={"retention.ms": str(RETENTION_MS)})
+    factor, config = replication_for(admin, timeout=timeout)
+    spec = NewTopic(topic, num_partitions=partitions, replication_factor=factor, config=config)
     future = admin.create_topics([spec], operation_timeout=timeout)[topic]
     try:
         future.result(timeout)
@@ -49,6 +51,36 @@ def ensure_topic(
         refuse_compacted(admin, bootstrap, topic, timeout=timeout)
         return False
     return True
+
+
+def replication_for(admin: AdminClient, *, timeout: float = 30) -> tuple[int, dict[str, str]]:
+    """(replication factor, topic config) for a new topic.
+
+    The cluster's own defaults (-1: its ``default.replication.factor``) unless it has three or more
+    brokers and left ``default.replication.factor`` at Kafka's built-in 1: then 3 replicas, 2 of
+    them in sync (unless it sets ``min.insync.replicas``), so that an acknowledged event (the
+    producer is idempotent, hence acks=all) survives the loss of a broker. A cluster that does not
+    let us read its broker configs keeps its own defaults.
+    """
+    config = {"retention.ms": str(RETENTION_MS)}
+    brokers = sorted(admin.list_topics(timeout=timeout).brokers)
+    if len(brokers) < MULTI_NODE_REPLICAS:
+        return -1, config
+    resource = ConfigResource(ConfigResource.Type.BROKER, str(brokers[0]))
+    try:
+        entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+    except KafkaException:
+        return -1, config
+    if _set_by_cluster(entries.get("default.replication.factor")):
+        return -1, config
+    if not _set_by_cluster(entries.get("min.insync.replicas")):
+        config["min.insync.replicas"] = str(MULTI_NODE_MIN_INSYNC)
+    return MULTI_NODE_REPLICAS, config
+
+
+def _set_by_cluster(entry: object) -> bool:
+    """True when the broker's config sets the entry (not Kafka's built-in default)."""
+    return getattr(entry, "value", None) is not None and not getattr(entry, "is_default", True)
 
 
 def refuse_compacted(admin: AdminClient, bootstrap: str, topic: str, *, timeout: float = 30) -> None:

@@ -63,6 +63,9 @@ def scram_credential(user: str, password: str, *, salt: bytes | None = None) -> 
 
 class EmbeddedKafka:
     name = "kafka"
+    label = "Kafka"
+    node_id = 1
+    heap = KAFKA_HEAP
 
     def __init__(self, settings: Settings, *, scram_users: Mapping[str, str] | None = None) -> None:
         self.settings = settings
@@ -155,18 +158,13 @@ class EmbeddedKafka:
                 [
                     "# Written by shopstream services start; edit shopstream/kafka_server.py instead.",
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@{LOOPBACK}:{controller_port}",
+                    f"node.id={self.node_id}",
+                    f"controller.quorum.voters={self.quorum_voters(controller_port)}",
                     *self._listener_lines(port, controller_port),
                     "controller.listener.names=CONTROLLER",
                     f"log.dirs={self.data_dir}",
                     "num.partitions=6",
-                    # One node: every internal topic has one replica.
-                    "offsets.topic.replication.factor=1",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
+                    *self.replication_lines(),
                     "group.initial.rebalance.delay.ms=0",
                     # The 128 MiB default is allocated at start; a dev broker compacts little.
                     "log.cleaner.dedupe.buffer.size=8388608",
@@ -179,6 +177,29 @@ class EmbeddedKafka:
         log4j = self.config_dir / "log4j2.properties"
         log4j.write_text(self.log4j_properties())
         return properties
+
+    def quorum_voters(self, controller_port: int) -> str:
+        """``controller.quorum.voters``: this node alone (a cluster's node names every node)."""
+        return f"{self.node_id}@{LOOPBACK}:{controller_port}"
+
+    def replication_lines(self) -> list[str]:
+        # One node: every internal topic has one replica.
+        return [
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+        ]
+
+    def choose_ports(self) -> tuple[int, int]:
+        """(client port, controller port): the last ones while free, so the bootstrap stays stable."""
+        state = read_state(self.state_path)
+        port = free_port(state.get("port"))
+        controller_port = free_port(state.get("controller_port"))
+        if controller_port == port:
+            controller_port = free_port()
+        return port, controller_port
 
     def log4j_properties(self) -> str:
         """The broker's log4j2 configuration: one size-rotated file, the quiet loggers at WARN."""
@@ -223,16 +244,18 @@ class EmbeddedKafka:
         if self.pid() is not None:
             self._wait_ready()
             return self.bootstrap
+        self._wait_ready(self.launch(progress))
+        return self.bootstrap
+
+    def launch(self, progress: Progress = print) -> subprocess.Popen[bytes]:
+        """Format the storage (once) and start the JVM without waiting for it to serve: a cluster's
+        nodes answer only once a majority of its controllers runs."""
         java = require_java()
         jars = resolve_jars(KAFKA_BROKER, self.settings.jars_dir, progress=progress)
         if not jars:
             raise ServiceError(f"no Kafka jars under {self.settings.jars_dir / KAFKA_BROKER}")
         classpath = str(self.settings.jars_dir / KAFKA_BROKER / "*")
-        state = read_state(self.state_path)
-        port = free_port(state.get("port"))
-        controller_port = free_port(state.get("controller_port"))
-        if controller_port == port:
-            controller_port = free_port()
+        port, controller_port = self.choose_ports()
         properties = self._write_config(port, controller_port)
         log4j = f"-Dlog4j2.configurationFile={self.config_dir / 'log4j2.properties'}"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -257,10 +280,10 @@ class EmbeddedKafka:
         formatted = subprocess.run(format_command, capture_output=True, text=True, check=False)
         if formatted.returncode != 0:
             raise ServiceError(f"Kafka storage format failed: {formatted.stdout}{formatted.stderr}")
-        progress(f"starting Apache Kafka on {LOOPBACK}:{port} ...")
+        progress(f"starting Apache {self.label} on {LOOPBACK}:{port} ...")
         with self.console_path.open("ab") as log:
             process = subprocess.Popen(
-                [java, KAFKA_HEAP, "-Xms128m", "-XX:+UseG1GC", log4j, "-cp", classpath, "kafka.Kafka", str(properties)],
+                [java, self.heap, "-Xms128m", "-XX:+UseG1GC", log4j, "-cp", classpath, "kafka.Kafka", str(properties)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -269,8 +292,7 @@ class EmbeddedKafka:
         state = read_state(self.state_path)
         state.update({"port": port, "controller_port": controller_port, "pid": process.pid})
         write_state(self.state_path, state)
-        self._wait_ready(process)
-        return self.bootstrap
+        return process
 
     def _wait_ready(self, process: subprocess.Popen[bytes] | None = None, timeout: float = 90) -> None:
         from confluent_kafka.admin import AdminClient
@@ -296,7 +318,7 @@ class EmbeddedKafka:
         pid = self.pid()
         if pid is None:
             return False
-        progress("stopping Kafka ...")
+        progress(f"stopping {self.label} ...")
         terminate(pid, timeout=60, name="Kafka", progress=progress)
         return True
 

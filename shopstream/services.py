@@ -25,9 +25,12 @@ from shopstream.embedded import (
     ServiceError,
     ServiceStatus,
     private_folder,
+    read_state,
     write_file_atomically,
+    write_state,
 )
 from shopstream.jars import require_java
+from shopstream.kafka_cluster import KafkaCluster
 from shopstream.kafka_server import EmbeddedKafka
 from shopstream.postgres_roles import (
     DutyRoles,
@@ -39,6 +42,7 @@ from shopstream.postgres_roles import (
 )
 from shopstream.postgres_server import EmbeddedPostgres, prepare_external_database
 from shopstream.settings import Settings
+from shopstream.spark_cluster import SparkStandalone
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Endpoints:
     kafka_bootstrap: str
     # Dagster's storage role on its database; None: the database_url's role (a server we do not run).
     dagster_database_url: str | None = None
+    # The local Spark standalone cluster's master (`services start --spark-workers N`); None: the setting's.
+    spark_master: str | None = None
 
     def environment(self) -> dict[str, str]:
         """SHOPSTREAM_* variables that point every other process at these servers.
@@ -72,6 +78,7 @@ class Endpoints:
             "SHOPSTREAM_DAGSTER_DB_USER": dagster.user,
             "SHOPSTREAM_DAGSTER_DB_PASSWORD": dagster.password,
             **database.ssl_environment(self.database_url),
+            **({"SHOPSTREAM_SPARK_MASTER": self.spark_master} if self.spark_master else {}),
         }
 
 
@@ -93,6 +100,64 @@ def write_environment_file(settings: Settings, endpoints: Endpoints) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class ClusterOptions:
+    """How many local Kafka nodes and Spark workers `services start` runs: given once as its options,
+    kept under SHOPSTREAM_HOME so that a later start, status or stop means the same servers."""
+
+    kafka_nodes: int = 1
+    spark_workers: int = 0
+
+
+def _options_path(settings: Settings) -> Path:
+    return settings.run_dir / "services.json"
+
+
+def cluster_options(settings: Settings) -> ClusterOptions:
+    state = read_state(_options_path(settings))
+    return ClusterOptions(state.get("kafka_nodes", 1), state.get("spark_workers", 0))
+
+
+def save_cluster_options(
+    settings: Settings, *, kafka_nodes: int | None = None, spark_workers: int | None = None
+) -> ClusterOptions:
+    """Record the options given (None: keep the stored one); refuse a change while the servers it
+    replaces still run, since two Kafkas under one home would share no state but its name."""
+    current = cluster_options(settings)
+    wanted = ClusterOptions(
+        current.kafka_nodes if kafka_nodes is None else kafka_nodes,
+        current.spark_workers if spark_workers is None else spark_workers,
+    )
+    if wanted.kafka_nodes < 1:
+        raise ServiceError(f"--kafka-nodes must be at least 1: got {wanted.kafka_nodes}")
+    if wanted.spark_workers < 0:
+        raise ServiceError(f"--spark-workers must be 0 or more: got {wanted.spark_workers}")
+    if wanted.kafka_nodes != current.kafka_nodes and _embedded_kafka(settings, current).pid() is not None:
+        raise ServiceError(
+            f"the embedded Kafka runs with {current.kafka_nodes} node(s): run `shopstream services stop` first"
+        )
+    if wanted.spark_workers != current.spark_workers and current.spark_workers and spark_cluster_running(settings):
+        raise ServiceError(
+            f"the local Spark cluster runs with {current.spark_workers} worker(s): run `shopstream services stop` first"
+        )
+    private_folder(settings.home)
+    write_state(_options_path(settings), {"kafka_nodes": wanted.kafka_nodes, "spark_workers": wanted.spark_workers})
+    return wanted
+
+
+def _embedded_kafka(settings: Settings, options: ClusterOptions) -> EmbeddedKafka | KafkaCluster:
+    return KafkaCluster(settings, options.kafka_nodes) if options.kafka_nodes > 1 else EmbeddedKafka(settings)
+
+
+def embedded_kafka(settings: Settings) -> EmbeddedKafka | KafkaCluster:
+    """The embedded broker, or the local cluster of `services start --kafka-nodes N` (N > 1)."""
+    return _embedded_kafka(settings, cluster_options(settings))
+
+
+def spark_cluster_running(settings: Settings) -> bool:
+    return SparkStandalone(settings).master_pid() is not None
+
+
 def postgres_is_embedded(settings: Settings) -> bool:
     """True when no URL is set, or the URL is the one `services start` exported for our own server."""
     if settings.database_embedded:
@@ -105,7 +170,13 @@ def postgres_is_embedded(settings: Settings) -> bool:
 def kafka_is_embedded(settings: Settings) -> bool:
     if settings.kafka_embedded:
         return True
-    port = EmbeddedKafka(settings).port
+    kafka = embedded_kafka(settings)
+    if isinstance(kafka, KafkaCluster):
+        try:
+            return settings.kafka_bootstrap == kafka.bootstrap
+        except ServiceError:
+            return False
+    port = kafka.port
     return port is not None and settings.kafka_bootstrap == f"{LOOPBACK}:{port}"
 
 
@@ -133,8 +204,10 @@ def start_services(settings: Settings, progress: Progress = print) -> Endpoints:
             )
         if not settings.admin_database_url:  # else migrate_as_admin sets the roles and databases up
             prepare_external_database(settings, database_url, progress)
-    kafka_bootstrap = EmbeddedKafka(settings).start(progress) if kafka_embedded else settings.kafka_bootstrap
-    return Endpoints(database_url, dashboard_url, kafka_bootstrap, dagster_url)
+    kafka_bootstrap = embedded_kafka(settings).start(progress) if kafka_embedded else settings.kafka_bootstrap
+    workers = cluster_options(settings).spark_workers
+    spark_master = SparkStandalone(settings, workers).start(progress) if workers else None
+    return Endpoints(database_url, dashboard_url, kafka_bootstrap, dagster_url, spark_master)
 
 
 def stop_services(settings: Settings, progress: Progress = print) -> list[str]:
@@ -143,25 +216,32 @@ def stop_services(settings: Settings, progress: Progress = print) -> list[str]:
     External servers named by URL are never touched.
     """
     stopped = []
-    # Kafka first: clients reconnecting to a half-stopped stack are noisier the other way round.
-    for server in (EmbeddedKafka(settings), EmbeddedPostgres(settings)):
-        if server.stop(progress):
-            stopped.append(server.name)
+    # Spark, then Kafka: clients reconnecting to a half-stopped stack are noisier the other way round.
+    # Whatever runs is stopped, whichever options it was started with.
+    if SparkStandalone(settings).stop(progress):
+        stopped.append(SparkStandalone.name)
+    kafka_stopped = KafkaCluster(settings).stop(progress)
+    kafka_stopped = EmbeddedKafka(settings).stop(progress) or kafka_stopped
+    if kafka_stopped:
+        stopped.append(EmbeddedKafka.name)
+    if EmbeddedPostgres(settings).stop(progress):
+        stopped.append(EmbeddedPostgres.name)
     return stopped
 
 
 def running_servers(settings: Settings) -> frozenset[str]:
     """The names of the embedded servers under SHOPSTREAM_HOME that run now."""
-    return frozenset(
-        server.name for server in (EmbeddedPostgres(settings), EmbeddedKafka(settings)) if server.pid() is not None
-    )
+    servers = (EmbeddedPostgres(settings), embedded_kafka(settings), SparkStandalone(settings))
+    return frozenset(server.name for server in servers if server.pid() is not None)
 
 
 def stop_servers_started_since(settings: Settings, already_running: frozenset[str], progress: Progress) -> None:
     """Stop the embedded servers in use that were not in ``already_running``: what `up` found
     running it leaves running, what it started it stops (Kafka first, as `services stop` does)."""
+    if SparkStandalone.name not in already_running:
+        SparkStandalone(settings).stop(progress=progress)
     if EmbeddedKafka.name not in already_running and kafka_is_embedded(settings):
-        EmbeddedKafka(settings).stop(progress=progress)
+        embedded_kafka(settings).stop(progress=progress)
     if EmbeddedPostgres.name not in already_running and postgres_is_embedded(settings):
         EmbeddedPostgres(settings).stop(progress=progress)
 
@@ -172,10 +252,16 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
         statuses.append(EmbeddedPostgres(settings).status())
     else:
         statuses.append(ServiceStatus("postgresql", True, None, database.redact(settings.database_url), None, False))
-    if kafka_is_embedded(settings):
-        statuses.append(EmbeddedKafka(settings).status())
-    else:
+    kafka = embedded_kafka(settings)
+    if not kafka_is_embedded(settings):
         statuses.append(ServiceStatus("kafka", True, None, settings.kafka_bootstrap, None, False))
+    elif isinstance(kafka, KafkaCluster):
+        statuses.extend(kafka.statuses())
+    else:
+        statuses.append(kafka.status())
+    workers = cluster_options(settings).spark_workers
+    if workers:
+        statuses.extend(SparkStandalone(settings, workers).statuses())
     return statuses
 
 
@@ -298,7 +384,7 @@ def kafka_bootstrap(settings: Settings) -> str:
     """The configured brokers, or the running embedded broker (commands that only need Kafka)."""
     if not settings.kafka_embedded:
         return settings.kafka_bootstrap
-    kafka = EmbeddedKafka(settings)
+    kafka = embedded_kafka(settings)
     if kafka.pid() is None:
         raise ServiceError(
             "SHOPSTREAM_KAFKA_BOOTSTRAP is not set and the embedded Kafka broker is not running: "

@@ -25,7 +25,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-services_app = typer.Typer(help="The embedded PostgreSQL and Apache Kafka servers.", no_args_is_help=True)
+services_app = typer.Typer(
+    help="The embedded PostgreSQL and Apache Kafka servers (and local Kafka and Spark clusters).", no_args_is_help=True
+)
 bench_app = typer.Typer(help="Benchmarks that print their figures.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 
@@ -78,7 +80,28 @@ def _progress(message: str) -> None:
 
 
 @services_app.command("start")
-def services_start() -> None:
+def services_start(
+    kafka_nodes: Annotated[
+        int | None,
+        typer.Option(
+            "--kafka-nodes",
+            min=1,
+            max=9,
+            help="Run a local Kafka cluster of this many KRaft nodes (1: the single embedded broker). Kept for"
+            " later starts under SHOPSTREAM_HOME.",
+        ),
+    ] = None,
+    spark_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--spark-workers",
+            min=0,
+            max=8,
+            help="Run a local Spark standalone master and this many workers (0: none, the stream runs in"
+            " local mode). Kept for later starts under SHOPSTREAM_HOME.",
+        ),
+    ] = None,
+) -> None:
     """Start (or find) the embedded servers; print the line that sources their settings.
 
     The settings (URLs with passwords) go to SHOPSTREAM_HOME/env.sh, mode 600, as `export`
@@ -87,11 +110,12 @@ def services_start() -> None:
     """
     from shopstream.database import redact
     from shopstream.embedded import ServiceError
-    from shopstream.services import write_environment_file
+    from shopstream.services import save_cluster_options, write_environment_file
     from shopstream_cli.stack import start_servers
 
     settings = settings_or_exit()
     try:
+        save_cluster_options(settings, kafka_nodes=kafka_nodes, spark_workers=spark_workers)
         endpoints = start_servers(settings, progress=_progress)
         path = write_environment_file(settings, endpoints)
     except (ServiceError, RuntimeError, OSError) as error:
@@ -99,6 +123,8 @@ def services_start() -> None:
     typer.echo(f". {shlex.quote(str(path))}")
     _progress(f"PostgreSQL: {redact(endpoints.database_url)}")
     _progress(f"Kafka:      {endpoints.kafka_bootstrap}")
+    if endpoints.spark_master:
+        _progress(f"Spark:      {endpoints.spark_master}")
 
 
 @services_app.command("reset-passwords")
@@ -146,7 +172,7 @@ def services_setup_sql() -> None:
 
 @services_app.command("stop")
 def services_stop() -> None:
-    """Stop the embedded servers (SIGTERM, then wait)."""
+    """Stop the embedded servers, the local Kafka and Spark clusters among them (SIGTERM, then wait)."""
     from shopstream.services import stop_services
 
     stopped = stop_services(settings_or_exit(), progress=_progress)
@@ -159,12 +185,13 @@ def services_status_command() -> None:
     from shopstream.services import services_status
 
     statuses = services_status(settings_or_exit())
+    width = max([12, *(len(status.name) + 1 for status in statuses)])
     for status in statuses:
         state = "running" if status.running else "stopped"
         kind = "embedded" if status.embedded else "external"
         memory = f"  {status.rss_mb:.0f} MB" if status.rss_mb is not None else ""
         pid = f"  pid {status.pid}" if status.pid else ""
-        typer.echo(f"{status.name:<11} {state:<8} {kind:<9} {status.address or '-'}{pid}{memory}")
+        typer.echo(f"{status.name:<{width}}{state:<8} {kind:<9} {status.address or '-'}{pid}{memory}")
     if not all(status.running for status in statuses):
         raise typer.Exit(code=1)
 

@@ -54,7 +54,8 @@ class StackPlan:
 # Which credential each child gets: the producer none, the stream the owner, the dashboard the
 # reader, Dagster its own storage role and the owner (SHOPSTREAM_DB_*) for dbt.
 PRODUCER_VARIABLES = ("SHOPSTREAM_KAFKA_BOOTSTRAP",)
-STREAM_VARIABLES = ("SHOPSTREAM_KAFKA_BOOTSTRAP", "SHOPSTREAM_DATABASE_URL")
+# SHOPSTREAM_SPARK_MASTER only when `services start --spark-workers N` runs a local Spark cluster.
+STREAM_VARIABLES = ("SHOPSTREAM_KAFKA_BOOTSTRAP", "SHOPSTREAM_DATABASE_URL", "SHOPSTREAM_SPARK_MASTER")
 DASHBOARD_VARIABLES = ("SHOPSTREAM_KAFKA_BOOTSTRAP", "SHOPSTREAM_DASHBOARD_DATABASE_URL")
 DAGSTER_VARIABLES = (
     "SHOPSTREAM_KAFKA_BOOTSTRAP",
@@ -154,7 +155,7 @@ def child_environments(endpoints: Endpoints, settings: Settings) -> Callable[[Ch
     base["SHOPSTREAM_HOME"] = str(settings.home)
 
     def for_child(child: Child) -> dict[str, str]:
-        return {**base, **{name: exported[name] for name in child.variables}}
+        return {**base, **{name: exported[name] for name in child.variables if name in exported}}
 
     return for_child
 

@@ -1,0 +1,97 @@
+"""Shared by the cluster tests: a SHOPSTREAM_HOME of the module's own with real local clusters
+(three KRaft nodes, a Spark standalone master and worker) and its PostgreSQL, each stopped at
+the end whatever happens, and per test a fresh database and topic on them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from shopstream import database
+from shopstream.kafka_admin import ensure_topic
+from shopstream.services import Endpoints
+from shopstream.settings import Settings, load_settings
+from shopstream_assets_tests.conftest import TEST_PARTITIONS, make_test_home
+from shopstream_assets_tests.e2e.helpers import fetch
+from streaming.migrations import migrate
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+def processes_under(home: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(home) in part for part in (process.info["cmdline"] or [])) and process.pid != os.getpid():
+            found.append(process)
+    return found
+
+
+@contextmanager
+def cluster_home(prefix: str) -> Iterator[tuple[Path, Settings]]:
+    """A home outside pytest's basetemp (as the session's servers' is); every process left under it is
+    killed and the folder removed at the end."""
+    home = make_test_home(Path(tempfile.mkdtemp(prefix=prefix)))
+    try:
+        yield home, load_settings({"SHOPSTREAM_HOME": str(home)})
+    finally:
+        for process in processes_under(home):  # anything a failed stop left behind
+            process.kill()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ClusterCase:
+    database_url: str
+    topic: str
+    env: dict[str, str]
+    logs: Path
+
+
+@contextmanager
+def cluster_case(
+    admin_url: str, reader_url: str, bootstrap: str, tmp_path: Path, *, spark_master: str, prefix: str
+) -> Iterator[ClusterCase]:
+    """A fresh database and topic on the module's servers, and the env a `shopstream` child needs."""
+    name = f"t_{prefix}_{uuid.uuid4().hex[:8]}"
+    database.ensure_database(admin_url, name)
+    database_url = database.with_database(admin_url, name)
+    migrate(database_url)
+    topic = f"t-{prefix}-{uuid.uuid4().hex[:8]}"
+    ensure_topic(bootstrap, topic, TEST_PARTITIONS)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SHOPSTREAM_")}
+    env.update(Endpoints(database_url, database.with_database(reader_url, name), bootstrap).environment())
+    env.update(
+        {
+            "SHOPSTREAM_HOME": str(make_test_home(tmp_path / "home")),
+            "SHOPSTREAM_TOPIC": topic,
+            "SHOPSTREAM_TOPIC_PARTITIONS": str(TEST_PARTITIONS),
+            "SHOPSTREAM_SPARK_MASTER": spark_master,
+        }
+    )
+    try:
+        yield ClusterCase(database_url, topic, env, tmp_path / "logs")
+    finally:
+        database.drop_database(admin_url, name)
+
+
+def committed_batches(database_url: str) -> int:
+    return fetch(database_url, "select count(*) from bronze.ingest_batches")[0][0]
+
+
+def consumed_messages(database_url: str) -> int:
+    return fetch(database_url, "select coalesce(sum(messages_consumed), 0) from bronze.ingest_batches")[0][0]
+
+
+def log_text(case: ClusterCase, name: str) -> str:
+    path = case.logs / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""

@@ -1,0 +1,175 @@
+"""Three KRaft nodes from the broker's jars (`services start --kafka-nodes 3`): a partition leader's
+broker killed with `kill -9` and restarted while the producer sends and the stream writes.
+
+Every acknowledged message is in Bronze once: the producer is idempotent (acks=all) and the
+topic has three replicas of which two must be in sync, so the loss of the leader loses nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from shopstream import database
+from shopstream.kafka_admin import watermarks
+from shopstream.kafka_cluster import KafkaCluster
+from shopstream.postgres_server import EmbeddedPostgres
+from shopstream_assets_tests.cluster.clusters import (
+    ClusterCase,
+    cluster_case,
+    cluster_home,
+    committed_batches,
+    consumed_messages,
+    log_text,
+    quiet,
+)
+from shopstream_assets_tests.conftest import TEST_PARTITIONS
+from shopstream_assets_tests.e2e.helpers import (
+    CLI,
+    Report,
+    check_bronze_equals_delivered,
+    manifest_positions,
+    read_topic,
+    topic_message_count,
+    wait_for,
+)
+from streaming.ledger import committed_offsets, messages_behind
+
+pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
+
+
+@dataclass(frozen=True)
+class KafkaClusterStack:
+    kafka: KafkaCluster
+    postgres: EmbeddedPostgres
+    admin_url: str
+    bootstrap: str
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster() -> Iterator[KafkaClusterStack]:
+    with cluster_home("shopstream-kafka-cluster-") as (_, settings):
+        postgres, kafka = EmbeddedPostgres(settings), KafkaCluster(settings, 3)
+        try:
+            admin_url = postgres.start(progress=quiet)
+            bootstrap = kafka.start(progress=quiet)
+            yield KafkaClusterStack(kafka, postgres, admin_url, bootstrap)
+        finally:
+            kafka.stop(progress=quiet)
+            postgres.stop(progress=quiet)
+
+
+@pytest.fixture
+def case(kafka_cluster: KafkaClusterStack, tmp_path: Path) -> Iterator[ClusterCase]:
+    kafka_cluster.kafka.start(progress=quiet)  # whatever a failed test left stopped
+    with cluster_case(
+        kafka_cluster.admin_url,
+        kafka_cluster.postgres.reader_url(),
+        kafka_cluster.bootstrap,
+        tmp_path,
+        spark_master="local[2]",
+        prefix="kafka3",
+    ) as made:
+        yield made
+
+
+def partition_leader(bootstrap: str, topic: str, partition: int) -> int:
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    return admin.list_topics(topic, timeout=10).topics[topic].partitions[partition].leader
+
+
+def test_topics_on_three_nodes_have_three_replicas_two_in_sync(
+    kafka_cluster: KafkaClusterStack, case: ClusterCase
+) -> None:
+    admin = AdminClient({"bootstrap.servers": kafka_cluster.bootstrap, "log_level": 0})
+    metadata = admin.list_topics(case.topic, timeout=10)
+    assert sorted(metadata.brokers) == [1, 2, 3]
+    partitions = metadata.topics[case.topic].partitions.values()
+    assert all(sorted(p.replicas) == [1, 2, 3] and sorted(p.isrs) == [1, 2, 3] for p in partitions)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, case.topic)
+    configs = admin.describe_configs([resource])[resource].result(10)
+    assert configs["min.insync.replicas"].value == "2"
+    assert [node.bootstrap for node in kafka_cluster.kafka.nodes] == kafka_cluster.bootstrap.split(",")
+
+
+def test_partition_leader_killed_and_restarted_while_producing_and_streaming(
+    kafka_cluster: KafkaClusterStack, case: ClusterCase, spawn_process: Any
+) -> None:
+    report = Report("cluster: kill -9 of partition 0's leader (one of 3 KRaft nodes) mid-stream, then its restart")
+    stream = spawn_process([*CLI, "stream"], env=case.env, name="stream")
+    manifest = case.logs.parent / "manifest.jsonl"
+    command = [
+        *CLI, "produce", "--rate", "1000", "--seed", "3201",
+        "--bad-ratio", "0.05", "--manifest", str(manifest), "--quiet",
+    ]  # fmt: skip
+    producer = spawn_process(command, env=case.env, name="producer")
+    report.tried("`shopstream stream` (local[2]) and `shopstream produce --rate 1000` on all three nodes")
+    wait_for(lambda: committed_batches(case.database_url) >= 1, timeout=240, what="a committed batch", alive=stream)
+    before = committed_batches(case.database_url)
+    leader = partition_leader(kafka_cluster.bootstrap, case.topic, 0)
+    node = kafka_cluster.kafka.nodes[leader - 1]
+    pid = node.pid()
+    assert pid is not None
+    report.held("the producer was still sending when the fault hit", producer.poll() is None)
+    victim = psutil.Process(pid)
+    victim.kill()
+    victim.wait(30)
+    killed_at = time.monotonic()
+    report.tried(f"kill -9 of node {leader} (leader of partition 0) after {before} committed batches")
+    wait_for(
+        lambda: partition_leader(kafka_cluster.bootstrap, case.topic, 0) not in (leader, -1),
+        timeout=60,
+        what="a new leader for partition 0",
+    )
+    report.tried(f"partition 0 led by node {partition_leader(kafka_cluster.bootstrap, case.topic, 0)}")
+    # The lag check (`up`'s status line, the Live page) reads every partition's watermarks through
+    # the bootstrap list, one of whose brokers is down.
+    marks = watermarks(kafka_cluster.bootstrap, case.topic, timeout=30)
+    report.held(
+        "the lag is computed with a node down: every partition's watermarks read",
+        sorted(marks) == list(range(TEST_PARTITIONS)),
+        str(marks),
+    )
+    time.sleep(max(0.0, 8 - (time.monotonic() - killed_at)))  # some writes while a node is down
+    node.start(progress=quiet)
+    report.tried(f"node {leader} started again after {time.monotonic() - killed_at:.1f} s down")
+    report.held("the stream process survived", stream.poll() is None)
+    report.held("the producer survived", producer.poll() is None)
+    wait_for(lambda: committed_batches(case.database_url) > before + 1, timeout=180, what="batches after the restart")
+    os.killpg(producer.pid, signal.SIGTERM)  # flushes what it queued, then exits
+    report.held("the producer flushed and stopped cleanly", producer.wait(120) == 0, log_text(case, "producer")[-1500:])
+    in_topic = topic_message_count(kafka_cluster.bootstrap, case.topic)
+    wait_for(
+        lambda: consumed_messages(case.database_url) >= in_topic,
+        timeout=240,
+        what=f"Bronze to account for the topic's {in_topic:,} messages",
+        alive=stream,
+    )
+    with database.connect(case.database_url) as conn:
+        behind = messages_behind(watermarks(kafka_cluster.bootstrap, case.topic), committed_offsets(conn, case.topic))
+    report.held("lag across the three brokers is 0 once Bronze has caught up", sum(behind.values()) == 0, str(behind))
+    os.kill(stream.pid, signal.SIGTERM)
+    report.held("the stream stopped cleanly", stream.wait(120) == 0, log_text(case, "stream")[-3000:])
+    delivered = read_topic(kafka_cluster.bootstrap, case.topic)
+    positions, failed = manifest_positions(manifest)
+    report.held("the producer lost no message (every send acknowledged)", failed == 0, f"{failed} failed")
+    report.held(
+        "the topic holds exactly the producer's acknowledged messages",
+        positions == {(partition, offset) for partition, offset, _ in delivered},
+        f"{len(positions)} acknowledged vs {len(delivered)} in the topic",
+    )
+    state = check_bronze_equals_delivered(report, case.database_url, case.topic, delivered)
+    report.note(
+        f"{state.consumed:,} messages -> {state.rows_written:,} rows + {state.ledger_rejects:,} rejects"
+        f" + {state.duplicates:,} duplicates in {state.batches} batches"
+    )
+    report.finish()

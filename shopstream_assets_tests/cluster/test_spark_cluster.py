@@ -1,0 +1,200 @@
+"""`shopstream stream` on a Spark standalone cluster from pyspark's own distribution
+(`services start --spark-workers N`): the executor JVM killed with `kill -9` mid-stream.
+
+The worker starts another executor and Spark retries the lost tasks; Bronze still holds every
+message once (a row, a reject or a counted duplicate), by the same accounting as the e2e tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from shopstream.kafka_server import EmbeddedKafka
+from shopstream.postgres_server import EmbeddedPostgres
+from shopstream.spark_cluster import SparkStandalone
+from shopstream_assets_tests.cluster.clusters import (
+    ClusterCase,
+    cluster_case,
+    cluster_home,
+    committed_batches,
+    consumed_messages,
+    log_text,
+    quiet,
+)
+from shopstream_assets_tests.e2e.helpers import (
+    CLI,
+    Report,
+    check_bronze_equals_delivered,
+    kill_group,
+    read_topic,
+    wait_for,
+)
+from shopstream_assets_tests.streaming.conftest import produce_messages
+from streaming.simulator import Simulator
+
+pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
+
+
+@dataclass(frozen=True)
+class SparkClusterStack:
+    spark: SparkStandalone
+    postgres: EmbeddedPostgres
+    admin_url: str
+    bootstrap: str
+    master: str
+
+
+@pytest.fixture(scope="module")
+def spark_cluster() -> Iterator[SparkClusterStack]:
+    with cluster_home("shopstream-spark-cluster-") as (_, settings):
+        postgres, kafka, spark = EmbeddedPostgres(settings), EmbeddedKafka(settings), SparkStandalone(settings, 1)
+        try:
+            admin_url = postgres.start(progress=quiet)
+            bootstrap = kafka.start(progress=quiet)
+            master = spark.start(progress=quiet)
+            yield SparkClusterStack(spark, postgres, admin_url, bootstrap, master)
+        finally:
+            spark.stop(progress=quiet)
+            kafka.stop(progress=quiet)
+            postgres.stop(progress=quiet)
+
+
+@pytest.fixture
+def case(spark_cluster: SparkClusterStack, tmp_path: Path) -> Iterator[ClusterCase]:
+    with cluster_case(
+        spark_cluster.admin_url,
+        spark_cluster.postgres.reader_url(),
+        spark_cluster.bootstrap,
+        tmp_path,
+        spark_master=spark_cluster.master,
+        prefix="spark",
+    ) as made:
+        yield made
+
+
+def applications(spark: SparkStandalone, topic_app: str = "shopstream-bronze") -> list[dict[str, Any]]:
+    state = spark.master_json()
+    return [app for app in state.get("activeapps", []) + state.get("completedapps", []) if app["name"] == topic_app]
+
+
+def busy(process: psutil.Process, window: float = 0.3) -> bool:
+    """More than a third of a core in ``window`` seconds."""
+    before = sum(process.cpu_times()[:2])
+    time.sleep(window)
+    return sum(process.cpu_times()[:2]) - before > window / 3
+
+
+def test_executor_killed_mid_stream_on_the_standalone_cluster(
+    spark_cluster: SparkClusterStack, case: ClusterCase, spawn_process: Any
+) -> None:
+    report = Report("cluster: kill -9 of the executor JVM while `shopstream stream` runs on Spark standalone")
+    total = 16_000
+    batch = Simulator(seed=3202, bad_ratio=0.05).take(total)
+    produce_messages(spark_cluster.bootstrap, case.topic, batch.values, keys=batch.keys)
+    report.tried(f"pre-filled the topic with {total:,} messages (5% bad, duplicates included)")
+    before_apps = {app["id"] for app in applications(spark_cluster.spark)}
+    command = [*CLI, "stream", "--max-offsets-per-trigger", "3000"]
+    stream = spawn_process(command, env=case.env, name="stream")
+    wait_for(
+        lambda: committed_batches(case.database_url) >= 1, timeout=300, what="a first committed batch", alive=stream
+    )
+    executors = spark_cluster.spark.executor_pids()
+    report.held("the stream's tasks run in an executor of the cluster's worker", len(executors) == 1, str(executors))
+    victim = psutil.Process(executors[0])
+    # Mid-batch: the executor busy (its tasks read Kafka and parse), not idle between two batches.
+    wait_for(lambda: busy(victim), timeout=60, interval=0, what="the executor to run a batch's tasks")
+    consumed_at_kill = consumed_messages(case.database_url)
+    victim.kill()
+    victim.wait(30)
+    report.tried(f"kill -9 of executor pid {victim.pid} with {consumed_at_kill:,} of {total:,} messages in Bronze")
+    report.held("the kill landed mid-stream", 0 < consumed_at_kill < total, f"{consumed_at_kill} of {total}")
+    replacement = wait_for(
+        lambda: [pid for pid in spark_cluster.spark.executor_pids() if pid != victim.pid],
+        timeout=120,
+        what="the worker to start another executor",
+    )
+    report.tried(f"the worker started executor pid {replacement[0]}")
+    wait_for(lambda: "Lost task" in log_text(case, "stream"), timeout=60, what="the driver to retry the lost tasks")
+    report.held("the driver saw tasks lost with the executor and retried them", "Lost task" in log_text(case, "stream"))
+    wait_for(
+        lambda: consumed_messages(case.database_url) >= total,
+        timeout=300,
+        what=f"Bronze to account for the topic's {total:,} messages",
+        alive=stream,
+    )
+    report.held("the stream's driver survived the executor's loss", stream.poll() is None)
+    new_apps = [app for app in applications(spark_cluster.spark) if app["id"] not in before_apps]
+    report.held(
+        "the master lists the stream's application, still running",
+        [app["state"] for app in new_apps] == ["RUNNING"],
+        str(new_apps),
+    )
+    os.kill(stream.pid, signal.SIGTERM)
+    report.held("the stream stopped cleanly", stream.wait(120) == 0, log_text(case, "stream")[-3000:])
+    delivered = read_topic(spark_cluster.bootstrap, case.topic)
+    state = check_bronze_equals_delivered(report, case.database_url, case.topic, delivered)
+    report.note(
+        f"{state.consumed:,} messages -> {state.rows_written:,} rows + {state.ledger_rejects:,} rejects"
+        f" + {state.duplicates:,} duplicates in {state.batches} batches"
+    )
+    report.finish()
+
+
+def test_driver_killed_and_restarted_on_the_standalone_cluster(
+    spark_cluster: SparkClusterStack, case: ClusterCase, spawn_process: Any
+) -> None:
+    report = Report("cluster: kill -9 of the stream's driver on Spark standalone, then a restart on its checkpoint")
+    total = 12_000
+    batch = Simulator(seed=3203, bad_ratio=0.05).take(total)
+    produce_messages(spark_cluster.bootstrap, case.topic, batch.values, keys=batch.keys)
+    report.tried(f"pre-filled the topic with {total:,} messages (5% bad, duplicates included)")
+    before_apps = {app["id"] for app in applications(spark_cluster.spark)}
+    command = [*CLI, "stream", "--max-offsets-per-trigger", "3000"]
+    stream = spawn_process(command, env=case.env, name="stream-killed")
+    wait_for(
+        lambda: committed_batches(case.database_url) >= 1, timeout=300, what="a first committed batch", alive=stream
+    )
+    executor = psutil.Process(wait_for(spark_cluster.spark.executor_pids, timeout=60, what="an executor")[0])
+    wait_for(lambda: busy(executor), timeout=60, interval=0, what="the executor to run a batch's tasks")
+    consumed_at_kill = consumed_messages(case.database_url)
+    kill_group(stream)
+    report.tried(f"kill -9 of the driver's process group with {consumed_at_kill:,} of {total:,} messages in Bronze")
+    report.held("the kill landed mid-stream", 0 < consumed_at_kill < total, f"{consumed_at_kill} of {total}")
+    wait_for(
+        lambda: not {app["id"] for app in spark_cluster.spark.master_json().get("activeapps", [])} - before_apps,
+        timeout=120,
+        what="the master to see the dead driver's application end",
+    )
+    report.tried("the master ended the dead driver's application")
+    restarted = spawn_process(command, env=case.env, name="stream")
+    report.tried("restarted `shopstream stream` on the same checkpoint")
+    wait_for(
+        lambda: consumed_messages(case.database_url) >= total,
+        timeout=300,
+        what=f"Bronze to account for the topic's {total:,} messages",
+        alive=restarted,
+    )
+    new_apps = [app for app in applications(spark_cluster.spark) if app["id"] not in before_apps]
+    report.held(
+        "the master lists both drivers' applications: the killed one ended, the new one running",
+        sorted(app["state"] for app in new_apps) in (["FINISHED", "RUNNING"], ["KILLED", "RUNNING"]),
+        str([(app["id"], app["state"]) for app in new_apps]),
+    )
+    os.kill(restarted.pid, signal.SIGTERM)
+    report.held("the stream stopped cleanly", restarted.wait(120) == 0, log_text(case, "stream")[-3000:])
+    delivered = read_topic(spark_cluster.bootstrap, case.topic)
+    state = check_bronze_equals_delivered(report, case.database_url, case.topic, delivered)
+    report.note(
+        f"{state.consumed:,} messages -> {state.rows_written:,} rows + {state.ledger_rejects:,} rejects"
+        f" + {state.duplicates:,} duplicates in {state.batches} batches"
+    )
+    report.finish()
