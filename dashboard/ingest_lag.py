@@ -35,10 +35,10 @@ def _stream_settings(environment: tuple[tuple[str, str], ...]) -> StreamSettings
     bootstrap = settings.kafka_bootstrap
     if bootstrap is None:
         from shopstream.embedded import ServiceError
-        from shopstream.kafka_server import EmbeddedKafka
+        from shopstream.services import embedded_kafka
 
-        try:
-            bootstrap = EmbeddedKafka(settings).bootstrap
+        try:  # one embedded broker, or the local cluster `services start --kafka-nodes N` runs
+            bootstrap = embedded_kafka(settings).bootstrap
         except ServiceError:
             bootstrap = None
     return StreamSettings(settings.topic, bootstrap, settings.kafka_security.sasl_username)
