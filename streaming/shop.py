@@ -8,6 +8,7 @@ and pure functions; :mod:`streaming.simulator` turns them into sessions and even
 from __future__ import annotations
 
 import random
+from bisect import bisect
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
@@ -128,3 +129,10 @@ def build_population(size: int = DEFAULT_POPULATION) -> tuple[tuple[User, ...], 
     rng.shuffle(ranks)
     cumulative = list(accumulate(1.0 / rank**0.7 for rank in ranks))
     return users, cumulative
+
+
+def draw_table(weights: list[float], size: int = 4096) -> list[int]:
+    """Indices repeated in proportion to weight: a uniform pick from it is a weighted pick."""
+    total = sum(weights)
+    cumulative = list(accumulate(weights))
+    return [bisect(cumulative, (slot + 0.5) * total / size) for slot in range(size)]
