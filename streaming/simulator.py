@@ -38,16 +38,19 @@ from itertools import accumulate
 from typing import Any
 
 from streaming.bad_messages import BAD_MIX, BadKind, Label, Outcome, corrupt, event_id_of
-from streaming.events import SCHEMA_VERSION, encode_event
+from streaming.events import encode_event
 from streaming.shop import (
     CATALOG,
-    COUNTRY_WEIGHTS,
     DEFAULT_POPULATION,
     DEVICE_WEIGHTS,
     Product,
     build_population,
     draw_table,
+    event_fragment,
+    shrunk_length,
+    steady_lead,
     traffic_multiplier,
+    user_fragments,
 )
 
 # The reference's funnel.
@@ -73,6 +76,8 @@ EVENTS_PER_SESSION = EXPECTED_VIEWS * (1 + ADD_TO_CART_PROBABILITY * (1 + PURCHA
 # rare enough to leave out (docs/simulator.md); each candidate costs a session plan, so the
 # horizon is the start-up cost.
 IN_FLIGHT_HORIZON_MS = 900_000.0
+EXACT_SHRINK_FLOOR = 0.05  # below: sessions shrink to a twentieth of their length
+PILOT_SESSIONS = 1_000  # drawn first to measure session lengths (and used as candidates)
 
 
 @dataclass
@@ -89,11 +94,6 @@ class Batch:
 
 # ---------------------------------------------------------------------------------------
 # The model
-
-
-def _fragment(fields: dict[str, Any]) -> bytes:
-    """``"a":1,"b":2,`` exactly as encode_event writes those fields."""
-    return encode_event(fields)[1:-1] + b","
 
 
 class Simulator:
@@ -173,12 +173,12 @@ class Simulator:
                 "product_category": product.category,
                 "product_price": product.price,
             }
-            self._view_fragments.append(_fragment({"event_type": "page_view", **base, "quantity": None}))
+            self._view_fragments.append(event_fragment({"event_type": "page_view", **base, "quantity": None}))
             self._cart_fragments.append(
-                [_fragment({"event_type": "add_to_cart", **base, "quantity": q}) for q in (1, 2, 3)]
+                [event_fragment({"event_type": "add_to_cart", **base, "quantity": q}) for q in (1, 2, 3)]
             )
             self._purchase_fragments.append(
-                [_fragment({"event_type": "purchase", **base, "quantity": q}) for q in (1, 2, 3)]
+                [event_fragment({"event_type": "purchase", **base, "quantity": q}) for q in (1, 2, 3)]
             )
         self._product_draw = draw_table([product.popularity for product in products])
         categories = sorted({product.category for product in products})
@@ -196,22 +196,7 @@ class Simulator:
         self._purchase_gap = [rng.uniform(200, 2_000) for _ in range(4096)]
         devices = list(DEVICE_WEIGHTS)
         self._device_draw = [devices[i] for i in draw_table(list(DEVICE_WEIGHTS.values()), 1024)]
-        # Per user: the fragment up to the session id's value, the preferred device, and the
-        # event's tail (device, country, schema_version) for each device.
-        tails: dict[tuple[str, str], bytes] = {}
-        for country in COUNTRY_WEIGHTS:
-            for device in devices:
-                tails[country, device] = encode_event(
-                    {"device_type": device, "country": country, "schema_version": SCHEMA_VERSION}
-                )[1:]
-        self._user_draw = [
-            (
-                _fragment({"user_id": user.user_id, "session_id": ""})[:-2],
-                user.preferred_device,
-                {device: tails[user.country, device] for device in devices},
-            )
-            for user in self.users
-        ]
+        self._user_draw = user_fragments(len(self.users))
         self._user_total = self._user_cumulative[-1]
 
     def _update_step(self) -> None:
@@ -229,28 +214,48 @@ class Simulator:
 
         Sessions begin at the steady rate (events per ms over events per session) through the
         horizon before the start, each at a uniform moment; those still running at the start
-        are open, their next event due when the plan says. That is the model's stationary
-        state: open sessions weighted by their length, each at a uniform point of it. Above
-        the open-session bound the draw stops at the bound, a random subset of that state.
+        are open, their next event due when the plan says: open sessions weighted by their
+        length, each at a uniform point of it. Above the open-session bound the model serves
+        the earliest-due session before its time, running a steady ``lead`` ahead of the clock
+        (gaps shorter than the lead pass at once, longer ones shrink by it): the same draw on
+        those shrunk gaps, the lead chosen so the bound's number of sessions is open.
         """
         random_ = self._rng.random
-        candidates = int(IN_FLIGHT_HORIZON_MS / (self._step_ms * EVENTS_PER_SESSION) + random_())
+        sessions_per_ms = 1.0 / (self._step_ms * EVENTS_PER_SESSION)
+        pilot = [self._new_session() for _ in range(PILOT_SESSIONS)]
+        gap_lists = [session[4][: len(session[3]) - 1] for session in pilot]
+        lead = steady_lead(gap_lists, sessions_per_ms, self.max_open_sessions)
+        # Shrunk sessions are shorter: so is the horizon that holds nearly all of them.
+        shrink = sum(shrunk_length(gaps, lead) for gaps in gap_lists) / max(sum(map(sum, gap_lists)), 1.0)
+        horizon = IN_FLIGHT_HORIZON_MS * shrink
+        # Far above the bound (unpaced) the exact draw would cost more than it is worth to runs
+        # that last seconds: only the cheap placement below is used.
+        candidates = int(horizon * sessions_per_ms + random_()) if shrink >= EXACT_SHRINK_FLOOR else 0
+        # At the bound, fill it: one session fewer and the model would open new ones at once, a
+        # wave of first page views (sessions stay open far longer than events are apart). The
+        # draw falls a little short of the bound, and far above it (unpaced) few sessions
+        # outlast the lead: the rest are placed at a uniform point of their own length (cheap).
         open_sessions = self._open
-        for _ in range(candidates):
-            if len(open_sessions) >= self.max_open_sessions:
-                break
-            session = self._new_session()
-            age = random_() * IN_FLIGHT_HORIZON_MS
+        number = 0
+        while len(open_sessions) < self.max_open_sessions and (number < candidates or lead > 0):
+            exact = number < candidates
+            session = pilot[number] if number < PILOT_SESSIONS else self._new_session()
+            number += 1
             gaps = session[4]
-            elapsed, index, last = 0.0, 0, len(session[3]) - 1
+            last = len(session[3]) - 1
+            if exact:
+                age, shrink_by = random_() * horizon, lead
+            else:
+                age, shrink_by = random_() * sum(gaps[:last]), 0.0
+            elapsed, index = 0.0, 0
             while index < last and elapsed <= age:
-                elapsed += gaps[index]
+                elapsed += max(0.0, gaps[index] - shrink_by)
                 index += 1
             if elapsed <= age:  # over before the start (a one-page session always is)
                 continue
             session[5] = index
             self._pushes += 1
-            heapq.heappush(open_sessions, (elapsed - age, self._pushes, session))
+            heapq.heappush(open_sessions, (lead + elapsed - age, self._pushes, session))
         return frozenset(entry[2][0] for entry in open_sessions)
 
     def _new_session(self) -> list[Any]:
