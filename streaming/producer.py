@@ -361,8 +361,9 @@ def produce_command(
             "--seed",
             help="Alone: the same keys and values, except event_timestamp and the time part of event_id "
             "(its first 12 hex digits), which follow the start (with --diurnal the messages differ too). "
-            "With --start: the same bytes (key, value, header names); the sent_at_ms header is the wall "
-            "clock of sending and differs. Same other options assumed (--rate, --bad-ratio, --diurnal).",
+            "With --start: the same bytes (key, value, header names); the sent_at_ms header and the record "
+            "timestamp are the wall clock of sending and differ. Same other options assumed (--rate, "
+            "--bad-ratio, --diurnal).",
         ),
     ] = None,
     start: Annotated[
