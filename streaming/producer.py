@@ -9,6 +9,10 @@ milliseconds to batch. Each message carries its send time in the ``SENT_AT_HEADE
 Pacing follows the simulator's clock: each turn of the loop sends the events whose event
 time has come, so ``--rate`` is honoured in steps of a few milliseconds, not in bursts of a
 second's worth, and event_timestamp matches the send time while the producer keeps up.
+With ``--start`` the event clock begins there instead of now and advances at the pacing
+rate, whatever the wall clock says; with ``--seed`` too, every message's key, value and
+header names repeat byte for byte, and only the send-time header (and the record timestamp
+Kafka stamps) carry the wall clock (docs/simulator.md#repeatable-runs).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -30,7 +35,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from shopstream.command import fail, finite
 from streaming.bad_messages import Label, expected_outcome
-from streaming.events import SENT_AT_HEADER
+from streaming.events import EARLIEST_EVENT_TIME, MAX_AHEAD_OF_BROKER, SENT_AT_HEADER
 from streaming.simulator import Batch, Simulator
 
 # librdkafka batches for up to this long: it bounds the latency batching adds and still fills
@@ -252,15 +257,17 @@ def run(
 ) -> RunResult:
     """Send until ``duration`` seconds or ``events`` messages (or a signal), then flush.
 
-    Paced: each turn sends the events whose simulated time has come (the simulator must
-    start at the current wall time). Unpaced: as fast as the broker takes them.
+    Paced: each turn sends the events whose simulated time has come, on a clock that reads
+    the simulator's next event time when the run begins (its start, or the current time) and
+    then advances with the wall clock. Unpaced: as fast as the broker takes them.
     """
     stop = stop if stop is not None else StopFlag()
     counts = producer.counts
     started = time.monotonic()
-    # Set-up (connecting, creating the topic) happened after the simulator's start: pace on a
-    # clock shifted back by that much, or the first turn would send it all as one burst.
-    lag_ms = max(0.0, time.time() * 1000.0 - simulator.next_event_ms) if paced else 0.0
+    # The event clock runs behind (or ahead of) the wall clock by this much: by the set-up
+    # (connecting, creating the topic) after the simulator's start, which would otherwise go out
+    # as one burst, or by all the time since (until) a start given with --start.
+    lag_ms = time.time() * 1000.0 - simulator.next_event_ms if paced else 0.0
     deadline = started + duration if duration is not None else float("inf")
 
     def status() -> str:
@@ -310,6 +317,33 @@ def summary_line(result: RunResult) -> str:
 # The command
 
 
+START_FORMAT = "an ISO 8601 time with a time zone, e.g. 2026-01-01T00:00:00Z"
+
+
+def parse_start(value: str) -> datetime:
+    """``--start``'s time: zoned, and one the stream accepts events at (so not a run of rejects)."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"must be {START_FORMAT}: got {value!r}") from None
+    if moment.tzinfo is None:
+        raise typer.BadParameter(f"needs a time zone (Z or +01:00), as in {START_FORMAT}: got {value!r}")
+    moment = moment.astimezone(UTC)
+    if moment < EARLIEST_EVENT_TIME:
+        raise typer.BadParameter(f"is before 2000-01-01T00:00:00Z, where the stream rejects events: got {value!r}")
+    if moment > datetime.now(UTC) + MAX_AHEAD_OF_BROKER:
+        raise typer.BadParameter(
+            f"is more than a day ahead of now; the stream rejects events a day after their send time: got {value!r}"
+        )
+    return moment
+
+
+def _checked_start(value: str | None) -> str | None:
+    if value is not None:
+        parse_start(value)
+    return value
+
+
 def produce_command(
     rate: Annotated[
         float,
@@ -323,7 +357,23 @@ def produce_command(
     events: Annotated[int | None, typer.Option("--events", min=0, help="Stop after this many messages.")] = None,
     seed: Annotated[
         int | None,
-        typer.Option("--seed", help="Same seed, same messages (ids included); timestamps follow the start time."),
+        typer.Option(
+            "--seed",
+            help="Alone: the same keys and values, except event_timestamp and the time part of event_id "
+            "(its first 12 hex digits), which follow the start (with --diurnal the messages differ too). "
+            "With --start: the same bytes (key, value, header names); the sent_at_ms header and the record "
+            "timestamp are the wall clock of sending and differ. Same other options assumed (--rate, "
+            "--bad-ratio, --diurnal).",
+        ),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--start",
+            callback=_checked_start,
+            help="Event time of the first event (and the time part of ids), e.g. 2026-01-01T00:00:00Z; "
+            "paced runs advance from it at --rate, not with the wall clock. Default: now.",
+        ),
     ] = None,
     bad_ratio: Annotated[
         float,
@@ -374,13 +424,18 @@ def produce_command(
         raise fail(f"could not reach Kafka at {bootstrap} to create topic {topic!r}: {error}") from None
     paced = rate > 0
     simulator = Simulator(
-        seed, events_per_second=rate if paced else UNPACED_CLOCK_RATE, diurnal=diurnal, bad_ratio=bad_ratio
+        seed,
+        start=parse_start(start) if start is not None else None,
+        events_per_second=rate if paced else UNPACED_CLOCK_RATE,
+        diurnal=diurnal,
+        bad_ratio=bad_ratio,
     )
     until = f"{events:,} messages" if events is not None else f"{duration:g} s" if duration is not None else "Ctrl-C"
     where = f"new topic {topic} ({partitions} partitions)" if created else f"topic {topic}"
     pace = f"{rate:g} events/s" if paced else "unthrottled"
     typer.echo(
-        f"producing to {where} at {bootstrap}: {pace}, bad ratio {bad_ratio:g}, seed {simulator.seed}, until {until}",
+        f"producing to {where} at {bootstrap}: {pace}, bad ratio {bad_ratio:g}, seed {simulator.seed}, "
+        f"start {simulator.start.isoformat().replace('+00:00', 'Z')}, until {until}",
         err=True,
     )
     manifest_file = manifest.open("w", encoding="utf-8") if manifest is not None else None

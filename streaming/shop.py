@@ -7,12 +7,15 @@ and pure functions; :mod:`streaming.simulator` turns them into sessions and even
 
 from __future__ import annotations
 
+import functools
 import random
+from bisect import bisect
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
+from typing import Any
 
-from streaming.events import DEVICE_TYPES
+from streaming.events import DEVICE_TYPES, SCHEMA_VERSION, encode_event
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,12 @@ class User:
     preferred_device: str
 
 
+@functools.lru_cache(maxsize=4)
 def build_population(size: int = DEFAULT_POPULATION) -> tuple[tuple[User, ...], list[float]]:
-    """The users and their cumulative visit weights (a few loyal users come back often)."""
+    """The users and their cumulative visit weights (a few loyal users come back often).
+
+    The same for every run, so made once per size: callers share it and must not change it.
+    """
     if not 1 <= size <= 99_999:
         raise ValueError(f"population must be 1-99,999 users: got {size}")
     rng = random.Random(POPULATION_SEED)
@@ -128,3 +135,61 @@ def build_population(size: int = DEFAULT_POPULATION) -> tuple[tuple[User, ...], 
     rng.shuffle(ranks)
     cumulative = list(accumulate(1.0 / rank**0.7 for rank in ranks))
     return users, cumulative
+
+
+def draw_table(weights: list[float], size: int = 4096) -> list[int]:
+    """Indices repeated in proportion to weight: a uniform pick from it is a weighted pick."""
+    total = sum(weights)
+    cumulative = list(accumulate(weights))
+    return [bisect(cumulative, (slot + 0.5) * total / size) for slot in range(size)]
+
+
+def shrunk_length(gaps: list[float], lead: float) -> float:
+    """A session's length (ms) when each gap between its events shrinks by ``lead``."""
+    return sum(gap - lead for gap in gaps if gap > lead)
+
+
+def steady_lead(gap_lists: list[list[float]], sessions_per_ms: float, max_open: int) -> float:
+    """How far ahead of the clock a shop bounded to ``max_open`` sessions serves them (ms).
+
+    Open sessions are begun per ms times mean length; when that exceeds the bound, the model
+    serves sessions early, which shrinks every gap by the lead. Bisection on the mean of
+    sampled sessions' gaps (``gap_lists``): 0 when the bound is not reached.
+    """
+    lengths = [sum(gaps) for gaps in gap_lists]
+    if sessions_per_ms * sum(lengths) / len(lengths) <= max_open:
+        return 0.0
+    low, high = 0.0, max(max(gaps, default=0.0) for gaps in gap_lists)
+    for _ in range(25):
+        lead = (low + high) / 2
+        mean = sum(shrunk_length(gaps, lead) for gaps in gap_lists) / len(gap_lists)
+        low, high = (lead, high) if sessions_per_ms * mean > max_open else (low, lead)
+    return (low + high) / 2
+
+
+def event_fragment(fields: dict[str, Any]) -> bytes:
+    """``"a":1,"b":2,`` exactly as encode_event writes those fields."""
+    return encode_event(fields)[1:-1] + b","
+
+
+@functools.lru_cache(maxsize=4)
+def user_fragments(population: int) -> tuple[tuple[bytes, str, dict[str, bytes]], ...]:
+    """Per user: the fragment up to the session id's value, the preferred device, and the
+    event's tail (device, country, schema_version) for each device. The same for every seed,
+    so made once per population (shared read-only)."""
+    devices = list(DEVICE_WEIGHTS)
+    tails = {
+        (country, device): encode_event({"device_type": device, "country": country, "schema_version": SCHEMA_VERSION})[
+            1:
+        ]
+        for country in COUNTRY_WEIGHTS
+        for device in devices
+    }
+    return tuple(
+        (
+            event_fragment({"user_id": user.user_id, "session_id": ""})[:-2],
+            user.preferred_device,
+            {device: tails[user.country, device] for device in devices},
+        )
+        for user in build_population(population)[0]
+    )

@@ -6,11 +6,17 @@ the cart and, at checkout, buys about 50% of the carted items (the reference's f
 Sessions run concurrently and interleave on one simulated clock, so timestamps advance
 realistically inside a session (dwell times of seconds to minutes) and globally.
 
-Everything random comes from ``random.Random(seed)``: the same seed gives the same
-messages, ids included; only ``start`` shifts the timestamps (and the time prefix of the
-event ids). The wire bytes are built from fragments precomputed with
-:func:`streaming.events.encode_event` (the one encoder), so each event costs a handful of C
-calls: generating events is never what holds ``shopstream produce`` back.
+The shop is already trading when a run starts: the sessions a steady shop has open at that
+moment are in flight (begun before the start; their earlier events are never sent), so the
+funnel's ratios hold from the first minute on (docs/simulator.md).
+
+Everything random comes from ``random.Random(seed)`` and the model's clock counts from
+``start``: the same seed and options give the same messages whatever the start, except the
+timestamps and the time part of the event ids (their first 12 hex digits, epoch ms); with
+``diurnal`` the pace follows the hour of day, so the start changes the messages too. Same
+seed, options and ``start``: the same bytes. The wire bytes are built from fragments
+precomputed with :func:`streaming.events.encode_event` (the one encoder): a handful of C
+calls per event, so generating is never what holds ``shopstream produce`` back.
 
 With ``bad_ratio > 0`` a share of the messages is the broken data real producers send
 (:mod:`streaming.bad_messages`). Bad messages carry no marker; :class:`Batch` ``labels`` say,
@@ -32,21 +38,27 @@ from itertools import accumulate
 from typing import Any
 
 from streaming.bad_messages import BAD_MIX, BadKind, Label, Outcome, corrupt, event_id_of
-from streaming.events import SCHEMA_VERSION, encode_event
+from streaming.events import encode_event
 from streaming.shop import (
     CATALOG,
-    COUNTRY_WEIGHTS,
     DEFAULT_POPULATION,
     DEVICE_WEIGHTS,
     Product,
     build_population,
+    draw_table,
+    event_fragment,
+    shrunk_length,
+    steady_lead,
     traffic_multiplier,
+    user_fragments,
 )
 
 # The reference's funnel.
 ADD_TO_CART_PROBABILITY = 0.30  # per viewed product
 PURCHASE_PROBABILITY = 0.50  # per carted item, decided at checkout
 QUANTITY_WEIGHTS = (0.6, 0.3, 0.1)  # 1, 2, 3 units
+CONTINUE_BROWSING_PROBABILITY = 0.77  # after each view: a third of the sessions bounce after one page
+MAX_VIEWS = 25
 PREFERRED_DEVICE_PROBABILITY = 0.85  # otherwise the session is on another of the user's devices
 MISSION_CATEGORY_PROBABILITY = 0.65  # a session mostly browses one category
 
@@ -55,6 +67,17 @@ MISSION_CATEGORY_PROBABILITY = 0.65  # a session mostly browses one category
 # sessions are open: above ~200 events/s sessions get proportionally shorter in time (same
 # shape). The bound keeps the session heap in cache, which is most of the model's speed.
 MAX_OPEN_SESSIONS = 5_000
+
+# Events per session on average: views (1 + a geometric number, capped), the carts they lead
+# to and the purchases of those. Sets how many sessions a steady shop begins per second.
+EXPECTED_VIEWS = sum(CONTINUE_BROWSING_PROBABILITY**k for k in range(MAX_VIEWS))
+EVENTS_PER_SESSION = EXPECTED_VIEWS * (1 + ADD_TO_CART_PROBABILITY * (1 + PURCHASE_PROBABILITY))
+# Sessions begun up to this long before the start may still be open at it. Longer ones are
+# rare enough to leave out (docs/simulator.md); each candidate costs a session plan, so the
+# horizon is the start-up cost.
+IN_FLIGHT_HORIZON_MS = 900_000.0
+EXACT_SHRINK_FLOOR = 0.05  # below: sessions shrink to a twentieth of their length
+PILOT_SESSIONS = 1_000  # drawn first to measure session lengths (and used as candidates)
 
 
 @dataclass
@@ -73,18 +96,6 @@ class Batch:
 # The model
 
 
-def _fragment(fields: dict[str, Any]) -> bytes:
-    """``"a":1,"b":2,`` exactly as encode_event writes those fields."""
-    return encode_event(fields)[1:-1] + b","
-
-
-def _draw_table(weights: list[float], size: int = 4096) -> list[int]:
-    """Indices repeated in proportion to weight: a uniform pick from it is a weighted pick."""
-    total = sum(weights)
-    cumulative = list(accumulate(weights))
-    return [bisect(cumulative, (slot + 0.5) * total / size) for slot in range(size)]
-
-
 class Simulator:
     """Deterministic generator of clickstream messages.
 
@@ -92,9 +103,9 @@ class Simulator:
     is at or before ``t``, which is how the producer paces itself on the wall clock. The
     sequence does not depend on how it is cut into batches.
 
-    A run starts with an empty shop: the first events are mostly first page views, carts
-    follow at once and the first purchases within a few hundred events; the funnel
-    reaches its steady ratios after a few thousand.
+    A run opens on a shop already trading: ``in_flight_at_start`` holds the keys (session
+    ids) of the sessions begun before the start, whose remaining events are sent as they
+    fall due, so the mix of events is the model's steady one from the first event.
     """
 
     def __init__(
@@ -124,18 +135,21 @@ class Simulator:
 
         self._rng = random.Random(self.seed)
         self._bad_rng = random.Random(self.seed ^ 0x5EED_BAD)
-        self._next_ms = self.start.timestamp() * 1000.0
+        # Model time is ms since the start, so the sequence does not depend on the start
+        # (float rounding of large epoch values would reorder near-simultaneous sessions).
+        self._origin_ms = self.start.timestamp() * 1000.0
+        self._next_ms = 0.0
         self._hour_end_ms = -math.inf  # forces the first _update_step
         self._step_ms = 1000.0 / events_per_second
         self._update_step()
         self._open: list[tuple[float, int, list[Any]]] = []  # heap of (due ms, tiebreak, session)
         self._pushes = 0  # heap tiebreak: equal due times pop in push order
-        self._generated = 0  # model events made so far
         self._second = -1
         self._second_prefix = b""
         self.sent = 0
 
         self._precompute()
+        self.in_flight_at_start = self._open_in_flight()
 
         # Bad-data state: recent good messages for duplicates, purchases owed a null quantity.
         self._recent_good: list[tuple[bytes, bytes]] = []
@@ -159,19 +173,19 @@ class Simulator:
                 "product_category": product.category,
                 "product_price": product.price,
             }
-            self._view_fragments.append(_fragment({"event_type": "page_view", **base, "quantity": None}))
+            self._view_fragments.append(event_fragment({"event_type": "page_view", **base, "quantity": None}))
             self._cart_fragments.append(
-                [_fragment({"event_type": "add_to_cart", **base, "quantity": q}) for q in (1, 2, 3)]
+                [event_fragment({"event_type": "add_to_cart", **base, "quantity": q}) for q in (1, 2, 3)]
             )
             self._purchase_fragments.append(
-                [_fragment({"event_type": "purchase", **base, "quantity": q}) for q in (1, 2, 3)]
+                [event_fragment({"event_type": "purchase", **base, "quantity": q}) for q in (1, 2, 3)]
             )
-        self._product_draw = _draw_table([product.popularity for product in products])
+        self._product_draw = draw_table([product.popularity for product in products])
         categories = sorted({product.category for product in products})
         self._category_draws = [
-            _draw_table([p.popularity if p.category == category else 0.0 for p in products]) for category in categories
+            draw_table([p.popularity if p.category == category else 0.0 for p in products]) for category in categories
         ]
-        self._quantity_draw = [q + 1 for q in _draw_table(list(QUANTITY_WEIGHTS), 1024)]
+        self._quantity_draw = [q + 1 for q in draw_table(list(QUANTITY_WEIGHTS), 1024)]
         # Pre-sampled dwell times (ms), picked uniformly per event: lognormal reading time on
         # a product page, a short think before adding to cart, a longer one before checkout.
         self._view_dwell = [
@@ -181,23 +195,8 @@ class Simulator:
         self._checkout_dwell = [rng.uniform(20_000, 120_000) for _ in range(4096)]
         self._purchase_gap = [rng.uniform(200, 2_000) for _ in range(4096)]
         devices = list(DEVICE_WEIGHTS)
-        self._device_draw = [devices[i] for i in _draw_table(list(DEVICE_WEIGHTS.values()), 1024)]
-        # Per user: the fragment up to the session id's value, the preferred device, and the
-        # event's tail (device, country, schema_version) for each device.
-        tails: dict[tuple[str, str], bytes] = {}
-        for country in COUNTRY_WEIGHTS:
-            for device in devices:
-                tails[country, device] = encode_event(
-                    {"device_type": device, "country": country, "schema_version": SCHEMA_VERSION}
-                )[1:]
-        self._user_draw = [
-            (
-                _fragment({"user_id": user.user_id, "session_id": ""})[:-2],
-                user.preferred_device,
-                {device: tails[user.country, device] for device in devices},
-            )
-            for user in self.users
-        ]
+        self._device_draw = [devices[i] for i in draw_table(list(DEVICE_WEIGHTS.values()), 1024)]
+        self._user_draw = user_fragments(len(self.users))
         self._user_total = self._user_cumulative[-1]
 
     def _update_step(self) -> None:
@@ -205,10 +204,59 @@ class Simulator:
         if not self.diurnal:
             self._hour_end_ms = math.inf
             return
-        moment = datetime.fromtimestamp(self._next_ms / 1000.0, UTC)
+        moment = datetime.fromtimestamp((self._origin_ms + self._next_ms) / 1000.0, UTC)
         self._step_ms = 1000.0 / (self.events_per_second * traffic_multiplier(moment))
         hour_start = moment.replace(minute=0, second=0, microsecond=0)
-        self._hour_end_ms = (hour_start + timedelta(hours=1)).timestamp() * 1000.0
+        self._hour_end_ms = (hour_start + timedelta(hours=1)).timestamp() * 1000.0 - self._origin_ms
+
+    def _open_in_flight(self) -> frozenset[bytes]:
+        """Open the sessions a steady shop has in progress at the start; return their keys.
+
+        Sessions begin at the steady rate (events per ms over events per session) through the
+        horizon before the start, each at a uniform moment; those still running at the start
+        are open, their next event due when the plan says: open sessions weighted by their
+        length, each at a uniform point of it. Above the open-session bound the model serves
+        the earliest-due session before its time, running a steady ``lead`` ahead of the clock
+        (gaps shorter than the lead pass at once, longer ones shrink by it): the same draw on
+        those shrunk gaps, the lead chosen so the bound's number of sessions is open.
+        """
+        random_ = self._rng.random
+        sessions_per_ms = 1.0 / (self._step_ms * EVENTS_PER_SESSION)
+        pilot = [self._new_session() for _ in range(PILOT_SESSIONS)]
+        gap_lists = [session[4][: len(session[3]) - 1] for session in pilot]
+        lead = steady_lead(gap_lists, sessions_per_ms, self.max_open_sessions)
+        # Shrunk sessions are shorter: so is the horizon that holds nearly all of them.
+        shrink = sum(shrunk_length(gaps, lead) for gaps in gap_lists) / max(sum(map(sum, gap_lists)), 1.0)
+        horizon = IN_FLIGHT_HORIZON_MS * shrink
+        # Far above the bound (unpaced) the exact draw would cost more than it is worth to runs
+        # that last seconds: only the cheap placement below is used.
+        candidates = int(horizon * sessions_per_ms + random_()) if shrink >= EXACT_SHRINK_FLOOR else 0
+        # At the bound, fill it: one session fewer and the model would open new ones at once, a
+        # wave of first page views (sessions stay open far longer than events are apart). The
+        # draw falls a little short of the bound, and far above it (unpaced) few sessions
+        # outlast the lead: the rest are placed at a uniform point of their own length (cheap).
+        open_sessions = self._open
+        number = 0
+        while len(open_sessions) < self.max_open_sessions and (number < candidates or lead > 0):
+            exact = number < candidates
+            session = pilot[number] if number < PILOT_SESSIONS else self._new_session()
+            number += 1
+            gaps = session[4]
+            last = len(session[3]) - 1
+            if exact:
+                age, shrink_by = random_() * horizon, lead
+            else:
+                age, shrink_by = random_() * sum(gaps[:last]), 0.0
+            elapsed, index = 0.0, 0
+            while index < last and elapsed <= age:
+                elapsed += max(0.0, gaps[index] - shrink_by)
+                index += 1
+            if elapsed <= age:  # over before the start (a one-page session always is)
+                continue
+            session[5] = index
+            self._pushes += 1
+            heapq.heappush(open_sessions, (lead + elapsed - age, self._pushes, session))
+        return frozenset(entry[2][0] for entry in open_sessions)
 
     def _new_session(self) -> list[Any]:
         """A session's whole plan: [key, prefix, tail, fragments, gaps after each, next]."""
@@ -223,7 +271,7 @@ class Simulator:
 
         # Views: 1 + geometric, mean ~4.4; a third of the sessions bounce after one page.
         views = 1
-        while views < 25 and random_() < 0.77:
+        while views < MAX_VIEWS and random_() < CONTINUE_BROWSING_PROBABILITY:
             views += 1
         mission = self._category_draws[int(random_() * len(self._category_draws))]
         fragments: list[bytes] = []
@@ -261,22 +309,18 @@ class Simulator:
         second, second_prefix = self._second, self._second_prefix
         pushes = self._pushes
         max_open = self.max_open_sessions
-        generated = self._generated
+        origin = self._origin_ms
+        until = until_ms - origin
         made = 0
-        while made < limit and t <= until_ms:
-            # The shop opens empty. Letting the open-session bound grow with the events made
-            # so far brings the first carts and purchases within seconds of the start (dwell
-            # times are briefly compressed) instead of after a long wave of first page views.
-            if open_sessions and (
-                open_sessions[0][0] <= t or len(open_sessions) >= min(max_open, 20 + (generated + made) // 10)
-            ):
+        while made < limit and t <= until:
+            if open_sessions and (open_sessions[0][0] <= t or len(open_sessions) >= max_open):
                 session = open_sessions[0][2]
                 from_heap = True
             else:
                 session = self._new_session()
                 from_heap = False
             index = session[5]
-            ms = int(t)
+            ms = int(origin + t)
             if ms // 1000 != second:
                 second = ms // 1000
                 second_prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S").encode()
@@ -309,7 +353,6 @@ class Simulator:
         self._next_ms = t
         self._second, self._second_prefix = second, second_prefix
         self._pushes = pushes
-        self._generated = generated + made
         return made
 
     def take(self, count: int) -> Batch:
@@ -323,7 +366,7 @@ class Simulator:
     @property
     def next_event_ms(self) -> float:
         """Event time (epoch ms) of the next model event: when the producer should send it."""
-        return self._next_ms
+        return self._origin_ms + self._next_ms
 
     def _take(self, limit: int, until_ms: float) -> Batch:
         keys: list[bytes] = []
@@ -333,7 +376,8 @@ class Simulator:
             self.sent += len(values)
             return Batch(keys, values, None)
         labels: list[Label | None] = []
-        while len(values) < limit and self._next_ms <= until_ms:
+        until = until_ms - self._origin_ms
+        while len(values) < limit and self._next_ms <= until:
             self._next_message(keys, values, labels)
         self.sent += len(values)
         return Batch(keys, values, labels)
