@@ -16,7 +16,7 @@ from shopstream_cli.bench.e2e import e2e_benchmark_command
 from shopstream_cli.bench.freshness import freshness_benchmark_command
 from shopstream_cli.bench.ingest import ingest_benchmark_command
 from shopstream_cli.bench.produce import produce_benchmark_command
-from streaming.producer import produce_command
+from streaming.produce_command import produce_command
 from streaming.stream_command import stream_command
 
 app = typer.Typer(

@@ -180,7 +180,7 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
         [
             sys.executable,
             "-m",
-            "streaming.producer",
+            "streaming.produce_command",
             "--rate",
             "100",
             "--duration",

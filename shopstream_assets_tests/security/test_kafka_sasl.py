@@ -32,8 +32,6 @@ from shopstream_assets.defs.streaming.checks import bronze_consumer_lag
 from shopstream_assets_tests.conftest import TEST_PARTITIONS, Spawn, make_test_home
 from shopstream_assets_tests.ground.own_servers import CLI
 from shopstream_assets_tests.streaming.conftest import assert_every_batch_accounted
-from streaming.producer import UNPACED_CLOCK_RATE, ClickstreamProducer, run
-from streaming.simulator import Simulator
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -158,12 +156,12 @@ def test_producer_stream_and_lag_check_run_with_scram_credentials(
     )
     settings = load_settings(env)
 
-    # The producer: the client configuration built in shopstream.kafka_clients from the variables.
-    assert ensure_topic(sasl_broker.bootstrap, topic, TEST_PARTITIONS, security=settings.kafka_security)
-    simulator = Simulator(31, events_per_second=UNPACED_CLOCK_RATE, bad_ratio=BAD_RATIO)
-    producer = ClickstreamProducer(sasl_broker.bootstrap, topic, config=kafka_client_config(settings))
-    sent = run(simulator, producer, paced=False, events=EVENTS)
-    assert (sent.counts.delivered, sent.counts.failed, sent.pending) == (EVENTS, 0, 0), sent
+    # The producer: `shopstream produce`, its client configuration from the variables alone.
+    produce = [*CLI, "produce", "--events", str(EVENTS), "--rate", "0", "--bad-ratio", str(BAD_RATIO), "--quiet"]
+    produced = spawn_process(produce, env=env, name="produce")
+    assert produced.wait(120) == 0, (tmp_path / "logs" / "produce.log").read_text()[-3000:]
+    offsets = watermarks(sasl_broker.bootstrap, topic, security=settings.kafka_security)
+    assert sum(high for _, high in offsets.values()) == EVENTS
 
     # The stream, every Kafka client in it (Spark's source, the offset readers) from the same variables.
     stream = spawn_process([*CLI, "stream", "--until-idle", "3"], env=env, name="stream")
@@ -192,7 +190,8 @@ def test_producer_stream_and_lag_check_run_with_scram_credentials(
 
     # The password in no output or log of those runs.
     captured = capfd.readouterr()
-    outputs = [captured.out, captured.err, (tmp_path / "logs" / "stream.log").read_text(errors="replace")]
+    outputs = [captured.out, captured.err]
+    outputs += [(tmp_path / "logs" / f"{name}.log").read_text(errors="replace") for name in ("produce", "stream")]
     outputs += [str(event) for event in [*checked.all_events, *refused.all_events]]
     assert all(sasl_broker.password not in output for output in outputs)
     assert _files_holding(test_home, sasl_broker.password) == []

@@ -62,7 +62,7 @@ def _components(settings: Settings) -> dict[str, object]:
     """Root processes of each component, found by what their command lines contain."""
     postgres_data = str(EmbeddedPostgres(settings).data_dir)
     return {
-        "producer": pids_matching("streaming.producer"),
+        "producer": pids_matching("streaming.produce_command"),
         "broker": pids_matching("kafka.Kafka"),
         "spark": pids_matching("stream_command"),
         "postgresql": pids_matching("postgres", "-D", postgres_data),

@@ -243,7 +243,7 @@ def run_freshness_benchmark(
         producer_command = [
             sys.executable,
             "-m",
-            "streaming.producer",
+            "streaming.produce_command",
             "--rate",
             f"{rate:g}",
             "--duration",

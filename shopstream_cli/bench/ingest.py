@@ -18,7 +18,7 @@ Four phases, each on a topic of its own and a scratch database (dropped at the e
     drain's share of it. It runs last, so its JIT warm-up cannot speed up the drain's first
     batch. Figures from machines of different speeds compare through that share.
 
-Producers run as ``streaming.producer`` subprocesses (their own CPU, as in production); the
+Producers run as ``streaming.produce_command`` subprocesses (their own CPU, as in production); the
 stream runs in this process with one SparkSession for all phases.
 
 The box is shared, so every figure carries the 1-minute load average during its phase and
@@ -55,7 +55,7 @@ from streaming.migrations import migrate
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-PRODUCER = "import typer; from streaming.producer import produce_command; typer.run(produce_command)"
+PRODUCER = "import typer; from streaming.produce_command import produce_command; typer.run(produce_command)"
 
 
 def _producer(settings: Settings, env: dict[str, str], topic: str, *options: str) -> subprocess.Popen[bytes]:
