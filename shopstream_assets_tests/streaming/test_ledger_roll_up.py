@@ -176,15 +176,19 @@ def test_a_micro_batch_never_waits_for_a_roll_up_in_progress(database_url: str) 
         )
         writer.execute("set lock_timeout = '1s'")
         with connect(database_url) as rolling:  # one transaction until commit()
+            # A batch stays while bronze.ingest_offsets names it (the last to touch a partition), as does the
+            # newest: which batches those are follows the keys, and the ids in them carry the clock.
+            named = {row[0] for row in writer.execute("select batch_id from bronze.ingest_offsets")}
+            staying = sorted(named | {old[-1]})
             rolled = ledger.roll_up_ledger(rolling, timedelta(days=7), chunk_batches=4)
-            assert rolled.batches == len(old) - 1  # all but the newest: every batch covers all three partitions
+            assert rolled.batches == len(old) - len(staying) and len(staying) <= 3
             offsets = ledger.committed_offsets(writer, positions.topic)
             new = [write(writer, seed) for seed in range(20, 23)]  # a LockNotAvailable here fails the test
             assert ledger.committed_offsets(writer, positions.topic) != offsets
             assert ledger.batches_after(writer, positions.topic, old[-1]).batches == len(new)
             rolling.commit()
         kept = [row[0] for row in writer.execute("select batch_id from bronze.ingest_batches order by 1")]
-        assert kept == [old[-1], *new]
+        assert kept == [*staying, *new]
         scan = writer.execute(
             "select sum(batches), sum(messages), sum(rows_written), sum(rejects) from ("
             " select count(*) as batches, sum(messages_consumed) as messages, sum(rows_written) as rows_written,"
