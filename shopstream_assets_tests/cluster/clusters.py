@@ -17,8 +17,12 @@ import psutil
 
 from shopstream import database
 from shopstream.kafka_admin import ensure_topic
+from shopstream.kafka_cluster import KafkaCluster
+from shopstream.kafka_server import EmbeddedKafka
+from shopstream.postgres_server import EmbeddedPostgres
 from shopstream.services import Endpoints
 from shopstream.settings import Settings, load_settings
+from shopstream.spark_cluster import SparkStandalone
 from shopstream_assets_tests.conftest import TEST_PARTITIONS, make_test_home
 from shopstream_assets_tests.e2e.helpers import fetch
 from streaming.migrations import migrate
@@ -47,6 +51,47 @@ def cluster_home(prefix: str) -> Iterator[tuple[Path, Settings]]:
         for process in processes_under(home):  # anything a failed stop left behind
             process.kill()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ClusterStack:
+    """A module's servers: its PostgreSQL, one broker or a KRaft cluster, and a Spark cluster or none."""
+
+    postgres: EmbeddedPostgres
+    kafka: EmbeddedKafka | KafkaCluster
+    spark: SparkStandalone | None
+    admin_url: str
+    bootstrap: str
+    master: str
+
+
+@contextmanager
+def cluster_stack(prefix: str, *, kafka_nodes: int = 1, spark_workers: int = 0) -> Iterator[ClusterStack]:
+    """The servers started in a home of their own (:func:`cluster_home`), stopped in reverse order."""
+    with cluster_home(prefix) as (_, settings):
+        postgres = EmbeddedPostgres(settings)
+        kafka = KafkaCluster(settings, kafka_nodes) if kafka_nodes > 1 else EmbeddedKafka(settings)
+        spark = SparkStandalone(settings, spark_workers) if spark_workers else None
+        try:
+            admin_url = postgres.start(progress=quiet)
+            bootstrap = kafka.start(progress=quiet)
+            master = spark.start(progress=quiet) if spark else "local[2]"
+            yield ClusterStack(postgres, kafka, spark, admin_url, bootstrap, master)
+        finally:
+            if spark:
+                spark.stop(progress=quiet)
+            kafka.stop(progress=quiet)
+            postgres.stop(progress=quiet)
+
+
+@contextmanager
+def stack_case(stack: ClusterStack, tmp_path: Path, *, prefix: str) -> Iterator[ClusterCase]:
+    """:func:`cluster_case` on ``stack``."""
+    with cluster_case(
+        stack.admin_url, stack.postgres.reader_url(), stack.bootstrap, tmp_path, spark_master=stack.master,
+        prefix=prefix,
+    ) as made:  # fmt: skip
+        yield made
 
 
 @dataclass(frozen=True)

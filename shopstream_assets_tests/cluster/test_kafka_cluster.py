@@ -11,7 +11,6 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,15 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from shopstream import database
 from shopstream.kafka_admin import watermarks
-from shopstream.kafka_cluster import KafkaCluster
-from shopstream.postgres_server import EmbeddedPostgres
 from shopstream_assets_tests.cluster.clusters import (
     ClusterCase,
-    cluster_case,
-    cluster_home,
+    ClusterStack,
+    cluster_stack,
     committed_batches,
     consumed_messages,
     log_text,
     quiet,
+    stack_case,
 )
 from shopstream_assets_tests.conftest import TEST_PARTITIONS
 from shopstream_assets_tests.e2e.helpers import (
@@ -47,38 +45,16 @@ from streaming.ledger import committed_offsets, messages_behind
 pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
 
 
-@dataclass(frozen=True)
-class KafkaClusterStack:
-    kafka: KafkaCluster
-    postgres: EmbeddedPostgres
-    admin_url: str
-    bootstrap: str
-
-
 @pytest.fixture(scope="module")
-def kafka_cluster() -> Iterator[KafkaClusterStack]:
-    with cluster_home("shopstream-kafka-cluster-") as (_, settings):
-        postgres, kafka = EmbeddedPostgres(settings), KafkaCluster(settings, 3)
-        try:
-            admin_url = postgres.start(progress=quiet)
-            bootstrap = kafka.start(progress=quiet)
-            yield KafkaClusterStack(kafka, postgres, admin_url, bootstrap)
-        finally:
-            kafka.stop(progress=quiet)
-            postgres.stop(progress=quiet)
+def kafka_cluster() -> Iterator[ClusterStack]:
+    with cluster_stack("shopstream-kafka-cluster-", kafka_nodes=3) as stack:
+        yield stack
 
 
 @pytest.fixture
-def case(kafka_cluster: KafkaClusterStack, tmp_path: Path) -> Iterator[ClusterCase]:
+def case(kafka_cluster: ClusterStack, tmp_path: Path) -> Iterator[ClusterCase]:
     kafka_cluster.kafka.start(progress=quiet)  # whatever a failed test left stopped
-    with cluster_case(
-        kafka_cluster.admin_url,
-        kafka_cluster.postgres.reader_url(),
-        kafka_cluster.bootstrap,
-        tmp_path,
-        spark_master="local[2]",
-        prefix="kafka3",
-    ) as made:
+    with stack_case(kafka_cluster, tmp_path, prefix="kafka3") as made:
         yield made
 
 
@@ -87,9 +63,7 @@ def partition_leader(bootstrap: str, topic: str, partition: int) -> int:
     return admin.list_topics(topic, timeout=10).topics[topic].partitions[partition].leader
 
 
-def test_topics_on_three_nodes_have_three_replicas_two_in_sync(
-    kafka_cluster: KafkaClusterStack, case: ClusterCase
-) -> None:
+def test_topics_on_three_nodes_have_three_replicas_two_in_sync(kafka_cluster: ClusterStack, case: ClusterCase) -> None:
     admin = AdminClient({"bootstrap.servers": kafka_cluster.bootstrap, "log_level": 0})
     metadata = admin.list_topics(case.topic, timeout=10)
     assert sorted(metadata.brokers) == [1, 2, 3]
@@ -102,7 +76,7 @@ def test_topics_on_three_nodes_have_three_replicas_two_in_sync(
 
 
 def test_partition_leader_killed_and_restarted_while_producing_and_streaming(
-    kafka_cluster: KafkaClusterStack, case: ClusterCase, spawn_process: Any
+    kafka_cluster: ClusterStack, case: ClusterCase, spawn_process: Any
 ) -> None:
     report = Report("cluster: kill -9 of partition 0's leader (one of 3 KRaft nodes) mid-stream, then its restart")
     stream = spawn_process([*CLI, "stream"], env=case.env, name="stream")

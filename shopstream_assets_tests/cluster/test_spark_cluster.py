@@ -11,24 +11,21 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from shopstream.kafka_server import EmbeddedKafka
-from shopstream.postgres_server import EmbeddedPostgres
 from shopstream.spark_cluster import SparkStandalone
 from shopstream_assets_tests.cluster.clusters import (
     ClusterCase,
-    cluster_case,
-    cluster_home,
+    ClusterStack,
+    cluster_stack,
     committed_batches,
     consumed_messages,
     log_text,
-    quiet,
+    stack_case,
 )
 from shopstream_assets_tests.e2e.helpers import (
     CLI,
@@ -44,40 +41,15 @@ from streaming.simulator import Simulator
 pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
 
 
-@dataclass(frozen=True)
-class SparkClusterStack:
-    spark: SparkStandalone
-    postgres: EmbeddedPostgres
-    admin_url: str
-    bootstrap: str
-    master: str
-
-
 @pytest.fixture(scope="module")
-def spark_cluster() -> Iterator[SparkClusterStack]:
-    with cluster_home("shopstream-spark-cluster-") as (_, settings):
-        postgres, kafka, spark = EmbeddedPostgres(settings), EmbeddedKafka(settings), SparkStandalone(settings, 1)
-        try:
-            admin_url = postgres.start(progress=quiet)
-            bootstrap = kafka.start(progress=quiet)
-            master = spark.start(progress=quiet)
-            yield SparkClusterStack(spark, postgres, admin_url, bootstrap, master)
-        finally:
-            spark.stop(progress=quiet)
-            kafka.stop(progress=quiet)
-            postgres.stop(progress=quiet)
+def spark_cluster() -> Iterator[ClusterStack]:
+    with cluster_stack("shopstream-spark-cluster-", spark_workers=1) as stack:
+        yield stack
 
 
 @pytest.fixture
-def case(spark_cluster: SparkClusterStack, tmp_path: Path) -> Iterator[ClusterCase]:
-    with cluster_case(
-        spark_cluster.admin_url,
-        spark_cluster.postgres.reader_url(),
-        spark_cluster.bootstrap,
-        tmp_path,
-        spark_master=spark_cluster.master,
-        prefix="spark",
-    ) as made:
+def case(spark_cluster: ClusterStack, tmp_path: Path) -> Iterator[ClusterCase]:
+    with stack_case(spark_cluster, tmp_path, prefix="spark") as made:
         yield made
 
 
@@ -94,7 +66,7 @@ def busy(process: psutil.Process, window: float = 0.3) -> bool:
 
 
 def test_executor_killed_mid_stream_on_the_standalone_cluster(
-    spark_cluster: SparkClusterStack, case: ClusterCase, spawn_process: Any
+    spark_cluster: ClusterStack, case: ClusterCase, spawn_process: Any
 ) -> None:
     report = Report("cluster: kill -9 of the executor JVM while `shopstream stream` runs on Spark standalone")
     total = 16_000
@@ -150,7 +122,7 @@ def test_executor_killed_mid_stream_on_the_standalone_cluster(
 
 
 def test_driver_killed_and_restarted_on_the_standalone_cluster(
-    spark_cluster: SparkClusterStack, case: ClusterCase, spawn_process: Any
+    spark_cluster: ClusterStack, case: ClusterCase, spawn_process: Any
 ) -> None:
     report = Report("cluster: kill -9 of the stream's driver on Spark standalone, then a restart on its checkpoint")
     total = 12_000
