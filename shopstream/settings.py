@@ -15,13 +15,21 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from shopstream.setting_values import (  # noqa: F401 -- re-exported: the settings' public names
+    SettingsError,
+    flag_value,
+    int_value,
+    parse_database_url,
+    parse_kafka_bootstrap,
+    parse_topic,
+    port_value,
+    redact_url,
+    size_value,
+    text_value,
+)
 
 DEFAULT_TOPIC = "ecommerce-clickstream"
-
-
-class SettingsError(ValueError):
-    """A setting has a value ShopStream cannot use; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -143,111 +151,10 @@ VARIABLES: dict[str, str] = {
     "SASL_SSL (default: the system's CAs)",
 }
 
-_BOOTSTRAP_SERVER = re.compile(r"^[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$")
 _SPARK_MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|(spark|k8s|yarn|mesos)://\S+|yarn)$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
-
-
-def _text(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    if value is None or not value.strip():
-        return None
-    return value.strip()
-
-
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    return _int(env, name, default, low=1, high=65535)
-
-
-def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
-    raw = _text(env, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number from {low} to {high}: got {raw!r}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name} must be a whole number from {low} to {high}: got {raw!r}")
-    return value
-
-
-_SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def _size(env: Mapping[str, str], name: str, default: int, *, low: int) -> int:
-    """A size such as ``512k``, ``50m`` or ``1g`` (binary units), in bytes."""
-    raw = _text(env, name)
-    if raw is None:
-        return default
-    found = re.fullmatch(r"([1-9]\d{0,8})([kmg])", raw.lower())
-    value = int(found[1]) * _SIZE_UNITS[found[2]] if found else 0
-    if value < low:
-        raise SettingsError(f"{name} must be a size of at least {low // 1024}k, such as 512k, 50m or 1g: got {raw!r}")
-    return value
-
-
-_URL_PASSWORD_PARAMETER = re.compile(r"(?i)([?&]password=)[^&#]*")
-
-
-def redact_url(url: str) -> str:
-    """``url`` safe to print: its password, in the user part or as a ``password=`` parameter, shown as ***.
-
-    Works on URLs too broken to parse (an unencoded ``@``, ``/`` or ``#`` in the password), since
-    those are the ones an error message shows.
-    """
-    scheme, separator, rest = url.partition("://")
-    if separator:
-        credentials, at, server = rest.rpartition("@")
-        if at and ":" in credentials:
-            rest = f"{credentials.split(':', 1)[0]}:***@{server}"
-    return _URL_PASSWORD_PARAMETER.sub(r"\1***", scheme + separator + rest)
-
-
-def parse_database_url(name: str, raw: str) -> str:
-    """Check that ``raw`` is a usable PostgreSQL URL; return it unchanged. Errors show it without its password."""
-    shown = redact_url(raw)
-    parts = urlsplit(raw)
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise SettingsError(f"{name} is not a postgresql:// URL: got {shown!r}")
-    if not parts.hostname:
-        raise SettingsError(f"{name} has no host (postgresql://user:password@host:port/db): got {shown!r}")
-    if not parts.path.strip("/"):
-        raise SettingsError(f"{name} names no database (postgresql://user:password@host:port/db): got {shown!r}")
-    try:
-        parts.port  # noqa: B018 -- urlsplit only validates the port when asked
-    except ValueError:
-        raise SettingsError(
-            f"{name} has a port that is not a number (a password with @ / # : % must be URL-encoded): got {shown!r}"
-        ) from None
-    return raw
-
-
-def parse_kafka_bootstrap(name: str, raw: str) -> str:
-    servers = [server.strip() for server in raw.split(",") if server.strip()]
-    if not servers or not all(_BOOTSTRAP_SERVER.match(server) for server in servers):
-        raise SettingsError(f"{name} must be host:port[,host:port...]: got {raw!r}")
-    return ",".join(servers)
-
-
-def parse_topic(name: str, raw: str) -> str:
-    """Kafka's own rule for topic names; ``name`` is the setting or option the value came from."""
-    if not re.fullmatch(r"[A-Za-z0-9._\-]{1,249}", raw):
-        raise SettingsError(f"{name} must be 1-249 characters of letters, digits, '.', '_' or '-': got {raw!r}")
-    return raw
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = _text(env, name)
-    if raw is None:
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name} must be 1 or 0 (true/false, yes/no, on/off): got {raw!r}")
 
 
 def parse_kafka_security(env: Mapping[str, str], *, bootstrap: str | None) -> KafkaSecurity:
@@ -259,7 +166,7 @@ def parse_kafka_security(env: Mapping[str, str], *, bootstrap: str | None) -> Ka
         "password": "SHOPSTREAM_KAFKA_SASL_PASSWORD",
         "ca": "SHOPSTREAM_KAFKA_SSL_CA_LOCATION",
     }
-    raw = {key: _text(env, name) for key, name in names.items()}
+    raw = {key: text_value(env, name) for key, name in names.items()}
     # A password is taken as given: spaces may be part of it.
     raw["password"] = env.get(names["password"]) or None
     given = [names[key] for key, value in raw.items() if value is not None]
@@ -324,50 +231,50 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
 
-    home = Path(_text(env, "SHOPSTREAM_HOME") or ".shopstream").expanduser().resolve()
+    home = Path(text_value(env, "SHOPSTREAM_HOME") or ".shopstream").expanduser().resolve()
     if home.exists() and not home.is_dir():
         raise SettingsError(f"SHOPSTREAM_HOME must be a folder: {str(home)!r} is a file")
 
-    database_url = _text(env, "SHOPSTREAM_DATABASE_URL")
+    database_url = text_value(env, "SHOPSTREAM_DATABASE_URL")
     if database_url is not None:
         database_url = parse_database_url("SHOPSTREAM_DATABASE_URL", database_url)
 
-    admin_database_url = _text(env, "SHOPSTREAM_ADMIN_DATABASE_URL")
+    admin_database_url = text_value(env, "SHOPSTREAM_ADMIN_DATABASE_URL")
     if admin_database_url is not None:
         admin_database_url = parse_database_url("SHOPSTREAM_ADMIN_DATABASE_URL", admin_database_url)
 
-    dagster_database_url = _text(env, "SHOPSTREAM_DAGSTER_DATABASE_URL")
+    dagster_database_url = text_value(env, "SHOPSTREAM_DAGSTER_DATABASE_URL")
     if dagster_database_url is not None:
         dagster_database_url = parse_database_url("SHOPSTREAM_DAGSTER_DATABASE_URL", dagster_database_url)
 
-    dashboard_database_url = _text(env, "SHOPSTREAM_DASHBOARD_DATABASE_URL")
+    dashboard_database_url = text_value(env, "SHOPSTREAM_DASHBOARD_DATABASE_URL")
     if dashboard_database_url is not None:
         dashboard_database_url = parse_database_url("SHOPSTREAM_DASHBOARD_DATABASE_URL", dashboard_database_url)
 
-    kafka_bootstrap = _text(env, "SHOPSTREAM_KAFKA_BOOTSTRAP")
+    kafka_bootstrap = text_value(env, "SHOPSTREAM_KAFKA_BOOTSTRAP")
     if kafka_bootstrap is not None:
         kafka_bootstrap = parse_kafka_bootstrap("SHOPSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
 
-    topic = parse_topic("SHOPSTREAM_TOPIC", _text(env, "SHOPSTREAM_TOPIC") or DEFAULT_TOPIC)
+    topic = parse_topic("SHOPSTREAM_TOPIC", text_value(env, "SHOPSTREAM_TOPIC") or DEFAULT_TOPIC)
 
-    spark_master = _text(env, "SHOPSTREAM_SPARK_MASTER") or "local[*]"
+    spark_master = text_value(env, "SHOPSTREAM_SPARK_MASTER") or "local[*]"
     if not _SPARK_MASTER.match(spark_master):
         raise SettingsError(
             "SHOPSTREAM_SPARK_MASTER must be local, local[N], local[*] or a cluster URL "
             f"(spark://host:7077, k8s://..., yarn): got {spark_master!r}"
         )
 
-    spark_driver_memory = (_text(env, "SHOPSTREAM_SPARK_DRIVER_MEMORY") or "2g").lower()
+    spark_driver_memory = (text_value(env, "SHOPSTREAM_SPARK_DRIVER_MEMORY") or "2g").lower()
     if not re.fullmatch(r"[1-9]\d*[kmgt]", spark_driver_memory):
         raise SettingsError(
             f"SHOPSTREAM_SPARK_DRIVER_MEMORY must be a size such as 2g or 1536m: got {spark_driver_memory!r}"
         )
 
-    log_level = (_text(env, "SHOPSTREAM_LOG_LEVEL") or "INFO").upper()
+    log_level = (text_value(env, "SHOPSTREAM_LOG_LEVEL") or "INFO").upper()
     if log_level not in _LOG_LEVELS:
         raise SettingsError(f"SHOPSTREAM_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}: got {log_level!r}")
 
-    bind_address = _text(env, "SHOPSTREAM_BIND_ADDRESS") or "127.0.0.1"
+    bind_address = text_value(env, "SHOPSTREAM_BIND_ADDRESS") or "127.0.0.1"
     if not re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+|localhost", bind_address):
         raise SettingsError(f"SHOPSTREAM_BIND_ADDRESS must be an IP address such as 127.0.0.1: got {bind_address!r}")
 
@@ -377,20 +284,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dashboard_database_url=dashboard_database_url,
         kafka_bootstrap=kafka_bootstrap,
         topic=topic,
-        topic_partitions=_int(env, "SHOPSTREAM_TOPIC_PARTITIONS", 6, low=1, high=1000),
+        topic_partitions=int_value(env, "SHOPSTREAM_TOPIC_PARTITIONS", 6, low=1, high=1000),
         spark_master=spark_master,
         spark_driver_memory=spark_driver_memory,
-        dagster_port=_port(env, "SHOPSTREAM_DAGSTER_PORT", 3000),
-        dashboard_port=_port(env, "SHOPSTREAM_DASHBOARD_PORT", 8501),
-        sensor_interval_seconds=_int(env, "SHOPSTREAM_SENSOR_INTERVAL", 5, low=1, high=3600),
+        dagster_port=port_value(env, "SHOPSTREAM_DAGSTER_PORT", 3000),
+        dashboard_port=port_value(env, "SHOPSTREAM_DASHBOARD_PORT", 8501),
+        sensor_interval_seconds=int_value(env, "SHOPSTREAM_SENSOR_INTERVAL", 5, low=1, high=3600),
         log_level=log_level,
         bind_address=bind_address,
-        reader_password=_text(env, "SHOPSTREAM_READER_PASSWORD"),
-        fast_runs=_flag(env, "SHOPSTREAM_FAST_RUNS", True),
-        dagster_retention_days=_int(env, "SHOPSTREAM_DAGSTER_RETENTION_DAYS", 7, low=1, high=3650),
-        log_max_bytes=_size(env, "SHOPSTREAM_LOG_MAX_SIZE", 50 * 1024**2, low=64 * 1024),
-        log_keep=_int(env, "SHOPSTREAM_LOG_KEEP", 3, low=1, high=100),
-        ledger_keep_days=_int(env, "SHOPSTREAM_LEDGER_KEEP_DAYS", 7, low=1, high=3650),
+        reader_password=text_value(env, "SHOPSTREAM_READER_PASSWORD"),
+        fast_runs=flag_value(env, "SHOPSTREAM_FAST_RUNS", True),
+        dagster_retention_days=int_value(env, "SHOPSTREAM_DAGSTER_RETENTION_DAYS", 7, low=1, high=3650),
+        log_max_bytes=size_value(env, "SHOPSTREAM_LOG_MAX_SIZE", 50 * 1024**2, low=64 * 1024),
+        log_keep=int_value(env, "SHOPSTREAM_LOG_KEEP", 3, low=1, high=100),
+        ledger_keep_days=int_value(env, "SHOPSTREAM_LEDGER_KEEP_DAYS", 7, low=1, high=3650),
         admin_database_url=admin_database_url,
         dagster_database_url=dagster_database_url,
         kafka_security=parse_kafka_security(env, bootstrap=kafka_bootstrap),
