@@ -17,6 +17,20 @@ from typing import Any
 
 from streaming.events import DEVICE_TYPES, SCHEMA_VERSION, encode_event
 
+# How shoppers behave: the reference's funnel.
+ADD_TO_CART_PROBABILITY = 0.30  # per viewed product
+PURCHASE_PROBABILITY = 0.50  # per carted item, decided at checkout
+QUANTITY_WEIGHTS = (0.6, 0.3, 0.1)  # 1, 2, 3 units
+CONTINUE_BROWSING_PROBABILITY = 0.77  # after each view: a third of the sessions bounce after one page
+MAX_VIEWS = 25
+PREFERRED_DEVICE_PROBABILITY = 0.85  # otherwise the session is on another of the user's devices
+MISSION_CATEGORY_PROBABILITY = 0.65  # a session mostly browses one category
+
+# Events per session on average: views (1 + a geometric number, capped), the carts they lead
+# to and the purchases of those. Sets how many sessions a steady shop begins per second.
+EXPECTED_VIEWS = sum(CONTINUE_BROWSING_PROBABILITY**k for k in range(MAX_VIEWS))
+EVENTS_PER_SESSION = EXPECTED_VIEWS * (1 + ADD_TO_CART_PROBABILITY * (1 + PURCHASE_PROBABILITY))
+
 
 @dataclass(frozen=True)
 class Product:
@@ -142,29 +156,6 @@ def draw_table(weights: list[float], size: int = 4096) -> list[int]:
     total = sum(weights)
     cumulative = list(accumulate(weights))
     return [bisect(cumulative, (slot + 0.5) * total / size) for slot in range(size)]
-
-
-def shrunk_length(gaps: list[float], lead: float) -> float:
-    """A session's length (ms) when each gap between its events shrinks by ``lead``."""
-    return sum(gap - lead for gap in gaps if gap > lead)
-
-
-def steady_lead(gap_lists: list[list[float]], sessions_per_ms: float, max_open: int) -> float:
-    """How far ahead of the clock a shop bounded to ``max_open`` sessions serves them (ms).
-
-    Open sessions are begun per ms times mean length; when that exceeds the bound, the model
-    serves sessions early, which shrinks every gap by the lead. Bisection on the mean of
-    sampled sessions' gaps (``gap_lists``): 0 when the bound is not reached.
-    """
-    lengths = [sum(gaps) for gaps in gap_lists]
-    if sessions_per_ms * sum(lengths) / len(lengths) <= max_open:
-        return 0.0
-    low, high = 0.0, max(max(gaps, default=0.0) for gaps in gap_lists)
-    for _ in range(25):
-        lead = (low + high) / 2
-        mean = sum(shrunk_length(gaps, lead) for gaps in gap_lists) / len(gap_lists)
-        low, high = (lead, high) if sessions_per_ms * mean > max_open else (low, lead)
-    return (low + high) / 2
 
 
 def event_fragment(fields: dict[str, Any]) -> bytes:

@@ -40,44 +40,30 @@ from typing import Any
 from streaming.bad_messages import BAD_MIX, BadKind, Label, Outcome, corrupt, event_id_of
 from streaming.events import encode_event
 from streaming.shop import (
+    ADD_TO_CART_PROBABILITY,
     CATALOG,
+    CONTINUE_BROWSING_PROBABILITY,
     DEFAULT_POPULATION,
     DEVICE_WEIGHTS,
+    MAX_VIEWS,
+    MISSION_CATEGORY_PROBABILITY,
+    PREFERRED_DEVICE_PROBABILITY,
+    PURCHASE_PROBABILITY,
+    QUANTITY_WEIGHTS,
     Product,
     build_population,
     draw_table,
     event_fragment,
-    shrunk_length,
-    steady_lead,
     traffic_multiplier,
     user_fragments,
 )
-
-# The reference's funnel.
-ADD_TO_CART_PROBABILITY = 0.30  # per viewed product
-PURCHASE_PROBABILITY = 0.50  # per carted item, decided at checkout
-QUANTITY_WEIGHTS = (0.6, 0.3, 0.1)  # 1, 2, 3 units
-CONTINUE_BROWSING_PROBABILITY = 0.77  # after each view: a third of the sessions bounce after one page
-MAX_VIEWS = 25
-PREFERRED_DEVICE_PROBABILITY = 0.85  # otherwise the session is on another of the user's devices
-MISSION_CATEGORY_PROBABILITY = 0.65  # a session mostly browses one category
+from streaming.steady_start import open_in_flight
 
 # Above this many open sessions the model opens no new ones and shortens dwell times
 # instead. A session lasts about two and a half minutes over ~6 events, so about 24 x rate
 # sessions are open: above ~200 events/s sessions get proportionally shorter in time (same
 # shape). The bound keeps the session heap in cache, which is most of the model's speed.
 MAX_OPEN_SESSIONS = 5_000
-
-# Events per session on average: views (1 + a geometric number, capped), the carts they lead
-# to and the purchases of those. Sets how many sessions a steady shop begins per second.
-EXPECTED_VIEWS = sum(CONTINUE_BROWSING_PROBABILITY**k for k in range(MAX_VIEWS))
-EVENTS_PER_SESSION = EXPECTED_VIEWS * (1 + ADD_TO_CART_PROBABILITY * (1 + PURCHASE_PROBABILITY))
-# Sessions begun up to this long before the start may still be open at it. Longer ones are
-# rare enough to leave out (docs/simulator.md); each candidate costs a session plan, so the
-# horizon is the start-up cost.
-IN_FLIGHT_HORIZON_MS = 900_000.0
-EXACT_SHRINK_FLOOR = 0.05  # below: sessions shrink to a twentieth of their length
-PILOT_SESSIONS = 1_000  # drawn first to measure session lengths (and used as candidates)
 
 
 @dataclass
@@ -149,7 +135,11 @@ class Simulator:
         self.sent = 0
 
         self._precompute()
-        self.in_flight_at_start = self._open_in_flight()
+        # The sessions a steady shop has in progress at the start (docs/simulator.md).
+        self._open, self._pushes = open_in_flight(
+            self._new_session, self._rng.random, self._step_ms, self.max_open_sessions
+        )
+        self.in_flight_at_start = frozenset(entry[2][0] for entry in self._open)
 
         # Bad-data state: recent good messages for duplicates, purchases owed a null quantity.
         self._recent_good: list[tuple[bytes, bytes]] = []
@@ -208,55 +198,6 @@ class Simulator:
         self._step_ms = 1000.0 / (self.events_per_second * traffic_multiplier(moment))
         hour_start = moment.replace(minute=0, second=0, microsecond=0)
         self._hour_end_ms = (hour_start + timedelta(hours=1)).timestamp() * 1000.0 - self._origin_ms
-
-    def _open_in_flight(self) -> frozenset[bytes]:
-        """Open the sessions a steady shop has in progress at the start; return their keys.
-
-        Sessions begin at the steady rate (events per ms over events per session) through the
-        horizon before the start, each at a uniform moment; those still running at the start
-        are open, their next event due when the plan says: open sessions weighted by their
-        length, each at a uniform point of it. Above the open-session bound the model serves
-        the earliest-due session before its time, running a steady ``lead`` ahead of the clock
-        (gaps shorter than the lead pass at once, longer ones shrink by it): the same draw on
-        those shrunk gaps, the lead chosen so the bound's number of sessions is open.
-        """
-        random_ = self._rng.random
-        sessions_per_ms = 1.0 / (self._step_ms * EVENTS_PER_SESSION)
-        pilot = [self._new_session() for _ in range(PILOT_SESSIONS)]
-        gap_lists = [session[4][: len(session[3]) - 1] for session in pilot]
-        lead = steady_lead(gap_lists, sessions_per_ms, self.max_open_sessions)
-        # Shrunk sessions are shorter: so is the horizon that holds nearly all of them.
-        shrink = sum(shrunk_length(gaps, lead) for gaps in gap_lists) / max(sum(map(sum, gap_lists)), 1.0)
-        horizon = IN_FLIGHT_HORIZON_MS * shrink
-        # Far above the bound (unpaced) the exact draw would cost more than it is worth to runs
-        # that last seconds: only the cheap placement below is used.
-        candidates = int(horizon * sessions_per_ms + random_()) if shrink >= EXACT_SHRINK_FLOOR else 0
-        # At the bound, fill it: one session fewer and the model would open new ones at once, a
-        # wave of first page views (sessions stay open far longer than events are apart). The
-        # draw falls a little short of the bound, and far above it (unpaced) few sessions
-        # outlast the lead: the rest are placed at a uniform point of their own length (cheap).
-        open_sessions = self._open
-        number = 0
-        while len(open_sessions) < self.max_open_sessions and (number < candidates or lead > 0):
-            exact = number < candidates
-            session = pilot[number] if number < PILOT_SESSIONS else self._new_session()
-            number += 1
-            gaps = session[4]
-            last = len(session[3]) - 1
-            if exact:
-                age, shrink_by = random_() * horizon, lead
-            else:
-                age, shrink_by = random_() * sum(gaps[:last]), 0.0
-            elapsed, index = 0.0, 0
-            while index < last and elapsed <= age:
-                elapsed += max(0.0, gaps[index] - shrink_by)
-                index += 1
-            if elapsed <= age:  # over before the start (a one-page session always is)
-                continue
-            session[5] = index
-            self._pushes += 1
-            heapq.heappush(open_sessions, (lead + elapsed - age, self._pushes, session))
-        return frozenset(entry[2][0] for entry in open_sessions)
 
     def _new_session(self) -> list[Any]:
         """A session's whole plan: [key, prefix, tail, fragments, gaps after each, next]."""

@@ -19,8 +19,8 @@ from streaming.events import (
     validate_event,
     validate_message,
 )
-from streaming.shop import CATALOG, HOURLY_TRAFFIC, build_population
-from streaming.simulator import ADD_TO_CART_PROBABILITY, PURCHASE_PROBABILITY, Simulator
+from streaming.shop import ADD_TO_CART_PROBABILITY, CATALOG, HOURLY_TRAFFIC, PURCHASE_PROBABILITY, build_population
+from streaming.simulator import Simulator
 
 START = datetime(2026, 1, 3, 9, 0, tzinfo=UTC)
 PRODUCTS = {product.product_id: product for product in CATALOG}
