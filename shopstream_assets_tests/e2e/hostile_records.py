@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -133,3 +135,29 @@ def fuzz_headers(count: int, rng: random.Random) -> list[list[tuple[str, bytes |
             ]
         )
     return header_lists
+
+
+# The Kafka source's columns, as spark.readStream.format("kafka") with includeHeaders gives them.
+KAFKA_SOURCE_SCHEMA = (
+    "key binary, value binary, topic string, partition int, offset long, timestamp timestamp,"
+    " timestampType int, headers array<struct<key:string,value:binary>>"
+)
+PARTITIONS = 3
+
+
+def kafka_source_frame(spark: Any, topic: str, values: Sequence[bytes | None | Record]) -> Any:
+    return kafka_source_frame_of_topics(spark, [(topic, values)])
+
+
+def kafka_source_frame_of_topics(spark: Any, topics: Sequence[tuple[str, Sequence[bytes | None | Record]]]) -> Any:
+    """One frame holding several topics' records; the record at ``index`` of a topic is at partition
+    ``index % PARTITIONS``, offset ``index // PARTITIONS`` (so its index can be read back)."""
+    rows = []
+    for topic, values in topics:
+        records = [value if isinstance(value, Record) else producer_record(value) for value in values]
+        rows += [
+            (b"key-%d" % index, record.value, topic, index % PARTITIONS, index // PARTITIONS, record.timestamp, 0,
+             record.headers)
+            for index, record in enumerate(records)
+        ]  # fmt: skip
+    return spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA)

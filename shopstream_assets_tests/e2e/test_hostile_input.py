@@ -1,22 +1,18 @@
 """Hostile input through the stream's own parse/validate and Bronze writer: never a crash, all accounted.
 
-Two layers: a property-based test (hypothesis) over arbitrary bytes, arbitrary JSON and
-near-valid events with one field mutated, each with its own record timestamp and headers
-(hostile ``sent_at_ms`` values included), run through ``parse_and_validate`` in Spark and
-``write_batch`` into a real PostgreSQL; and a bounded fuzz run of 20,000 such messages
-through a real topic and a real ``shopstream stream`` process. Neither sets any input
-aside: every message must get ONE verdict from Python's rules and Spark's. Regression tests
-pin the bugs these found (below, and ``streaming/test_transforms_one_verdict.py`` for the
-inputs the two sides once read differently).
+A property-based test (hypothesis) over arbitrary bytes, arbitrary JSON and near-valid events
+with one field mutated, each with its own record timestamp and headers (hostile ``sent_at_ms``
+values included), run through ``parse_and_validate`` in Spark and ``write_batch`` into a real
+PostgreSQL. It sets no input aside: every message must get ONE verdict from Python's rules and
+Spark's. Beside it: the fuzz run through a real topic and stream (``test_fuzz_stream.py``), the
+regressions these found (``test_poison_values.py``, and ``streaming/test_transforms_one_verdict.py``
+for the inputs the two sides once read differently).
 """
 
 from __future__ import annotations
 
-import json
-import random
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import count
 from typing import Any
 
@@ -28,14 +24,8 @@ from hypothesis import strategies as st
 
 from shopstream import database
 from shopstream_assets_tests.e2e.helpers import (
-    CLI,
     VALID_REASONS,
-    Report,
-    check_bronze_equals_delivered,
-    fetch,
     nul_replaced,
-    read_topic,
-    topic_message_count,
 )
 from shopstream_assets_tests.e2e.hostile_json import (
     RAW_TOKENS,
@@ -45,17 +35,17 @@ from shopstream_assets_tests.e2e.hostile_json import (
     to_json,
 )
 from shopstream_assets_tests.e2e.hostile_records import (
+    PARTITIONS,
     PROPERTY_NOW,
     Record,
     at_length_limits,
-    fuzz_headers,
     hostile_headers,
-    near_window_edges,
+    kafka_source_frame,
+    kafka_source_frame_of_topics,
     producer_record,
     record_timestamps,
     valid_timestamps,
 )
-from shopstream_assets_tests.e2e.kafka_records import check_each_message, produce_records, read_records
 from shopstream_assets_tests.streaming.conftest import good_event
 from streaming.bronze_batch import write_batch
 from streaming.events import (
@@ -69,34 +59,7 @@ from streaming.events import (
     sent_at_from_headers,
     validate_message,
 )
-from streaming.simulator import Simulator
 from streaming.transforms import parse_and_validate
-
-# The Kafka source's columns, as spark.readStream.format("kafka") with includeHeaders gives them.
-KAFKA_SOURCE_SCHEMA = (
-    "key binary, value binary, topic string, partition int, offset long, timestamp timestamp,"
-    " timestampType int, headers array<struct<key:string,value:binary>>"
-)
-PARTITIONS = 3
-
-
-def kafka_source_frame(spark: Any, topic: str, values: Sequence[bytes | None | Record]) -> Any:
-    return kafka_source_frame_of_topics(spark, [(topic, values)])
-
-
-def kafka_source_frame_of_topics(spark: Any, topics: Sequence[tuple[str, Sequence[bytes | None | Record]]]) -> Any:
-    """One frame holding several topics' records; the record at ``index`` of a topic is at partition
-    ``index % PARTITIONS``, offset ``index // PARTITIONS`` (so its index can be read back)."""
-    rows = []
-    for topic, values in topics:
-        records = [value if isinstance(value, Record) else producer_record(value) for value in values]
-        rows += [
-            (b"key-%d" % index, record.value, topic, index % PARTITIONS, index // PARTITIONS, record.timestamp, 0,
-             record.headers)
-            for index, record in enumerate(records)
-        ]  # fmt: skip
-    return spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA)
-
 
 # ---------------------------------------------------------------------------------------
 # Strategies
@@ -405,188 +368,3 @@ def test_hostile_messages_never_crash_and_are_all_accounted_for(spark: Any, data
     )
     assert TRIED["examples"] >= PROPERTY_EXAMPLES // 2 and TRIED["accepted"] > 0 and TRIED["rejected"] > 0
     assert (events, rejects) == (TRIED["accepted"], TRIED["rejected"]) and batches == TRIED["examples"]
-
-
-# ---------------------------------------------------------------------------------------
-# The bounded fuzz run through a real topic and a real `shopstream stream`
-
-FUZZ_MESSAGES = 20_000
-FUZZ_START = datetime(2026, 12, 6, 3, 50, tzinfo=UTC)
-
-
-def _hostile_value(rng: random.Random) -> Any:
-    pick = rng.randrange(10)
-    if pick == 0:
-        return RawJson(rng.choice(RAW_TOKENS))
-    if pick == 1:
-        return rng.choice(SPECIAL_STRINGS)
-    if pick == 2:
-        depth = rng.randrange(2, 300)
-        return RawJson("[" * depth + "]" * depth)
-    if pick == 3:
-        return "".join(chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(200, 600)))
-    if pick == 4:
-        return rng.choice([None, True, False, 0, -1, 2**63, -(2**70), 1.5, float("nan"), float("inf"), 1e308])
-    if pick == 5:
-        return [rng.randrange(100), {"nested": [None, "x"]}]
-    if pick == 6:
-        return rng.choice(EVENT_TYPES + DEVICE_TYPES) + rng.choice(["", " ", "\x00", "\u200b"])
-    if pick == 7:
-        return rng.uniform(-1e10, 1e10)
-    if pick == 8:
-        return "".join(rng.choice("0123456789-:TZ.+ ") for _ in range(rng.randrange(30)))
-    return rng.randrange(-5, 200)
-
-
-def _mutate(value: bytes, rng: random.Random) -> bytes | None:
-    how = rng.randrange(12)
-    if how == 0:
-        return bytes(rng.randrange(256) for _ in range(rng.randrange(0, 120)))
-    if how == 1:
-        return value[: rng.randrange(len(value))]
-    if how == 2:
-        flipped = bytearray(value)
-        flipped[rng.randrange(len(flipped))] = rng.randrange(256)
-        return bytes(flipped)
-    if how == 3:
-        return None
-    event = json.loads(value)
-    pairs = list(event.items())
-    name = rng.choice([*FIELD_NAMES, "extra"])
-    if how == 4:
-        pairs = [(key, item) for key, item in pairs if key != name]
-    elif how == 5:
-        pairs.append((name, _hostile_value(rng)))
-    else:
-        pairs = [(key, _hostile_value(rng) if key == name else item) for key, item in pairs]
-    return to_json(JsonObject(tuple(pairs))).encode("utf-8", "surrogatepass")
-
-
-def fuzz_messages(count: int, *, seed: int) -> tuple[list[bytes], list[bytes | None]]:
-    """(keys, values): simulator traffic (its own bad mix too), 40% of it mutated at random."""
-    rng = random.Random(seed)
-    # A fixed clock: the simulator's timestamps (and the ids that lead with them) would
-    # otherwise change the corpus, and so what the mutations hit, from one run to the next.
-    batch = Simulator(seed=seed, bad_ratio=0.2, start=FUZZ_START).take(count)
-    keys: list[bytes] = []
-    values: list[bytes | None] = []
-    for key, value in zip(batch.keys, batch.values, strict=True):
-        candidate: bytes | None = value
-        if rng.random() < 0.4:
-            try:
-                candidate = _mutate(value, rng)
-            except ValueError:  # a message the simulator broke on purpose: damage its bytes instead
-                candidate = value[::-1]
-        keys.append(key)
-        values.append(candidate)
-    return keys, values
-
-
-@pytest.mark.slow
-def test_fuzz_run_through_a_real_topic_and_stream(
-    shopstream_env: dict[str, str], database_url: str, kafka_bootstrap: str, topic: str, spawn_process: Any
-) -> None:
-    report = Report(f"fuzz run: {FUZZ_MESSAGES:,} random and mutated messages through a real stream")
-    keys, values = fuzz_messages(FUZZ_MESSAGES, seed=1717)
-    rng = random.Random(1718)
-    values = near_window_edges(values, rng, datetime.now(UTC))
-    produce_records(kafka_bootstrap, topic, values, fuzz_headers(len(values), rng), keys=keys)
-    report.tried(f"produced {len(values):,} messages to {topic}, some with hostile headers or at the window's edges")
-    stream = spawn_process([*CLI, "stream", "--until-idle", "3"], env=shopstream_env, name="fuzz-stream")
-    report.tried("ran `shopstream stream --until-idle 3` until it drained the topic")
-    exit_code = stream.wait(420)
-    report.held("the stream exited cleanly", exit_code == 0, f"exit {exit_code}")
-    in_topic = topic_message_count(kafka_bootstrap, topic)
-    report.held("topic holds every message sent", in_topic == FUZZ_MESSAGES, f"{in_topic}")
-    state = check_bronze_equals_delivered(report, database_url, topic, read_topic(kafka_bootstrap, topic))
-    check_each_message(report, database_url, topic, read_records(kafka_bootstrap, topic))
-    report.note(
-        f"{state.consumed:,} consumed = {state.rows_written:,} rows + {state.ledger_rejects:,} rejects"
-        f" + {state.duplicates:,} duplicates in {state.batches} batches; reasons {dict(state.rejects)}"
-    )
-    report.finish()
-
-
-# ---------------------------------------------------------------------------------------
-# Regression tests for what the hostile input found
-
-
-def _write_one(spark: Any, database_url: str, value: bytes) -> tuple[pa.Table, Any]:
-    validated = parse_and_validate(kafka_source_frame(spark, "poison", [value, encode_event(good_event())])).toArrow()
-    with database.connect(database_url, autocommit=True) as conn:
-        return validated, write_batch(conn, validated, topic="poison")
-
-
-@pytest.mark.parametrize(
-    "timestamp", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"], ids=["year-10000", "year-0"]
-)
-def test_a_timestamp_beyond_python_datetime_is_rejected_not_a_poison_batch(
-    spark: Any, database_url: str, timestamp: str
-) -> None:
-    """Spark casts it to year 10000 (or 0); write_batch's min_max().as_py() raised OverflowError,
-    so foreachBatch failed on every retry and the stream stopped for good on one message."""
-    value = encode_event(good_event(event_id="EVT_far_future", event_timestamp=timestamp))
-    _, result = _write_one(spark, database_url, value)
-    assert (result.messages_consumed, result.rows_written, result.rejects) == (2, 1, 1)
-    assert fetch(database_url, "select reason from bronze.clickstream_rejects") == [("invalid_timestamp",)]
-    assert validate_message(value).reason is not None and validate_message(value).reason.value == "invalid_timestamp"
-
-
-def test_an_event_id_too_long_for_the_primary_key_is_rejected_not_a_poison_batch(spark: Any, database_url: str) -> None:
-    """A 3,000-character event_id (9 KB of UTF-8) fails the Bronze primary key ('index row requires
-    9016 bytes, maximum size is 8191'); BronzeSink retries it as an OperationalError, then the
-    query fails on every restart: one message stops the stream for good."""
-    long_id = "".join(chr(0x4E00 + (index * 7919) % 20_000) for index in range(3_000))
-    value = encode_event(good_event(event_id=long_id))
-    assert validate_message(value).accepted is False, "the reference accepts a 9 KB event_id"
-    _, result = _write_one(spark, database_url, value)
-    assert result.rejects == 1
-
-
-def test_a_non_string_id_beside_a_nan_literal_is_rejected_not_accepted(spark: Any) -> None:
-    """A NaN literal anywhere makes the variant probe fail; on a row that is not corrupt, a number
-    or object in a string field then went unnoticed and the event was ACCEPTED with event_id '123'.
-    A NaN literal is not JSON: the message is now malformed_json on both sides."""
-    value = encode_event(good_event(event_id=123, user_id={"a": 1}))[:-1] + b',"extra":NaN}'
-    assert validate_message(value).reason is not None and validate_message(value).reason.value == "malformed_json"
-    (row,) = parse_and_validate(kafka_source_frame(spark, "nan-beside", [value])).select("reject_reason").collect()
-    assert row.reject_reason == "malformed_json"
-
-
-def test_a_number_beyond_double_range_in_a_string_field_is_wrong_type_not_accepted(spark: Any) -> None:
-    """from_json turns 1e400 in a string column into the quoted text '"Infinity"', which the
-    non-string probe's regex did not look at: the event was ACCEPTED with that event_id."""
-    value = encode_event(good_event()).replace(b'"EVT_000000000001"', b"1e400")
-    assert validate_message(value).reason is not None and validate_message(value).reason.value == "wrong_type"
-    (row,) = parse_and_validate(kafka_source_frame(spark, "huge", [value])).select("reject_reason").collect()
-    assert row.reject_reason == "wrong_type"
-
-
-def test_deep_nesting_is_malformed_json_in_python_as_in_spark(spark: Any) -> None:
-    """validate_message raised RecursionError (json.loads' recursion) where Spark says malformed_json."""
-    value = b'{"event_id": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"
-    (row,) = parse_and_validate(kafka_source_frame(spark, "deep", [value])).select("reject_reason").collect()
-    assert row.reject_reason == "malformed_json"
-    assert validate_message(value).reason is not None and validate_message(value).reason.value == "malformed_json"
-
-
-def test_nesting_just_below_jackson_s_limit_gets_a_verdict_not_a_dead_jvm(spark: Any) -> None:
-    """At 900-999 levels Jackson parses the value and Spark's schema_of_variant recursed past a
-    1 MB thread stack: the StackOverflowError took the JVM down, and with it the stream, again
-    on every restart. Task threads now get 16 MB (streaming.spark_session.TASK_THREAD_STACK)."""
-    depth = 999
-    values = [
-        b'{"event_id": ' + b"[" * depth + b"]" * depth + b"}",
-        b'{"event_id": ' + b'{"a":' * depth + b"1" + b"}" * depth + b"}",
-    ]
-    rows = parse_and_validate(kafka_source_frame(spark, "nearly-too-deep", values)).select("reject_reason").collect()
-    assert [row.reject_reason for row in rows] == ["wrong_type", "wrong_type"]
-
-
-def test_a_number_longer_than_1000_characters_gets_one_verdict(spark: Any) -> None:
-    """Jackson refuses numbers over 1000 characters (malformed_json); Python accepted the same
-    event (a price of 0.000...1 with 1,500 digits): Spark and the reference disagreed on acceptance."""
-    value = encode_event(good_event()).replace(b"79.99", b"0." + b"0" * 1_500 + b"1")
-    (row,) = parse_and_validate(kafka_source_frame(spark, "long-number", [value])).select("reject_reason").collect()
-    verdict = validate_message(value)
-    assert row.reject_reason == (verdict.reason.value if verdict.reason else None)
