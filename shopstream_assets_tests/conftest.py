@@ -71,28 +71,64 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = slow_tests_first_on_each_worker(items, workers)
 
 
+# What each long test took in a fresh-clone `make test` (3 workers on 2 cores), to share them out
+# evenly; a slow-marked test missing here (new or renamed) counts as DEFAULT_SLOW_SECONDS.
+EXPECTED_SECONDS = {
+    "test_up_runs_the_pipeline_and_ctrl_c_leaves_no_process": 144,
+    "test_a_short_e2e_run_prints_its_line_and_writes_the_report": 116,
+    "test_a_short_bench_ingest_prints_its_four_figures": 112,
+    "test_failed_dbt_run_is_made_good_by_the_next_ticks_run": 105,
+    "test_executor_killed_mid_stream_on_the_standalone_cluster": 105,
+    "test_gold_equals_pandas_and_incremental_equals_full_refresh": 104,
+    "test_a_short_bench_freshness_measures_every_event_into_gold": 104,
+    "test_stream_sensor_dbt_loop_and_ui_materialization": 102,
+    "test_partition_leader_killed_and_restarted_while_producing_and_streaming": 98,
+    "test_a_gigabyte_of_rejects_between_good_events_drains_with_the_defaults": 93,
+    "test_benchmark_small": 85,
+    "test_kill_9_while_a_batch_is_in_its_postgresql_transaction": 76,
+    "test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run": 74,
+    "test_postgresql_restarted_during_streaming": 72,
+    "test_kafka_broker_restarted_while_producing_and_streaming": 64,
+}
+DEFAULT_SLOW_SECONDS = 60
+
+
+def expected_seconds(item: pytest.Item) -> float:
+    """A long test's expected duration; 0 for the others."""
+    name = getattr(item, "originalname", None) or item.name
+    if name in EXPECTED_SECONDS:
+        return EXPECTED_SECONDS[name]
+    return DEFAULT_SLOW_SECONDS if item.get_closest_marker("slow") else 0
+
+
 def slow_tests_first_on_each_worker(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
-    """``items`` ordered so that each xdist worker starts with its share of the long tests.
+    """``items`` ordered so that each xdist worker starts with an even share of the long tests.
 
     pytest-xdist's worksteal scheduler hands worker k the k-th contiguous slice of the
     collection and lets an idle worker steal from the END of the longest queue: with every
     long test at the front of the collection, the first worker kept them all and ran them one
-    after another while the others finished early. Dealt round-robin to the head of each slice,
-    the long tests run side by side and the run ends on short ones. Otherwise the collection's
-    order holds (a module's tests stay together).
+    after another while the others finished early. The long tests, longest first, each go to
+    the head of the slice of the worker with the least expected time so far, so they run side
+    by side in even shares and the run ends on short ones. Otherwise the collection's order
+    holds (a module's tests stay together).
     """
-    slow = [item for item in items if item.get_closest_marker("slow")]
-    fast = [item for item in items if not item.get_closest_marker("slow")]
+    long_tests = sorted((item for item in items if expected_seconds(item)), key=expected_seconds, reverse=True)
+    fast = [item for item in items if not expected_seconds(item)]
     if workers <= 1:
-        return slow + fast
+        return long_tests + fast
+    heads: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for item in long_tests:
+        least = loads.index(min(loads))
+        heads[least].append(item)
+        loads[least] += expected_seconds(item)
     ordered: list[pytest.Item] = []
     remaining = len(items)
     for worker in range(workers):
         slice_size = remaining // (workers - worker)  # the scheduler's own split
         remaining -= slice_size
-        dealt = slow[worker::workers]
-        fill = max(0, slice_size - len(dealt))
-        ordered += dealt + fast[:fill]
+        fill = max(0, slice_size - len(heads[worker]))
+        ordered += heads[worker] + fast[:fill]
         del fast[:fill]
     return ordered + fast
 

@@ -1,0 +1,49 @@
+"""The suite's order for xdist: the long tests in even shares at the head of each worker's slice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shopstream_assets_tests.conftest import DEFAULT_SLOW_SECONDS, EXPECTED_SECONDS, slow_tests_first_on_each_worker
+
+
+@dataclass(frozen=True)
+class _Collected:
+    """What the ordering reads of a collected test: its name and whether it is marked slow."""
+
+    name: str
+    slow: bool = False
+
+    @property
+    def originalname(self) -> str:
+        return self.name
+
+    def get_closest_marker(self, name: str) -> object | None:
+        return object() if name == "slow" and self.slow else None
+
+
+def test_long_tests_lead_each_slice_in_even_shares() -> None:
+    known = [_Collected(name) for name in EXPECTED_SECONDS]
+    new_slow = [_Collected(f"test_new_slow_{index}", slow=True) for index in range(3)]
+    fast = [_Collected(f"test_fast_{index}") for index in range(300)]
+    items = [*fast[:100], *known, *fast[100:200], *new_slow, *fast[200:]]
+    workers = 3
+
+    ordered = slow_tests_first_on_each_worker(items, workers)  # type: ignore[arg-type]
+
+    assert sorted(item.name for item in ordered) == sorted(item.name for item in items)
+    size, loads = len(items) // workers, []
+    for worker in range(workers):
+        chunk = ordered[worker * size : (worker + 1) * size]
+        heads = [item for item in chunk if not item.name.startswith("test_fast_")]
+        assert chunk[: len(heads)] == heads, "a long test behind a short one in its worker's slice"
+        loads.append(sum(EXPECTED_SECONDS.get(item.name, DEFAULT_SLOW_SECONDS) for item in heads))
+    # Longest first onto the least-loaded worker: no two loads differ by more than the longest test.
+    assert max(loads) - min(loads) <= max(EXPECTED_SECONDS.values()), loads
+    assert sum(loads) == sum(EXPECTED_SECONDS.values()) + 3 * DEFAULT_SLOW_SECONDS
+
+
+def test_one_process_runs_the_long_tests_first() -> None:
+    items = [_Collected("test_fast_a"), _Collected("test_new_slow", slow=True), _Collected("test_fast_b")]
+    ordered = slow_tests_first_on_each_worker(items, 1)  # type: ignore[arg-type]
+    assert [item.name for item in ordered] == ["test_new_slow", "test_fast_a", "test_fast_b"]
