@@ -11,7 +11,6 @@ every batch, Silver and Gold equal a full refresh and the pandas reference."""
 from __future__ import annotations
 
 import json
-import urllib.error
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,12 +37,13 @@ from shopstream_assets.runtime.code_server import (
 from shopstream_assets.runtime.dagster_instance import (
     WORKSPACE_FILE,
     daemon_command,
+    dbt_target_dir,
     webserver_command,
     webserver_url,
     write_instance_yaml,
 )
 from shopstream_assets.runtime.warm_run_launcher import PID_TAG
-from shopstream_assets_tests.conftest import produce_events
+from shopstream_assets_tests.conftest import make_test_home, produce_events
 from shopstream_assets_tests.dbt.reference_checks import assert_silver_and_gold_match
 from shopstream_assets_tests.defs.test_daemon_loop import (
     LAUNCH,
@@ -60,6 +60,7 @@ from shopstream_assets_tests.defs.test_daemon_loop import (
     _wait_for_gold_after_a_successful_run,
 )
 from shopstream_assets_tests.waiting import wait_until
+from shopstream_cli.stack import SHOPSTREAM
 
 # The tag DefaultRunLauncher writes on a run it asked a code server to start (dagster/_core/storage/tags.py).
 GRPC_INFO_TAG = ".dagster/grpc_info"
@@ -75,7 +76,7 @@ def _served_by(run: dg.DagsterRun) -> int | None:
 def _location_loaded(url: str) -> bool:
     try:
         entries = _graphql(url, LOCATIONS)["workspaceOrError"].get("locationEntries", [])
-    except urllib.error.URLError:  # the webserver is still starting
+    except OSError:  # the webserver is still starting (URLError, a reset connection)
         return False
     return any(entry["name"] == LOCATION_NAME and entry["loadStatus"] == "LOADED" for entry in entries)
 
@@ -105,8 +106,16 @@ def test_code_server_serves_an_on_demand_replay_and_the_sensor_refresh(
     workspace = write_grpc_workspace(process_env.dagster_home, code_server)
     logs = tmp_path / "logs"
 
-    produce_events(kafka_bootstrap, process_env.topic, EVENTS)
-    server = spawn_process(code_server_command(code_server.host, code_server.port), env=env, name="code-server")
+    # `shopstream dagster code-server` as compose runs it, in a SHOPSTREAM_HOME of its own as in its own
+    # container; the dbt manifest the test prepared is current there, so it parses nothing again.
+    server_home = make_test_home(tmp_path / "code-server-home")
+    dbt_target_dir(load_settings({"SHOPSTREAM_HOME": str(server_home)})).symlink_to(dbt_target_dir(process_env))
+    server = spawn_process(
+        [*SHOPSTREAM, "dagster", "code-server", "--host", code_server.host, "--port", str(code_server.port)],
+        env={**env, "SHOPSTREAM_HOME": str(server_home)},
+        name="code-server",
+    )
+    produce_events(kafka_bootstrap, process_env.topic, EVENTS)  # while the code server loads
     # As a deployment's readiness probe: webserver and daemon start once the code server serves.
     wait_until(
         lambda: code_server_listens(code_server),
