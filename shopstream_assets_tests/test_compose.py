@@ -40,9 +40,16 @@ def _cli_command_exists(words: list[str]) -> bool:
 
 def test_every_service_runs_a_command_the_package_has() -> None:
     services = _compose()["services"]
-    assert {"kafka", "postgres", "producer", "stream", "dagster-webserver", "dagster-daemon", "dashboard"} <= set(
-        services
-    )
+    assert {
+        "kafka",
+        "postgres",
+        "producer",
+        "stream",
+        "dagster-code-server",
+        "dagster-webserver",
+        "dagster-daemon",
+        "dashboard",
+    } <= set(services)
     # The broker compose runs is the one `make up` runs from Maven Central.
     pom = (REPO_ROOT / "streaming" / "jvm" / "pom.xml").read_text()
     (kafka_version,) = re.findall(r"<kafka.version>([^<]+)</kafka.version>", pom)
@@ -113,8 +120,10 @@ CREDENTIALS = {
     "setup": {"POSTGRES_PASSWORD", OWNER, READER, DAGSTER},  # creates the roles with them
     "producer": set(),
     "stream": {OWNER},
-    "dagster-webserver": {DAGSTER, OWNER},  # its storage, and dbt's
-    "dagster-daemon": {DAGSTER, OWNER},
+    "dagster-code-server": {DAGSTER, OWNER},  # its runs': Dagster's storage, and dbt's and the replay's
+    # They load the code location from its server and never run it: Dagster's storage only.
+    "dagster-webserver": {DAGSTER},
+    "dagster-daemon": {DAGSTER},
     "dashboard": {READER},
 }
 
@@ -170,3 +179,26 @@ def test_the_image_runs_as_a_user_other_than_root_through_the_entry_point() -> N
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
     assert users and users[-1] not in ("root", "0"), users
     assert 'ENTRYPOINT ["python", "-m", "shopstream.container"]' in dockerfile
+
+
+def test_webserver_and_daemon_load_the_code_location_from_the_code_server_as_on_kubernetes() -> None:
+    """The code location in its own `dagster api grpc` process, every run started there by Dagster's stock
+    DefaultRunLauncher (SHOPSTREAM_FAST_RUNS=0), as runtime/test_code_server.py runs it against real servers."""
+    services = _compose()["services"]
+    code_server = services["dagster-code-server"]
+    command = code_server["command"]
+    assert command[:3] == ["shopstream", "dagster", "code-server"]
+    port = command[command.index("--port") + 1]
+    assert code_server["environment"]["SHOPSTREAM_FAST_RUNS"] == "0"
+    # The Helm chart's readiness probe on the same port; nothing publishes it.
+    assert code_server["healthcheck"]["test"] == ["CMD", "dagster", "api", "grpc-health-check", "--port", port]
+    assert "ports" not in code_server and code_server["networks"] == ["backend"]
+    for name in ("dagster-webserver", "dagster-daemon"):
+        service = services[name]
+        command = service["command"]
+        assert command[:3] == ["shopstream", "dagster", name.removeprefix("dagster-")], name
+        assert command[command.index("--code-server") + 1] == f"dagster-code-server:{port}", name
+        assert service["environment"]["SHOPSTREAM_FAST_RUNS"] == "0", name
+        assert service["depends_on"]["dagster-code-server"] == {"condition": "service_healthy"}, name
+        # An explicit depends_on replaces the shared one: the servers and the setup are still awaited.
+        assert {"setup", "kafka"} <= set(service["depends_on"]), name

@@ -55,24 +55,71 @@ bench_app.command("ingest")(ingest_benchmark_command)
 bench_app.command("freshness")(freshness_benchmark_command)
 bench_app.command("e2e")(e2e_benchmark_command)
 
-dagster_app = typer.Typer(help="Dagster's webserver and daemon on this project's instance.", no_args_is_help=True)
+dagster_app = typer.Typer(
+    help="Dagster's webserver and daemon on this project's instance, and the code location's own server.",
+    no_args_is_help=True,
+)
 app.add_typer(dagster_app, name="dagster")
+
+CodeServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--code-server",
+        metavar="HOST:PORT",
+        help="Load the code location from this `shopstream dagster code-server` instead of importing it"
+        " (as on Kubernetes: docs/orchestration.md).",
+    ),
+]
+
+
+def _serve_with_code_server(process: str, code_server: str) -> None:
+    from shopstream_assets.runtime.code_server import CodeServerAddress, CodeServerError, serve_with_code_server
+
+    try:
+        address = CodeServerAddress.parse(code_server)
+    except CodeServerError as error:
+        raise fail(str(error)) from None
+    serve_with_code_server(process, address)
 
 
 @dagster_app.command("webserver")
-def dagster_webserver_command() -> None:
+def dagster_webserver_command(code_server: CodeServerOption = None) -> None:
     """Write dagster.yaml, prepare the dbt manifest, then become dagster-webserver (the UI)."""
+    if code_server is not None:
+        _serve_with_code_server("webserver", code_server)
     from shopstream_assets.runtime.dagster_instance import main
 
     main(["webserver"])
 
 
 @dagster_app.command("daemon")
-def dagster_daemon_command() -> None:
+def dagster_daemon_command(code_server: CodeServerOption = None) -> None:
     """Write dagster.yaml, prepare the dbt manifest, then become dagster-daemon (sensors, schedules, run queue)."""
+    if code_server is not None:
+        _serve_with_code_server("daemon", code_server)
     from shopstream_assets.runtime.dagster_instance import main
 
     main(["daemon"])
+
+
+@dagster_app.command("code-server")
+def dagster_code_server_command(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to bind (default SHOPSTREAM_BIND_ADDRESS).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="Port to serve on (default 3030, the Dagster Helm chart's)."),
+    ] = None,
+) -> None:
+    """Prepare the dbt manifest, then become `dagster api grpc` serving the code location (as a deployment does).
+
+    The webserver and daemon then load it with `--code-server HOST:PORT`; with
+    SHOPSTREAM_FAST_RUNS=0 on all three, every run is a process of this server's.
+    """
+    from shopstream_assets.runtime.code_server import serve_code
+
+    serve_code(host, port)
 
 
 def _progress(message: str) -> None:
