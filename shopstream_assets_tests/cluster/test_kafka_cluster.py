@@ -3,23 +3,38 @@ broker killed with `kill -9` and restarted while the producer sends 2,000 events
 
 Every acknowledged message is in Bronze once: the producer is idempotent (acks=all) and the
 topic has three replicas of which two must be in sync, so the loss of the leader loses nothing.
+
+Then the ingest lag the Live Stream page and `shopstream up`'s status line show: the topic's
+partitions are led by different brokers, so the lag is a sum of end offsets read from several
+brokers minus Bronze's stored positions. Known by construction (messages placed on their
+partitions, a known prefix of them in Bronze), not by the code's formula; then again with the
+leader of the partition furthest behind killed: the figure is exact once its partitions have new
+leaders, and in the moment before, it is exact or plainly unknown.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
+import zlib
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
+from streamlit.testing.v1 import AppTest
 
+from dashboard.db import get_pool
+from dashboard.ingest_lag import broker_offsets
 from shopstream import database
 from shopstream.kafka_admin import watermarks
+from shopstream.services import Endpoints
 from shopstream_assets_tests.cluster.clusters import (
     ClusterCase,
     ClusterStack,
@@ -30,28 +45,40 @@ from shopstream_assets_tests.cluster.clusters import (
     stack_case,
 )
 from shopstream_assets_tests.conftest import TEST_PARTITIONS, produce_events
+from shopstream_assets_tests.dashboard.conftest import PAGES_DIR, point_dashboard_at
 from shopstream_assets_tests.e2e.helpers import (
     CLI,
     Report,
     check_bronze_equals_delivered,
+    fetch,
     manifest_positions,
     read_topic,
     topic_message_count,
     wait_for,
 )
+from shopstream_assets_tests.streaming.conftest import produce_messages
+from shopstream_cli.stack import _status_line
+from streaming.bronze_load import KafkaPositions, write_messages
 from streaming.ledger import committed_offsets, messages_behind
+from streaming.simulator import Simulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
 
 RATE = 2_000  # events/s: issue 32 asks for the broker kill at this rate
 WARM_UP_EVENTS = 200
 NODE_DOWN_SECONDS = 6  # long enough for thousands of acknowledged writes with one node down
+# The lag test's messages, and how many of them are in Bronze.
+SENT = 300
+IN_BRONZE = 200
 
 
 @pytest.fixture
 def case(kafka_cluster: ClusterStack, tmp_path: Path) -> Iterator[ClusterCase]:
     with stack_case(kafka_cluster, tmp_path, prefix="kafka3") as made:
-        yield made
+        try:
+            yield made
+        finally:
+            get_pool.clear()  # the Live page's pool, closed before its database goes
 
 
 def partition_leader(bootstrap: str, topic: str, partition: int) -> int:
@@ -66,7 +93,15 @@ def test_topics_on_three_nodes_have_three_replicas_two_in_sync(kafka_cluster: Cl
     partitions = metadata.topics[case.topic].partitions.values()
     assert all(sorted(p.replicas) == [1, 2, 3] and sorted(p.isrs) == [1, 2, 3] for p in partitions)
     resource = ConfigResource(ConfigResource.Type.TOPIC, case.topic)
-    configs = admin.describe_configs([resource])[resource].result(10)
+
+    def described() -> dict[str, Any] | None:
+        # Asked of any broker, which may not have learnt of the new topic yet (UNKNOWN_TOPIC_OR_PART).
+        try:
+            return admin.describe_configs([resource])[resource].result(10)
+        except KafkaException:
+            return None
+
+    configs = wait_for(described, timeout=30, what=f"the brokers to describe {case.topic}")
     assert configs["min.insync.replicas"].value == "2"
     assert [node.bootstrap for node in kafka_cluster.kafka.nodes] == kafka_cluster.bootstrap.split(",")
 
@@ -157,3 +192,87 @@ def test_partition_leader_killed_and_restarted_while_producing_and_streaming(
         f" {sent_rate:,.0f} events/s from the kill to the restart's batches (asked {RATE:,})"
     )
     report.finish()
+
+
+def leaders(bootstrap: str, topic: str) -> dict[int, int]:
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    return {partition: metadata.leader for partition, metadata in sorted(partitions.items())}
+
+
+def live_page_lag(case: ClusterCase, monkeypatch: pytest.MonkeyPatch, bootstrap: str) -> tuple[str, str]:
+    """(value, help) of the Live Stream page's "Ingest lag", read afresh from the brokers."""
+    point_dashboard_at(monkeypatch, case.env["SHOPSTREAM_DASHBOARD_DATABASE_URL"], case.topic)
+    monkeypatch.setenv("SHOPSTREAM_KAFKA_BOOTSTRAP", bootstrap)
+    broker_offsets.clear()  # the page caches the brokers' answer for a few seconds
+    app = AppTest.from_file(str(PAGES_DIR / "live_stream.py"), default_timeout=60)
+    app.run()
+    assert not app.exception, [exception.message for exception in app.exception]
+    metric = next(metric for metric in app.metric if metric.label == "Ingest lag")
+    return metric.value, metric.proto.help
+
+
+def status_line(case: ClusterCase, bootstrap: str) -> str:
+    endpoints = Endpoints(case.database_url, case.database_url, bootstrap)
+    return _status_line(endpoints, case.topic, None)[0]
+
+
+def test_live_page_and_status_line_lag_across_brokers_and_with_one_down(
+    kafka_cluster: ClusterStack, case: ClusterCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bootstrap = kafka_cluster.bootstrap
+    led_by = leaders(bootstrap, case.topic)
+    assert len(set(led_by.values())) == 3, f"partitions' leaders: {led_by}"
+
+    sent = Simulator(seed=3204, bad_ratio=0.1).take(SENT)
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+    for key, value in zip(sent.keys, sent.values, strict=True):
+        # Where the Bronze loader below places each message, so the brokers' and Bronze's offsets agree.
+        by_partition[zlib.crc32(key) % TEST_PARTITIONS].append((key, value))
+    for partition, messages in by_partition.items():
+        keys, values = zip(*messages, strict=True)
+        produce_messages(bootstrap, case.topic, values, keys=keys, partition=partition)
+    with database.connect(case.database_url, autocommit=True) as conn:
+        positions = KafkaPositions(case.topic, TEST_PARTITIONS)
+        write_messages(conn, sent.keys[:IN_BRONZE], sent.values[:IN_BRONZE], positions)
+    behind = Counter(zlib.crc32(key) % TEST_PARTITIONS for key in sent.keys[IN_BRONZE:])
+    worst = max(sorted(behind), key=lambda partition: behind[partition])
+    lag = SENT - IN_BRONZE
+    (bronze_rows,) = fetch(case.database_url, "select count(*) from bronze.clickstream_events")[0]
+    assert len({led_by[partition] for partition in behind}) >= 2, "the lag is to be read from several brokers"
+
+    value, detail = live_page_lag(case, monkeypatch, bootstrap)
+    assert value == f"{lag} msgs", detail
+    assert f"most behind: partition {worst} ({behind[worst]:,})" in detail
+    line = status_line(case, bootstrap)
+    assert f"topic {SENT:,} |" in line and f"bronze {bronze_rows:,} rows" in line and f"lag {lag:,} |" in line, line
+
+    down = kafka_cluster.kafka.nodes[led_by[worst] - 1]
+    victim = psutil.Process(down.pid() or 0)
+    victim.kill()
+    victim.wait(30)
+    try:
+        # At once, before the controller has moved the dead node's partitions: exact, or plainly unknown.
+        value, detail = live_page_lag(case, monkeypatch, bootstrap)
+        if value != f"{lag} msgs":
+            unread = re.search(r"Partitions ([0-9, ]+) of .* lag unknown", detail)
+            assert value == "unknown" and unread, (value, detail)
+            on_the_dead_node = {partition for partition, leader in led_by.items() if leader == down.node_id}
+            assert {int(partition) for partition in unread.group(1).split(", ")} <= on_the_dead_node, detail
+        line = status_line(case, bootstrap)
+        exact = f"topic {SENT:,} |" in line and f"lag {lag:,} |" in line
+        assert exact or ("topic ? |" in line and "lag unknown" in line), line
+
+        wait_for(
+            lambda: all(leader not in (down.node_id, -1) for leader in leaders(bootstrap, case.topic).values()),
+            timeout=60,
+            what=f"new leaders for node {down.node_id}'s partitions",
+        )
+        # One node down, every partition led by the other two: the figure is exact again.
+        value, detail = live_page_lag(case, monkeypatch, bootstrap)
+        assert value == f"{lag} msgs", detail
+        assert f"most behind: partition {worst} ({behind[worst]:,})" in detail
+        line = status_line(case, bootstrap)
+        assert f"topic {SENT:,} |" in line and f"lag {lag:,} |" in line, line
+    finally:
+        down.start(progress=quiet)
