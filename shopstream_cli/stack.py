@@ -106,17 +106,27 @@ def plan_children(settings: Settings, *, producer_rate: float = DEFAULT_PRODUCER
     return StackPlan(children=children)
 
 
-def _status_line(endpoints: Endpoints, topic: str, previous: tuple[float, int] | None) -> tuple[str, tuple[float, int]]:
+def _status_line(
+    endpoints: Endpoints, topic: str, previous: tuple[float, int] | None
+) -> tuple[str, tuple[float, int] | None]:
+    """The live line and the (time, messages in the topic) the next line's rate starts from.
+
+    When the brokers give no end offsets (none answers, or on a cluster a partition whose leader's
+    broker is down until another leads it), the topic's size, the rate and the lag are shown as
+    unknown, not as zero, and the next known figure's rate is taken over the whole gap.
+    """
     now = time.monotonic()
     marks: dict[int, tuple[int, int]] | None = None
-    in_topic = previous[1] if previous else 0
     with contextlib.suppress(Exception):  # a status line must never take the stack down
         marks = watermarks(endpoints.kafka_bootstrap, topic, timeout=5)
-        in_topic = sum(high for _, high in marks.values())
-    rate = 0.0
-    if previous and now > previous[0]:
-        rate = (in_topic - previous[1]) / (now - previous[0])
-    bronze_rows = lag = "?"
+    in_topic = sum(high for _, high in marks.values()) if marks is not None else None
+    rate = "?"
+    if in_topic is not None:
+        rate = "0"
+        if previous and now > previous[0]:
+            rate = f"{(in_topic - previous[1]) / (now - previous[0]):,.0f}"
+    bronze_rows = "?"
+    lag = "?" if marks is not None else "unknown (no end offsets from Kafka: a broker down?)"
     last_gold = "-"
     with contextlib.suppress(Exception), connect(endpoints.database_url) as conn:
         bronze_rows = f"{rows_written(conn, topic):,}"
@@ -126,10 +136,9 @@ def _status_line(endpoints: Endpoints, topic: str, previous: tuple[float, int] |
         (refreshed,) = conn.execute("select max(refreshed_at) from gold.refresh_log").fetchone()
         if refreshed is not None:
             last_gold = refreshed.astimezone().strftime("%H:%M:%S")
-    line = (
-        f"in {rate:,.0f} ev/s | topic {in_topic:,} | bronze {bronze_rows} rows | lag {lag} | gold refreshed {last_gold}"
-    )
-    return line, (now, in_topic)
+    shown_topic = f"{in_topic:,}" if in_topic is not None else "?"
+    line = f"in {rate} ev/s | topic {shown_topic} | bronze {bronze_rows} rows | lag {lag} | gold refreshed {last_gold}"
+    return line, ((now, in_topic) if in_topic is not None else previous)
 
 
 def start_servers(settings: Settings, progress: Callable[[str], None]) -> Endpoints:

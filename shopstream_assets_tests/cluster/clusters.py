@@ -1,6 +1,6 @@
-"""Shared by the cluster tests: a SHOPSTREAM_HOME of the module's own with real local clusters
-(three KRaft nodes, a Spark standalone master and worker) and its PostgreSQL, each stopped at
-the end whatever happens, and per test a fresh database and topic on them."""
+"""Shared by the cluster tests: real local clusters (three KRaft nodes, a Spark standalone master and
+worker) in a SHOPSTREAM_HOME of their own, started once per test session (``conftest.py``) beside the
+session's PostgreSQL and stopped at the end whatever happens, and per test a fresh database and topic."""
 
 from __future__ import annotations
 
@@ -19,12 +19,11 @@ from shopstream import database
 from shopstream.kafka_admin import ensure_topic
 from shopstream.kafka_cluster import KafkaCluster
 from shopstream.kafka_server import EmbeddedKafka
-from shopstream.postgres_server import EmbeddedPostgres
 from shopstream.services import Endpoints
 from shopstream.settings import Settings, load_settings
 from shopstream.spark_cluster import SparkStandalone
 from shopstream_assets_tests.conftest import TEST_PARTITIONS, make_test_home
-from shopstream_assets_tests.e2e.helpers import fetch
+from shopstream_assets_tests.e2e.helpers import fetch, wait_for
 from streaming.migrations import migrate
 
 
@@ -55,40 +54,48 @@ def cluster_home(prefix: str) -> Iterator[tuple[Path, Settings]]:
 
 @dataclass(frozen=True)
 class ClusterStack:
-    """A module's servers: its PostgreSQL, one broker or a KRaft cluster, and a Spark cluster or none."""
+    """A cluster test's servers: the session's PostgreSQL, a broker or a KRaft cluster, a Spark cluster or none."""
 
-    postgres: EmbeddedPostgres
-    kafka: EmbeddedKafka | KafkaCluster
-    spark: SparkStandalone | None
     admin_url: str
+    reader_url: str
+    kafka: EmbeddedKafka | KafkaCluster | None  # None: the session's own broker, not this stack's
+    spark: SparkStandalone | None
     bootstrap: str
     master: str
 
 
 @contextmanager
-def cluster_stack(prefix: str, *, kafka_nodes: int = 1, spark_workers: int = 0) -> Iterator[ClusterStack]:
-    """The servers started in a home of their own (:func:`cluster_home`), stopped in reverse order."""
+def cluster_stack(
+    prefix: str, postgres: tuple[str, str], *, kafka_nodes: int = 3, bootstrap: str | None = None,
+    spark_workers: int = 0,
+) -> Iterator[ClusterStack]:  # fmt: skip
+    """A KRaft cluster of ``kafka_nodes`` (or the given ``bootstrap``) and a Spark cluster of ``spark_workers``
+    (or none), started in a home of their own (:func:`cluster_home`), stopped in reverse order."""
     with cluster_home(prefix) as (_, settings):
-        postgres = EmbeddedPostgres(settings)
-        kafka = KafkaCluster(settings, kafka_nodes) if kafka_nodes > 1 else EmbeddedKafka(settings)
+        kafka = None if bootstrap else KafkaCluster(settings, kafka_nodes)
         spark = SparkStandalone(settings, spark_workers) if spark_workers else None
         try:
-            admin_url = postgres.start(progress=quiet)
-            bootstrap = kafka.start(progress=quiet)
+            bootstrap = kafka.start(progress=quiet) if kafka else bootstrap
+            assert bootstrap is not None
             master = spark.start(progress=quiet) if spark else "local[2]"
-            yield ClusterStack(postgres, kafka, spark, admin_url, bootstrap, master)
+            yield ClusterStack(postgres[0], postgres[1], kafka, spark, bootstrap, master)
         finally:
             if spark:
                 spark.stop(progress=quiet)
-            kafka.stop(progress=quiet)
-            postgres.stop(progress=quiet)
+            if kafka:
+                kafka.stop(progress=quiet)
 
 
 @contextmanager
 def stack_case(stack: ClusterStack, tmp_path: Path, *, prefix: str) -> Iterator[ClusterCase]:
-    """:func:`cluster_case` on ``stack``."""
+    """:func:`cluster_case` on ``stack``, every node running and no earlier test's application on its master."""
+    if stack.kafka is not None:
+        stack.kafka.start(progress=quiet)  # whatever an earlier test left stopped
+    if stack.spark is not None:
+        spark = stack.spark
+        wait_for(lambda: not spark.master_json().get("activeapps"), timeout=120, what="earlier applications to end")
     with cluster_case(
-        stack.admin_url, stack.postgres.reader_url(), stack.bootstrap, tmp_path, spark_master=stack.master,
+        stack.admin_url, stack.reader_url, stack.bootstrap, tmp_path, spark_master=stack.master,
         prefix=prefix,
     ) as made:  # fmt: skip
         yield made
@@ -106,7 +113,7 @@ class ClusterCase:
 def cluster_case(
     admin_url: str, reader_url: str, bootstrap: str, tmp_path: Path, *, spark_master: str, prefix: str
 ) -> Iterator[ClusterCase]:
-    """A fresh database and topic on the module's servers, and the env a `shopstream` child needs."""
+    """A fresh database and topic on the stack's servers, and the env a `shopstream` child needs."""
     name = f"t_{prefix}_{uuid.uuid4().hex[:8]}"
     database.ensure_database(admin_url, name)
     database_url = database.with_database(admin_url, name)

@@ -1,5 +1,6 @@
 """`shopstream stream` on a Spark standalone cluster from pyspark's own distribution
-(`services start --spark-workers N`): the executor JVM killed with `kill -9` mid-stream.
+(`services start --spark-workers N`): the executor JVM killed with `kill -9` mid-stream, the driver
+killed with `kill -9` and restarted; and the Bronze replay asset (dagster-pyspark) run on the cluster.
 
 The worker starts another executor and Spark retries the lost tasks; Bronze still holds every
 message once (a row, a reject or a counted duplicate), by the same accounting as the e2e tests.
@@ -7,8 +8,10 @@ message once (a row, a reject or a counted duplicate), by the same accounting as
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +24,6 @@ from shopstream.spark_cluster import SparkStandalone
 from shopstream_assets_tests.cluster.clusters import (
     ClusterCase,
     ClusterStack,
-    cluster_stack,
     committed_batches,
     consumed_messages,
     log_text,
@@ -40,11 +42,8 @@ from streaming.simulator import Simulator
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
 
-
-@pytest.fixture(scope="module")
-def spark_cluster() -> Iterator[ClusterStack]:
-    with cluster_stack("shopstream-spark-cluster-", spark_workers=1) as stack:
-        yield stack
+STREAM_APP = "shopstream-bronze"
+REPLAY_APP = "shopstream-dagster-replay"  # the asset's resource (defs/resources.py) names its session so
 
 
 @pytest.fixture
@@ -53,9 +52,9 @@ def case(spark_cluster: ClusterStack, tmp_path: Path) -> Iterator[ClusterCase]:
         yield made
 
 
-def applications(spark: SparkStandalone, topic_app: str = "shopstream-bronze") -> list[dict[str, Any]]:
+def applications(spark: SparkStandalone, name: str = STREAM_APP) -> list[dict[str, Any]]:
     state = spark.master_json()
-    return [app for app in state.get("activeapps", []) + state.get("completedapps", []) if app["name"] == topic_app]
+    return [app for app in state.get("activeapps", []) + state.get("completedapps", []) if app["name"] == name]
 
 
 def busy(process: psutil.Process, window: float = 0.3) -> bool:
@@ -69,7 +68,7 @@ def test_executor_killed_mid_stream_on_the_standalone_cluster(
     spark_cluster: ClusterStack, case: ClusterCase, spawn_process: Any
 ) -> None:
     report = Report("cluster: kill -9 of the executor JVM while `shopstream stream` runs on Spark standalone")
-    total = 16_000
+    total = 12_000
     batch = Simulator(seed=3202, bad_ratio=0.05).take(total)
     produce_messages(spark_cluster.bootstrap, case.topic, batch.values, keys=batch.keys)
     report.tried(f"pre-filled the topic with {total:,} messages (5% bad, duplicates included)")
@@ -125,7 +124,7 @@ def test_driver_killed_and_restarted_on_the_standalone_cluster(
     spark_cluster: ClusterStack, case: ClusterCase, spawn_process: Any
 ) -> None:
     report = Report("cluster: kill -9 of the stream's driver on Spark standalone, then a restart on its checkpoint")
-    total = 12_000
+    total = 9_000
     batch = Simulator(seed=3203, bad_ratio=0.05).take(total)
     produce_messages(spark_cluster.bootstrap, case.topic, batch.values, keys=batch.keys)
     report.tried(f"pre-filled the topic with {total:,} messages (5% bad, duplicates included)")
@@ -165,6 +164,54 @@ def test_driver_killed_and_restarted_on_the_standalone_cluster(
     report.held("the stream stopped cleanly", restarted.wait(120) == 0, log_text(case, "stream")[-3000:])
     delivered = read_topic(spark_cluster.bootstrap, case.topic)
     state = check_bronze_equals_delivered(report, case.database_url, case.topic, delivered)
+    report.note(
+        f"{state.consumed:,} messages -> {state.rows_written:,} rows + {state.ledger_rejects:,} rejects"
+        f" + {state.duplicates:,} duplicates in {state.batches} batches"
+    )
+    report.finish()
+
+
+def test_bronze_replay_asset_materialized_on_the_standalone_cluster(
+    spark_cluster: ClusterStack, case: ClusterCase, spawn_process: Any
+) -> None:
+    """The dagster-pyspark asset `bronze/clickstream_events` with SHOPSTREAM_SPARK_MASTER set to the
+    cluster's: its replay's tasks run in the worker's executor and Bronze accounts for every message."""
+    report = Report("cluster: the Bronze replay asset materialized through Dagster on Spark standalone")
+    total = 6_000
+    batch = Simulator(seed=3205, bad_ratio=0.05).take(total)
+    produce_messages(spark_cluster.bootstrap, case.topic, batch.values, keys=batch.keys)
+    report.tried(f"pre-filled the topic with {total:,} messages (5% bad, duplicates included)")
+    before_apps = {app["id"] for app in applications(spark_cluster.spark, REPLAY_APP)}
+    result_path = case.logs.parent / "materialized.json"
+    command = [sys.executable, "-m", "shopstream_assets_tests.cluster.materialize_bronze", str(result_path)]
+    materializing = spawn_process(command, env=case.env, name="materialize")
+    seen_executors = wait_for(
+        spark_cluster.spark.executor_pids, timeout=300, what="an executor for the replay", alive=materializing
+    )
+    report.tried(f"`dagster.materialize` of bronze/clickstream_events; the worker started executor {seen_executors}")
+    report.held("the materialization succeeded", materializing.wait(300) == 0, log_text(case, "materialize")[-3000:])
+    outcome = json.loads(result_path.read_text())
+    report.held("the asset's session ran on the cluster's master", outcome["spark_master"] == spark_cluster.master)
+    metadata = outcome["metadata"]
+    report.held("the asset replayed every message", metadata.get("messages") == total, str(metadata))
+    report.held(
+        "its metadata accounts for each: rows + rejects + duplicates",
+        metadata.get("rows_written", 0) + metadata.get("rejects", 0) + metadata.get("duplicates", 0) == total,
+        str(metadata),
+    )
+    new_apps = [app for app in applications(spark_cluster.spark, REPLAY_APP) if app["id"] not in before_apps]
+    if report.held("the master lists the replay's application", len(new_apps) == 1, str(new_apps)):
+        replay_app = new_apps[0]["id"]
+
+        def ended() -> list[str]:
+            completed = spark_cluster.spark.master_json().get("completedapps", [])
+            return [app["state"] for app in completed if app["id"] == replay_app]
+
+        wait_for(ended, timeout=120, what="the master to end the replay's application with its process")
+        report.tried(f"the master ended application {replay_app} with its process: {ended()[0]}")
+    delivered = read_topic(spark_cluster.bootstrap, case.topic)
+    state = check_bronze_equals_delivered(report, case.database_url, case.topic, delivered)
+    report.held("Bronze's rows are the asset's", state.rows_written == metadata.get("rows_written"), str(state))
     report.note(
         f"{state.consumed:,} messages -> {state.rows_written:,} rows + {state.ledger_rejects:,} rejects"
         f" + {state.duplicates:,} duplicates in {state.batches} batches"
