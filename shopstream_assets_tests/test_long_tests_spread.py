@@ -13,13 +13,20 @@ class _Collected:
 
     name: str
     slow: bool = False
+    module_name: str | None = None  # a `same_worker` module's name
+
+    @property
+    def module(self) -> object | None:
+        return type("Module", (), {"__name__": self.module_name}) if self.module_name else None
 
     @property
     def originalname(self) -> str:
         return self.name
 
     def get_closest_marker(self, name: str) -> object | None:
-        return object() if name == "slow" and self.slow else None
+        if name == "slow" and self.slow:
+            return object()
+        return object() if name == "same_worker" and self.module_name else None
 
 
 def test_long_tests_lead_each_slice_in_even_shares() -> None:
@@ -43,7 +50,28 @@ def test_long_tests_lead_each_slice_in_even_shares() -> None:
     assert sum(loads) == sum(EXPECTED_SECONDS.values()) + 3 * DEFAULT_SLOW_SECONDS
 
 
-def test_one_process_runs_the_long_tests_first() -> None:
-    items = [_Collected("test_fast_a"), _Collected("test_new_slow", slow=True), _Collected("test_fast_b")]
+def test_a_same_worker_module_s_long_tests_stay_on_one_worker() -> None:
+    cluster = [_Collected(f"test_on_the_cluster_{index}", slow=True, module_name="test_cluster") for index in range(3)]
+    others = [_Collected(f"test_long_{index}", slow=True) for index in range(5)]
+    fast = [_Collected(f"test_fast_{index}") for index in range(60)]
+    items = [*fast[:30], *cluster, *others, *fast[30:]]
+    ordered = slow_tests_first_on_each_worker(items, 2)  # type: ignore[arg-type]
+    halves = [ordered[: len(items) // 2], ordered[len(items) // 2 :]]
+    holding = [half for half in halves if any(item in cluster for item in half)]
+    assert len(holding) == 1 and [item for item in holding[0] if item in cluster] == cluster
+
+
+def test_one_process_runs_the_long_tests_first_in_collection_order() -> None:
+    items = [
+        _Collected("test_fast_a"),
+        _Collected("test_new_slow", slow=True),
+        _Collected("test_fast_b"),
+        _Collected("test_up_runs_the_pipeline_and_ctrl_c_leaves_no_process"),
+    ]
     ordered = slow_tests_first_on_each_worker(items, 1)  # type: ignore[arg-type]
-    assert [item.name for item in ordered] == ["test_new_slow", "test_fast_a", "test_fast_b"]
+    assert [item.name for item in ordered] == [
+        "test_new_slow",
+        "test_up_runs_the_pipeline_and_ctrl_c_leaves_no_process",
+        "test_fast_a",
+        "test_fast_b",
+    ]

@@ -62,7 +62,7 @@ from streaming.bronze_load import KafkaPositions, write_messages
 from streaming.ledger import committed_offsets, messages_behind
 from streaming.simulator import Simulator
 
-pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.same_worker, pytest.mark.timeout(600)]
 
 RATE = 2_000  # events/s: issue 32 asks for the broker kill at this rate
 WARM_UP_EVENTS = 200

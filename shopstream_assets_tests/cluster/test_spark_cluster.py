@@ -40,7 +40,7 @@ from shopstream_assets_tests.e2e.helpers import (
 from shopstream_assets_tests.streaming.conftest import produce_messages
 from streaming.simulator import Simulator
 
-pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.same_worker, pytest.mark.timeout(600)]
 
 STREAM_APP = "shopstream-bronze"
 REPLAY_APP = "shopstream-dagster-replay"  # the asset's resource (defs/resources.py) names its session so
