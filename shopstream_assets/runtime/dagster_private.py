@@ -42,6 +42,10 @@ PRIVATE = PrivateNames(
         "daemon_cli_main": "dagster._daemon.cli:main",
         # The sensor loop's floor: a module constant with no setting (sensor_loop_floor, set_sensor_loop).
         "MIN_INTERVAL_LOOP_TIME": "dagster._daemon.sensor:MIN_INTERVAL_LOOP_TIME",
+        # dagster-postgres opens a connection per query unless told, as the webserver tells it,
+        # to keep one open; a run worker forked from the warm worker does the same. A public
+        # method name, but documented for no other use: fenced, so an upgrade that drops it shows.
+        "DagsterInstance.optimize_for_webserver": "dagster:DagsterInstance.optimize_for_webserver",
     },
 )
 # Tests only: a job's code origin without a module-level job, and Dagster's run tags. Kept apart
@@ -122,6 +126,16 @@ def prune_runless_history(instance: Any, before: datetime) -> tuple[int, int] | 
 def missing() -> list[str]:
     """The names above that the installed Dagster lacks."""
     return PRIVATE.missing()
+
+
+def optimize_storage_connections(
+    instance: Any, *, statement_timeout: int, pool_recycle: int, max_overflow: int
+) -> None:
+    """The instance's storages keep a connection open (``optimize_for_webserver``); the
+    statement timeout in milliseconds, 0 for none."""
+    PRIVATE.resolve("DagsterInstance.optimize_for_webserver")(
+        instance, statement_timeout=statement_timeout, pool_recycle=pool_recycle, max_overflow=max_overflow
+    )
 
 
 def sensor_loop_floor() -> float:
