@@ -173,6 +173,12 @@ def dbt_in_worker(
         target_path=target_path,
         reuse_prepared=selected_project_dir == project_dir and not profile_args,
     )
+    if invocation.timings is not None:
+        # Before the models' events are stored: the finished_at tag tells the Bronze sensor that
+        # dbt is done, so the next run can launch while Dagster stores this one's events.
+        if args[0] == "run":
+            context.instance.add_run_tags(context.run.run_id, invocation.timings.tags(DBT_TIMING_TAG_PREFIX))
+        context.log.info(invocation.timings.summary())
     for raw_event in iter_raw_events(invocation):
         message = DbtCoreCliEventMessage(raw_event=raw_event, event_history_metadata={})
         for dagster_event in message.to_default_asset_events(
@@ -183,10 +189,6 @@ def dbt_in_worker(
             project=params.dbt_project,
         ):
             yield with_rows_written(dagster_event, raw_event)
-    if invocation.timings is not None:
-        context.log.info(invocation.timings.summary())
-        if args[0] == "run":
-            context.instance.add_run_tags(context.run.run_id, invocation.timings.tags(DBT_TIMING_TAG_PREFIX))
     if invocation.interrupted:
         # The run was cancelled while dbt ran (dbt cancelled its queries): cancelled, not failed.
         raise dg.DagsterExecutionInterruptedError()
