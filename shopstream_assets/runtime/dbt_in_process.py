@@ -204,6 +204,10 @@ def invoke_dbt(
         str(target_path),
         "--no-send-anonymous-usage-stats",
         "--no-use-colors",
+        # manifest.json and run_results.json, written after the last model: serializing the
+        # whole manifest on every refresh, into a folder deleted after the run. The events
+        # above carry every result Dagster records.
+        "--no-write-json",
     ]
     # Dagster cancels a run with SIGINT. As KeyboardInterrupt, dbt cancels its running queries
     # (pg_cancel_backend) and stops; any other exception would leave a query blocked on a lock
