@@ -46,6 +46,12 @@ PRIVATE = PrivateNames(
         # to keep one open; a run worker forked from the warm worker does the same. A public
         # method name, but documented for no other use: fenced, so an upgrade that drops it shows.
         "DagsterInstance.optimize_for_webserver": "dagster:DagsterInstance.optimize_for_webserver",
+        # A pool's limit row is written by the first step that claims the pool; two runs forked at
+        # once on a new instance both insert it, and Dagster's fallback update then runs in the
+        # failed transaction and fails a run. The warm worker writes it once, before any fork.
+        "initialize_concurrency_limit_to_default": (
+            "dagster._core.storage.event_log.base:EventLogStorage.initialize_concurrency_limit_to_default"
+        ),
     },
 )
 # Tests only: a job's code origin without a module-level job, and Dagster's run tags. Kept apart
@@ -136,6 +142,11 @@ def optimize_storage_connections(
     PRIVATE.resolve("DagsterInstance.optimize_for_webserver")(
         instance, statement_timeout=statement_timeout, pool_recycle=pool_recycle, max_overflow=max_overflow
     )
+
+
+def initialize_pool_limit(instance: Any, pool: str) -> None:
+    """Write ``pool``'s limit row (dagster.yaml's default limit) unless it is there."""
+    PRIVATE.resolve("initialize_concurrency_limit_to_default")(instance.event_log_storage, pool)
 
 
 def sensor_loop_floor() -> float:

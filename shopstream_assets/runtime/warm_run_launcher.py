@@ -337,13 +337,17 @@ def _preload_run_worker() -> None:
     instance is made, and the fence's names only when first used: both would be seconds of
     every run's start. Making an instance once here imports them all; it is closed before any
     fork, and each run worker makes its own (connections are never shared across a fork).
+    It also writes the dbt pool's limit row, which runs forked at once would race to write.
     """
     from shopstream_assets.runtime import dagster_private
 
     for name in dagster_private.PRIVATE.names:
         dagster_private.PRIVATE.resolve(name)
+    from shopstream_assets.defs.dbt.project import DBT_POOL
+
     with DagsterInstance.get() as instance:
         instance.get_run_records(limit=1)
+        dagster_private.initialize_pool_limit(instance, DBT_POOL)
 
 
 def _fork_run(run_id: str, protocol: TextIO) -> int:

@@ -28,7 +28,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX, shopstream_dbt_project
+from shopstream_assets.defs.dbt.project import DBT_POOL, DBT_TIMING_TAG_PREFIX, shopstream_dbt_project
 from shopstream_assets.runtime.dbt_in_process import invoke_dbt, iter_raw_events
 from shopstream_assets.runtime.run_path import run_path
 
@@ -220,7 +220,7 @@ def dbt_cli_events(
     name=DBT_OP_NAME,
     # The Bronze source's tests scan all of Bronze in every run; Bronze has its own checks.
     exclude="source:*",
-    pool="dbt",
+    pool=DBT_POOL,
 )
 def shopstream_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtRunConfig
