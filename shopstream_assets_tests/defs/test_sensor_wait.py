@@ -59,8 +59,8 @@ def test_a_waiting_tick_requests_as_soon_as_a_batch_lands(
     sensor_env: None,
 ) -> None:
     """The batch commits while a tick is under way: that tick requests its run within a poll of the
-    commit. Tried on the previous sensor (one look per tick): the tick returned a skip at once,
-    and each further tick too, until one started after the commit."""
+    commit. The previous sensor (one look per tick) cannot pass: its ticks return a skip at once,
+    so the one that requests started after the commit."""
     produce_events(kafka_bootstrap, process_env.topic, 300, seed=11)
     replayed = threading.Thread(
         target=replay_topic, args=(spark, process_env), kwargs={"kafka_bootstrap": kafka_bootstrap}

@@ -148,9 +148,9 @@ def _sessions(database_url: str) -> int:
 def test_a_forked_run_worker_keeps_its_storage_connections_open(
     dagster_instance: dg.DagsterInstance, launcher: WarmRunLauncher, database_url: str
 ) -> None:
-    """dagster-postgres opens a connection per query unless told otherwise; a refresh's run worker
-    made about 175 of them (counted in a profile of one), each a TCP connect and a SCRAM handshake:
-    seconds of every refresh on the shared box. Forked from the warm worker, it keeps one open."""
+    """dagster-postgres opens a connection per query unless told otherwise, and a refresh's run
+    worker made one for each of its hundreds of queries, each a TCP connect and a SCRAM handshake
+    (docs/performance.md has the count). Forked from the warm worker, it keeps one open."""
     from shopstream_assets.runtime.dagster_private import optimize_storage_connections
 
     # This test's own polling must not count: its instance keeps one connection too.
@@ -169,6 +169,6 @@ def test_a_forked_run_worker_keeps_its_storage_connections_open(
     )
     time.sleep(STATS_FLUSH_S)
     opened = _sessions(database_url) - before - 1  # less the one _sessions itself opened
-    # dbt's own, the worker's pooled ones and those its threads open beside them (the pool keeps
-    # one), the launcher's: 58 here on a loaded box, against some 190 when every query opened one.
+    # dbt's own, the worker's pooled one and those its threads open beside it, the launcher's:
+    # well under half of what one connection per query made (docs/performance.md).
     assert opened <= 100, f"the run opened {opened} connections"
