@@ -172,6 +172,9 @@ def dbt_in_worker(
         profiles_dir=Path(dbt.profiles_dir) if dbt.profiles_dir else project_dir,
         target_path=target_path,
         reuse_prepared=selected_project_dir == project_dir and not profile_args,
+        # The events carry every result Dagster records, and the target folder is deleted after
+        # the run: serializing dbt's manifest after the last model would only delay the run's end.
+        write_json=False,
     )
     if invocation.timings is not None:
         # Before the models' events are stored: the finished_at tag tells the Bronze sensor that
