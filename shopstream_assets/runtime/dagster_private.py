@@ -149,6 +149,43 @@ def initialize_pool_limit(instance: Any, pool: str) -> None:
     PRIVATE.resolve("initialize_concurrency_limit_to_default")(instance.event_log_storage, pool)
 
 
+# A run worker's storage connections (keep_storage_connections_open): one kept open, and a few
+# more for its threads (cancellation, the dbt step's event writes).
+RUN_POOL_MAX_OVERFLOW = 5
+RUN_POOL_RECYCLE_S = 3600
+
+
+def keep_storage_connections_open(instance: Any) -> None:
+    """A run worker's instance keeps its storage connections open for the run, as the webserver's does.
+
+    dagster-postgres opens a new connection for every read and write by default (a pool would
+    pile up connections across the many instances a long-lived process may make), and a run
+    worker makes a few hundred: each a TCP connect and a SCRAM handshake, seconds of a
+    refresh in all. A run worker makes one instance and ends, so its connections end with it.
+    """
+    optimize_storage_connections(
+        instance, statement_timeout=0, pool_recycle=RUN_POOL_RECYCLE_S, max_overflow=RUN_POOL_MAX_OVERFLOW
+    )
+
+
+def preload_run_worker(pool: str) -> None:
+    """Import in the warm worker what each forked run worker would otherwise import itself.
+
+    The instance's storage (dagster-postgres, SQLAlchemy, alembic) is imported only when an
+    instance is made, and the names above only when first used: both would be seconds of
+    every run's start. Making an instance once here imports them all; it is closed before any
+    fork, and each run worker makes its own (connections are never shared across a fork).
+    It also writes ``pool``'s limit row, which runs forked at once would race to write.
+    """
+    from dagster import DagsterInstance
+
+    for name in PRIVATE.names:
+        PRIVATE.resolve(name)
+    with DagsterInstance.get() as instance:
+        instance.get_run_records(limit=1)
+        initialize_pool_limit(instance, pool)
+
+
 def sensor_loop_floor() -> float:
     """How often, at most, dagster-daemon looks at its sensors (a module constant with no setting)."""
     import dagster._daemon.sensor as sensor_daemon

@@ -59,10 +59,6 @@ STALE = "stale"
 START_TIMEOUT_S = 120
 # How long runs get to stop after an interrupt when the warm worker is told to stop.
 STOP_GRACE_S = 10
-# A run worker's storage connections (see _pool_storage_connections): one kept open, and a few
-# more for its threads (cancellation, the dbt step's event writes).
-RUN_POOL_MAX_OVERFLOW = 5
-RUN_POOL_RECYCLE_S = 3600
 
 
 def code_fingerprint(dbt_target: Path | None = None) -> tuple[tuple[str, int, int], ...]:
@@ -303,51 +299,17 @@ def _run_child(run_id: str) -> int:
     from shopstream_assets.runtime.dagster_private import (
         capture_interrupts,
         execute_run_command_body,
+        keep_storage_connections_open,
         start_run_cancellation_thread,
     )
 
     with capture_interrupts(), DagsterInstance.get() as instance:
-        _pool_storage_connections(instance)
+        keep_storage_connections_open(instance)
         _thread, stop_cancellation_thread = start_run_cancellation_thread(instance, run_id)
         try:
             return execute_run_command_body(run_id, instance, lambda event: None, set_exit_code_on_failure=False)
         finally:
             stop_cancellation_thread.set()
-
-
-def _pool_storage_connections(instance: DagsterInstance) -> None:
-    """Keep the instance's storage connections open for the run, as the webserver does.
-
-    dagster-postgres opens a new connection for every read and write by default (a pool would
-    pile up connections across the many instances a long-lived process may make), and a run
-    worker makes a few hundred: each a TCP connect and a SCRAM handshake, seconds of a
-    refresh in all. A run worker makes one instance and ends, so its connections end with it.
-    """
-    from shopstream_assets.runtime.dagster_private import optimize_storage_connections
-
-    optimize_storage_connections(
-        instance, statement_timeout=0, pool_recycle=RUN_POOL_RECYCLE_S, max_overflow=RUN_POOL_MAX_OVERFLOW
-    )
-
-
-def _preload_run_worker() -> None:
-    """Import in the warm worker what each forked run worker would otherwise import itself.
-
-    The instance's storage (dagster-postgres, SQLAlchemy, alembic) is imported only when an
-    instance is made, and the fence's names only when first used: both would be seconds of
-    every run's start. Making an instance once here imports them all; it is closed before any
-    fork, and each run worker makes its own (connections are never shared across a fork).
-    It also writes the dbt pool's limit row, which runs forked at once would race to write.
-    """
-    from shopstream_assets.runtime import dagster_private
-
-    for name in dagster_private.PRIVATE.names:
-        dagster_private.PRIVATE.resolve(name)
-    from shopstream_assets.defs.dbt.project import DBT_POOL
-
-    with DagsterInstance.get() as instance:
-        instance.get_run_records(limit=1)
-        dagster_private.initialize_pool_limit(instance, DBT_POOL)
 
 
 def _fork_run(run_id: str, protocol: TextIO) -> int:
@@ -383,12 +345,13 @@ def serve() -> None:
     os.dup2(2, 1)  # stray prints of imported code must not reach the launcher's pipe
     signal.signal(signal.SIGTERM, _stop_runs_and_exit)
     from shopstream_assets.definitions import defs
-    from shopstream_assets.runtime import dbt_in_process, dbt_private
+    from shopstream_assets.defs.dbt.project import DBT_POOL
+    from shopstream_assets.runtime import dagster_private, dbt_in_process, dbt_private
 
     defs()  # builds (and caches) the definitions every child then uses
     dbt_private.preload()
     try:
-        _preload_run_worker()
+        dagster_private.preload_run_worker(DBT_POOL)
     except Exception:  # each run worker then imports what it needs itself: slower, not wrong
         traceback.print_exc()
     try:
