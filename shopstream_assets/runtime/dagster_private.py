@@ -42,6 +42,16 @@ PRIVATE = PrivateNames(
         "daemon_cli_main": "dagster._daemon.cli:main",
         # The sensor loop's floor: a module constant with no setting (sensor_loop_floor, set_sensor_loop).
         "MIN_INTERVAL_LOOP_TIME": "dagster._daemon.sensor:MIN_INTERVAL_LOOP_TIME",
+        # dagster-postgres opens a connection per query unless told, as the webserver tells it,
+        # to keep one open; a run worker forked from the warm worker does the same. A public
+        # method name, but documented for no other use: fenced, so an upgrade that drops it shows.
+        "DagsterInstance.optimize_for_webserver": "dagster:DagsterInstance.optimize_for_webserver",
+        # A pool's limit row is written by the first step that claims the pool; two runs forked at
+        # once on a new instance both insert it, and Dagster's fallback update then runs in the
+        # failed transaction and fails a run. The warm worker writes it once, before any fork.
+        "initialize_concurrency_limit_to_default": (
+            "dagster._core.storage.event_log.base:EventLogStorage.initialize_concurrency_limit_to_default"
+        ),
     },
 )
 # Tests only: a job's code origin without a module-level job, and Dagster's run tags. Kept apart
@@ -122,6 +132,58 @@ def prune_runless_history(instance: Any, before: datetime) -> tuple[int, int] | 
 def missing() -> list[str]:
     """The names above that the installed Dagster lacks."""
     return PRIVATE.missing()
+
+
+def optimize_storage_connections(
+    instance: Any, *, statement_timeout: int, pool_recycle: int, max_overflow: int
+) -> None:
+    """The instance's storages keep a connection open (``optimize_for_webserver``); the
+    statement timeout in milliseconds, 0 for none."""
+    PRIVATE.resolve("DagsterInstance.optimize_for_webserver")(
+        instance, statement_timeout=statement_timeout, pool_recycle=pool_recycle, max_overflow=max_overflow
+    )
+
+
+def initialize_pool_limit(instance: Any, pool: str) -> None:
+    """Write ``pool``'s limit row (dagster.yaml's default limit) unless it is there."""
+    PRIVATE.resolve("initialize_concurrency_limit_to_default")(instance.event_log_storage, pool)
+
+
+# A run worker's storage connections (keep_storage_connections_open): one kept open, and a few
+# more for its threads (cancellation, the dbt step's event writes).
+RUN_POOL_MAX_OVERFLOW = 5
+RUN_POOL_RECYCLE_S = 3600
+
+
+def keep_storage_connections_open(instance: Any) -> None:
+    """A run worker's instance keeps its storage connections open for the run, as the webserver's does.
+
+    dagster-postgres opens a new connection for every read and write by default (a pool would
+    pile up connections across the many instances a long-lived process may make), and a run
+    worker makes a few hundred: each a TCP connect and a SCRAM handshake, seconds of a
+    refresh in all. A run worker makes one instance and ends, so its connections end with it.
+    """
+    optimize_storage_connections(
+        instance, statement_timeout=0, pool_recycle=RUN_POOL_RECYCLE_S, max_overflow=RUN_POOL_MAX_OVERFLOW
+    )
+
+
+def preload_run_worker(pool: str) -> None:
+    """Import in the warm worker what each forked run worker would otherwise import itself.
+
+    The instance's storage (dagster-postgres, SQLAlchemy, alembic) is imported only when an
+    instance is made, and the names above only when first used: both would be seconds of
+    every run's start. Making an instance once here imports them all; it is closed before any
+    fork, and each run worker makes its own (connections are never shared across a fork).
+    It also writes ``pool``'s limit row, which runs forked at once would race to write.
+    """
+    from dagster import DagsterInstance
+
+    for name in PRIVATE.names:
+        PRIVATE.resolve(name)
+    with DagsterInstance.get() as instance:
+        instance.get_run_records(limit=1)
+        initialize_pool_limit(instance, pool)
 
 
 def sensor_loop_floor() -> float:

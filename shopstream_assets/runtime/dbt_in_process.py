@@ -159,13 +159,16 @@ def invoke_dbt(
     prepared_target: Path | None = None,
     environment: Mapping[str, str] | None = None,
     reuse_prepared: bool = True,
+    write_json: bool = True,
 ) -> DbtInvocation:
     """Run ``dbt <args>`` in this process; artifacts and dbt.log go to ``target_path``.
 
     ``prepared_target`` is where ``prepare_dbt_manifest`` parsed the project (default: the
     DBT_TARGET_PATH this process was started with); ``environment`` holds the SHOPSTREAM_DB_*
     variables the profile reads (default: this process's). ``reuse_prepared=False`` makes
-    dbt parse ``project_dir`` itself.
+    dbt parse ``project_dir`` itself. ``write_json=False``: no ``manifest.json`` and
+    ``run_results.json`` (dbt serializes the whole manifest after the last model), for a caller
+    that needs only the events.
     """
     invoked_at = time.time()
     from dbt.cli.main import dbtRunner
@@ -204,6 +207,7 @@ def invoke_dbt(
         str(target_path),
         "--no-send-anonymous-usage-stats",
         "--no-use-colors",
+        *([] if write_json else ["--no-write-json"]),
     ]
     # Dagster cancels a run with SIGINT. As KeyboardInterrupt, dbt cancels its running queries
     # (pg_cancel_backend) and stops; any other exception would leave a query blocked on a lock

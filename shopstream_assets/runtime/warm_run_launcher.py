@@ -299,10 +299,12 @@ def _run_child(run_id: str) -> int:
     from shopstream_assets.runtime.dagster_private import (
         capture_interrupts,
         execute_run_command_body,
+        keep_storage_connections_open,
         start_run_cancellation_thread,
     )
 
     with capture_interrupts(), DagsterInstance.get() as instance:
+        keep_storage_connections_open(instance)
         _thread, stop_cancellation_thread = start_run_cancellation_thread(instance, run_id)
         try:
             return execute_run_command_body(run_id, instance, lambda event: None, set_exit_code_on_failure=False)
@@ -343,10 +345,15 @@ def serve() -> None:
     os.dup2(2, 1)  # stray prints of imported code must not reach the launcher's pipe
     signal.signal(signal.SIGTERM, _stop_runs_and_exit)
     from shopstream_assets.definitions import defs
-    from shopstream_assets.runtime import dbt_in_process, dbt_private
+    from shopstream_assets.defs.dbt.project import DBT_POOL
+    from shopstream_assets.runtime import dagster_private, dbt_in_process, dbt_private
 
     defs()  # builds (and caches) the definitions every child then uses
     dbt_private.preload()
+    try:
+        dagster_private.preload_run_worker(DBT_POOL)
+    except Exception:  # each run worker then imports what it needs itself: slower, not wrong
+        traceback.print_exc()
     try:
         warmed = dbt_in_process.warm_up()
         if warmed is not None and not warmed.success:

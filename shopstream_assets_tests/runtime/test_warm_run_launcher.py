@@ -22,6 +22,8 @@ from shopstream_assets.runtime.warm_run_launcher import PID_TAG, WarmRunLauncher
 from shopstream_assets_tests.waiting import wait_until
 
 RUN_TIMEOUT_S = 240
+# PostgreSQL's backends report their statistics at most about once a second.
+STATS_FLUSH_S = 2
 
 
 @pytest.fixture
@@ -135,3 +137,38 @@ def test_runs_fork_from_a_warm_worker_that_steps_aside_for_new_code_and_can_be_c
             interval=0.2,
         )
         blocker.rollback()
+
+
+def _sessions(database_url: str) -> int:
+    """Connections ever opened to this test's database (Dagster's storage and dbt's share it)."""
+    with connect(database_url) as conn:
+        return conn.execute("select sessions from pg_stat_database where datname = current_database()").fetchone()[0]
+
+
+def test_a_forked_run_worker_keeps_its_storage_connections_open(
+    dagster_instance: dg.DagsterInstance, launcher: WarmRunLauncher, database_url: str
+) -> None:
+    """dagster-postgres opens a connection per query unless told otherwise, and a refresh's run
+    worker made one for each of its hundreds of queries, each a TCP connect and a SCRAM handshake
+    (docs/performance.md has the count). Forked from the warm worker, it keeps one open."""
+    from shopstream_assets.runtime.dagster_private import optimize_storage_connections
+
+    # This test's own polling must not count: its instance keeps one connection too.
+    optimize_storage_connections(dagster_instance, statement_timeout=0, pool_recycle=3600, max_overflow=2)
+    warm_up = _launch(dagster_instance, launcher)  # starts the warm worker, whose own start is not measured
+    assert _wait_for(dagster_instance, warm_up, {dg.DagsterRunStatus.SUCCESS}).status == dg.DagsterRunStatus.SUCCESS
+
+    before = _sessions(database_url)
+    run_id = _launch(dagster_instance, launcher)
+    run = _wait_for(dagster_instance, run_id, {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    wait_until(
+        lambda: launcher.check_run_worker_health(run).status != WorkerStatus.RUNNING,
+        what="the run worker gone (its connections closed)",
+        interval=0.2,
+    )
+    time.sleep(STATS_FLUSH_S)
+    opened = _sessions(database_url) - before - 1  # less the one _sessions itself opened
+    # dbt's own, the worker's pooled one and those its threads open beside it, the launcher's:
+    # well under half of what one connection per query made (docs/performance.md).
+    assert opened <= 100, f"the run opened {opened} connections"

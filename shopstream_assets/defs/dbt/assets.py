@@ -28,7 +28,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX, shopstream_dbt_project
+from shopstream_assets.defs.dbt.project import DBT_POOL, DBT_TIMING_TAG_PREFIX, shopstream_dbt_project
 from shopstream_assets.runtime.dbt_in_process import invoke_dbt, iter_raw_events
 from shopstream_assets.runtime.run_path import run_path
 
@@ -172,7 +172,16 @@ def dbt_in_worker(
         profiles_dir=Path(dbt.profiles_dir) if dbt.profiles_dir else project_dir,
         target_path=target_path,
         reuse_prepared=selected_project_dir == project_dir and not profile_args,
+        # The events carry every result Dagster records, and the target folder is deleted after
+        # the run: serializing dbt's manifest after the last model would only delay the run's end.
+        write_json=False,
     )
+    if invocation.timings is not None:
+        # Before the models' events are stored: the finished_at tag tells the Bronze sensor that
+        # dbt is done, so the next run can launch while Dagster stores this one's events.
+        if args[0] == "run":
+            context.instance.add_run_tags(context.run.run_id, invocation.timings.tags(DBT_TIMING_TAG_PREFIX))
+        context.log.info(invocation.timings.summary())
     for raw_event in iter_raw_events(invocation):
         message = DbtCoreCliEventMessage(raw_event=raw_event, event_history_metadata={})
         for dagster_event in message.to_default_asset_events(
@@ -183,10 +192,6 @@ def dbt_in_worker(
             project=params.dbt_project,
         ):
             yield with_rows_written(dagster_event, raw_event)
-    if invocation.timings is not None:
-        context.log.info(invocation.timings.summary())
-        if args[0] == "run":
-            context.instance.add_run_tags(context.run.run_id, invocation.timings.tags(DBT_TIMING_TAG_PREFIX))
     if invocation.interrupted:
         # The run was cancelled while dbt ran (dbt cancelled its queries): cancelled, not failed.
         raise dg.DagsterExecutionInterruptedError()
@@ -218,7 +223,7 @@ def dbt_cli_events(
     name=DBT_OP_NAME,
     # The Bronze source's tests scan all of Bronze in every run; Bronze has its own checks.
     exclude="source:*",
-    pool="dbt",
+    pool=DBT_POOL,
 )
 def shopstream_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtRunConfig

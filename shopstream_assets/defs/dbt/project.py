@@ -9,6 +9,8 @@ from dagster_dbt import DbtProject
 # show in the UI's run view and `shopstream bench freshness` reads them. Here, not in
 # assets.py, so readers need no manifest.
 DBT_TIMING_TAG_PREFIX = "shopstream/dbt_"
+# The concurrency pool every dbt asset takes (limit 1 in dagster.yaml): one dbt writer at a time.
+DBT_POOL = "dbt"
 
 # DBT_TARGET_PATH is dbt's own variable (and dagster-dbt copies partial_parse.msgpack from
 # there): `shopstream up` points it into SHOPSTREAM_HOME, so every home (a benchmark's, a

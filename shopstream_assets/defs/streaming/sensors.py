@@ -19,6 +19,18 @@ sensor's whole cursor. On each tick:
   behind Bronze. The first retry goes out on the next tick; each further failure in a row
   doubles the wait, up to ``MAX_RETRY_WAIT_S``.
 
+A tick does not only look once: while it has nothing to request it keeps looking, every
+``WAIT_POLL_S``, for as long as the daemon would take to evaluate it again
+(:func:`tick_wait_seconds`), and requests as soon as a batch lands or the run it waits on has
+finished dbt. A batch then waits for a poll, not for the next tick: the daemon looks at a sensor
+no more often than its loop (5 s on Dagster's stock path), and each tick it records is a few
+writes to Dagster's storage, while a poll is one index probe of the ledger.
+
+A run counts as in flight until its dbt command has ended (the ``shopstream/dbt_finished_at``
+tag the fast path writes as dbt returns), not until the run ends: Dagster then still stores each model's
+materialization, and the next run is launched meanwhile. Its dbt step waits for the ``dbt``
+pool's one slot, which the previous run holds until its step ends, so dbt never runs twice at once.
+
 Why not ``AutomationCondition.eager()`` on the dbt assets: it requests a run when Bronze
 changes, but a change that lands while that run is in progress is folded into the run
 already under way and is lost (dagster issue 24650) -- Gold then waits for the next
@@ -29,8 +41,10 @@ at once whatever starts them (this sensor, the schedule, the UI).
 import time
 
 import dagster as dg
+import psycopg
 
 from shopstream.settings import load_settings
+from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX
 from shopstream_assets.defs.resources import KafkaResource, PostgresResource
 from shopstream_assets.defs.streaming.assets import BRONZE_KEY
 from streaming.ledger import BatchRange, batches_after, latest_batch_id
@@ -53,6 +67,14 @@ MAX_RETRY_WAIT_S = 300
 # since the last tick started. A minimum equal to the loop time is then a hair short on every
 # other loop, so the sensor would tick at twice the interval. A second of slack lands on every loop.
 DAEMON_LOOP_SLACK_S = 1
+# Written on a run as its `dbt run` returns (defs/dbt/assets.py): from then on the run only
+# stores what dbt did, and the next one may be launched (see the module's docstring).
+DBT_FINISHED_TAG = f"{DBT_TIMING_TAG_PREFIX}finished_at"
+# How often a waiting tick looks at the ledger and at the run it waits on: one index probe each.
+WAIT_POLL_S = 0.2
+# The longest a tick keeps looking, well inside the time the daemon gives a sensor's evaluation
+# (60 s by default): a longer interval asks for ticks far apart, not for one long tick.
+MAX_TICK_WAIT_S = 10.0
 # Statuses of a run that has not finished; NOT_STARTED is a run the daemon is launching.
 IN_FLIGHT_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
@@ -98,14 +120,18 @@ def sensor_minimum_interval(interval_seconds: int) -> int:
     return max(1, interval_seconds - DAEMON_LOOP_SLACK_S)
 
 
+def tick_wait_seconds(interval_seconds: int) -> float:
+    """How long a tick with nothing to request keeps looking: until the daemon's next evaluation."""
+    return min(MAX_TICK_WAIT_S, float(interval_seconds - DAEMON_LOOP_SLACK_S))
+
+
 def dbt_runs_in_flight(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
-    """Runs this sensor launched that have not finished (the daemon tags them with the sensor's name)."""
-    return list(
-        instance.get_run_records(
-            filters=dg.RunsFilter(statuses=IN_FLIGHT_STATUSES, tags={"dagster/sensor_name": SENSOR_NAME}),
-            limit=5,
-        )
+    """Runs this sensor launched whose dbt has not ended (the daemon tags them with the sensor's name)."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=IN_FLIGHT_STATUSES, tags={"dagster/sensor_name": SENSOR_NAME}),
+        limit=5,
     )
+    return [record for record in records if DBT_FINISHED_TAG not in record.dagster_run.tags]
 
 
 def failed_run(instance: dg.DagsterInstance) -> dg.RunRecord | None:
@@ -156,28 +182,56 @@ def bronze_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     last_seen = int(context.cursor) if context.cursor else 0
     topic = kafka.topic_name()
-    # Identity values are never reused, so a cursor beyond the ledger means Bronze was
-    # recreated (a new database) while Dagster's storage kept the old cursor.
+    interval_seconds = load_settings().sensor_interval_seconds
+    deadline = time.monotonic() + tick_wait_seconds(interval_seconds)
     with postgres.connect() as conn:
-        bronze_recreated = last_seen > latest_batch_id(conn, topic)
-        if bronze_recreated:
+        # Identity values are never reused, so a cursor beyond the ledger means Bronze was
+        # recreated (a new database) while Dagster's storage kept the old cursor.
+        if last_seen > latest_batch_id(conn, topic):
             context.log.warning(f"cursor {last_seen} is beyond bronze.ingest_batches for {topic}: starting over")
+            if batches_after(conn, topic, 0) is None:
+                return dg.SensorResult(
+                    skip_reason=dg.SkipReason(
+                        f"no new batches in bronze.ingest_batches for topic {topic} after batch 0"
+                    ),
+                    cursor="0",
+                )
             last_seen = 0
-        batch_range = batches_after(conn, topic, last_seen)
+        while True:
+            outcome, worth_waiting = _look(context, conn, topic, last_seen, interval_seconds)
+            if not worth_waiting or not _waited_for_a_batch(conn, topic, last_seen, deadline):
+                return outcome
+
+
+def _waited_for_a_batch(conn: psycopg.Connection, topic: str, last_seen: int, deadline: float) -> bool:
+    """After a poll's sleep, True once a batch after ``last_seen`` is in the ledger (at once if one
+    already was: the tick then looks again at the run it waits on); False when the tick's time is up."""
+    while time.monotonic() + WAIT_POLL_S <= deadline:
+        time.sleep(WAIT_POLL_S)
+        if latest_batch_id(conn, topic) > last_seen:
+            return True
+    return False
+
+
+def _look(
+    context: dg.SensorEvaluationContext, conn: psycopg.Connection, topic: str, last_seen: int, interval_seconds: int
+) -> tuple[dg.SensorResult | dg.SkipReason | dg.RunRequest, bool]:
+    """One look at the ledger and the runs: what the tick would return now, and whether waiting
+    for a batch or for the run in flight could change that (not for a failed run's retry: its
+    wait is minutes, and the next tick looks again)."""
+    batch_range = batches_after(conn, topic, last_seen)
     if batch_range is None:
         skip = dg.SkipReason(f"no new batches in bronze.ingest_batches for topic {topic} after batch {last_seen}")
-        if bronze_recreated:
-            return dg.SensorResult(skip_reason=skip, cursor="0")
         failed = failed_run(context.instance)
         if failed is None:
-            return skip
-        retry = retry_request(failed, load_settings().sensor_interval_seconds)
+            return skip, True
+        retry = retry_request(failed, interval_seconds)
         if isinstance(retry, dg.RunRequest):
             context.log.info(
                 f"dbt run {failed.dagster_run.run_id[:8]} {failed.dagster_run.status.value}, no new batch: "
                 f"-> dbt run {retry.run_key}"
             )
-        return retry
+        return retry, False
     in_flight = dbt_runs_in_flight(context.instance)
     if in_flight:
         run = in_flight[0].dagster_run
@@ -186,7 +240,7 @@ def bronze_sensor(
             f"{batch_range.batches} new batches ({batch_range.first_batch_id}-{batch_range.last_batch_id}) wait: "
             f"dbt run {run.run_id[:8]} for batches {covering} is {run.status.value}; "
             "the next run will cover them all"
-        )
+        ), True
     context.log.info(
         f"batches {batch_range.first_batch_id}-{batch_range.last_batch_id}: {batch_range.rows_written:,} rows, "
         f"{batch_range.rejects:,} rejects, {batch_range.duplicates:,} duplicates -> dbt run {run_key(batch_range)}"
@@ -200,4 +254,4 @@ def bronze_sensor(
         ],
         asset_events=[bronze_materialization(batch_range, topic)],
         cursor=str(batch_range.last_batch_id),
-    )
+    ), False
