@@ -45,19 +45,19 @@ from shopstream_assets.runtime.dagster_instance import (
 from shopstream_assets.runtime.warm_run_launcher import PID_TAG
 from shopstream_assets_tests.conftest import make_test_home, produce_events
 from shopstream_assets_tests.dbt.reference_checks import assert_silver_and_gold_match
-from shopstream_assets_tests.defs.test_daemon_loop import (
+from shopstream_assets_tests.defs.dagster_processes import (
     LAUNCH,
     LOCATIONS,
     LOOP_TIMEOUT_S,
     RUN_STATUS,
     STAGING,
-    _caught_up,
-    _graphql,
-    _launch_to_success_s,
-    _prepared_dagster_environment,
-    _sensor_runs,
-    _wait,
-    _wait_for_gold_after_a_successful_run,
+    caught_up,
+    graphql,
+    launch_to_success_s,
+    prepared_dagster_environment,
+    sensor_runs,
+    wait,
+    wait_for_gold_after_a_successful_run,
 )
 from shopstream_assets_tests.waiting import wait_until
 from shopstream_cli.stack import SHOPSTREAM
@@ -75,7 +75,7 @@ def _served_by(run: dg.DagsterRun) -> int | None:
 
 def _location_loaded(url: str) -> bool:
     try:
-        entries = _graphql(url, LOCATIONS)["workspaceOrError"].get("locationEntries", [])
+        entries = graphql(url, LOCATIONS)["workspaceOrError"].get("locationEntries", [])
     except OSError:  # the webserver is still starting (URLError, a reset connection)
         return False
     return any(entry["name"] == LOCATION_NAME and entry["loadStatus"] == "LOADED" for entry in entries)
@@ -91,7 +91,7 @@ def test_code_server_serves_an_on_demand_replay_and_the_sensor_refresh(
     tmp_path: Path,
     spawn_process: Callable[..., Any],
 ) -> None:
-    env = _prepared_dagster_environment(
+    env = prepared_dagster_environment(
         process_env,
         shopstream_env,
         database_url,
@@ -130,8 +130,8 @@ def test_code_server_serves_an_on_demand_replay_and_the_sensor_refresh(
 
     # The UI's "Materialize" on bronze/clickstream_events, once the webserver has the location from the server.
     url = webserver_url(settings)
-    _wait("the webserver to load the code location from the code server", lambda: _location_loaded(url), 120, logs)
-    launched = _graphql(
+    wait("the webserver to load the code location from the code server", lambda: _location_loaded(url), 120, logs)
+    launched = graphql(
         url,
         LAUNCH,
         {
@@ -150,10 +150,10 @@ def test_code_server_serves_an_on_demand_replay_and_the_sensor_refresh(
     )["launchPipelineExecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     replay_id = launched["run"]["runId"]
-    status = _wait(
+    status = wait(
         "the on-demand Bronze replay to finish",
         lambda: (
-            (state := _graphql(url, RUN_STATUS, {"runId": replay_id})["runOrError"]["status"])
+            (state := graphql(url, RUN_STATUS, {"runId": replay_id})["runOrError"]["status"])
             in ("SUCCESS", "FAILURE", "CANCELED")
             and state
         ),
@@ -173,25 +173,25 @@ def test_code_server_serves_an_on_demand_replay_and_the_sensor_refresh(
     assert counts["rows_written"].value + counts["rejects"].value + counts["duplicates"].value == EVENTS
 
     # The replay's batches reach the sensor, whose dbt run brings Gold up to them.
-    gold = _wait_for_gold_after_a_successful_run(
+    gold = wait_for_gold_after_a_successful_run(
         "a successful sensor-launched dbt run on the replayed batches and Gold rows",
         dagster_instance,
         database_url,
         logs,
     )
     assert gold > 0
-    _wait("the sensor's runs to fold in every Bronze batch", lambda: _caught_up(dagster_instance, database_url),
+    wait("the sensor's runs to fold in every Bronze batch", lambda: caught_up(dagster_instance, database_url),
           LOOP_TIMEOUT_S, logs)  # fmt: skip
     assert_silver_and_gold_match(database_url, tmp_path)
 
     # Every run was started by the code server (DefaultRunLauncher over gRPC), none by a warm worker,
     # and dbt ran as its own process (no in-process timings).
     succeeded = [
-        record for record in _sensor_runs(dagster_instance) if record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        record for record in sensor_runs(dagster_instance) if record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
     ]
     print(
         "code server, stock run path, launch -> SUCCESS s:",
-        [round(_launch_to_success_s(dagster_instance, record), 1) for record in succeeded],
+        [round(launch_to_success_s(dagster_instance, record), 1) for record in succeeded],
     )
     assert succeeded
     for run in [replay, *(record.dagster_run for record in succeeded)]:
