@@ -6,6 +6,9 @@
         indexes=[
             {'columns': ['user_id'], 'unique': True},
             {'columns': ['frequency']},
+            {'columns': ['last_session_at']},
+            {'columns': ['monetary']},
+            {'columns': ['last_batch_id']},
         ],
         post_hook=[
             "delete from {{ this }} where frequency = 0",
@@ -38,19 +41,9 @@ events as not materialized (
 
 ),
 
-touched_sessions as (
-
-    select distinct events.session_id
-    from events
-    where events.batch_id > {{ cursor }}
-
-),
-
 user_ids as (
 
-    select distinct events.user_id
-    from events
-    where events.session_id in (select touched_sessions.session_id from touched_sessions)
+    {{ touched_user_ids('events', cursor) }}
 
 ),
 
