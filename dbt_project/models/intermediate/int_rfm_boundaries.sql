@@ -29,7 +29,12 @@
     {%- if found is not none %}
         {%- set mart_cursor = run_query(
             'select coalesce(max(last_batch_id), 0) from ' ~ found).columns[0].values()[0] | int %}
-        {%- if mart_cursor == cursor %}{% set mart = found %}{% endif %}
+        {%- if mart_cursor == cursor | int %}
+            {%- set mart = found %}
+        {%- else %}
+            {{- log('int_rfm_boundaries: counting all users again (gold.mart_user_behavior is at batch '
+                ~ mart_cursor ~ ', the boundaries at ' ~ cursor ~ ')', info=True) }}
+        {%- endif %}
     {%- endif %}
 {%- endif %}
 
