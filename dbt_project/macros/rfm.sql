@@ -16,3 +16,12 @@
         else 'Lost'
     end
 {%- endmacro %}
+
+{#- The same score from int_rfm_boundaries: a user scores k or more exactly when their value
+    is above the score-k boundary (the value at position ceil((k - 1) x users / 5)), since then
+    at least that many users lie strictly below them. -#}
+{% macro boundary_score(expression, measure, boundaries) -%}
+    (1 + (
+        select count(*) from {{ boundaries }} where {{ expression }} > {{ boundaries }}.{{ measure }}_boundary
+    ))::integer
+{%- endmacro %}

@@ -299,7 +299,28 @@ def user_behavior(session_rows: pd.DataFrame) -> pd.DataFrame:
         )
     ]
     users["as_of_date"] = as_of
+    users["last_batch_id"] = grouped["last_batch_id"].max().to_numpy()
     return users
+
+
+def rfm_boundaries(users: pd.DataFrame) -> pd.DataFrame:
+    """Per score k (2-5) and measure: the value at position ceil((k - 1) n / 5) in ascending order,
+    and how many users lie below it and at or below it (_intermediate.yml)."""
+    count = len(users)
+    rows = []
+    for score in range(2, 6):
+        row: dict[str, Any] = {"score": score, "users": count}
+        for measure, column in (("recency", "last_session_at"), ("frequency", "frequency"),
+                                ("monetary", "monetary_cents")):  # fmt: skip
+            suffix = "_cents" if column.endswith("_cents") else ""
+            values = sorted(users[column])
+            boundary = values[-(-(score - 1) * count // 5) - 1] if count else None
+            row[f"{measure}_boundary{suffix}"] = boundary
+            row[f"{measure}_below"] = sum(value < boundary for value in values) if count else 0
+            row[f"{measure}_through"] = sum(value <= boundary for value in values) if count else 0
+        row["last_batch_id"] = int(users["last_batch_id"].max()) if count else 0
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def user_activity(session_rows: pd.DataFrame) -> pd.DataFrame:
@@ -398,6 +419,7 @@ def reference_tables(conn: psycopg.Connection) -> dict[str, pd.DataFrame]:
         "silver.stg_clickstream_events": staging_events(events),
         "silver.int_user_sessions": session_rows,
         "silver.int_user_activity": user_activity(session_rows),
+        "silver.int_rfm_boundaries": rfm_boundaries(users),
         "gold.mart_daily_metrics": daily_metrics(events, session_rows),
         "gold.mart_daily_segment_metrics": daily_segment_metrics(events),
         "gold.mart_daily_segment_sessions": daily_segment_sessions(events, session_rows),

@@ -45,6 +45,7 @@ SILVER_AND_GOLD = (
     "silver.stg_clickstream_events",
     "silver.int_user_sessions",
     "silver.int_user_activity",
+    "silver.int_rfm_boundaries",
     "gold.mart_daily_metrics",
     "gold.mart_daily_segment_metrics",
     "gold.mart_daily_segment_sessions",

@@ -5,8 +5,10 @@ with simulator events through the stream's writer on its bulk path (one large CO
 chunk, :func:`streaming.bronze_load.bulk_load_valid_messages`), builds Silver and Gold once,
 then adds 10,000 more events from the same simulator (continuing its sessions, with some
 late, duplicate and broken messages) through the same writer message by message
-(:func:`streaming.bronze_load.write_messages`) and times the incremental ``dbt run``. The
-target: the run on 5M rows costs at most 1.5x the run on 1M, and under 10 s on 1M.
+(:func:`streaming.bronze_load.write_messages`) and times the incremental ``dbt run``, the
+sensor's refresh. The targets: the run on 5M rows costs at most 1.5x the run on 1M, and under
+10 s on 1M; on 50M (``--sizes 5000000,50000000``) at most 1.3x the run on 5M. Each size's
+database size is printed, so the disk a larger size needs can be judged before running it.
 
 The helpers here (the dbt environment, running dbt) are also what the dbt tests use, so
 the benchmark and the tests load Bronze and run dbt the same way.
@@ -145,6 +147,7 @@ class SizeResult:
     incremental_build_seconds: float
     increment_messages: int
     model_seconds: dict[str, float]
+    database_bytes: int = 0
     incremental_run_samples: list[float] = field(default_factory=list)
 
 
@@ -228,6 +231,8 @@ def bench_size(
             write_messages(conn, batch.keys, batch.values, positions)
         _say(f"  + {len(batch):,} messages; dbt build (incremental, with tests)")
         incremental_build = run_dbt(["build"], env, target_path=target).check()
+        with database.connect(url, autocommit=True) as conn:
+            (database_bytes,) = conn.execute("select pg_database_size(current_database())").fetchone()
         return SizeResult(
             bronze_rows=rows,
             load_seconds=load_seconds,
@@ -237,6 +242,7 @@ def bench_size(
             incremental_build_seconds=incremental_build.seconds,
             increment_messages=len(batch),
             model_seconds=model_seconds,
+            database_bytes=database_bytes,
         )
     finally:
         if not keep:
@@ -247,15 +253,16 @@ def _table(results: Iterable[SizeResult]) -> str:
     results = list(results)
     models = sorted({model for result in results for model in result.model_seconds})
     lines = [
-        "| Bronze rows | load (COPY) | first dbt build | incremental dbt run (median; runs) | incremental dbt build |",
-        "|---:|---:|---:|---:|---:|",
+        "| Bronze rows | load (COPY) | first dbt build | incremental dbt run (median; runs) | incremental dbt build"
+        " | database |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
         samples = ", ".join(f"{seconds:.2f}" for seconds in result.incremental_run_samples)
         lines.append(
             f"| {result.bronze_rows:,} | {result.load_seconds:.1f} s | {result.full_build_seconds:.1f} s"
             f" | {result.incremental_run_seconds:.2f} s ({samples})"
-            f" | {result.incremental_build_seconds:.2f} s |"
+            f" | {result.incremental_build_seconds:.2f} s | {result.database_bytes / 1e9:.1f} GB |"
         )
     lines += ["", "| model (incremental run) | " + " | ".join(f"{r.bronze_rows:,}" for r in results) + " |"]
     lines.append("|---|" + "---:|" * len(results))
@@ -331,6 +338,6 @@ def dbt_benchmark_command(
     ratio = largest.incremental_run_seconds / smallest.incremental_run_seconds
     typer.echo(
         f"\nincremental run: {largest.bronze_rows:,} rows costs {ratio:.2f}x {smallest.bronze_rows:,}"
-        f" (target <= 1.5x); {smallest.incremental_run_seconds:.2f} s on {smallest.bronze_rows:,}"
-        " (target < 10 s)"
+        f" (targets: 5M <= 1.5x 1M, 50M <= 1.3x 5M); {smallest.incremental_run_seconds:.2f} s on"
+        f" {smallest.bronze_rows:,} (target < 10 s on 1M)"
     )

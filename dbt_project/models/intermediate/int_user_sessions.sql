@@ -7,7 +7,8 @@
             {'columns': ['session_id'], 'unique': True},
             {'columns': ['last_batch_id']},
             {'columns': ['session_date']},
-            {'columns': ['user_id']},
+            {'columns': ['user_id', 'session_start']},
+            {'columns': ['user_id', 'last_batch_id']},
         ],
     )
 }}

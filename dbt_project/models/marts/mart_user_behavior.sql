@@ -1,19 +1,45 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='user_id',
         indexes=[
             {'columns': ['user_id'], 'unique': True},
             {'columns': ['rfm_tier']},
+            {'columns': ['last_batch_id']},
+            {'columns': ['r_score', 'last_session_at']},
+            {'columns': ['f_score', 'frequency']},
+            {'columns': ['m_score', 'monetary']},
+        ],
+        post_hook=[
+            "delete from {{ this }} where frequency = 0",
         ],
     )
 }}
 
-{#- RFM is global by nature: one user's new session can move every other user's quintile,
-    so this model is a table rebuilt on each run. It reads int_user_activity, one row per
-    user kept incrementally, never the sessions or the events: a run costs the number of
-    users, not the history. -#}
+{#- RFM is global by nature: one user's new session can move other users' quintiles. A full
+    build ranks all users (quintile_score, the definition). An incremental run rewrites the
+    users the new batches changed and the users whose stored score a moved quintile boundary
+    no longer matches (found through the (score, measure) indexes: those between the old and
+    the new boundary), scoring each from int_rfm_boundaries (boundary_score, equal to the
+    rank's quintile). Recency counts days from the data's as-of day: on the run where that
+    day moves, every user's recency does, and that run rewrites every user. A user left with
+    no session is written with frequency 0 and deleted by the post-hook. -#}
+{%- set cursor = ingestion_cursor() %}
+{%- set measures = rfm_measures() %}
+{%- set every_user = not is_incremental() %}
+{%- if execute and is_incremental() %}
+    {%- set days = run_query(
+        'select (select as_of_date from ' ~ this ~ ' limit 1)::text,'
+        ~ " (select (max(last_session_at) at time zone 'UTC')::date from " ~ ref('int_user_activity') ~ ')::text') %}
+    {%- set every_user = days.columns[0].values()[0] != days.columns[1].values()[0] %}
+{%- endif %}
 
-with users as (
+-- depends_on: {{ ref('stg_clickstream_events') }} (read by incremental runs only)
+-- depends_on: {{ ref('int_rfm_boundaries') }} (read by incremental runs only)
+
+-- Not materialized: read by index, a copy would lose the indexes.
+with users as not materialized (
 
     select * from {{ ref('int_user_activity') }}
 
@@ -29,10 +55,85 @@ as_of as (
 
 ),
 
+{% if is_incremental() -%}
+boundaries as (
+
+    select * from {{ ref('int_rfm_boundaries') }}
+
+),
+
+user_ids as (
+
+    {{ touched_user_ids(ref('stg_clickstream_events'), cursor) }}
+    {%- if every_user %}
+
+    union
+
+    select user_id from users
+    {%- else %}
+    {%- for measure, column in measures %}
+    {%- set score = measure[0] ~ '_score' %}
+
+    -- Stored scores a moved boundary no longer matches: score s needs boundary s < value
+    -- <= boundary s + 1 (scores 1 and 5 are open on one side).
+    {%- for s in range(1, 6) %}
+    union
+
+    select stored.user_id
+    from {{ this }} as stored
+    where stored.{{ score }} = {{ s }}
+        and (
+            {%- if s > 1 %}
+            stored.{{ column }} <= (select {{ measure }}_boundary from boundaries where score = {{ s }})
+            {%- endif %}
+            {%- if s > 1 and s < 5 %}
+            or{% endif %}
+            {%- if s < 5 %}
+            stored.{{ column }} > (select {{ measure }}_boundary from boundaries where score = {{ s + 1 }})
+            {%- endif %}
+        )
+    {%- endfor %}
+    {%- endfor %}
+    {%- endif %}
+
+),
+
 scored as (
 
     select
-        users.*,
+        user_ids.user_id,
+        users.first_session_at,
+        users.last_session_at,
+        coalesce(users.frequency, 0) as frequency,
+        users.monetary,
+        users.purchase_sessions,
+        users.abandoned_cart_sessions,
+        users.last_batch_id,
+        as_of.as_of_date,
+        as_of.as_of_date - (users.last_session_at at time zone 'UTC')::date as recency_days,
+        as_of.as_of_date - (users.first_session_at at time zone 'UTC')::date as tenure_days,
+        {{ boundary_score('users.last_session_at', 'recency', 'boundaries') }} as r_score,
+        {{ boundary_score('users.frequency', 'frequency', 'boundaries') }} as f_score,
+        {{ boundary_score('users.monetary', 'monetary', 'boundaries') }} as m_score
+
+    from user_ids
+    left join users
+        on user_ids.user_id = users.user_id
+    cross join as_of
+
+),
+{%- else %}
+scored as (
+
+    select
+        users.user_id,
+        users.first_session_at,
+        users.last_session_at,
+        users.frequency,
+        users.monetary,
+        users.purchase_sessions,
+        users.abandoned_cart_sessions,
+        users.last_batch_id,
         as_of.as_of_date,
         as_of.as_of_date - (users.last_session_at at time zone 'UTC')::date as recency_days,
         as_of.as_of_date - (users.first_session_at at time zone 'UTC')::date as tenure_days,
@@ -47,6 +148,7 @@ scored as (
     cross join as_of
 
 ),
+{%- endif %}
 
 final as (
 
@@ -72,7 +174,8 @@ final as (
             when purchase_sessions = 1 then 'Buyer'
             else 'Browser'
         end as lifecycle_stage,
-        as_of_date
+        as_of_date,
+        last_batch_id
 
     from scored
 

@@ -1,0 +1,151 @@
+"""The user marts' incremental runs against real dbt and PostgreSQL: a run rewrites the users its
+batches touched and the users a moved quintile boundary rescores, no others, and gives what a
+full refresh gives even when the batch moves every boundary.
+
+Bronze: the seventy days of returning shoppers of ``history.py`` and an hour of simulator
+traffic (as in ``test_dbt_project.py``), built once; then small batches of hand-made sessions
+of existing or new users, all on the as-of day before its newest session (a run that moves the
+as-of day rewrites every user by design, so these keep it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shopstream_assets_tests.dbt.history import history_events, weekly_batches
+from shopstream_assets_tests.dbt.reference_checks import assert_silver_and_gold_match
+from shopstream_assets_tests.dbt.scenario import Bronze
+from shopstream_cli.bench.dbt import DbtResult, dbt_environment, run_dbt
+from streaming.events import SCHEMA_VERSION, format_timestamp
+from streaming.shop import CATALOG
+from streaming.simulator import Simulator
+
+pytestmark = pytest.mark.timeout(900)
+
+SIMULATION_START = datetime(2026, 3, 1, 23, 40, tzinfo=UTC)
+AS_OF = date(2026, 3, 2)
+# Before the history's own as-of-day visits (12:00-21:00) and after the simulator's hour.
+BATCH_TIME = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+FALLBACK = "int_rfm_boundaries: counting all users again"
+MEASURES = ("recency", "frequency", "monetary")
+
+
+def build_history(database_url: str, target: Path) -> tuple[Bronze, dict[str, str]]:
+    env = dbt_environment(database_url)
+    bronze = Bronze(database_url)
+    for week in weekly_batches(history_events(3011, AS_OF), AS_OF):
+        bronze.write_events(week)
+    batch = Simulator(1403, start=SIMULATION_START, events_per_second=2.0, population=600).take(4_000)
+    bronze.write(batch.keys, batch.values)
+    run_dbt(["build"], env, target_path=target).check()
+    return bronze, env
+
+
+def sessions_of(user_ids: Sequence[str], tag: str, *, purchases: int, sessions: int = 1) -> list[dict[str, Any]]:
+    """``sessions`` sessions per user on the as-of day: a page view, then ``purchases`` bought products."""
+    events = []
+    for number, user_id in enumerate(user_ids):
+        for session in range(sessions):
+            session_id = f"SESSION_{tag}_{number:04d}_{session}"
+            moment = BATCH_TIME + timedelta(minutes=session * 30, seconds=number)
+            steps = [("page_view", None)] + [("purchase", 1 + (number + step) % 3) for step in range(purchases)]
+            for position, (event_type, quantity) in enumerate(steps):
+                product = CATALOG[(number * 7 + position) % len(CATALOG)]
+                events.append(
+                    {
+                        "event_id": f"EVT_{session_id}_{position}",
+                        "event_timestamp": format_timestamp(moment + timedelta(seconds=position)),
+                        "user_id": user_id,
+                        "session_id": session_id,
+                        "event_type": event_type,
+                        "product_id": product.product_id,
+                        "product_name": product.name,
+                        "product_category": product.category,
+                        "product_price": product.price,
+                        "quantity": quantity,
+                        "device_type": "Mobile",
+                        "country": "Nigeria",
+                        "schema_version": SCHEMA_VERSION,
+                    }
+                )
+    return events
+
+
+def rows_by_user(bronze: Bronze) -> dict[str, tuple[Any, ...]]:
+    return {row[0]: row for row in bronze.query("select * from gold.mart_user_behavior")}
+
+
+def boundaries(bronze: Bronze) -> list[tuple[Any, ...]]:
+    columns = ", ".join(f"{measure}_boundary" for measure in MEASURES)
+    return bronze.query(f"select score, {columns} from silver.int_rfm_boundaries order by score")
+
+
+def rows_written(target: Path, model: str) -> int:
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    (result,) = [result for result in results if result["unique_id"] == f"model.shopstream.{model}"]
+    return result["adapter_response"]["rows_affected"]
+
+
+def incremental_run(env: dict[str, str], target: Path) -> DbtResult:
+    run = run_dbt(["run"], env, target_path=target).check()
+    assert FALLBACK not in run.output, "the boundaries were counted from all users, not from the changes"
+    return run
+
+
+def test_a_run_rewrites_only_touched_and_rescored_users(database_url: str, tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    bronze, env = build_history(database_url, target)
+    try:
+        before = rows_by_user(bronze)
+        # Three returning users come back once, one of them buying: a few users' ranks move.
+        returning = sorted(before)[:: max(1, len(before) // 3)][:3]
+        bronze.write_events(sessions_of(returning, "back", purchases=1))
+        incremental_run(env, target)
+        after = rows_by_user(bronze)
+
+        changed = {user for user in after if before.get(user) != after[user]}
+        assert set(returning) <= changed
+        rescored = changed - set(returning)
+        written = rows_written(target, "mart_user_behavior")
+        # Exactly the touched users and those whose row changed; far from all users.
+        assert written == len(changed), (written, len(changed), len(rescored))
+        assert rows_written(target, "int_user_activity") == len(returning)
+        assert rows_written(target, "int_rfm_boundaries") == 4
+        assert len(before) >= 500 and written <= len(before) // 10, (written, len(before))
+        print(f"{len(before)} users; {len(returning)} touched; {len(rescored)} rescored; {written} rows written")
+    finally:
+        bronze.close()
+
+
+def test_a_batch_moving_every_boundary_equals_a_full_refresh(database_url: str, tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    bronze, env = build_history(database_url, target)
+    try:
+        users = len(rows_by_user(bronze))
+        # New users who only browse (low everywhere but recency), then new users who buy often
+        # (high everywhere): the population grows by a third each time, so every position moves.
+        for tag, purchases, sessions in (("browse", 0, 1), ("buy", 3, 4)):
+            before, boundaries_before = rows_by_user(bronze), boundaries(bronze)
+            new_users = [f"USER_{tag.upper()}_{number:04d}" for number in range(users // 3)]
+            bronze.write_events(sessions_of(new_users, tag, purchases=purchases, sessions=sessions))
+            incremental_run(env, target)
+            after, boundaries_after = rows_by_user(bronze), boundaries(bronze)
+
+            moved = [
+                (row_before[0], measure)
+                for row_before, row_after in zip(boundaries_before, boundaries_after, strict=True)
+                for measure, old, new in zip(MEASURES, row_before[1:], row_after[1:], strict=True)
+                if old != new
+            ]
+            assert {measure for _, measure in moved} == set(MEASURES), (tag, moved)
+            rescored = [user for user in before if before[user][8:11] != after[user][8:11]]  # r, f, m scores
+            assert rescored, f"{tag}: no returning user changed score"
+            assert_silver_and_gold_match(database_url, tmp_path)
+    finally:
+        bronze.close()
