@@ -4,7 +4,7 @@ becomes the events behind the number selected, newest first, a page at a time.
 A trend's point (a day or an hour) lists that period's events; a funnel step, the events of
 that step's type in the period (the funnel counts sessions, each row names its session); a
 product bar, the product's events in the period's days. Rows come from
-``queries.drill_events`` (Bronze up to Gold's cursor, so exactly the events Gold has counted).
+``overview_data.drill_events`` (Bronze up to Gold's cursor, so exactly the events Gold has counted).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import streamlit as st
 
 from dashboard import ui
 from dashboard.charts import FUNNEL_STEPS
-from dashboard.periods import Period
-from dashboard.queries import DRILL_MAX_PAGES, DRILL_PAGE_ROWS, Filters, drill_events
+from dashboard.overview_data import DRILL_MAX_PAGES, DRILL_PAGE_ROWS, drill_events
+from dashboard.periods import Filters, Period
 
 # The event type whose events make each funnel step (the segment sessions marts' steps).
 STEP_EVENT_TYPES: dict[str, str] = {

@@ -1,35 +1,36 @@
 """Every SQL statement the dashboard runs, parameterized, in one place (its reads of Bronze's ledger
 excepted: those are ``streaming.ledger``'s, the ledger's one home, called from here).
 
-Pages call these functions and never write SQL. Values always travel as query parameters
-(``%(name)s``); the only choice made in Python is *which* constant statement to run, never
-text spliced into one. Results are cached per argument set for a few seconds
-(``st.cache_data``), so several open tabs and widget clicks share one query per refresh.
+Pages call functions and never write SQL: the Overview's calls are in ``dashboard.overview_data``
+(its drill-down's too), User Behavior's and Live Stream's below their statements. Values always
+travel as query parameters (``%(name)s``); the only choice made in Python is *which* constant
+statement to run, never text spliced into one. Results are cached per argument set for a few
+seconds (``st.cache_data``), so several open tabs and widget clicks share one query per refresh.
+The Dagster lineage (``shopstream_assets/defs/dashboard.py``) reads the relations named here.
 
 Sources: everything the Overview shows comes from Gold, filtered or not, in a few hundred
 rows per day. Event measures and users come from ``gold.mart_daily_segment_metrics`` (per
 day, country, device and product category), session measures and the funnel from
 ``gold.mart_daily_segment_sessions`` (per day, country and device: a session has no
 category, so the category filter leaves them over all categories), top products from
-``gold.mart_product_daily``. Their columns are additive: a query sums the cells the filters
-select, and ``dashboard.metrics`` applies the KPI formulas to the sums (see its docstring for
-what "unique users" means under a filter). User Behavior reads ``gold.mart_user_behavior``
-and ``gold.mart_hot_leads``; Live Stream reads Bronze and ``gold.refresh_log``, and the Bronze
-ledger through ``streaming.ledger``, where every ledger query lives.
+``gold.mart_product_daily``; periods of up to two days read the hourly segment marts instead.
+Their columns are additive: a query sums the cells the filters select, and ``dashboard.metrics``
+applies the KPI formulas to the sums (see its docstring for what "unique users" means under a
+filter). The drill-down reads Bronze up to Gold's cursor. User Behavior reads
+``gold.mart_user_behavior`` and ``gold.mart_hot_leads``; Live Stream reads Bronze and
+``gold.refresh_log``, and the Bronze ledger through ``streaming.ledger``, where every ledger
+query lives.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, astuple, fields
-from datetime import date
 
 import pandas as pd
 import psycopg
 import streamlit as st
 
 from dashboard.db import fetch, read
-from dashboard.metrics import PeriodCounts
-from dashboard.periods import Filters
 from streaming import ledger
 
 # Short enough that a 5 s auto-refresh sees new data, long enough that tabs share results.
@@ -166,55 +167,6 @@ limit %(limit)s
 """
 
 
-@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
-def data_bounds() -> tuple[date | None, date | None]:
-    row = fetch(DATA_BOUNDS).iloc[0]
-    first, last = row["first_day"], row["last_day"]
-    return (None if pd.isna(first) else first, None if pd.isna(last) else last)
-
-
-@st.cache_data(ttl=OPTIONS_TTL_SECONDS, show_spinner=False)
-def filter_options() -> dict[str, list[str]]:
-    pairs = fetch(FILTER_COUNTRIES_DEVICES)
-    categories = fetch(FILTER_CATEGORIES)
-    return {
-        "countries": sorted(pairs["country"].unique().tolist()) if not pairs.empty else [],
-        "devices": sorted(pairs["device_type"].unique().tolist()) if not pairs.empty else [],
-        "categories": categories["product_category"].tolist() if not categories.empty else [],
-    }
-
-
-@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
-def trend_counts(filters: Filters) -> pd.DataFrame:
-    """One row per day or hour (the filters' grain) with ``period_start`` and :class:`PeriodCounts` columns."""
-    return fetch(TREND_COUNTS[filters.grain], filters.params())
-
-
-def daily_counts(filters: Filters) -> pd.DataFrame:
-    """One row per day of the period (``metric_date``) with :class:`PeriodCounts` columns."""
-    daily = Filters(filters.start, filters.end, filters.countries, filters.devices, filters.categories)
-    return trend_counts(daily).rename(columns={"period_start": "metric_date"})
-
-
-def period_counts(filters: Filters) -> PeriodCounts:
-    """The period's totals: the periods' counts summed (every count is additive)."""
-    periods = trend_counts(filters)
-    if periods.empty:
-        return PeriodCounts()
-    return PeriodCounts.from_mapping(periods.drop(columns="period_start").sum().to_dict())
-
-
-@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
-def funnel(filters: Filters) -> dict[str, int]:
-    row = fetch(FUNNEL[filters.grain], filters.params()).iloc[0]
-    return {name: int(row[name] or 0) for name in ("viewed_sessions", "carted_sessions", "purchased_sessions")}
-
-
-@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
-def top_products(filters: Filters, limit: int = 10) -> pd.DataFrame:
-    return fetch(TOP_PRODUCTS, {**filters.params(), "limit": limit})
-
-
 # ---------------------------------------------------------------------------------------
 # Drill-down: the events behind a number, from Bronze (the reader's grant), newest first
 
@@ -247,26 +199,6 @@ where event_timestamp >= %(window_start)s
 order by event_timestamp desc, event_id desc
 limit %(limit)s offset %(offset)s
 """
-DRILL_PAGE_ROWS = 50
-# Paging stops here: deeper than this an analyst narrows the period or the filters instead.
-DRILL_MAX_PAGES = 200
-
-
-@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
-def drill_events(
-    filters: Filters, *, event_type: str | None = None, product_id: str | None = None, page: int = 0
-) -> pd.DataFrame:
-    """One page (newest first) of the events behind a number: the filters' period and segments,
-    optionally one event type and one product. At most :data:`DRILL_PAGE_ROWS` rows."""
-    page = min(max(page, 0), DRILL_MAX_PAGES - 1)
-    params = {
-        **filters.params(),
-        "event_type": event_type,
-        "product_id": product_id,
-        "limit": DRILL_PAGE_ROWS,
-        "offset": page * DRILL_PAGE_ROWS,
-    }
-    return fetch(DRILL_EVENTS, params)
 
 
 # ---------------------------------------------------------------------------------------

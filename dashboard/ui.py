@@ -3,6 +3,8 @@ tables with their CSV download."""
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +19,9 @@ DEFAULT_REFRESH_SECONDS = 5
 REFRESH_CHOICES: tuple[int, ...] = (2, 5, 10, 30, 60)
 AUTO_REFRESH_KEY = "auto_refresh"
 REFRESH_SECONDS_KEY = "refresh_seconds"
+# How long a table's earlier CSV stays downloadable after the table stops showing it.
+KEPT_DOWNLOAD_SECONDS = 60
+KEPT_CLASS = "csv_kept"
 
 
 def refresh_controls() -> None:
@@ -113,12 +118,45 @@ def table(
     """A table and, under it, a CSV download of exactly the rows and columns it shows."""
     where = container if container is not None else st
     where.dataframe(frame, hide_index=True, column_config=column_config, key=key)
+    csv = frame.to_csv(index=False).encode()
     where.download_button(
         "Download CSV",
-        data=frame.to_csv(index=False).encode(),
+        data=csv,
         file_name=file_name,
         mime="text/csv",
         icon=":material/download:",
         on_click="ignore",
         key=f"{key}_csv",
     )
+    _keep_recent_downloads(where, key, file_name, csv)
+
+
+def _keep_recent_downloads(where: DeltaGenerator | Any, key: str, file_name: str, csv: bytes) -> None:
+    """Keep the files of this table's recent versions downloadable for KEPT_DOWNLOAD_SECONDS.
+
+    Streamlit serves a download button's file only while a run shows it: once a re-run shows
+    other rows, the previous file is deleted at the end of the run after. Under auto-refresh a
+    browser that is a run behind (a busy machine, a slow network) still holds the previous
+    link, and its request finds no file: the download is cancelled. The versions of the last
+    minute stay referenced by hidden copies of the button, so any link the
+    browser may still hold is served; a version unchanged from one run to the next is one file.
+    """
+    now = time.monotonic()
+    state_key = f"{key}_csv_recent"
+    recent: dict[str, tuple[bytes, float]] = {
+        digest: (data, seen)
+        for digest, (data, seen) in st.session_state.get(state_key, {}).items()
+        if now - seen < KEPT_DOWNLOAD_SECONDS
+    }
+    current = hashlib.blake2b(csv, digest_size=8).hexdigest()
+    recent[current] = (csv, now)
+    st.session_state[state_key] = recent
+    earlier = [(digest, data) for digest, (data, _) in recent.items() if digest != current]
+    if not earlier:
+        return
+    kept = where.container(key=f"{key}_{KEPT_CLASS}")
+    kept.html(f"<style>.st-key-{key}_{KEPT_CLASS} {{ display: none; }}</style>")
+    for digest, data in earlier:
+        kept.download_button(
+            "Earlier CSV", data=data, file_name=file_name, mime="text/csv", on_click="ignore", key=f"{key}_csv_{digest}"
+        )

@@ -6,10 +6,10 @@ from datetime import UTC, date, datetime
 
 import streamlit as st
 
-from dashboard import charts, periods, queries, ui
+from dashboard import charts, overview_data, periods, ui
 from dashboard.drill import drill_panel, drill_target
 from dashboard.metrics import KPIS, change, format_value, kpi_values
-from dashboard.queries import Filters
+from dashboard.periods import Filters
 from streaming.events import EARLIEST_EVENT_TIME
 
 DEFAULT_DAYS = 7
@@ -62,7 +62,7 @@ def period_control(column: st.delta_generator.DeltaGenerator, first_day: date, l
 
 
 def filter_bar(first_day: date, last_day: date) -> Filters:
-    options = queries.filter_options()
+    options = overview_data.filter_options()
     period_col, country_col, device_col, category_col = st.columns([1.3, 1, 1, 1])
     period = period_control(period_col, first_day, last_day)
     countries = country_col.multiselect("Country", options["countries"], key="overview_countries", placeholder="All")
@@ -74,10 +74,10 @@ def filter_bar(first_day: date, last_day: date) -> Filters:
 
 
 def kpi_cards(filters: Filters) -> None:
-    counts = queries.period_counts(filters)
+    counts = overview_data.period_counts(filters)
     current = kpi_values(counts)
     previous_filters = filters.previous()
-    previous_counts = queries.period_counts(previous_filters)
+    previous_counts = overview_data.period_counts(previous_filters)
     previous = kpi_values(previous_counts)
     length = f"{filters.period.length} {'h' if filters.grain == 'hour' else 'd'}"
     previous_label = previous_filters.period.label()
@@ -108,7 +108,7 @@ def kpi_cards(filters: Filters) -> None:
 
 
 def overview() -> None:
-    first_day, last_day = queries.data_bounds()
+    first_day, last_day = overview_data.data_bounds()
     if last_day is None:
         ui.no_data("Gold has no daily metrics yet: the first dbt run after events reach Bronze fills this page.")
         return
@@ -116,7 +116,7 @@ def overview() -> None:
     st.caption(f"Showing {filters.period.label()}, by {filters.grain}.")
     kpi_cards(filters)
 
-    trend = charts.daily_kpis(queries.trend_counts(filters))
+    trend = charts.daily_kpis(overview_data.trend_counts(filters))
     if trend.empty:
         ui.no_data("No events match this period and these filters.")
         return
@@ -135,11 +135,11 @@ def overview() -> None:
 
     funnel_col, products_col = st.columns(2)
     selections["funnel"] = funnel_col.plotly_chart(
-        charts.funnel(queries.funnel(filters)), key="funnel", on_select="rerun", selection_mode="points"
+        charts.funnel(overview_data.funnel(filters)), key="funnel", on_select="rerun", selection_mode="points"
     )
     if filters.categories:
         funnel_col.caption(f"Sessions of the selected countries and devices. {SESSIONS_IGNORE_CATEGORY}")
-    products = queries.top_products(filters)
+    products = overview_data.top_products(filters)
     if products.empty:
         products_col.info("No product sold or viewed in this period and these filters.")
     else:

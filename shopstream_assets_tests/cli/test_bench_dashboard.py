@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dashboard.periods import CUSTOM, PRESETS
 from shopstream import database
 from shopstream.services import Endpoints
 
@@ -23,6 +24,7 @@ GROUPS = (
     "overview, one day by hour",
     "overview, last hour, filtered",
     "overview, drill-down",
+    *(f"overview, {preset.lower()}" for preset in PRESETS if preset != CUSTOM),
     "user_behavior",
     "live_stream",
 )

@@ -12,7 +12,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from dashboard import periods, queries
+from dashboard import overview_data, periods
 from dashboard.db import POOL_MAX_SIZE, get_pool
 from dashboard.metrics import KPIS, format_value
 from shopstream import database
@@ -48,7 +48,7 @@ def messages(app: AppTest) -> str:
 def test_overview_shows_the_database_kpis_and_filters_change_them(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
     point_dashboard_at(monkeypatch, shop.reader_url)
     app = run_page("overview")
-    _, last_day = queries.data_bounds()
+    _, last_day = overview_data.data_bounds()
     start = last_day - timedelta(days=6)
     expected = kpis_from_silver(shop.admin_url, start, last_day)
     shown = metrics(app)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dashboard import periods
-from dashboard.queries import Filters
+from dashboard.periods import Filters
 from shopstream import database
 from shopstream.services import Endpoints
 from shopstream_assets_tests.dashboard.conftest import fresh_database, point_dashboard_at

@@ -8,8 +8,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from dashboard import periods
-from dashboard.periods import Period
-from dashboard.queries import Filters
+from dashboard.periods import Filters, Period
 
 NOW = datetime(2026, 12, 7, 8, 10, 30, tzinfo=UTC)
 

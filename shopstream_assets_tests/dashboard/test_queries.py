@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from dashboard import charts, queries
+from dashboard import charts, overview_data, queries
 from dashboard.metrics import KPIS, PeriodCounts, kpi_values
+from dashboard.periods import Filters
 from shopstream import database
 from shopstream_assets_tests.dashboard.conftest import Shop, point_dashboard_at
 from shopstream_assets_tests.dashboard.expected import kpis_from_silver, scalar, top_products_from_silver
@@ -36,15 +37,15 @@ def test_kpi_formulas_equal_the_gold_daily_mart(shop: Shop) -> None:
 def test_selecting_every_filter_value_gives_the_daily_marts(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
     """The segment marts summed over every cell are the daily marts, users included."""
     point_dashboard_at(monkeypatch, shop.reader_url)
-    _, last_day = queries.data_bounds()
-    period = queries.Filters(last_day - timedelta(days=6), last_day)
-    options = queries.filter_options()
+    _, last_day = overview_data.data_bounds()
+    period = Filters(last_day - timedelta(days=6), last_day)
+    options = overview_data.filter_options()
     assert options["countries"] and options["devices"] and options["categories"]
-    everything = queries.Filters(
+    everything = Filters(
         period.start, period.end, tuple(options["countries"]), tuple(options["devices"]), tuple(options["categories"])
     )
-    assert queries.period_counts(everything) == queries.period_counts(period)
-    assert queries.funnel(everything) == queries.funnel(period)
+    assert overview_data.period_counts(everything) == overview_data.period_counts(period)
+    assert overview_data.funnel(everything) == overview_data.funnel(period)
 
     with database.connect(shop.admin_url) as conn:
         daily = conn.execute(
@@ -59,10 +60,10 @@ def test_selecting_every_filter_value_gives_the_daily_marts(shop: Shop, monkeypa
             " from gold.mart_conversion_funnel where metric_date between %s and %s",
             (period.start, period.end),
         ).fetchone()
-    counts = queries.period_counts(period)
+    counts = overview_data.period_counts(period)
     mine = (counts.events, counts.revenue, counts.user_days, counts.sessions, counts.abandoned_cart_sessions)
     assert mine == (daily[0], float(daily[1]), daily[2], daily[3], daily[4])
-    assert tuple(queries.funnel(period).values()) == funnel
+    assert tuple(overview_data.funnel(period).values()) == funnel
 
 
 # (countries, devices, categories): single and combined filters. The simulator's users
@@ -87,10 +88,10 @@ def test_filtered_overview_equals_an_independent_silver_computation(
 ) -> None:
     """KPIs, funnel and top products of a filtered period: Gold queries = Silver, recomputed."""
     point_dashboard_at(monkeypatch, shop.reader_url)
-    _, last_day = queries.data_bounds()
+    _, last_day = overview_data.data_bounds()
     start = last_day - timedelta(days=6)
-    filters = queries.Filters(start, last_day, countries, devices, categories)
-    counts = queries.period_counts(filters)
+    filters = Filters(start, last_day, countries, devices, categories)
+    counts = overview_data.period_counts(filters)
     assert not counts.is_empty
     mine = kpi_values(counts)
     assert len(countries) <= 1
@@ -98,11 +99,11 @@ def test_filtered_overview_equals_an_independent_silver_computation(
     expected = kpis_from_silver(shop.admin_url, start, last_day, country, devices=devices, categories=categories)
     for kpi in KPIS:
         assert close(mine[kpi.key], expected[kpi.key]), (kpi.key, mine[kpi.key], expected[kpi.key])
-    steps = queries.funnel(filters)
+    steps = overview_data.funnel(filters)
     for step in ("viewed_sessions", "carted_sessions", "purchased_sessions"):
         assert steps[step] == expected[step], step
 
-    products = queries.top_products(filters)
+    products = overview_data.top_products(filters)
     want = top_products_from_silver(
         shop.admin_url, start, last_day, countries=countries, devices=devices, categories=categories
     )
@@ -115,9 +116,9 @@ def test_filtered_overview_equals_an_independent_silver_computation(
 
 def test_top_products_follow_the_period(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
     point_dashboard_at(monkeypatch, shop.reader_url)
-    first_day, last_day = queries.data_bounds()
-    whole = queries.top_products(queries.Filters(first_day, last_day), limit=100)
-    one_day = queries.top_products(queries.Filters(last_day, last_day), limit=100)
+    first_day, last_day = overview_data.data_bounds()
+    whole = overview_data.top_products(Filters(first_day, last_day), limit=100)
+    one_day = overview_data.top_products(Filters(last_day, last_day), limit=100)
     assert float(one_day["revenue"].sum()) < float(whole["revenue"].sum())
     # Over all days the product-day mart adds up to the all-time product mart.
     all_time = scalar(shop.admin_url, "select sum(revenue) from gold.mart_product_performance")
@@ -134,13 +135,13 @@ INJECTIONS = (
 def test_filter_values_reach_postgresql_only_as_parameters(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
     """Even with the owner role (which could drop tables), an injected filter is just a value."""
     point_dashboard_at(monkeypatch, shop.admin_url)
-    _, last_day = queries.data_bounds()
+    _, last_day = overview_data.data_bounds()
     before = scalar(shop.admin_url, "select count(*) from silver.stg_clickstream_events")
     for attack in INJECTIONS:
-        filters = queries.Filters(last_day - timedelta(days=6), last_day, (attack,), (attack,), (attack,))
-        assert queries.period_counts(filters).is_empty
-        assert queries.funnel(filters) == {"viewed_sessions": 0, "carted_sessions": 0, "purchased_sessions": 0}
-        assert queries.top_products(filters).empty
+        filters = Filters(last_day - timedelta(days=6), last_day, (attack,), (attack,), (attack,))
+        assert overview_data.period_counts(filters).is_empty
+        assert overview_data.funnel(filters) == {"viewed_sessions": 0, "carted_sessions": 0, "purchased_sessions": 0}
+        assert overview_data.top_products(filters).empty
     assert scalar(shop.admin_url, "select count(*) from gold.mart_daily_metrics") > 0
     assert scalar(shop.admin_url, "select count(*) from silver.stg_clickstream_events") == before
 
@@ -152,14 +153,14 @@ def test_the_reader_role_cannot_write(shop: Shop) -> None:
 
 def test_every_chart_builds_from_real_query_results(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
     point_dashboard_at(monkeypatch, shop.reader_url)
-    _, last_day = queries.data_bounds()
-    filters = queries.Filters(last_day - timedelta(days=6), last_day)
-    daily = charts.daily_kpis(queries.daily_counts(filters))
+    _, last_day = overview_data.data_bounds()
+    filters = Filters(last_day - timedelta(days=6), last_day)
+    daily = charts.daily_kpis(overview_data.daily_counts(filters))
     figures = [
         charts.revenue_trend(daily),
         charts.conversion_trend(daily),
-        charts.funnel(queries.funnel(filters)),
-        charts.top_products(queries.top_products(filters)),
+        charts.funnel(overview_data.funnel(filters)),
+        charts.top_products(overview_data.top_products(filters)),
         charts.rfm_tiers(queries.rfm_tiers()),
         charts.rfm_scores(queries.rfm_scores()),
         charts.rfm_scatter(queries.rfm_users()),

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 from typing import Annotated
 
@@ -138,60 +139,79 @@ def dashboard_environment(dashboard_url: str, topic: str) -> Iterator[None]:
 
 def page_queries(first_day: date, last_day: date, topic: str) -> dict[str, list[tuple[str, Callable[[], object]]]]:
     """Every query each page runs on its first render, as (label, call)."""
-    from dashboard import periods, queries
+    from dashboard import overview_data, periods, queries
+    from dashboard.periods import Filters
 
-    period = queries.Filters(last_day - timedelta(days=6), last_day)
-    filtered = queries.Filters(period.start, period.end, countries=("Nigeria",), devices=("Mobile",))
-    by_category = queries.Filters(period.start, period.end, categories=("Electronics",))
+    period = Filters(last_day - timedelta(days=6), last_day)
+    filtered = Filters(period.start, period.end, countries=("Nigeria",), devices=("Mobile",))
+    by_category = Filters(period.start, period.end, categories=("Electronics",))
     # Every day Gold holds: the largest period a user can pick.
-    whole = queries.Filters(first_day, last_day, countries=("Nigeria",), categories=("Fashion",))
+    whole = Filters(first_day, last_day, countries=("Nigeria",), categories=("Fashion",))
     # Intraday: the newest day by the hour, and its noon hour under a country filter.
-    one_day = queries.Filters.of(periods.days(last_day, last_day))
+    one_day = Filters.of(periods.days(last_day, last_day))
     noon = datetime.combine(last_day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
-    last_hour = queries.Filters.of(periods.hours_holding(noon, noon), countries=("Nigeria",))
+    last_hour = Filters.of(periods.hours_holding(noon, noon), countries=("Nigeria",))
+    # Each preset as the period control resolves it at the newest data (a reused database's data
+    # may end before now): what one page view with that preset runs.
+    newest = min(datetime.now(UTC), datetime.combine(last_day, time_of_day(23, 59), tzinfo=UTC))
+    presets = {
+        preset: Filters.of(periods.resolve(preset, newest)) for preset in periods.PRESETS if preset != periods.CUSTOM
+    }
+    by_preset = {
+        f"overview, {preset.lower()}": [
+            ("trend counts", lambda filters=filters: overview_data.trend_counts(filters)),
+            ("previous period", lambda filters=filters: overview_data.trend_counts(filters.previous())),
+            ("funnel", lambda filters=filters: overview_data.funnel(filters)),
+            ("top products", lambda filters=filters: overview_data.top_products(filters)),
+        ]
+        for preset, filters in presets.items()
+    }
     return {
         "overview": [
-            ("data bounds", queries.data_bounds),
-            ("filter options", queries.filter_options),
-            ("daily counts", lambda: queries.daily_counts(period)),
-            ("previous period", lambda: queries.daily_counts(period.previous())),
-            ("funnel", lambda: queries.funnel(period)),
-            ("top products", lambda: queries.top_products(period)),
+            ("data bounds", overview_data.data_bounds),
+            ("filter options", overview_data.filter_options),
+            ("daily counts", lambda: overview_data.daily_counts(period)),
+            ("previous period", lambda: overview_data.daily_counts(period.previous())),
+            ("funnel", lambda: overview_data.funnel(period)),
+            ("top products", lambda: overview_data.top_products(period)),
         ],
         "overview, country+device filter": [
-            ("daily counts", lambda: queries.daily_counts(filtered)),
-            ("previous period", lambda: queries.daily_counts(filtered.previous())),
-            ("funnel", lambda: queries.funnel(filtered)),
-            ("top products", lambda: queries.top_products(filtered)),
+            ("daily counts", lambda: overview_data.daily_counts(filtered)),
+            ("previous period", lambda: overview_data.daily_counts(filtered.previous())),
+            ("funnel", lambda: overview_data.funnel(filtered)),
+            ("top products", lambda: overview_data.top_products(filtered)),
         ],
         "overview, category filter": [
-            ("daily counts", lambda: queries.daily_counts(by_category)),
-            ("previous period", lambda: queries.daily_counts(by_category.previous())),
-            ("funnel", lambda: queries.funnel(by_category)),
-            ("top products", lambda: queries.top_products(by_category)),
+            ("daily counts", lambda: overview_data.daily_counts(by_category)),
+            ("previous period", lambda: overview_data.daily_counts(by_category.previous())),
+            ("funnel", lambda: overview_data.funnel(by_category)),
+            ("top products", lambda: overview_data.top_products(by_category)),
         ],
         "overview, whole history": [
-            ("daily counts", lambda: queries.daily_counts(whole)),
-            ("funnel", lambda: queries.funnel(whole)),
-            ("top products", lambda: queries.top_products(whole)),
+            ("daily counts", lambda: overview_data.daily_counts(whole)),
+            ("funnel", lambda: overview_data.funnel(whole)),
+            ("top products", lambda: overview_data.top_products(whole)),
         ],
         "overview, one day by hour": [
-            ("hourly counts", lambda: queries.trend_counts(one_day)),
-            ("previous period", lambda: queries.trend_counts(one_day.previous())),
-            ("funnel", lambda: queries.funnel(one_day)),
-            ("top products", lambda: queries.top_products(one_day)),
+            ("hourly counts", lambda: overview_data.trend_counts(one_day)),
+            ("previous period", lambda: overview_data.trend_counts(one_day.previous())),
+            ("funnel", lambda: overview_data.funnel(one_day)),
+            ("top products", lambda: overview_data.top_products(one_day)),
         ],
         "overview, last hour, filtered": [
-            ("hourly counts", lambda: queries.trend_counts(last_hour)),
-            ("previous period", lambda: queries.trend_counts(last_hour.previous())),
-            ("funnel", lambda: queries.funnel(last_hour)),
+            ("hourly counts", lambda: overview_data.trend_counts(last_hour)),
+            ("previous period", lambda: overview_data.trend_counts(last_hour.previous())),
+            ("funnel", lambda: overview_data.funnel(last_hour)),
         ],
         "overview, drill-down": [
-            ("funnel step", lambda: queries.drill_events(period, event_type="purchase")),
-            ("product", lambda: queries.drill_events(filtered, product_id="P001")),
-            ("hour", lambda: queries.drill_events(last_hour)),
-            ("7 days page 20", lambda: queries.drill_events(period, page=19)),
+            ("funnel step", lambda: overview_data.drill_events(period, event_type="purchase")),
+            ("product", lambda: overview_data.drill_events(filtered, product_id="P001")),
+            ("day", lambda: overview_data.drill_events(Filters(last_day, last_day))),
+            ("hour", lambda: overview_data.drill_events(last_hour)),
+            ("7 days page 20", lambda: overview_data.drill_events(period, page=19)),
+            ("7 days last page", lambda: overview_data.drill_events(period, page=overview_data.DRILL_MAX_PAGES - 1)),
         ],
+        **by_preset,
         "user_behavior": [
             ("rfm tiers", queries.rfm_tiers),
             ("hot leads", lambda: queries.hot_leads(10_000)),
@@ -253,10 +273,10 @@ def measure(
     from streamlit.logger import set_log_level
 
     set_log_level(logging.ERROR)
-    from dashboard import queries
+    from dashboard import overview_data
 
     with dashboard_environment(dashboard_url, topic):
-        first_day, last_day = queries.data_bounds()
+        first_day, last_day = overview_data.data_bounds()
         if first_day is None or last_day is None:
             raise RuntimeError("Gold has no daily metrics: nothing to measure")
         timings = {
