@@ -386,14 +386,3 @@ def _gold_status(conn: psycopg.Connection) -> dict[str, object]:
 @st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
 def gold_status() -> dict[str, object]:
     return pd.DataFrame([read(_gold_status)]).iloc[0].to_dict()
-
-
-@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
-def broker_watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]] | None:
-    """The topic's {partition: (low, high)} watermarks, or None when the broker does not answer in time."""
-    from shopstream.kafka_admin import watermarks
-
-    try:
-        return watermarks(bootstrap, topic, timeout=2)
-    except Exception:  # noqa: BLE001 -- the broker being away must not break the page
-        return None
