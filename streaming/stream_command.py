@@ -75,7 +75,7 @@ def stream_command(
             else None
         )
     except ValueError as error:
-        raise fail(error) from None
+        raise fail(f"--batch-min-messages {batch_min_messages} --batch-max-wait {batch_max_wait}: {error}") from None
     from shopstream import services
 
     try:
