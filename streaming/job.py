@@ -40,7 +40,7 @@ from streaming.checkpoint import (
     starting_offsets,
 )
 from streaming.job_errors import StreamJobError, first_line
-from streaming.kafka_source import read_stream, write_offset_range
+from streaming.kafka_source import BatchPacing, read_stream, write_offset_range
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -55,6 +55,7 @@ DEFAULT_REPLAY_CHUNK = 500_000
 # Consecutive failed query runs (broker down, PostgreSQL down beyond the sink's own
 # retries) before the job gives up; a batch that commits resets the count.
 MAX_CONSECUTIVE_RESTARTS = 8
+DEFAULT_PACING = BatchPacing()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,6 +73,7 @@ def run_stream(
     max_offsets_per_trigger: int = DEFAULT_MAX_OFFSETS_PER_TRIGGER,
     stop: threading.Event | None = None,
     restart_from_bronze: bool = False,
+    pacing: BatchPacing | None = DEFAULT_PACING,
 ) -> StreamSummary:
     """Run the Kafka -> Bronze query until ``until_idle`` seconds pass without data, or ``stop``.
 
@@ -81,6 +83,7 @@ def run_stream(
     written from Kafka before the query starts. A checkpoint further ahead of Bronze (a reset
     or restored database) stops the job before it reads anything, unless
     ``restart_from_bronze``: then it is set aside and the stream starts from Bronze's offsets.
+    ``pacing``: when a batch starts (None: back to back); ``trigger_seconds`` > 0 replaces its checks' interval.
     """
     from shopstream.kafka_admin import TopicRefusedError, ensure_topic
     from streaming.bronze_batch import SOURCE_STREAM
@@ -135,6 +138,7 @@ def run_stream(
                         until_idle=until_idle,
                         max_offsets_per_trigger=max_offsets_per_trigger,
                         stop=stop,
+                        pacing=pacing,
                     )
                 except StreamJobError:
                     raise
@@ -185,6 +189,7 @@ def _run_query_once(
     until_idle: float | None,
     max_offsets_per_trigger: int,
     stop: threading.Event,
+    pacing: BatchPacing | None,
 ) -> bool:
     """Start the query and watch it; True when it ended on purpose (idle or stop)."""
     from shopstream.kafka_admin import watermarks
@@ -208,10 +213,11 @@ def _run_query_once(
         topic=topic,
         starting_offsets=start,
         max_offsets_per_trigger=max_offsets_per_trigger,
+        pacing=pacing,
     )
     stream_writer = validated.writeStream.foreachBatch(writer).option("checkpointLocation", str(checkpoint))
-    if trigger_seconds > 0:
-        stream_writer = stream_writer.trigger(processingTime=f"{trigger_seconds} seconds")
+    if (interval := trigger_seconds or (pacing.check_seconds if pacing is not None else 0)) > 0:
+        stream_writer = stream_writer.trigger(processingTime=f"{interval} seconds")
     query = stream_writer.start()
     writer.query_id = str(query.id)
     idle_since = time.monotonic()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,48 @@ KAFKA_FETCH_MAX_WAIT_MS = 10
 KAFKA_ISOLATION_LEVEL = "read_committed"
 
 
+@dataclass(frozen=True)
+class BatchPacing:
+    """When the stream starts a micro-batch: once ``min_messages`` wait, or ``max_wait_seconds`` after the last one.
+
+    A micro-batch has a fixed cost (Spark plans the whole validation plan again, schedules its
+    tasks, writes its offset and commit logs; the sink commits a transaction) whatever it
+    holds. Started back to back, small batches paid it several times a second at a steady
+    rate, and the empty checks between them asked the broker every few milliseconds. Spark's
+    Kafka source skips a trigger while fewer than ``minOffsetsPerTrigger`` messages wait,
+    unless ``maxTriggerDelay`` passed since its last batch: a quiet topic gets one batch per
+    ``max_wait_seconds``, a busy one a batch per ``min_messages``, and a backlog batches back
+    to back as before (each is at least ``min_messages`` already). ``check_seconds`` is the
+    processing-time trigger between two such checks: each is one offsets request to the
+    broker, and a batch that runs longer than it lets the next start at once.
+    """
+
+    min_messages: int = 500
+    max_wait_seconds: float = 1.0
+    check_seconds: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.min_messages < 1:
+            raise ValueError(f"min_messages must be at least 1: got {self.min_messages}")
+        if not 0 < self.max_wait_seconds < 3600:
+            raise ValueError(f"max_wait_seconds must be within (0, 3600): got {self.max_wait_seconds}")
+        if not 0 < self.check_seconds <= self.max_wait_seconds:
+            raise ValueError(
+                f"check_seconds must be within (0, max_wait_seconds={self.max_wait_seconds}]: got {self.check_seconds}"
+            )
+
+    def source_options(self, max_offsets_per_trigger: int) -> dict[str, str]:
+        """The Kafka source's options: never more messages to wait for than a batch may hold."""
+        return {
+            "minOffsetsPerTrigger": str(min(self.min_messages, max_offsets_per_trigger)),
+            "maxTriggerDelay": f"{round(self.max_wait_seconds * 1000)}ms",
+        }
+
+
+# Without a pacing, batches start back to back (Spark's default trigger).
+BACK_TO_BACK: BatchPacing | None = None
+
+
 def read_stream(
     spark: SparkSession,
     *,
@@ -43,12 +86,14 @@ def read_stream(
     topic: str,
     starting_offsets: str,
     max_offsets_per_trigger: int,
+    pacing: BatchPacing | None = BACK_TO_BACK,
     security: KafkaSecurity | None = None,
 ) -> DataFrame:
     """The topic as a streaming DataFrame, validated (``startingOffsets`` is ignored beside a checkpoint).
 
     Transformed here, once, at query start: each micro-batch's DataFrame arrives analysed and
-    validated, so a batch pays no Python-side plan building or analysis. ``security``: the
+    validated, so a batch pays no Python-side plan building or analysis. ``pacing``: when a
+    batch may start (:class:`BatchPacing`; its trigger is the query's). ``security``: the
     client security settings, by default the process's SHOPSTREAM_KAFKA_* ones.
     """
     from streaming.transforms import parse_and_validate
@@ -63,6 +108,7 @@ def read_stream(
         .option("includeHeaders", "true")
         .option("kafka.fetch.max.wait.ms", str(KAFKA_FETCH_MAX_WAIT_MS))
         .option("kafka.isolation.level", KAFKA_ISOLATION_LEVEL)
+        .options(**(pacing.source_options(max_offsets_per_trigger) if pacing is not None else {}))
         .load()
     )
     return parse_and_validate(one_task_per_core(source))

@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 
 from shopstream.command import fail, finite, settings_or_exit
-from streaming.job import DEFAULT_MAX_OFFSETS_PER_TRIGGER, run_stream
+from streaming.job import DEFAULT_MAX_OFFSETS_PER_TRIGGER, DEFAULT_PACING, run_stream
 from streaming.job_errors import StreamJobError
+from streaming.kafka_source import BatchPacing
 from streaming.spark_session import build_spark_session, configure_logging
 
 
@@ -23,7 +24,7 @@ def stream_command(
             "--trigger",
             min=0,
             callback=finite,
-            help="Seconds between micro-batch starts; 0 = next batch as soon as one commits.",
+            help="Seconds between micro-batch starts; 0 = paced by --batch-min-messages and --batch-max-wait.",
         ),
     ] = 0,
     until_idle: Annotated[
@@ -43,6 +44,19 @@ def stream_command(
             help="Most messages one micro-batch reads (fewer if the driver cannot hold that many of the largest rows).",
         ),
     ] = DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+    batch_min_messages: Annotated[
+        int,
+        typer.Option("--batch-min-messages", min=1, help="A micro-batch starts once this many messages wait ..."),
+    ] = DEFAULT_PACING.min_messages,
+    batch_max_wait: Annotated[
+        float,
+        typer.Option(
+            "--batch-max-wait",
+            min=0,
+            callback=finite,
+            help="... or this many seconds after the last one; 0 = batches back to back, whatever they hold.",
+        ),
+    ] = DEFAULT_PACING.max_wait_seconds,
     restart_from_bronze: Annotated[
         bool,
         typer.Option(
@@ -54,6 +68,14 @@ def stream_command(
     """Stream the clickstream topic into Bronze (PostgreSQL), exactly once."""
     settings = settings_or_exit()
     configure_logging(settings)
+    try:
+        pacing = (
+            BatchPacing(batch_min_messages, batch_max_wait, min(DEFAULT_PACING.check_seconds, batch_max_wait))
+            if batch_max_wait > 0
+            else None
+        )
+    except ValueError as error:
+        raise fail(f"--batch-min-messages {batch_min_messages} --batch-max-wait {batch_max_wait}: {error}") from None
     from shopstream import services
 
     try:
@@ -72,6 +94,7 @@ def stream_command(
             until_idle=until_idle,
             max_offsets_per_trigger=max_offsets_per_trigger,
             restart_from_bronze=restart_from_bronze,
+            pacing=pacing,
         )
     except StreamJobError as error:
         raise fail(error, code=1) from None

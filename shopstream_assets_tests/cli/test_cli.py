@@ -32,7 +32,7 @@ def test_every_command_has_help() -> None:
 
 
 @pytest.mark.slow
-def test_a_short_bench_ingest_prints_its_four_figures(servers: Endpoints, session_home: Path) -> None:
+def test_a_short_bench_ingest_prints_its_five_figures(servers: Endpoints, session_home: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("SHOPSTREAM_")}
     env.update(servers.environment())
     env.update({"SHOPSTREAM_HOME": str(session_home), "SHOPSTREAM_SPARK_MASTER": "local[2]"})
@@ -44,13 +44,17 @@ def test_a_short_bench_ingest_prints_its_four_figures(servers: Endpoints, sessio
             "--events",
             "5000",
             "--sustained-seconds",
-            "8",
+            "5",
             "--sustained-rate",
             "2000",
             "--latency-rate",
             "500",
             "--latency-seconds",
-            "8",
+            "5",
+            "--quiet-rate",
+            "100",
+            "--quiet-seconds",
+            "5",
             "--yardstick-events",
             "3000",
         ],
@@ -67,6 +71,10 @@ def test_a_short_bench_ingest_prints_its_four_figures(servers: Endpoints, sessio
         assert re.search(r"PostgreSQL \d+\.\d\d\]", figures["drain"]), figures["drain"]
     assert "lag steady" in figures["sustained"] or "lag GROWING" in figures["sustained"]
     assert re.search(r"[1-9][\d,]* events at 500/s: p50 \d", figures["latency"]), figures["latency"]
+    assert re.search(r"[1-9][\d,]* events at 100/s: p50 \d", figures["quiet"]), figures["quiet"]
+    # Each load phase says what the stream cost: its share of a core and CPU-seconds per 100k events.
+    for name in ("drain", "sustained", "quiet", "latency"):
+        assert re.search(r"stream \d+\.\d\d of a core; CPU-s per 100k events: stream \d", figures[name]), figures[name]
     assert re.search(
         r"on 3,000 events: [1-9][\d,]* rows/s warm .* the drain ran at \d+% of it", figures["yardstick"]
     ), figures["yardstick"]

@@ -145,7 +145,15 @@ class CpuMeter:
         self._me = psutil.Process()
         self._postgres = psutil.Process(postgres_pid) if postgres_pid else None
         self._start = self._read()
+        self._started_at = time.monotonic()
+        self._end: tuple[tuple[float, float], float] | None = None
         self._load: list[float] = []
+
+    def freeze(self) -> tuple[tuple[float, float], float]:
+        """End the window now (the phase's load ended): :meth:`text` reports it, not what follows."""
+        self.sample_load()
+        self._end = (self._read(), time.monotonic())
+        return self._end
 
     @staticmethod
     def _seconds(members: list[psutil.Process]) -> float:
@@ -186,9 +194,12 @@ class CpuMeter:
         self._load.append(os.getloadavg()[0])
 
     def text(self, events: int) -> str:
-        self.sample_load()
-        stream, postgres = (now - then for now, then in zip(self._read(), self._start, strict=True))
+        """The window's load, the stream's share of a core, and CPU-seconds per 100k of its ``events``."""
+        reading, ended_at = self._end or self.freeze()
+        stream, postgres = (now - then for now, then in zip(reading, self._start, strict=True))
         per = 100_000 / max(events, 1)
         load = sum(self._load) / len(self._load)
+        core = stream / max(ended_at - self._started_at, 1e-9)
         postgres_text = "" if postgres != postgres else f", PostgreSQL {postgres * per:.2f}"
-        return f"[load {load:.1f}; CPU-s per 100k events: stream {stream * per:.2f}{postgres_text}]"
+        cost = f"CPU-s per 100k events: stream {stream * per:.2f}{postgres_text}"
+        return f"[load {load:.1f}; stream {core:.2f} of a core; {cost}]"
