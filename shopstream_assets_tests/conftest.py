@@ -76,7 +76,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 EXPECTED_SECONDS = {
     "test_up_runs_the_pipeline_and_ctrl_c_leaves_no_process": 144,
     "test_a_short_e2e_run_prints_its_line_and_writes_the_report": 116,
-    "test_a_short_bench_ingest_prints_its_four_figures": 112,
+    "test_a_short_bench_ingest_prints_its_five_figures": 112,
     "test_failed_dbt_run_is_made_good_by_the_next_ticks_run": 105,
     "test_executor_killed_mid_stream_on_the_standalone_cluster": 105,
     "test_gold_equals_pandas_and_incremental_equals_full_refresh": 104,
