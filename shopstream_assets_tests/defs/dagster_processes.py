@@ -144,3 +144,40 @@ def wait_for_gold_after_a_successful_run(what: str, instance: dg.DagsterInstance
         LOOP_TIMEOUT_S,
         logs,
     )
+
+
+def materialize_through_the_ui(
+    url: str, location: str, asset_key: dg.AssetKey, timeout: float, logs: Path
+) -> tuple[str, str]:
+    """(run id, final status) of a materialization of ``asset_key`` launched as the UI's button does:
+    launchPipelineExecution on the location's asset job, then the run's status until it ends."""
+    launched = graphql(
+        url,
+        LAUNCH,
+        {
+            "executionParams": {
+                "selector": {
+                    "repositoryLocationName": location,
+                    "repositoryName": "__repository__",
+                    "pipelineName": "__ASSET_JOB",
+                    "assetSelection": [{"path": asset_key.path}],
+                },
+                "mode": "default",
+                "executionMetadata": {"tags": []},
+                "runConfigData": {},
+            }
+        },
+    )["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    status = wait(
+        f"the UI-launched run of {asset_key.to_user_string()} to finish",
+        lambda: (
+            (state := graphql(url, RUN_STATUS, {"runId": run_id})["runOrError"]["status"])
+            in ("SUCCESS", "FAILURE", "CANCELED")
+            and state
+        ),
+        timeout,
+        logs,
+    )
+    return run_id, status

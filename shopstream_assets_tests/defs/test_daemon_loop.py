@@ -35,10 +35,8 @@ from shopstream_assets.runtime.warm_run_launcher import PID_TAG
 from shopstream_assets_tests.dbt.reference_checks import assert_silver_and_gold_match
 from shopstream_assets_tests.defs.dagster_processes import (
     DAILY_METRICS,
-    LAUNCH,
     LOCATIONS,
     LOOP_TIMEOUT_S,
-    RUN_STATUS,
     STAGING,
     STREAM,
     caught_up,
@@ -46,6 +44,7 @@ from shopstream_assets_tests.defs.dagster_processes import (
     gold_events,
     graphql,
     launch_to_success_s,
+    materialize_through_the_ui,
     prepared_dagster_environment,
     sensor_runs,
     wait,
@@ -144,35 +143,7 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
         120,
         logs,
     )
-    launched = graphql(
-        url,
-        LAUNCH,
-        {
-            "executionParams": {
-                "selector": {
-                    "repositoryLocationName": locations[0],
-                    "repositoryName": "__repository__",
-                    "pipelineName": "__ASSET_JOB",
-                    "assetSelection": [{"path": DAILY_METRICS.path}],
-                },
-                "mode": "default",
-                "executionMetadata": {"tags": []},
-                "runConfigData": {},
-            }
-        },
-    )["launchPipelineExecution"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    status = wait(
-        "the UI-launched run to finish",
-        lambda: (
-            (state := graphql(url, RUN_STATUS, {"runId": run_id})["runOrError"]["status"])
-            in ("SUCCESS", "FAILURE", "CANCELED")
-            and state
-        ),
-        180,
-        logs,
-    )
+    run_id, status = materialize_through_the_ui(url, locations[0], DAILY_METRICS, 180, logs)
     assert status == "SUCCESS"
     run = dagster_instance.get_run_by_id(run_id)
     assert run is not None and run.asset_selection == {DAILY_METRICS}

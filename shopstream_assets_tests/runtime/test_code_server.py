@@ -46,14 +46,13 @@ from shopstream_assets.runtime.warm_run_launcher import PID_TAG
 from shopstream_assets_tests.conftest import make_test_home, produce_events
 from shopstream_assets_tests.dbt.reference_checks import assert_silver_and_gold_match
 from shopstream_assets_tests.defs.dagster_processes import (
-    LAUNCH,
     LOCATIONS,
     LOOP_TIMEOUT_S,
-    RUN_STATUS,
     STAGING,
     caught_up,
     graphql,
     launch_to_success_s,
+    materialize_through_the_ui,
     prepared_dagster_environment,
     sensor_runs,
     wait,
@@ -131,35 +130,7 @@ def test_code_server_serves_an_on_demand_replay_and_the_sensor_refresh(
     # The UI's "Materialize" on bronze/clickstream_events, once the webserver has the location from the server.
     url = webserver_url(settings)
     wait("the webserver to load the code location from the code server", lambda: _location_loaded(url), 120, logs)
-    launched = graphql(
-        url,
-        LAUNCH,
-        {
-            "executionParams": {
-                "selector": {
-                    "repositoryLocationName": LOCATION_NAME,
-                    "repositoryName": "__repository__",
-                    "pipelineName": "__ASSET_JOB",
-                    "assetSelection": [{"path": BRONZE_KEY.path}],
-                },
-                "mode": "default",
-                "executionMetadata": {"tags": []},
-                "runConfigData": {},
-            }
-        },
-    )["launchPipelineExecution"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    replay_id = launched["run"]["runId"]
-    status = wait(
-        "the on-demand Bronze replay to finish",
-        lambda: (
-            (state := graphql(url, RUN_STATUS, {"runId": replay_id})["runOrError"]["status"])
-            in ("SUCCESS", "FAILURE", "CANCELED")
-            and state
-        ),
-        LOOP_TIMEOUT_S,
-        logs,
-    )
+    replay_id, status = materialize_through_the_ui(url, LOCATION_NAME, BRONZE_KEY, LOOP_TIMEOUT_S, logs)
     assert status == "SUCCESS"
     replay = dagster_instance.get_run_by_id(replay_id)
     assert replay is not None and replay.asset_selection == {BRONZE_KEY}
