@@ -57,6 +57,9 @@ def applications(spark: SparkStandalone, name: str = STREAM_APP) -> list[dict[st
     return [app for app in state.get("activeapps", []) + state.get("completedapps", []) if app["name"] == name]
 
 
+STREAM_ON_THE_CLUSTER = [*CLI, "stream", "--max-offsets-per-trigger", "3000"]
+
+
 def busy(process: psutil.Process, window: float = 0.3) -> bool:
     """More than a third of a core in ``window`` seconds."""
     before = sum(process.cpu_times()[:2])
@@ -64,19 +67,36 @@ def busy(process: psutil.Process, window: float = 0.3) -> bool:
     return sum(process.cpu_times()[:2]) - before > window / 3
 
 
+def stream_on_a_prefilled_topic(
+    spark_cluster: ClusterStack,
+    case: ClusterCase,
+    spawn_process: Any,
+    report: Report,
+    *,
+    total: int,
+    seed: int,
+    name: str,
+) -> tuple[Any, set[str]]:
+    """``total`` simulator messages (5% bad) in the case's topic, then `shopstream stream` on the cluster
+    until its first batch commits: (the stream's process, the master's applications before it)."""
+    batch = Simulator(seed=seed, bad_ratio=0.05).take(total)
+    produce_messages(spark_cluster.bootstrap, case.topic, batch.values, keys=batch.keys)
+    report.tried(f"pre-filled the topic with {total:,} messages (5% bad, duplicates included)")
+    before_apps = {app["id"] for app in applications(spark_cluster.spark)}
+    stream = spawn_process(STREAM_ON_THE_CLUSTER, env=case.env, name=name)
+    wait_for(
+        lambda: committed_batches(case.database_url) >= 1, timeout=300, what="a first committed batch", alive=stream
+    )
+    return stream, before_apps
+
+
 def test_executor_killed_mid_stream_on_the_standalone_cluster(
     spark_cluster: ClusterStack, case: ClusterCase, spawn_process: Any
 ) -> None:
     report = Report("cluster: kill -9 of the executor JVM while `shopstream stream` runs on Spark standalone")
     total = 12_000
-    batch = Simulator(seed=3202, bad_ratio=0.05).take(total)
-    produce_messages(spark_cluster.bootstrap, case.topic, batch.values, keys=batch.keys)
-    report.tried(f"pre-filled the topic with {total:,} messages (5% bad, duplicates included)")
-    before_apps = {app["id"] for app in applications(spark_cluster.spark)}
-    command = [*CLI, "stream", "--max-offsets-per-trigger", "3000"]
-    stream = spawn_process(command, env=case.env, name="stream")
-    wait_for(
-        lambda: committed_batches(case.database_url) >= 1, timeout=300, what="a first committed batch", alive=stream
+    stream, before_apps = stream_on_a_prefilled_topic(
+        spark_cluster, case, spawn_process, report, total=total, seed=3202, name="stream"
     )
     executors = spark_cluster.spark.executor_pids()
     report.held("the stream's tasks run in an executor of the cluster's worker", len(executors) == 1, str(executors))
@@ -125,14 +145,8 @@ def test_driver_killed_and_restarted_on_the_standalone_cluster(
 ) -> None:
     report = Report("cluster: kill -9 of the stream's driver on Spark standalone, then a restart on its checkpoint")
     total = 9_000
-    batch = Simulator(seed=3203, bad_ratio=0.05).take(total)
-    produce_messages(spark_cluster.bootstrap, case.topic, batch.values, keys=batch.keys)
-    report.tried(f"pre-filled the topic with {total:,} messages (5% bad, duplicates included)")
-    before_apps = {app["id"] for app in applications(spark_cluster.spark)}
-    command = [*CLI, "stream", "--max-offsets-per-trigger", "3000"]
-    stream = spawn_process(command, env=case.env, name="stream-killed")
-    wait_for(
-        lambda: committed_batches(case.database_url) >= 1, timeout=300, what="a first committed batch", alive=stream
+    stream, before_apps = stream_on_a_prefilled_topic(
+        spark_cluster, case, spawn_process, report, total=total, seed=3203, name="stream-killed"
     )
     executor = psutil.Process(wait_for(spark_cluster.spark.executor_pids, timeout=60, what="an executor")[0])
     wait_for(lambda: busy(executor), timeout=60, interval=0, what="the executor to run a batch's tasks")
@@ -146,7 +160,7 @@ def test_driver_killed_and_restarted_on_the_standalone_cluster(
         what="the master to see the dead driver's application end",
     )
     report.tried("the master ended the dead driver's application")
-    restarted = spawn_process(command, env=case.env, name="stream")
+    restarted = spawn_process(STREAM_ON_THE_CLUSTER, env=case.env, name="stream")
     report.tried("restarted `shopstream stream` on the same checkpoint")
     wait_for(
         lambda: consumed_messages(case.database_url) >= total,
