@@ -87,3 +87,30 @@
 
 )
 {%- endmacro %}
+
+{#- `union` the users of `stored` (a relation keeping per user r/f/m_score beside the measures'
+    columns) whose stored score a moved boundary no longer matches: score s needs boundary s <
+    value <= boundary s + 1 (scores 1 and 5 are open on one side). Read through the
+    (score, measure) indexes: the users between an old and a new boundary. -#}
+{% macro rescored_user_ids(stored, boundaries) -%}
+    {%- for measure, column in rfm_measures() %}
+    {%- set score = measure[0] ~ '_score' %}
+    {%- for s in range(1, 6) %}
+    union
+
+    select stored.user_id
+    from {{ stored }} as stored
+    where stored.{{ score }} = {{ s }}
+        and (
+            {%- if s > 1 %}
+            stored.{{ column }} <= (select {{ measure }}_boundary from {{ boundaries }} where score = {{ s }})
+            {%- endif %}
+            {%- if s > 1 and s < 5 %}
+            or{% endif %}
+            {%- if s < 5 %}
+            stored.{{ column }} > (select {{ measure }}_boundary from {{ boundaries }} where score = {{ s + 1 }})
+            {%- endif %}
+        )
+    {%- endfor %}
+    {%- endfor %}
+{%- endmacro %}

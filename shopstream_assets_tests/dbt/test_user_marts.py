@@ -1,6 +1,8 @@
 """The user marts' incremental runs against real dbt and PostgreSQL: a run rewrites the users its
 batches touched and the users a moved quintile boundary rescores, no others, and gives what a
-full refresh gives even when the batch moves every boundary.
+full refresh gives even when the batch moves every boundary. The hot leads' own components
+likewise: a run re-decides the users it touched and the leads a moved boundary rescores, and
+a lead who buys leaves.
 
 Bronze: the seventy days of returning shoppers of ``history.py`` and an hour of simulator
 traffic (as in ``test_dbt_project.py``), built once; then small batches of hand-made sessions
@@ -92,6 +94,17 @@ def rows_written(target: Path, model: str) -> int:
     return result["adapter_response"]["rows_affected"]
 
 
+def components_by_user(bronze: Bronze) -> dict[str, tuple[Any, ...]]:
+    return {row[0]: row for row in bronze.query("select * from silver.int_hot_lead_components")}
+
+
+def scores_by_user(bronze: Bronze) -> dict[str, tuple[int, int, int]]:
+    return {
+        row[0]: row[1:]
+        for row in bronze.query("select user_id, r_score, f_score, m_score from gold.mart_user_behavior")
+    }
+
+
 def incremental_run(env: dict[str, str], target: Path) -> DbtResult:
     run = run_dbt(["run"], env, target_path=target).check()
     assert FALLBACK not in run.output, "the boundaries were counted from all users, not from the changes"
@@ -147,5 +160,43 @@ def test_a_batch_moving_every_boundary_equals_a_full_refresh(database_url: str, 
             rescored = [user for user in before if before[user][8:11] != after[user][8:11]]  # r, f, m scores
             assert rescored, f"{tag}: no returning user changed score"
             assert_silver_and_gold_match(database_url, tmp_path)
+    finally:
+        bronze.close()
+
+
+def test_a_run_redecides_only_touched_and_rescored_leads(database_url: str, tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    bronze, env = build_history(database_url, target)
+    try:
+        leads_before, scores_before = components_by_user(bronze), scores_by_user(bronze)
+        # The cursor is the newest batch among the leads: here every batch is folded in.
+        ((cursor, newest),) = bronze.query(
+            "select (select max(last_batch_id) from silver.int_hot_lead_components),"
+            " (select max(batch_id) from silver.stg_clickstream_events)"
+        )
+        assert cursor == newest, (cursor, newest)
+        # Two leads whose cart was abandoned before the batch's sessions: one buys (no longer a
+        # lead: a purchase started after the abandoned cart), one only browses (still a lead).
+        earlier = sorted(user for user, row in leads_before.items() if row[2] < BATCH_TIME)
+        buyer, browser = earlier[0], earlier[len(earlier) // 2]
+        bronze.write_events(sessions_of([buyer], "lead_buys", purchases=1))
+        bronze.write_events(sessions_of([browser], "lead_browses", purchases=0))
+        incremental_run(env, target)
+        leads_after, scores_after = components_by_user(bronze), scores_by_user(bronze)
+
+        hot_leads = {row[0] for row in bronze.query("select user_id from gold.mart_hot_leads")}
+        assert buyer not in leads_after and buyer not in hot_leads
+        assert browser in leads_after and browser in hot_leads
+        assert set(leads_after) == set(leads_before) - {buyer}
+        # Re-decided: the two touched users and the leads whose RFM scores moved, no other.
+        rescored = {user for user in leads_before if scores_before[user] != scores_after[user]}
+        written = rows_written(target, "int_hot_lead_components")
+        assert written == len({buyer, browser} | rescored), (written, len(rescored))
+        assert len(leads_before) >= 100 and written <= len(leads_before) // 10, (written, len(leads_before))
+        changed = {user for user in leads_after if leads_before[user] != leads_after[user]}
+        assert browser in changed and changed <= rescored | {browser}, changed
+        others = rescored - {buyer, browser}
+        print(f"{len(leads_before)} leads; 2 touched; {len(others)} other leads rescored; {written} rows written")
+        assert_silver_and_gold_match(database_url, tmp_path)
     finally:
         bronze.close()

@@ -6,89 +6,47 @@
 }}
 
 {#- Users to retarget: their latest session with a cart ended without a purchase, and no
-    session of theirs with a purchase started after it. A table, like mart_user_behavior,
-    because the cart-value percentile and the ranking are relative to all leads; it reads
-    users (int_user_activity, mart_user_behavior), never sessions. The
+    session of theirs with a purchase started after it. int_hot_lead_components keeps the
+    leads and each one's own components, updated for the users a run touched; this table
+    adds what is relative to all leads (the cart-value percentile and the rank) or to the
+    as-of day, which moves daily (the days since the cart was abandoned), reading that
+    narrow table alone. A table, not a view, so the dashboard reads it by index. The
     propensity formula is documented in _marts.yml. -#}
 
-with activity as (
+with leads as (
 
-    select * from {{ ref('int_user_activity') }}
-
-),
-
-users as (
-
-    select * from {{ ref('mart_user_behavior') }}
+    select * from {{ ref('int_hot_lead_components') }}
 
 ),
 
-latest_cart_sessions as (
+as_of as (
 
-    -- Each user's latest session with a cart (int_user_activity keeps it per user).
-    select
-        user_id,
-        cart_session_id as session_id,
-        cart_session_start as session_start,
-        cart_abandoned as abandoned_cart,
-        cart_value,
-        cart_page_views as page_views
-
-    from activity
-    where cart_session_id is not null
+    -- Every user of mart_user_behavior holds the same as-of day.
+    select as_of_date from {{ ref('mart_user_behavior') }} limit 1
 
 ),
 
-last_purchases as (
+dated as (
 
     select
-        user_id,
-        last_purchase_session_at
+        leads.*,
+        as_of.as_of_date,
+        as_of.as_of_date - (leads.abandoned_at at time zone 'UTC')::date as days_since_abandoned
 
-    from activity
-    where last_purchase_session_at is not null
-
-),
-
-leads as (
-
-    select
-        latest_cart_sessions.user_id,
-        latest_cart_sessions.session_id as abandoned_session_id,
-        latest_cart_sessions.session_start as abandoned_at,
-        users.as_of_date
-            - (latest_cart_sessions.session_start at time zone 'UTC')::date as days_since_abandoned,
-        latest_cart_sessions.cart_value as abandoned_cart_value,
-        latest_cart_sessions.page_views as abandoned_session_page_views,
-        users.purchase_sessions,
-        users.monetary,
-        users.rfm_tier,
-        users.as_of_date
-
-    from latest_cart_sessions
-    inner join users
-        on latest_cart_sessions.user_id = users.user_id
-    left join last_purchases
-        on latest_cart_sessions.user_id = last_purchases.user_id
-    where latest_cart_sessions.abandoned_cart
-        and (
-            last_purchases.last_purchase_session_at is null
-            or last_purchases.last_purchase_session_at <= latest_cart_sessions.session_start
-        )
+    from leads
+    cross join as_of
 
 ),
 
 components as (
 
     select
-        leads.*,
+        dated.*,
         -- All in double precision so the documented formula gives the same bits anywhere.
         1.0::float8 / (1 + days_since_abandoned) as recency_component,
-        cume_dist() over (order by abandoned_cart_value) as cart_value_component,
-        least(abandoned_session_page_views, 10)::float8 / 10 as engagement_component,
-        least(purchase_sessions, 3)::float8 / 3 as loyalty_component
+        cume_dist() over (order by abandoned_cart_value) as cart_value_component
 
-    from leads
+    from dated
 
 ),
 

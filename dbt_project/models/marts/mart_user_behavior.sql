@@ -26,7 +26,6 @@
     day moves, every user's recency does, and that run rewrites every user. A user left with
     no session is written with frequency 0 and deleted by the post-hook. -#}
 {%- set cursor = ingestion_cursor() %}
-{%- set measures = rfm_measures() %}
 {%- set every_user = not is_incremental() %}
 {%- if execute and is_incremental() %}
     {%- set days = run_query(
@@ -71,47 +70,33 @@ user_ids as (
 
     select user_id from users
     {%- else %}
-    {%- for measure, column in measures %}
-    {%- set score = measure[0] ~ '_score' %}
-
-    -- Stored scores a moved boundary no longer matches: score s needs boundary s < value
-    -- <= boundary s + 1 (scores 1 and 5 are open on one side).
-    {%- for s in range(1, 6) %}
-    union
-
-    select stored.user_id
-    from {{ this }} as stored
-    where stored.{{ score }} = {{ s }}
-        and (
-            {%- if s > 1 %}
-            stored.{{ column }} <= (select {{ measure }}_boundary from boundaries where score = {{ s }})
-            {%- endif %}
-            {%- if s > 1 and s < 5 %}
-            or{% endif %}
-            {%- if s < 5 %}
-            stored.{{ column }} > (select {{ measure }}_boundary from boundaries where score = {{ s + 1 }})
-            {%- endif %}
-        )
-    {%- endfor %}
-    {%- endfor %}
+    {{ rescored_user_ids(this, 'boundaries') }}
     {%- endif %}
 
 ),
+{%- endif %}
 
 scored as (
 
     select
-        user_ids.user_id,
-        users.first_session_at,
-        users.last_session_at,
-        coalesce(users.frequency, 0) as frequency,
-        users.monetary,
-        users.purchase_sessions,
-        users.abandoned_cart_sessions,
-        users.last_batch_id,
-        as_of.as_of_date,
-        as_of.as_of_date - (users.last_session_at at time zone 'UTC')::date as recency_days,
-        as_of.as_of_date - (users.first_session_at at time zone 'UTC')::date as tenure_days,
+        {{ 'user_ids' if is_incremental() else 'users' }}.user_id,
+        {#- A touched user may have no session left (no row in users): frequency 0, deleted by
+            the post-hook. -#}
+        {%- for column in [
+            'users.first_session_at',
+            'users.last_session_at',
+            'coalesce(users.frequency, 0) as frequency',
+            'users.monetary',
+            'users.purchase_sessions',
+            'users.abandoned_cart_sessions',
+            'users.last_batch_id',
+            'as_of.as_of_date',
+            "as_of.as_of_date - (users.last_session_at at time zone 'UTC')::date as recency_days",
+            "as_of.as_of_date - (users.first_session_at at time zone 'UTC')::date as tenure_days",
+        ] %}
+        {{ column }},
+        {%- endfor %}
+        {%- if is_incremental() %}
         {{ boundary_score('users.last_session_at', 'recency', 'boundaries') }} as r_score,
         {{ boundary_score('users.frequency', 'frequency', 'boundaries') }} as f_score,
         {{ boundary_score('users.monetary', 'monetary', 'boundaries') }} as m_score
@@ -119,24 +104,7 @@ scored as (
     from user_ids
     left join users
         on user_ids.user_id = users.user_id
-    cross join as_of
-
-),
-{%- else %}
-scored as (
-
-    select
-        users.user_id,
-        users.first_session_at,
-        users.last_session_at,
-        users.frequency,
-        users.monetary,
-        users.purchase_sessions,
-        users.abandoned_cart_sessions,
-        users.last_batch_id,
-        as_of.as_of_date,
-        as_of.as_of_date - (users.last_session_at at time zone 'UTC')::date as recency_days,
-        as_of.as_of_date - (users.first_session_at at time zone 'UTC')::date as tenure_days,
+    {%- else %}
         {#- Quintile of the user's rank among all users (5 best). Equal values share the
             lower score: a user never scores above an identical one. Recency ranks the
             exact last session time, which orders like recency_days with fewer ties. -#}
@@ -145,10 +113,10 @@ scored as (
         {{ quintile_score('users.monetary') }} as m_score
 
     from users
+    {%- endif %}
     cross join as_of
 
 ),
-{%- endif %}
 
 final as (
 
