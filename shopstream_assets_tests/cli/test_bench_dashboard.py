@@ -31,6 +31,28 @@ GROUPS = (
 RENDERED = ("overview", "user_behavior", "live_stream")
 
 
+def run_bench_dashboard(servers: Endpoints, admin_database_url: str, test_home: Path, *options: str) -> str:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SHOPSTREAM_")}
+    env.update(servers.environment())
+    env["SHOPSTREAM_HOME"] = str(test_home)
+    command = [sys.executable, "-m", "shopstream_cli.cli", "bench", "dashboard"]
+    result = subprocess.run(
+        [*command, *options, "--database-url", admin_database_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result.stdout
+
+
+def benchmark_databases_left(admin_database_url: str, *sizes: int) -> int:
+    with database.connect(admin_database_url) as conn:
+        names = [f"shopstream_bench_dashboard_{size}" for size in sizes]
+        return conn.execute("select count(*) from pg_database where datname = any(%s)", (names,)).fetchone()[0]
+
+
 @pytest.mark.slow
 def test_a_short_bench_dashboard_times_every_query_and_page(
     servers: Endpoints, admin_database_url: str, test_home: Path
@@ -40,21 +62,10 @@ def test_a_short_bench_dashboard_times_every_query_and_page(
     A summary that named another page than the table's slowest, or a query the table left without
     a figure, fails it.
     """
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SHOPSTREAM_")}
-    env.update(servers.environment())
-    env["SHOPSTREAM_HOME"] = str(test_home)
-    command = [sys.executable, "-m", "shopstream_cli.cli", "bench", "dashboard"]
     options = ["--rows", str(ROWS), "--days", "3", "--live-messages", "300", "--repeats", "1"]
-    result = subprocess.run(
-        [*command, *options, "--database-url", admin_database_url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    stdout = run_bench_dashboard(servers, admin_database_url, test_home, *options)
 
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| page")]
+    rows = [line for line in stdout.splitlines() if line.startswith("| ") and not line.startswith("| page")]
     table = {cells[0]: cells[1:] for cells in ([cell.strip() for cell in row.strip("|").split("|")] for row in rows)}
     assert tuple(table) == GROUPS
     totals = {}
@@ -71,9 +82,9 @@ def test_a_short_bench_dashboard_times_every_query_and_page(
     summary = re.search(
         rf"{ROWS:,} Bronze rows: slowest page's queries (\d+) ms \((.+); target < 200 ms\), "
         r"slowest full render (\d+) ms \(target < 1000 ms\)",
-        result.stdout,
+        stdout,
     )
-    assert summary, result.stdout[-2000:]
+    assert summary, stdout[-2000:]
     worst = max(totals, key=totals.get)
     assert abs(int(summary[1]) - totals[worst]) <= 1 and summary[2] in {
         g for g, t in totals.items() if t == totals[worst]
@@ -81,8 +92,44 @@ def test_a_short_bench_dashboard_times_every_query_and_page(
     renders = [int(table[group][2].removesuffix(" ms")) for group in RENDERED]
     assert abs(int(summary[3]) - max(renders)) <= 1
     # Without --keep the benchmark leaves no database behind.
-    with database.connect(admin_database_url) as conn:
-        left = conn.execute(
-            "select count(*) from pg_database where datname = %s", (f"shopstream_bench_dashboard_{ROWS}",)
-        ).fetchone()
-    assert left == (0,)
+    assert benchmark_databases_left(admin_database_url, ROWS) == 0
+
+
+@pytest.mark.slow
+def test_bench_dashboard_sizes_side_by_side(servers: Endpoints, admin_database_url: str, test_home: Path) -> None:
+    """--sizes: each size measured in turn, then every query of every group side by side with the ratio
+    largest / smallest, and the worst query's ratio against the 1.3x target."""
+    sizes = (1_000, 2_000)
+    options = ["--sizes", ",".join(map(str, sizes)), "--days", "2", "--live-messages", "100", "--repeats", "1"]
+    stdout = run_bench_dashboard(servers, admin_database_url, test_home, *options)
+    for size in sizes:
+        assert re.search(rf"^{size:,} Bronze rows: slowest page's queries \d+ ms", stdout, re.MULTILINE), stdout[-2000:]
+
+    side_by_side = stdout[stdout.index("| page | query |") :]
+    header, _, *lines = [line for line in side_by_side.splitlines() if line.startswith("| ")]
+    assert header == "| page | query | 1,000 rows | 2,000 rows | 2,000 / 1,000 |"
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    assert all(len(row) == 5 for row in rows), rows
+    assert tuple(dict.fromkeys(row[0] for row in rows)) == GROUPS
+    assert sorted(row[0] for row in rows if row[1] == "full render") == sorted(RENDERED)
+    query_ratios = []
+    for page, query, small, large, shown_ratio in rows:
+        small_ms, large_ms = (float(ms.removesuffix(" ms")) for ms in (small, large))  # finite: no timeout
+        assert small_ms >= 0 and large_ms >= 0, (page, query, small, large)
+        if small_ms > 0.05 and shown_ratio != "inf":
+            # The figures are shown to 0.1 ms and the ratio to 0.01: it lies within what they allow.
+            low, high = (large_ms - 0.05) / (small_ms + 0.05), (large_ms + 0.05) / (small_ms - 0.05)
+            assert low - 0.005 <= float(shown_ratio.removesuffix("x")) <= high + 0.005, (page, query, small, large)
+        if query != "full render":
+            query_ratios.append(
+                (float("inf") if shown_ratio == "inf" else float(shown_ratio.removesuffix("x")), page, query)
+            )
+    worst = max(query_ratios)
+    summary = re.search(
+        r"Worst query ratio 2,000 / 1,000 Bronze rows: (\S+) \((.+)\); (within|above) the target of 1\.3x", stdout
+    )
+    assert summary, stdout[-2000:]
+    assert summary[1] == (f"{worst[0]:.2f}x" if worst[0] != float("inf") else "inf")
+    assert summary[2] in {f"{page}: {query}" for ratio, page, query in query_ratios if ratio == worst[0]}
+    assert summary[3] == ("within" if worst[0] <= 1.3 else "above")
+    assert benchmark_databases_left(admin_database_url, *sizes) == 0

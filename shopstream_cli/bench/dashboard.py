@@ -6,7 +6,9 @@ traffic through the same writer message by message (with late, duplicate and bro
 messages, so the Live Stream page has rejects), builds Silver and Gold with the real dbt
 project, then times every query each page runs (caches
 cleared, median of several runs) and each page's full render through Streamlit's AppTest.
-Targets: every page's queries under 200 ms, a full page render under 1 s.
+Targets: every page's queries under 200 ms, a full page render under 1 s. With ``--sizes``
+each size is measured in turn and the queries are shown side by side (``dashboard_sizes``):
+the largest size's within 1.3x of the smallest's.
 
 :func:`seed_shop` is also how the dashboard tests fill their database, so the tests and the
 benchmark see data made the same way: the simulator, the stream's validation rules and
@@ -33,6 +35,7 @@ import typer
 from shopstream import database
 from shopstream.command import finite
 from shopstream.settings import environment_overridden
+from shopstream_cli.bench.dashboard_sizes import parse_sizes, side_by_side
 from shopstream_cli.bench.dbt import dbt_environment, run_dbt
 from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages, write_messages
 from streaming.migrations import migrate
@@ -326,8 +329,41 @@ def _reader_url(admin_url: str, name: str) -> str:
     return database.with_database(admin_url, name)
 
 
+def bench_size(
+    admin_url: str, rows: int, *, days: float, live_messages: int, repeats: int, seed: int, reuse: bool, keep: bool
+) -> tuple[dict[str, list[tuple[str, float]]], dict[str, float]]:
+    """Seed a database of ``rows`` Bronze rows (unless ``reuse``), measure it, drop it (unless ``keep``)."""
+    name = f"shopstream_bench_dashboard_{rows}"
+    url = database.with_database(admin_url, name)
+    try:
+        if not reuse:
+            database.drop_database(admin_url, name)
+            database.ensure_database(admin_url, name)
+            migrate(url)
+            _say(f"{rows:,} Bronze rows over {days:g} days into database {name}")
+            summary = seed_shop(
+                url, topic=DEFAULT_TOPIC, history_rows=rows, history_days=days, live_messages=live_messages, seed=seed
+            )
+            _say(f"  loaded in {summary.load_seconds:.0f} s; dbt run {summary.dbt_seconds:.0f} s")
+        else:
+            migrate(url)  # re-grants the reader role
+        started = time.perf_counter()
+        timings, renders = measure(_reader_url(admin_url, name), DEFAULT_TOPIC, repeats)
+        _say(f"  measured in {time.perf_counter() - started:.0f} s")
+    finally:
+        if not keep:
+            database.drop_database(admin_url, name)
+    return timings, renders
+
+
 def dashboard_benchmark_command(
     rows: Annotated[int, typer.Option(min=1, help="Bronze history rows (the target is stated for 10M).")] = 10_000_000,
+    sizes: Annotated[
+        str | None,
+        typer.Option(
+            help="Bronze sizes to compare side by side, comma-separated (e.g. 5000000,50000000); replaces --rows."
+        ),
+    ] = None,
     days: Annotated[float, typer.Option(min=0.01, callback=finite, help="Days the history spans.")] = 7.0,
     live_messages: Annotated[int, typer.Option(min=0, help="Recent messages through the stream's writer.")] = 5_000,
     repeats: Annotated[int, typer.Option(min=1, help="Timed runs per query and per page (median).")] = 5,
@@ -336,43 +372,26 @@ def dashboard_benchmark_command(
         str | None,
         typer.Option(help="Server to use (a role that may create databases); default: the services'."),
     ] = None,
-    reuse: Annotated[bool, typer.Option(help="Measure an existing benchmark database of this size.")] = False,
+    reuse: Annotated[bool, typer.Option(help="Measure existing benchmark databases of these sizes.")] = False,
     keep: Annotated[bool, typer.Option(help="Keep the benchmark database for --reuse.")] = False,
 ) -> None:
-    """Time every dashboard page's queries and full render over ROWS Bronze rows and the Gold built from them."""
+    """Time every dashboard page's queries and full render over ROWS Bronze rows and the Gold built from them;
+    with --sizes, over each size in turn (one database at a time), then side by side."""
+    row_counts = parse_sizes(sizes) if sizes is not None else [rows]
     admin_url = _admin_url(database_url)
-    name = f"shopstream_bench_dashboard_{rows}"
-    url = database.with_database(admin_url, name)
-    topic = DEFAULT_TOPIC
-    try:
-        if not reuse:
-            database.drop_database(admin_url, name)
-            database.ensure_database(admin_url, name)
-            migrate(url)
-            _say(f"{rows:,} Bronze rows over {days:g} days into database {name}")
-            summary = seed_shop(
-                url,
-                topic=topic,
-                history_rows=rows,
-                history_days=days,
-                live_messages=live_messages,
-                seed=seed,
-            )
-            _say(f"  loaded in {summary.load_seconds:.0f} s; dbt run {summary.dbt_seconds:.0f} s")
-        else:
-            migrate(url)  # re-grants the reader role
-        started = time.perf_counter()
-        timings, renders = measure(_reader_url(admin_url, name), topic, repeats)
-        _say(f"  measured in {time.perf_counter() - started:.0f} s")
-    finally:
-        if not keep:
-            database.drop_database(admin_url, name)
-    typer.echo(report(timings, renders))
-    # Every group counts, the filtered Overviews included: the target is per page view.
-    worst_page = max(timings, key=lambda page: sum(ms for _, ms in timings[page]))
-    worst_queries = sum(ms for _, ms in timings[worst_page])
-    worst_render = max(renders.values())
-    typer.echo(
-        f"\n{rows:,} Bronze rows: slowest page's queries {worst_queries:.0f} ms ({worst_page}; target < "
-        f"{QUERY_TARGET_MS:.0f} ms), slowest full render {worst_render:.0f} ms (target < {RENDER_TARGET_MS:.0f} ms)"
-    )
+    results = {}
+    for size in row_counts:
+        timings, renders = results[size] = bench_size(
+            admin_url, size, days=days, live_messages=live_messages, repeats=repeats, seed=seed, reuse=reuse, keep=keep
+        )
+        typer.echo(report(timings, renders))
+        # Every group counts, the filtered Overviews included: the target is per page view.
+        worst_page = max(timings, key=lambda page: sum(ms for _, ms in timings[page]))
+        worst_queries = sum(ms for _, ms in timings[worst_page])
+        worst_render = max(renders.values())
+        typer.echo(
+            f"\n{size:,} Bronze rows: slowest page's queries {worst_queries:.0f} ms ({worst_page}; target < "
+            f"{QUERY_TARGET_MS:.0f} ms), slowest full render {worst_render:.0f} ms (target < {RENDER_TARGET_MS:.0f} ms)"
+        )
+    if len(results) > 1:
+        typer.echo("\n" + side_by_side(results))
