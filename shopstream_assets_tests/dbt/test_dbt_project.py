@@ -46,6 +46,7 @@ SILVER_AND_GOLD = (
     "silver.int_user_sessions",
     "silver.int_user_activity",
     "silver.int_rfm_boundaries",
+    "silver.int_hot_lead_components",
     "gold.mart_daily_metrics",
     "gold.mart_daily_segment_metrics",
     "gold.mart_daily_segment_sessions",
