@@ -74,6 +74,14 @@ FAST_RUN_LAUNCHER = """\
 run_launcher:
   module: shopstream_assets.runtime.warm_run_launcher
   class: WarmRunLauncher
+
+# Dagster's run queue, but the Bronze sensor's refreshes launch at once: see the module.
+run_coordinator:
+  module: shopstream_assets.runtime.immediate_run_coordinator
+  class: ImmediateRunCoordinator
+  config:
+    # The daemon looks at the queue every second (default 5).
+    dequeue_interval_seconds: 1
 """
 STOCK_RUN_LAUNCHER = """\
 # Dagster's stock launcher, a new Python process per run: SHOPSTREAM_FAST_RUNS=0, or the
@@ -81,13 +89,17 @@ STOCK_RUN_LAUNCHER = """\
 run_launcher:
   module: dagster
   class: DefaultRunLauncher
+
+# The daemon looks at the queue every second (default 5): each second is event-to-Gold latency.
+run_queue:
+  dequeue_interval_seconds: 1
 """
 
 
 def instance_yaml(
     database_name: str = DAGSTER_DATABASE_NAME, *, fast: bool = True, ssl: Mapping[str, str] | None = None
 ) -> str:
-    """dagster.yaml: PostgreSQL storage, a fast run queue, the run launcher and the dbt pool limit.
+    """dagster.yaml: PostgreSQL storage, the run launcher and queue, and the dbt pool limit.
 
     The connection comes from the SHOPSTREAM_DB_* variables at load time, so no password
     is written to disk and the instance always follows the current endpoints. ``fast``
@@ -110,10 +122,6 @@ storage:
       db_name: {database_name}
       # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3; dagster-postgres ships psycopg2.
       scheme: postgresql+psycopg2{ssl_block}
-
-# The daemon looks at the queue every second (default 5): each second is event-to-Gold latency.
-run_queue:
-  dequeue_interval_seconds: 1
 
 {FAST_RUN_LAUNCHER if fast else STOCK_RUN_LAUNCHER}
 run_monitoring:

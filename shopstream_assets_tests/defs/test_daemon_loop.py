@@ -53,6 +53,10 @@ from shopstream_assets_tests.defs.dagster_processes import (
 
 
 @pytest.mark.slow
+def was_queued(instance: dg.DagsterInstance, run_id: str) -> bool:
+    return bool(instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED).records)
+
+
 def test_stream_sensor_dbt_loop_and_ui_materialization(
     process_env: Settings,
     shopstream_env: dict[str, str],
@@ -105,6 +109,8 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
         assert first == last + 1, f"batch ranges are not contiguous: {ranges}"
     # Models only: the dbt tests stay off the refresh's critical path (defs/quality.py runs them).
     assert all(not record.dagster_run.asset_check_selection for record in runs)
+    # The refreshes skip the run queue (runtime/immediate_run_coordinator.py); the UI's run below waits in it.
+    assert not any(was_queued(dagster_instance, record.dagster_run.run_id) for record in runs)
     # Each refresh ran dbt in its run worker on the project parsed before Dagster started (a
     # parse costs seconds per run) and recorded where its time went.
     succeeded = [record for record in runs if record.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
@@ -147,6 +153,7 @@ def test_stream_sensor_dbt_loop_and_ui_materialization(
     assert status == "SUCCESS"
     run = dagster_instance.get_run_by_id(run_id)
     assert run is not None and run.asset_selection == {DAILY_METRICS}
+    assert was_queued(dagster_instance, run_id)
     # The model's dbt tests ran with it, as asset checks.
     checks = dagster_instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     assert checks

@@ -47,6 +47,7 @@ from shopstream.settings import load_settings
 from shopstream_assets.defs.dbt.project import DBT_TIMING_TAG_PREFIX
 from shopstream_assets.defs.resources import KafkaResource, PostgresResource
 from shopstream_assets.defs.streaming.assets import BRONZE_KEY
+from shopstream_assets.runtime.immediate_run_coordinator import LAUNCH_IMMEDIATELY, LAUNCH_TAG
 from streaming.ledger import BatchRange, batches_after, latest_batch_id
 
 SENSOR_NAME = "bronze_sensor"
@@ -59,6 +60,8 @@ refresh_silver_gold_job = dg.define_asset_job(
 )
 BATCH_RANGE_TAG = "shopstream/bronze_batches"
 RETRY_ATTEMPT_TAG = "shopstream/retry_attempt"
+# A refresh skips the run queue (runtime/immediate_run_coordinator.py): the sensor already waits its turn.
+LAUNCH_NOW = {LAUNCH_TAG: LAUNCH_IMMEDIATELY}
 # A lasting fault (a lock, a permission, a bad deploy) then costs one failed run every few
 # minutes, not one per tick.
 MAX_RETRY_WAIT_S = 300
@@ -160,7 +163,7 @@ def retry_request(failed: dg.RunRecord, interval_seconds: int) -> dg.RunRequest 
         )
     return dg.RunRequest(
         run_key=f"bronze-{covering}-retry-{attempt}",
-        tags={BATCH_RANGE_TAG: covering, RETRY_ATTEMPT_TAG: str(attempt)},
+        tags={BATCH_RANGE_TAG: covering, RETRY_ATTEMPT_TAG: str(attempt), **LAUNCH_NOW},
     )
 
 
@@ -249,7 +252,7 @@ def _look(
         run_requests=[
             dg.RunRequest(
                 run_key=run_key(batch_range),
-                tags={BATCH_RANGE_TAG: f"{batch_range.first_batch_id}-{batch_range.last_batch_id}"},
+                tags={BATCH_RANGE_TAG: f"{batch_range.first_batch_id}-{batch_range.last_batch_id}", **LAUNCH_NOW},
             )
         ],
         asset_events=[bronze_materialization(batch_range, topic)],
