@@ -105,6 +105,17 @@ def expected_seconds(item: pytest.Item) -> float:
     return DEFAULT_SLOW_SECONDS if item.get_closest_marker("slow") else 0
 
 
+def same_worker_key(item: pytest.Item) -> object:
+    """What ties a long test to others on one worker: its ``same_worker`` group (the mark's argument,
+    or its module), or nothing but itself."""
+    marker = item.get_closest_marker("same_worker")
+    if marker is None:
+        return item
+    if marker.args:
+        return marker.args[0]
+    return item.module.__name__ if item.module else item
+
+
 def slow_tests_first_on_each_worker(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
     """``items`` ordered so that each xdist worker starts with an even share of the long tests.
 
@@ -113,18 +124,17 @@ def slow_tests_first_on_each_worker(items: list[pytest.Item], workers: int) -> l
     long test at the front of the collection, the first worker kept them all and ran them one
     after another while the others finished early. The long tests, longest first, each go to
     the head of the slice of the worker with the least expected time so far, so they run side
-    by side in even shares and the run ends on short ones; a ``same_worker`` module's go
+    by side in even shares and the run ends on short ones; a ``same_worker`` group's go
     together. Otherwise the collection's order holds (a module's tests stay together).
     """
     long_tests = [item for item in items if expected_seconds(item)]
     fast = [item for item in items if not expected_seconds(item)]
     if workers <= 1:
         return long_tests + fast  # in collection order: a module's tests keep their module-scoped servers
-    # A unit is one test, or a `same_worker` module's long tests together (they share its cluster).
+    # A unit is one test, or a `same_worker` group's long tests together (they share its servers).
     units: dict[object, list[pytest.Item]] = {}
     for item in long_tests:
-        key = item.module.__name__ if item.get_closest_marker("same_worker") and item.module else item
-        units.setdefault(key, []).append(item)
+        units.setdefault(same_worker_key(item), []).append(item)
     heads: list[list[pytest.Item]] = [[] for _ in range(workers)]
     loads = [0.0] * workers
     for unit in sorted(units.values(), key=lambda tests: sum(map(expected_seconds, tests)), reverse=True):
