@@ -14,6 +14,7 @@ class _Collected:
     name: str
     slow: bool = False
     module_name: str | None = None  # a `same_worker` module's name
+    group: str | None = None  # a `same_worker("group")` mark's argument
 
     @property
     def module(self) -> object | None:
@@ -26,7 +27,9 @@ class _Collected:
     def get_closest_marker(self, name: str) -> object | None:
         if name == "slow" and self.slow:
             return object()
-        return object() if name == "same_worker" and self.module_name else None
+        if name == "same_worker" and (self.module_name or self.group):
+            return type("Mark", (), {"args": (self.group,) if self.group else ()})()
+        return None
 
 
 def test_long_tests_lead_each_slice_in_even_shares() -> None:
@@ -59,6 +62,21 @@ def test_a_same_worker_module_s_long_tests_stay_on_one_worker() -> None:
     halves = [ordered[: len(items) // 2], ordered[len(items) // 2 :]]
     holding = [half for half in halves if any(item in cluster for item in half)]
     assert len(holding) == 1 and [item for item in holding[0] if item in cluster] == cluster
+
+
+def test_a_same_worker_group_s_long_tests_stay_on_one_worker_across_modules() -> None:
+    shared = [
+        _Collected(f"test_on_the_shared_servers_{index}", slow=True, module_name=f"test_module_{index}", group="stack")
+        for index in range(3)
+    ]
+    others = [_Collected(f"test_long_{index}", slow=True) for index in range(5)]
+    fast = [_Collected(f"test_fast_{index}") for index in range(60)]
+    items = [*fast[:20], shared[0], *others, shared[1], *fast[20:40], shared[2], *fast[40:]]
+    ordered = slow_tests_first_on_each_worker(items, 3)  # type: ignore[arg-type]
+    size = len(items) // 3
+    thirds = [ordered[worker * size : (worker + 1) * size] for worker in range(3)]
+    holding = [third for third in thirds if any(item in shared for item in third)]
+    assert len(holding) == 1 and [item for item in holding[0] if item in shared] == shared
 
 
 def test_one_process_runs_the_long_tests_first_in_collection_order() -> None:

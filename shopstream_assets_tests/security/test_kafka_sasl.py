@@ -33,7 +33,8 @@ from shopstream_assets_tests.conftest import TEST_PARTITIONS, Spawn, make_test_h
 from shopstream_assets_tests.ground.own_servers import CLI
 from shopstream_assets_tests.streaming.conftest import assert_every_batch_accounted
 
-pytestmark = [pytest.mark.servers, pytest.mark.slow]
+# Both tests on one worker: they share the module's SCRAM broker, started once.
+pytestmark = [pytest.mark.servers, pytest.mark.slow, pytest.mark.same_worker]
 
 CLIENT_USER = "shopstream-client"
 EVENTS = 3_000
