@@ -40,7 +40,7 @@ from streaming.checkpoint import (
     starting_offsets,
 )
 from streaming.job_errors import StreamJobError, first_line
-from streaming.kafka_source import BatchPacing, read_stream, write_offset_range
+from streaming.kafka_source import BatchPacing, read_stream, start_stream, write_offset_range
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -218,7 +218,7 @@ def _run_query_once(
     stream_writer = validated.writeStream.foreachBatch(writer).option("checkpointLocation", str(checkpoint))
     if (interval := trigger_seconds or (pacing.check_seconds if pacing is not None else 0)) > 0:
         stream_writer = stream_writer.trigger(processingTime=f"{interval} seconds")
-    query = stream_writer.start()
+    query = start_stream(spark, stream_writer)
     writer.query_id = str(query.id)
     idle_since = time.monotonic()
     failed = False

@@ -9,7 +9,8 @@ batch (:func:`write_offset_range`). Both go through the one pure transformation,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from streaming.arrow_collection import arrow_chunks
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
     from streaming.bronze_batch import BatchResult
     from streaming.bronze_sink import BronzeSink
@@ -35,6 +37,16 @@ KAFKA_FETCH_MAX_WAIT_MS = 10
 # then ends at the last stable offset, and its offsets hold markers and aborted records that
 # are no message: the ledger records the planned range (:class:`streaming.ledger.PlannedOffsets`).
 KAFKA_ISOLATION_LEVEL = "read_committed"
+
+
+# Optimizer rules that leave the validation plan unchanged (no effective run on it; a test holds
+# the plans equal) yet were the costliest ones to run: a streaming query optimizes its whole plan
+# again for every micro-batch, data or not.
+STREAM_EXCLUDED_RULES: tuple[str, ...] = (
+    "org.apache.spark.sql.catalyst.optimizer.CollapseProject",
+    "org.apache.spark.sql.catalyst.optimizer.RemoveRedundantAliases",
+)
+EXCLUDED_RULES_CONF = "spark.sql.optimizer.excludedRules"
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,30 @@ def read_stream(
         .load()
     )
     return parse_and_validate(one_task_per_core(source))
+
+
+def start_stream(spark: SparkSession, stream_writer: DataStreamWriter) -> StreamingQuery:
+    """``stream_writer.start()`` with :data:`STREAM_EXCLUDED_RULES` left out of every micro-batch's optimization.
+
+    A streaming query runs on a copy of the session taken when it starts, so the exclusion is
+    the query's alone; the session gets its own setting back at once.
+    """
+    with _excluded_rules(spark, STREAM_EXCLUDED_RULES):
+        return stream_writer.start()
+
+
+@contextmanager
+def _excluded_rules(spark: SparkSession, rules: tuple[str, ...]) -> Iterator[None]:
+    previous = spark.conf.get(EXCLUDED_RULES_CONF, None)
+    already = [rule for rule in (previous or "").split(",") if rule]
+    spark.conf.set(EXCLUDED_RULES_CONF, ",".join(dict.fromkeys([*already, *rules])))
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(EXCLUDED_RULES_CONF)
+        else:
+            spark.conf.set(EXCLUDED_RULES_CONF, previous)
 
 
 def write_offset_range(
