@@ -44,19 +44,23 @@ def lifecycle_stage(recency_days: int, tenure_days: int, purchase_sessions: int)
     return "Browser"
 
 
+def session_aggregates(session_rows: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per user: first and last session, sessions, revenue, purchase and abandoned-cart sessions."""
+    grouped = session_rows.groupby("user_id", sort=True)
+    return {
+        "first_session_at": grouped["session_start"].min(),
+        "last_session_at": grouped["session_start"].max(),
+        "frequency": grouped.size(),
+        "monetary_cents": grouped["revenue_cents"].sum(),
+        "purchase_sessions": grouped["purchased"].sum(),
+        "abandoned_cart_sessions": grouped["abandoned_cart"].sum(),
+    }
+
+
 def user_behavior(session_rows: pd.DataFrame) -> pd.DataFrame:
     as_of = session_rows["session_date"].max()
     grouped = session_rows.groupby("user_id", sort=True)
-    users = pd.DataFrame(
-        {
-            "first_session_at": grouped["session_start"].min(),
-            "last_session_at": grouped["session_start"].max(),
-            "frequency": grouped.size(),
-            "monetary_cents": grouped["revenue_cents"].sum(),
-            "purchase_sessions": grouped["purchased"].sum(),
-            "abandoned_cart_sessions": grouped["abandoned_cart"].sum(),
-        }
-    ).reset_index()
+    users = pd.DataFrame(session_aggregates(session_rows)).reset_index()
     users["recency_days"] = [(as_of - moment.date()).days for moment in users["last_session_at"]]
     tenure = [(as_of - moment.date()).days for moment in users["first_session_at"]]
     users["r_score"] = quintile(users["last_session_at"])
@@ -100,12 +104,7 @@ def user_activity(session_rows: pd.DataFrame) -> pd.DataFrame:
     grouped = session_rows.groupby("user_id", sort=True)
     activity = pd.DataFrame(
         {
-            "first_session_at": grouped["session_start"].min(),
-            "last_session_at": grouped["session_start"].max(),
-            "frequency": grouped.size(),
-            "monetary_cents": grouped["revenue_cents"].sum(),
-            "purchase_sessions": grouped["purchased"].sum(),
-            "abandoned_cart_sessions": grouped["abandoned_cart"].sum(),
+            **session_aggregates(session_rows),
             "last_purchase_session_at": session_rows[session_rows["purchased"]]
             .groupby("user_id")["session_start"]
             .max(),
