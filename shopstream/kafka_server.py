@@ -39,6 +39,7 @@ from shopstream.embedded import (
     write_state,
 )
 from shopstream.jars import KAFKA_BROKER, require_java, resolve_jars
+from shopstream.jvm_archive import archive_path, sharing_options
 from shopstream.kafka_clients import client_config
 from shopstream.settings import KafkaSecurity, Settings
 
@@ -69,6 +70,8 @@ class EmbeddedKafka:
 
     def __init__(self, settings: Settings, *, scram_users: Mapping[str, str] | None = None) -> None:
         self.settings = settings
+        # JVM options added to the broker's (`shopstream test-setup` trains its class-data archive with them).
+        self.extra_jvm_options: list[str] = []
         # user -> password of the SCRAM-SHA-512 users; None: a plaintext listener.
         self.scram_users = dict(scram_users) if scram_users is not None else None
         self.data_dir = settings.data_dir / "kafka"
@@ -254,7 +257,9 @@ class EmbeddedKafka:
         jars = resolve_jars(KAFKA_BROKER, self.settings.jars_dir, progress=progress)
         if not jars:
             raise ServiceError(f"no Kafka jars under {self.settings.jars_dir / KAFKA_BROKER}")
-        classpath = str(self.settings.jars_dir / KAFKA_BROKER / "*")
+        # The real path: homes that link one jars folder then share one class-data archive.
+        classpath = str(self.settings.jars_dir.resolve() / KAFKA_BROKER / "*")
+        class_data = sharing_options(self.class_data_archive(classpath))
         port, controller_port = self.choose_ports()
         properties = self._write_config(port, controller_port)
         log4j = f"-Dlog4j2.configurationFile={self.config_dir / 'log4j2.properties'}"
@@ -262,6 +267,7 @@ class EmbeddedKafka:
         self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
         format_command = [
             java,
+            *class_data,
             log4j,
             "-cp",
             classpath,
@@ -282,8 +288,9 @@ class EmbeddedKafka:
             raise ServiceError(f"Kafka storage format failed: {formatted.stdout}{formatted.stderr}")
         progress(f"starting Apache {self.label} on {LOOPBACK}:{port} ...")
         with self.console_path.open("ab") as log:
+            jvm_options = [self.heap, "-Xms128m", "-XX:+UseG1GC", *class_data, *self.extra_jvm_options, log4j]
             process = subprocess.Popen(
-                [java, self.heap, "-Xms128m", "-XX:+UseG1GC", log4j, "-cp", classpath, "kafka.Kafka", str(properties)],
+                [java, *jvm_options, "-cp", classpath, "kafka.Kafka", str(properties)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -293,6 +300,10 @@ class EmbeddedKafka:
         state.update({"port": port, "controller_port": controller_port, "pid": process.pid})
         write_state(self.state_path, state)
         return process
+
+    def class_data_archive(self, classpath: str | None = None) -> Path:
+        classpath = classpath or str(self.settings.jars_dir.resolve() / KAFKA_BROKER / "*")
+        return archive_path(self.settings.jars_dir, KAFKA_BROKER, classpath)
 
     def _wait_ready(self, process: subprocess.Popen[bytes] | None = None, timeout: float = 90) -> None:
         from confluent_kafka.admin import AdminClient

@@ -292,13 +292,16 @@ def up_command(
 
 @app.command("test-setup", hidden=True)
 def test_setup_command() -> None:
-    """Install what the test suite needs beyond Python packages (Debian's chromium)."""
+    """Install what the test suite needs beyond Python packages (Debian's chromium), and train the
+    JVMs' class-data archives the suite's hundreds of JVM starts then map (shopstream/jvm_archive.py)."""
+    from shopstream_cli.jvm_training import train_class_data_archives
     from shopstream_cli.test_setup import MissingPrerequisite, ensure_test_prerequisites
 
     try:
         ensure_test_prerequisites(progress=_progress)
     except MissingPrerequisite as error:
         raise fail(error) from None
+    train_class_data_archives(settings_or_exit(), progress=_progress)
 
 
 def main() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shopstream.jars import SPARK_CONNECTOR, resolve_jars
+from shopstream.jvm_archive import archive_path, sharing_options
 from shopstream.settings import Settings
 from streaming.job_errors import StreamJobError
 
@@ -54,8 +55,13 @@ def build_spark_session(
     master: str | None = None,
     app_name: str = APP_NAME,
     extra_conf: Mapping[str, str] | None = None,
+    training_jvm_options: Sequence[str] = (),
 ) -> SparkSession:
-    """A SparkSession with the Kafka connector, UTC, quiet logs and no console progress bar."""
+    """A SparkSession with the Kafka connector, UTC, quiet logs and no console progress bar.
+
+    ``training_jvm_options`` start the driver without its class-data archive, writing one instead
+    (`shopstream test-setup`).
+    """
     from pyspark.sql import SparkSession
 
     jars = connector_jars(settings)
@@ -67,8 +73,14 @@ def build_spark_session(
     # hostile, deeply nested message overflowed a task thread's stack and took the JVM down.
     # The parallel collector: less CPU per micro-batch than G1 here (its concurrent marking and
     # write barriers buy short pauses, which a batch job does not need).
-    java_options = (
-        f"-Xss{TASK_THREAD_STACK} -XX:+UseParallelGC -Dlog4j2.configurationFile=file:{_log4j_config(settings)}"
+    class_data = list(training_jvm_options) or sharing_options(driver_class_data_archive(settings))
+    java_options = " ".join(
+        [
+            f"-Xss{TASK_THREAD_STACK}",
+            "-XX:+UseParallelGC",
+            *class_data,
+            f"-Dlog4j2.configurationFile=file:{_log4j_config(settings)}",
+        ]
     )
     builder = (
         SparkSession.builder.master(master or settings.spark_master)
@@ -89,6 +101,13 @@ def build_spark_session(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def driver_class_data_archive(settings: Settings) -> Path:
+    """The driver JVM's class-data archive (shopstream/jvm_archive.py): its class path is pyspark's jars."""
+    import pyspark
+
+    return archive_path(settings.jars_dir, "spark-driver", f"{pyspark.__version__}:{Path(pyspark.__file__).parent}")
 
 
 def connector_jars(settings: Settings) -> list[Path]:
