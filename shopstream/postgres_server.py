@@ -100,6 +100,8 @@ class EmbeddedPostgres:
             pid = int(pid_file.read_text().splitlines()[0])
         except (FileNotFoundError, ValueError, IndexError):
             return None
+        if pid <= 0:  # a standalone backend's (initdb's single-user run) is written negated: not a server
+            return None
         try:
             process = psutil.Process(pid)
             if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
