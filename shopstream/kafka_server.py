@@ -325,11 +325,18 @@ class EmbeddedKafka:
             time.sleep(0.2)
         raise ServiceError(f"Kafka did not become ready within {timeout:.0f} s; see {self.log_path}")
 
-    def stop(self, progress: Progress = print) -> bool:
+    def stop(self, progress: Progress = print, *, immediate: bool = False) -> bool:
+        """SIGTERM and up to a minute to close its logs; ``immediate``: killed, for data thrown away next."""
         pid = self.pid()
         if pid is None:
             return False
         progress(f"stopping {self.label} ...")
+        if immediate:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                broker = psutil.Process(pid)
+                broker.kill()
+                broker.wait(30)
+            return True
         terminate(pid, timeout=60, name="Kafka", progress=progress)
         return True
 

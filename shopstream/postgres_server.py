@@ -362,14 +362,15 @@ class EmbeddedPostgres:
                 time.sleep(0.2)
         raise ServiceError(f"PostgreSQL did not accept connections within {timeout:.0f} s: {last_error}")
 
-    def stop(self, progress: Progress = print) -> bool:
+    def stop(self, progress: Progress = print, *, immediate: bool = False) -> bool:
+        """A fast shutdown (clients cut off, a checkpoint); ``immediate``: no checkpoint, for data thrown away next."""
         if self.pid() is None:
             return False
         progress("stopping PostgreSQL ...")
         try:
             self._run(
                 "pg_ctl",
-                ["-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop"],
+                ["-D", str(self.data_dir), "-m", "immediate" if immediate else "fast", "-w", "-t", "60", "stop"],
                 self._system_user(),
             )
         except ServiceError:

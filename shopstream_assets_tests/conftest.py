@@ -13,8 +13,11 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -182,6 +185,20 @@ def make_test_home(path: Path) -> Path:
     return path
 
 
+# A session's end once hung ~120 s in one worker's last teardown, in a different test each run.
+SLOW_TEARDOWN_S = 10
+
+
+@contextmanager
+def timed_teardown(what: str) -> Iterator[None]:
+    """Say (a warning in the run's summary) when stopping ``what`` takes longer than it should."""
+    started = time.monotonic()
+    yield
+    elapsed = time.monotonic() - started
+    if elapsed > SLOW_TEARDOWN_S:
+        warnings.warn(f"stopping {what} took {elapsed:.0f} s", stacklevel=1)
+
+
 @pytest.fixture(scope="session")
 def session_home() -> Iterator[Path]:
     # Not under pytest's basetemp: pytest prunes old basetemps when another session starts,
@@ -202,7 +219,8 @@ def postgres_server(session_home: Path) -> Iterator[tuple[str, str]]:
     try:
         yield postgres.start(progress=lambda message: None), postgres.reader_url()
     finally:
-        postgres.stop(progress=lambda message: None)
+        with timed_teardown("the session's PostgreSQL"):
+            postgres.stop(progress=lambda message: None, immediate=True)  # its data is deleted next
 
 
 @pytest.fixture(scope="session")
@@ -216,7 +234,8 @@ def kafka_bootstrap(session_home: Path) -> Iterator[str]:
     try:
         yield kafka.start(progress=lambda message: None)
     finally:
-        kafka.stop(progress=lambda message: None)
+        with timed_teardown("the session's Kafka broker"):
+            kafka.stop(progress=lambda message: None, immediate=True)  # its data is deleted next
 
 
 @pytest.fixture(scope="session")
@@ -333,7 +352,8 @@ def spark(session_home: Path) -> Iterator[object]:
         load_settings({"SHOPSTREAM_HOME": str(session_home)}), master="local[2]", app_name="shopstream-tests"
     )
     yield session
-    session.stop()
+    with timed_teardown("the session's SparkSession"):
+        session.stop()
 
 
 # The Dagster code location's fixtures (defs/ and runtime/ tests): the manifest, the definitions,
