@@ -37,7 +37,6 @@ from shopstream.command import finite
 from shopstream.settings import environment_overridden
 from shopstream_cli.bench.dashboard_sizes import parse_sizes, side_by_side
 from shopstream_cli.bench.dbt import dbt_environment, run_dbt
-from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages, write_messages
 from streaming.migrations import migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +81,11 @@ def seed_shop(
     traffic (``live_rate`` events/s, ``bad_ratio`` broken messages) ends about now, so the
     Live Stream page's last minutes are populated. Both share one topic's offsets.
     """
+    from streaming.bronze_load import (
+        KafkaPositions,
+        bulk_load_valid_messages,
+        write_messages,
+    )  # pyarrow: only when a benchmark runs
     from streaming.simulator import Simulator
 
     now = datetime.now(UTC).replace(microsecond=0)

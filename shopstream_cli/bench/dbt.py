@@ -28,14 +28,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from shopstream import database
 from shopstream.command import finite
-from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages, write_messages
 from streaming.migrations import migrate
+
+if TYPE_CHECKING:
+    from streaming.bronze_load import KafkaPositions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -158,6 +160,7 @@ def _say(message: str) -> None:
 def _load_history(
     database_url: str, rows: int, *, seed: int, events_per_second: float, chunk: int
 ) -> tuple[Any, KafkaPositions, float]:
+    from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages  # pyarrow: only when a benchmark runs
     from streaming.simulator import Simulator
 
     span = timedelta(seconds=rows / events_per_second)
@@ -192,6 +195,8 @@ def bench_size(
     work_dir: Path,
     repeats: int = 3,
 ) -> SizeResult:
+    from streaming.bronze_load import write_messages  # pyarrow: only when a benchmark runs
+
     name = f"shopstream_bench_{rows}"
     database.drop_database(admin_url, name)
     database.ensure_database(admin_url, name)
