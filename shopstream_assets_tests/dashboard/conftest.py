@@ -19,6 +19,7 @@ from streamlit.logger import set_log_level
 
 from shopstream import database
 from shopstream.services import Endpoints
+from shopstream_assets_tests.dashboard.browser import Dashboard, chromium, serve
 from shopstream_cli.bench.dashboard import seed_shop
 from streaming.migrations import migrate
 
@@ -60,6 +61,14 @@ def shop(servers: Endpoints, admin_database_url: str) -> Iterator[Shop]:
         yield Shop(url, database.with_database(servers.dashboard_database_url, name), SHOP_TOPIC)
     finally:
         database.drop_database(admin_database_url, name)
+
+
+@pytest.fixture(scope="session")
+def dashboard(shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """`shopstream dashboard` on the shop's read-only URL, and a Chromium to drive it: one of each for
+    every browser test (a Streamlit server and a browser cost seconds of CPU each to start)."""
+    with serve(shop.reader_url, shop.topic, tmp_path_factory.mktemp("dashboard")) as base, chromium() as browser:
+        yield Dashboard(base, browser)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """What a user does in a real browser beyond looking: the hot-leads download and the auto-refresh controls.
 
-One `shopstream dashboard` on the seeded shop and one headless Chromium (Playwright) for both tests.
+The session's `shopstream dashboard` on the seeded shop and its headless Chromium (``conftest.dashboard``).
 The auto-refresh is read off the page's websocket: the server tells the browser to re-run the
 live fragment every N seconds (``auto_rerun``), and the browser asks for each re-run on its own
 (``rerun_script`` with ``is_auto_rerun``) -- Streamlit's own protocol, decoded with its own protobufs.
@@ -9,77 +9,16 @@ live fragment every N seconds (``auto_rerun``), and the browser asks for each re
 from __future__ import annotations
 
 import io
-import os
 import re
-import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from shopstream import database
-from shopstream.embedded import free_port
-from shopstream.processes import spawn, stop_group
-from shopstream_assets_tests.conftest import REPO_ROOT, make_test_home
+from shopstream_assets_tests.dashboard.browser import DEADLINE_MS, Dashboard
 from shopstream_assets_tests.dashboard.conftest import Shop
-from shopstream_assets_tests.dashboard.test_browser import wait_for_http
-from shopstream_cli.test_setup import CHROMIUM, INSTALL_CHROMIUM
-
-DEADLINE_MS = 45_000
-
-
-@dataclass
-class Dashboard:
-    base: str
-    browser: object
-
-
-@contextmanager
-def serve(reader_url: str, topic: str, work_dir: Path) -> Iterator[str]:
-    """`shopstream dashboard` on ``reader_url``; yields its base URL."""
-    home = make_test_home(work_dir / "home")
-    port = free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SHOPSTREAM_")}
-    env["SHOPSTREAM_HOME"] = str(home)
-    env["SHOPSTREAM_DASHBOARD_DATABASE_URL"] = reader_url
-    env["SHOPSTREAM_TOPIC"] = topic
-    process = spawn(
-        [sys.executable, "-m", "shopstream_cli.cli", "dashboard", "--port", str(port)],
-        env=env,
-        log_path=home / "logs" / "dashboard.log",
-        cwd=REPO_ROOT,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}/"
-        wait_for_http(base)
-        yield base
-    finally:
-        stop_group(process, timeout=20)
-
-
-@pytest.fixture(scope="module")
-def dashboard(shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    """`shopstream dashboard` on the shop's read-only URL, and a Chromium to drive it."""
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():  # never a skip: see test_browser.py
-        pytest.fail(INSTALL_CHROMIUM)
-    with (
-        serve(shop.reader_url, shop.topic, tmp_path_factory.mktemp("controls")) as base,
-        sync_playwright() as playwright,
-    ):
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield Dashboard(base, browser)
-        finally:
-            browser.close()
 
 
 def _gold_hot_leads(admin_url: str) -> pd.DataFrame:

@@ -28,15 +28,12 @@ from shopstream.embedded import free_port
 from shopstream.processes import spawn, stop_group
 from shopstream.services import Endpoints
 from shopstream_assets_tests.conftest import REPO_ROOT
+from shopstream_assets_tests.dashboard.browser import ARTIFACTS, DEADLINE_MS, Dashboard, serve, wait_for_http
 from shopstream_assets_tests.dashboard.conftest import Shop, fresh_database, point_dashboard_at
-from shopstream_assets_tests.dashboard.test_browser import ARTIFACTS, wait_for_http
-from shopstream_assets_tests.dashboard.test_browser_controls import DEADLINE_MS, Dashboard, dashboard, serve
 from shopstream_assets_tests.streaming.conftest import good_event
 from shopstream_cli.bench.dashboard import build_silver_and_gold
 from streaming.bronze_load import KafkaPositions, bulk_load_valid_messages
 from streaming.events import encode_event
-
-__all__ = ["dashboard"]  # the module-scoped fixture, shared by import
 
 # The script run is over: Streamlit marks its root element with the script's state.
 SCRIPT_DONE = """() => {

@@ -52,11 +52,11 @@ from shopstream_assets_tests.defs.dagster_processes import (
 )
 
 
-@pytest.mark.slow
 def was_queued(instance: dg.DagsterInstance, run_id: str) -> bool:
     return bool(instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED).records)
 
 
+@pytest.mark.slow
 def test_stream_sensor_dbt_loop_and_ui_materialization(
     process_env: Settings,
     shopstream_env: dict[str, str],
