@@ -16,6 +16,7 @@ from shopstream.embedded import write_state
 from shopstream.kafka_admin import end_offsets, ensure_topic
 from shopstream.kafka_server import EmbeddedKafka
 from shopstream.settings import Settings, load_settings
+from shopstream_assets_tests.conftest import make_test_home
 
 # It starts a broker of its own: not part of `make check`.
 pytestmark = pytest.mark.servers
@@ -36,7 +37,8 @@ class BrokerRun:
 def broker_run(tmp_path_factory: pytest.TempPathFactory) -> BrokerRun:
     """A broker with a cluster id starting with "-" and its log rotating at 8 KB: started, given a
     topic (then five more, for its log), stopped."""
-    home = tmp_path_factory.mktemp("kafka-server") / "home"
+    # The suite's resolved jars (and class-data archives), not a Maven resolution of its own.
+    home = make_test_home(tmp_path_factory.mktemp("kafka-server") / "home")
     settings = dataclasses.replace(load_settings({"SHOPSTREAM_HOME": str(home)}), log_max_bytes=LOG_MAX_BYTES)
     kafka = EmbeddedKafka(settings)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
