@@ -27,11 +27,7 @@ Shown to fail (issue 29), each on a deliberately broken model, then reverted:
 
 from __future__ import annotations
 
-import atexit
-import json
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -45,11 +41,8 @@ import pandas as pd
 import psycopg
 
 from shopstream import database
-from shopstream.settings import environment_overridden
-from shopstream_assets.runtime.dagster_instance import DBT_PROFILE_VARIABLES, DBT_PROJECT_DIR, prepare_dbt_manifest
-from shopstream_assets.runtime.dbt_in_process import invoke_dbt
 from shopstream_assets_tests.dbt import gold_reference as reference
-from shopstream_cli.bench.dbt import dbt_environment
+from shopstream_assets_tests.dbt.dbt_runs import run_dbt_in_process
 from streaming.migrations import migrate
 
 # The reference keeps money in integer cents as <column>_cents; where the relation's column
@@ -277,27 +270,11 @@ def full_refresh_database_name() -> str:
 def build_full_refresh(full_refresh_url: str, work_dir: Path) -> dict[str, Any]:
     """`dbt run --full-refresh` of every model in that database, in this process; returns its manifest.
 
-    dbt is parsed once per process and database (``prepare_dbt_manifest``, the run path's own
-    preparation) and then handed the parsed project, as the Dagster run worker is.
+    dbt is parsed once per process and database and then handed the parsed project, as the
+    Dagster run worker is (``dbt_runs``).
     """
-    environment = {name: dbt_environment(full_refresh_url, base={})[name] for name in DBT_PROFILE_VARIABLES}
-    port = environment["SHOPSTREAM_DB_PORT"]
-    prepared = Path(tempfile.gettempdir()) / f"shopstream-full-refresh-parse-{os.getpid()}-{port}"
-    if not prepared.exists():
-        atexit.register(shutil.rmtree, prepared, ignore_errors=True)
-    prepare_dbt_manifest(environment, prepared, progress=lambda message: None)
     target_path = work_dir / f"full-refresh-{uuid.uuid4().hex[:8]}"
-    with environment_overridden(environment):
-        invocation = invoke_dbt(
-            ["run", "--full-refresh"],
-            project_dir=DBT_PROJECT_DIR,
-            profiles_dir=DBT_PROJECT_DIR,
-            target_path=target_path,
-            prepared_target=prepared,
-            environment=environment,
-        )
-    assert invocation.success, "the full refresh failed:\n" + "\n".join(invocation.error_messages())
-    return json.loads((target_path / "manifest.json").read_text())
+    return run_dbt_in_process(["run", "--full-refresh"], full_refresh_url, target_path).manifest()
 
 
 @dataclass

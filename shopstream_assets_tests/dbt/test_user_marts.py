@@ -5,7 +5,8 @@ likewise: a run re-decides the users it touched and the leads a moved boundary r
 a lead who buys leaves.
 
 Bronze: the seventy days of returning shoppers of ``history.py`` and an hour of simulator
-traffic (as in ``test_dbt_project.py``), built once; then small batches of hand-made sessions
+traffic (as in ``test_dbt_project.py``), built once per module (a template database each test
+gets a fresh copy of: ``history``); then small batches of hand-made sessions
 of existing or new users, all on the as-of day before its newest session (a run that moves the
 as-of day rewrites every user by design, so these keep it).
 """
@@ -13,18 +14,23 @@ as-of day rewrites every user by design, so these keep it).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg import sql
 
+from shopstream import database
+from shopstream_assets_tests.dbt.conftest import dbt_database_name
+from shopstream_assets_tests.dbt.dbt_runs import DbtRun, run_dbt_in_process
 from shopstream_assets_tests.dbt.history import history_events, weekly_batches
 from shopstream_assets_tests.dbt.reference_checks import assert_silver_and_gold_match
 from shopstream_assets_tests.dbt.scenario import Bronze
-from shopstream_cli.bench.dbt import DbtResult, dbt_environment, run_dbt
 from streaming.events import SCHEMA_VERSION, format_timestamp
+from streaming.migrations import migrate
 from streaming.shop import CATALOG
 from streaming.simulator import Simulator
 
@@ -38,15 +44,75 @@ FALLBACK = "int_rfm_boundaries: counting all users again"
 MEASURES = ("recency", "frequency", "monetary")
 
 
-def build_history(database_url: str, target: Path) -> tuple[Bronze, dict[str, str]]:
-    env = dbt_environment(database_url)
+def build_history(database_url: str, target: Path) -> dict[int, int]:
+    """Bronze's history and a first `dbt build`; returns where the next message of each partition goes."""
     bronze = Bronze(database_url)
-    for week in weekly_batches(history_events(3011, AS_OF), AS_OF):
-        bronze.write_events(week)
-    batch = Simulator(1403, start=SIMULATION_START, events_per_second=2.0, population=600).take(4_000)
-    bronze.write(batch.keys, batch.values)
-    run_dbt(["build"], env, target_path=target).check()
-    return bronze, env
+    try:
+        for week in weekly_batches(history_events(3011, AS_OF), AS_OF):
+            bronze.write_events(week)
+        batch = Simulator(1403, start=SIMULATION_START, events_per_second=2.0, population=600).take(4_000)
+        bronze.write(batch.keys, batch.values)
+    finally:
+        bronze.close()
+    run_dbt_in_process(["build"], database_url, target)
+    return dict(bronze.positions.next_offsets)
+
+
+@dataclass(frozen=True)
+class History:
+    """A test's own copy of the built history."""
+
+    url: str
+    next_offsets: dict[int, int]
+
+    def bronze(self) -> Bronze:
+        """A writer that goes on where the history's left off: its messages are new ones, not a replay
+        of offsets Bronze already holds."""
+        bronze = Bronze(self.url)
+        bronze.positions.next_offsets = dict(self.next_offsets)
+        return bronze
+
+
+def copy_database(admin_url: str, source: str, copy: str) -> None:
+    """``copy`` made afresh from ``source`` (PostgreSQL copies its files: no row is written again)."""
+    database.drop_database(admin_url, copy)
+    with database.autocommit(admin_url) as conn:
+        # dbt's in-process connections may still be open; a template must have none.
+        conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity where datname = %s and pid <> pg_backend_pid()",
+            (source,),
+        )
+        conn.execute(sql.SQL("create database {} template {}").format(sql.Identifier(copy), sql.Identifier(source)))
+
+
+@pytest.fixture(scope="module")
+def history_template(admin_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
+    """The history and its first `dbt build`, made once for the module, kept as a template database.
+
+    Built under the name the tests' databases have (``dbt_database_name``), so dbt's parse for
+    it serves every test of the process."""
+    name = dbt_database_name()
+    template = f"{name}_history"
+    database.drop_database(admin_database_url, name)
+    database.ensure_database(admin_database_url, name)
+    url = database.with_database(admin_database_url, name)
+    try:
+        migrate(url)
+        next_offsets = build_history(url, tmp_path_factory.mktemp("history") / "target")
+        copy_database(admin_database_url, name, template)
+    finally:
+        database.drop_database(admin_database_url, name)
+    yield History(database.with_database(admin_database_url, template), next_offsets)
+    database.drop_database(admin_database_url, template)
+
+
+@pytest.fixture
+def history(admin_database_url: str, history_template: History) -> Iterator[History]:
+    """A fresh copy of the built history, this test's own."""
+    name = dbt_database_name()
+    copy_database(admin_database_url, database.url_parts(history_template.url).database, name)
+    yield History(database.with_database(admin_database_url, name), history_template.next_offsets)
+    database.drop_database(admin_database_url, name)
 
 
 def sessions_of(user_ids: Sequence[str], tag: str, *, purchases: int, sessions: int = 1) -> list[dict[str, Any]]:
@@ -105,21 +171,22 @@ def scores_by_user(bronze: Bronze) -> dict[str, tuple[int, int, int]]:
     }
 
 
-def incremental_run(env: dict[str, str], target: Path) -> DbtResult:
-    run = run_dbt(["run"], env, target_path=target).check()
+def incremental_run(database_url: str, target: Path) -> DbtRun:
+    run = run_dbt_in_process(["run"], database_url, target)
+    assert "silver.int_rfm_boundaries" in run.output, "not this run's log"
     assert FALLBACK not in run.output, "the boundaries were counted from all users, not from the changes"
     return run
 
 
-def test_a_run_rewrites_only_touched_and_rescored_users(database_url: str, tmp_path: Path) -> None:
+def test_a_run_rewrites_only_touched_and_rescored_users(history: History, tmp_path: Path) -> None:
     target = tmp_path / "target"
-    bronze, env = build_history(database_url, target)
+    bronze = history.bronze()
     try:
         before = rows_by_user(bronze)
         # Three returning users come back once, one of them buying: a few users' ranks move.
         returning = sorted(before)[:: max(1, len(before) // 3)][:3]
         bronze.write_events(sessions_of(returning, "back", purchases=1))
-        incremental_run(env, target)
+        incremental_run(history.url, target)
         after = rows_by_user(bronze)
 
         changed = {user for user in after if before.get(user) != after[user]}
@@ -136,9 +203,9 @@ def test_a_run_rewrites_only_touched_and_rescored_users(database_url: str, tmp_p
         bronze.close()
 
 
-def test_a_batch_moving_every_boundary_equals_a_full_refresh(database_url: str, tmp_path: Path) -> None:
+def test_a_batch_moving_every_boundary_equals_a_full_refresh(history: History, tmp_path: Path) -> None:
     target = tmp_path / "target"
-    bronze, env = build_history(database_url, target)
+    bronze = history.bronze()
     try:
         users = len(rows_by_user(bronze))
         # New users who only browse (low everywhere but recency), then new users who buy often
@@ -147,7 +214,7 @@ def test_a_batch_moving_every_boundary_equals_a_full_refresh(database_url: str, 
             before, boundaries_before = rows_by_user(bronze), boundaries(bronze)
             new_users = [f"USER_{tag.upper()}_{number:04d}" for number in range(users // 3)]
             bronze.write_events(sessions_of(new_users, tag, purchases=purchases, sessions=sessions))
-            incremental_run(env, target)
+            incremental_run(history.url, target)
             after, boundaries_after = rows_by_user(bronze), boundaries(bronze)
 
             moved = [
@@ -159,14 +226,14 @@ def test_a_batch_moving_every_boundary_equals_a_full_refresh(database_url: str, 
             assert {measure for _, measure in moved} == set(MEASURES), (tag, moved)
             rescored = [user for user in before if before[user][8:11] != after[user][8:11]]  # r, f, m scores
             assert rescored, f"{tag}: no returning user changed score"
-            assert_silver_and_gold_match(database_url, tmp_path)
+            assert_silver_and_gold_match(history.url, tmp_path)
     finally:
         bronze.close()
 
 
-def test_a_run_redecides_only_touched_and_rescored_leads(database_url: str, tmp_path: Path) -> None:
+def test_a_run_redecides_only_touched_and_rescored_leads(history: History, tmp_path: Path) -> None:
     target = tmp_path / "target"
-    bronze, env = build_history(database_url, target)
+    bronze = history.bronze()
     try:
         leads_before, scores_before = components_by_user(bronze), scores_by_user(bronze)
         # The cursor is the newest batch among the leads: here every batch is folded in.
@@ -181,7 +248,7 @@ def test_a_run_redecides_only_touched_and_rescored_leads(database_url: str, tmp_
         buyer, browser = earlier[0], earlier[len(earlier) // 2]
         bronze.write_events(sessions_of([buyer], "lead_buys", purchases=1))
         bronze.write_events(sessions_of([browser], "lead_browses", purchases=0))
-        incremental_run(env, target)
+        incremental_run(history.url, target)
         leads_after, scores_after = components_by_user(bronze), scores_by_user(bronze)
 
         hot_leads = {row[0] for row in bronze.query("select user_id from gold.mart_hot_leads")}
@@ -197,6 +264,6 @@ def test_a_run_redecides_only_touched_and_rescored_leads(database_url: str, tmp_
         assert browser in changed and changed <= rescored | {browser}, changed
         others = rescored - {buyer, browser}
         print(f"{len(leads_before)} leads; 2 touched; {len(others)} other leads rescored; {written} rows written")
-        assert_silver_and_gold_match(database_url, tmp_path)
+        assert_silver_and_gold_match(history.url, tmp_path)
     finally:
         bronze.close()
