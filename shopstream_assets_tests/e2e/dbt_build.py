@@ -66,6 +66,8 @@ def run_dbt_in_process(args: Sequence[str], database_url: str, target_path: Path
             target_path=target_path,
             prepared_target=prepared,
             environment=environment,
+            # Nothing here reads dbt's artifacts: its events carry every result.
+            write_json=False,
         )
     return DbtRun(
         invocation.success,
