@@ -21,6 +21,8 @@ from shopstream_assets_tests.conftest import TEST_PARTITIONS, make_test_home
 from shopstream_assets_tests.e2e.fault_stack import FaultCase, FaultStack, processes_under, quiet
 from streaming.migrations import migrate
 
+FAULT_DATABASE = "t_fault_case"
+
 
 # Once per worker, not per module: the fault tests of several modules share it (their
 # `same_worker("fault_stack")` mark keeps them on one worker), each on a database and topic of its own.
@@ -46,7 +48,10 @@ def fault_stack() -> Iterator[FaultStack]:
 def fault_case(fault_stack: FaultStack, tmp_path: Path) -> Iterator[FaultCase]:
     """A fresh database and topic on the fault servers, and the env a `shopstream` child needs."""
     fault_stack.ensure_running()
-    name = f"t_fault_{uuid.uuid4().hex[:8]}"
+    # A fresh database per test, always under one name: the fault server is this worker's alone,
+    # and dbt keys its parse on the database, so one parse serves every fault test's dbt build.
+    name = FAULT_DATABASE
+    database.drop_database(fault_stack.admin_url, name)  # what an interrupted test left
     database.ensure_database(fault_stack.admin_url, name)
     database_url = database.with_database(fault_stack.admin_url, name)
     migrate(database_url)

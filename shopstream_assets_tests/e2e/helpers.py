@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 from shopstream import database
 from shopstream.kafka_admin import end_offsets
 from shopstream_assets_tests.dbt.reference_checks import SilverGoldCheck, check_silver_and_gold
-from shopstream_cli.bench.dbt import dbt_environment, run_dbt
+from shopstream_assets_tests.e2e.dbt_build import dbt_build
 from streaming.events import RejectReason, decode_json, validate_message
 
 VALID_REASONS = frozenset(reason.value for reason in RejectReason)
@@ -238,14 +238,8 @@ order by 1
 
 def check_gold_consistent(report: Report, database_url: str, target_path: Path) -> float:
     """Run the real dbt build of every model; gold.mart_daily_metrics' days must equal Bronze's counts."""
-    result = run_dbt(
-        # The Silver tests scan all of history (tag full_scan); the Gold ones run.
-        ["build", "--exclude", "tag:full_scan"],
-        dbt_environment(database_url),
-        target_path=target_path,
-    )
-    tail = "\n".join(result.output.splitlines()[-25:])
-    report.held(f"dbt build succeeded ({result.seconds:.1f} s)", result.returncode == 0, tail)
+    result = dbt_build(database_url, target_path)
+    report.held(f"dbt build succeeded ({result.seconds:.1f} s)", result.success, result.errors)
     check_gold_equals_bronze(report, database_url)
     return result.seconds
 

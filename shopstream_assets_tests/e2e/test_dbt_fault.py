@@ -36,6 +36,7 @@ from shopstream.settings import Settings
 from shopstream_assets.defs.streaming.sensors import SENSOR_NAME
 from shopstream_assets.runtime.dagster_private import RUN_KEY_TAG, SENSOR_NAME_TAG
 from shopstream_assets_tests.conftest import produce_events
+from shopstream_assets_tests.e2e.dbt_build import prepared_parse
 from shopstream_assets_tests.e2e.helpers import (
     Report,
     check_bronze_equals_delivered,
@@ -128,7 +129,11 @@ def dbt_fault(
     database_url: str,
     kafka_bootstrap: str,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> DbtFaultCase:
+    # The sensor's runs take dbt's parse from DBT_TARGET_PATH when it is this database's, as under
+    # `shopstream up`; the session's is another database's, which made every run parse the project.
+    monkeypatch.setenv("DBT_TARGET_PATH", str(prepared_parse(database_url)))
     return DbtFaultCase(
         defs, dagster_instance, spark, process_env, database_url, kafka_bootstrap, tmp_path / "dbt-target"
     )

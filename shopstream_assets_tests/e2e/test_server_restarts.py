@@ -20,14 +20,18 @@ from shopstream_assets_tests.e2e.helpers import CLI, Report, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.same_worker("fault_stack"), pytest.mark.timeout(900)]
 
+# Messages keep arriving through the outage at any rate; every check after it (the stream's
+# batches, the dbt builds, the pandas reference) costs in proportion to what was sent.
+RATE = 100
+
 
 def test_postgresql_restarted_during_streaming(fault_stack: FaultStack, fault_case: FaultCase, spawn_process) -> None:
     report = Report("fault: PostgreSQL stopped and started while the producer sends and the stream writes")
     case = fault_case
     stream = spawn_process([*CLI, "stream"], env=case.env, name="stream")
     manifest = case.logs.parent / "manifest.jsonl"
-    producer = run_producer(spawn_process, case, manifest, rate=300, seed=501)
-    report.tried("`shopstream stream` and `shopstream produce --rate 300` running")
+    producer = run_producer(spawn_process, case, manifest, rate=RATE, seed=501)
+    report.tried(f"`shopstream stream` and `shopstream produce --rate {RATE}` running")
     wait_for(lambda: committed_batches(case.database_url) >= 1, timeout=360, what="a committed batch", alive=stream)
     before = committed_batches(case.database_url)
     report.held("the producer was still sending when the fault hit", producer.poll() is None)
@@ -59,8 +63,8 @@ def test_kafka_broker_restarted_while_producing_and_streaming(
     case = fault_case
     stream = spawn_process([*CLI, "stream"], env=case.env, name="stream")
     manifest = case.logs.parent / "manifest.jsonl"
-    producer = run_producer(spawn_process, case, manifest, rate=300, seed=502)
-    report.tried("`shopstream stream` and `shopstream produce --rate 300` running")
+    producer = run_producer(spawn_process, case, manifest, rate=RATE, seed=502)
+    report.tried(f"`shopstream stream` and `shopstream produce --rate {RATE}` running")
     wait_for(lambda: committed_batches(case.database_url) >= 1, timeout=360, what="a committed batch", alive=stream)
     before = committed_batches(case.database_url)
     report.held("the producer was still sending when the fault hit", producer.poll() is None)

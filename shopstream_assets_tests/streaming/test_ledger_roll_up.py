@@ -17,13 +17,13 @@ import pytest
 
 from shopstream.database import connect
 from shopstream.settings import load_settings
+from shopstream_assets_tests.e2e.dbt_build import DbtRun, run_dbt_in_process
 from shopstream_assets_tests.streaming.conftest import (
     assert_every_batch_accounted,
     expected_bronze,
     fetch,
     produce_simulated,
 )
-from shopstream_cli.bench.dbt import dbt_environment, run_dbt
 from streaming import ledger
 from streaming.bronze_batch import SOURCE_STREAM, write_batch
 from streaming.bronze_load import KafkaPositions, validated_table
@@ -45,6 +45,10 @@ _EVENTS_WITHOUT_BATCH_ROW_SQL = """
 select count(*) from bronze.clickstream_events as events
 where not exists (select 1 from bronze.ingest_batches as batches where batches.batch_id = events.batch_id)
 """
+
+
+def assert_passed(run: DbtRun) -> None:
+    assert run.success, f"dbt failed:\n{run.errors}"
 
 
 def _stream_until_idle(spark, settings, database_url: str, kafka_bootstrap: str, **options: object) -> None:
@@ -102,8 +106,8 @@ def test_the_stream_the_freshness_read_and_dbts_batch_test_hold_across_a_roll_up
         assert ledger.newest_event_time_through(conn, max(running) + 1_000) == running[max(running)]
         assert ledger.newest_event_time_through(conn, min(running) - 1) is None
 
-    env = dbt_environment(database_url)
-    run_dbt(DBT_BATCH_ID_TEST, env, target_path=tmp_path / "target").check()
+    target = tmp_path / "target"
+    assert_passed(run_dbt_in_process(DBT_BATCH_ID_TEST, database_url, target))
 
     # The stream goes on from Bronze's offsets: no hole is seen, every message lands once.
     second = produce_simulated(kafka_bootstrap, topic, 300, seed=72, bad_ratio=0.1)
@@ -131,16 +135,16 @@ def test_the_stream_the_freshness_read_and_dbts_batch_test_hold_across_a_roll_up
             " (select max(max_event_time) from bronze.ingest_batches_hourly))"
         ).fetchone()
         assert ledger.newest_event_time_through(conn, newest_batch) == expected_newest
-    run_dbt(DBT_BATCH_ID_TEST, env, target_path=tmp_path / "target").check()
+    assert_passed(run_dbt_in_process(DBT_BATCH_ID_TEST, database_url, target))
 
     # An hour lost from the roll-up leaves its events with neither a row nor a range: the test fails.
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "delete from bronze.ingest_batches_hourly where hour = (select min(hour) from bronze.ingest_batches_hourly)"
         )
-    failed = run_dbt(DBT_BATCH_ID_TEST, env, target_path=tmp_path / "target")
-    assert failed.returncode != 0
-    assert "relationships" in failed.output and "FAIL" in failed.output
+    failed = run_dbt_in_process(DBT_BATCH_ID_TEST, database_url, target)
+    assert not failed.success
+    assert "relationships" in failed.messages and "FAIL" in failed.messages
 
 
 def astuple_without_clock(totals: ledger.IngestTotals) -> tuple:
