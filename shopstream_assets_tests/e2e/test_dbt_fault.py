@@ -36,7 +36,7 @@ from shopstream.settings import Settings
 from shopstream_assets.defs.streaming.sensors import SENSOR_NAME
 from shopstream_assets.runtime.dagster_private import RUN_KEY_TAG, SENSOR_NAME_TAG
 from shopstream_assets_tests.conftest import produce_events
-from shopstream_assets_tests.e2e.dbt_build import prepared_parse
+from shopstream_assets_tests.dbt.dbt_runs import prepared_parse
 from shopstream_assets_tests.e2e.helpers import (
     Report,
     check_bronze_equals_delivered,

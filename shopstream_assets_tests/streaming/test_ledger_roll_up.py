@@ -17,7 +17,7 @@ import pytest
 
 from shopstream.database import connect
 from shopstream.settings import load_settings
-from shopstream_assets_tests.e2e.dbt_build import DbtRun, run_dbt_in_process
+from shopstream_assets_tests.e2e.dbt_build import DbtOutcome, dbt_outcome_in_process
 from shopstream_assets_tests.streaming.conftest import (
     assert_every_batch_accounted,
     expected_bronze,
@@ -47,7 +47,7 @@ where not exists (select 1 from bronze.ingest_batches as batches where batches.b
 """
 
 
-def assert_passed(run: DbtRun) -> None:
+def assert_passed(run: DbtOutcome) -> None:
     assert run.success, f"dbt failed:\n{run.errors}"
 
 
@@ -107,7 +107,7 @@ def test_the_stream_the_freshness_read_and_dbts_batch_test_hold_across_a_roll_up
         assert ledger.newest_event_time_through(conn, min(running) - 1) is None
 
     target = tmp_path / "target"
-    assert_passed(run_dbt_in_process(DBT_BATCH_ID_TEST, database_url, target))
+    assert_passed(dbt_outcome_in_process(DBT_BATCH_ID_TEST, database_url, target))
 
     # The stream goes on from Bronze's offsets: no hole is seen, every message lands once.
     second = produce_simulated(kafka_bootstrap, topic, 300, seed=72, bad_ratio=0.1)
@@ -135,14 +135,14 @@ def test_the_stream_the_freshness_read_and_dbts_batch_test_hold_across_a_roll_up
             " (select max(max_event_time) from bronze.ingest_batches_hourly))"
         ).fetchone()
         assert ledger.newest_event_time_through(conn, newest_batch) == expected_newest
-    assert_passed(run_dbt_in_process(DBT_BATCH_ID_TEST, database_url, target))
+    assert_passed(dbt_outcome_in_process(DBT_BATCH_ID_TEST, database_url, target))
 
     # An hour lost from the roll-up leaves its events with neither a row nor a range: the test fails.
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "delete from bronze.ingest_batches_hourly where hour = (select min(hour) from bronze.ingest_batches_hourly)"
         )
-    failed = run_dbt_in_process(DBT_BATCH_ID_TEST, database_url, target)
+    failed = dbt_outcome_in_process(DBT_BATCH_ID_TEST, database_url, target)
     assert not failed.success
     assert "relationships" in failed.messages and "FAIL" in failed.messages
 
