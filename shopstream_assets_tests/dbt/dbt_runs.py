@@ -20,13 +20,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from shopstream import database
 from shopstream.settings import environment_overridden
 from shopstream_assets.runtime.dagster_instance import DBT_PROFILE_VARIABLES, DBT_PROJECT_DIR, prepare_dbt_manifest
-from shopstream_assets.runtime.dbt_in_process import invoke_dbt
+from shopstream_assets.runtime.dbt_in_process import DbtInvocation, invoke_dbt
 from shopstream_cli.bench.dbt import dbt_environment
 
 LOG_FILE = "dbt.log"
@@ -66,23 +67,31 @@ class DbtRun:
         return json.loads((self.target_path / "manifest.json").read_text())
 
 
-def run_dbt_in_process(args: list[str], database_url: str, target_path: Path) -> DbtRun:
-    """``dbt <args>`` on ``database_url``'s database in this process; fails the test if dbt fails.
-    Artifacts (run_results.json, manifest.json, dbt.log) go to ``target_path``."""
+def invoke_on_prepared_parse(
+    args: Sequence[str], database_url: str, target_path: Path, *, write_json: bool = True
+) -> DbtInvocation:
+    """``dbt <args>`` on ``database_url``'s database in this process, on :func:`prepared_parse`, pass or fail."""
     environment = profile_environment(database_url)
     prepared = prepared_parse(database_url)
-    target_path.mkdir(parents=True, exist_ok=True)
-    log = target_path / LOG_FILE
-    logged_before = log.stat().st_size if log.exists() else 0
     with environment_overridden(environment):
-        invocation = invoke_dbt(
+        return invoke_dbt(
             args,
             project_dir=DBT_PROJECT_DIR,
             profiles_dir=DBT_PROJECT_DIR,
             target_path=target_path,
             prepared_target=prepared,
             environment=environment,
+            write_json=write_json,
         )
+
+
+def run_dbt_in_process(args: list[str], database_url: str, target_path: Path) -> DbtRun:
+    """``dbt <args>`` on ``database_url``'s database in this process; fails the test if dbt fails.
+    Artifacts (run_results.json, manifest.json, dbt.log) go to ``target_path``."""
+    target_path.mkdir(parents=True, exist_ok=True)
+    log = target_path / LOG_FILE
+    logged_before = log.stat().st_size if log.exists() else 0
+    invocation = invoke_on_prepared_parse(args, database_url, target_path)
     with log.open("rb") as lines:
         lines.seek(logged_before)
         output = lines.read().decode(errors="replace")

@@ -14,10 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shopstream.settings import environment_overridden
-from shopstream_assets.runtime.dagster_instance import DBT_PROJECT_DIR
-from shopstream_assets.runtime.dbt_in_process import invoke_dbt
-from shopstream_assets_tests.dbt.dbt_runs import prepared_parse, profile_environment
+from shopstream_assets_tests.dbt.dbt_runs import invoke_on_prepared_parse
 
 # The Silver tests scan all of history (tag full_scan); the Gold ones run.
 BUILD_ARGS = ("build", "--exclude", "tag:full_scan")
@@ -34,20 +31,9 @@ class DbtOutcome:
 def dbt_outcome_in_process(args: Sequence[str], database_url: str, target_path: Path) -> DbtOutcome:
     """``dbt <args>`` on ``database_url``, in this process, pass or fail (``dbt_runs.run_dbt_in_process``
     fails the test on a failed dbt; a fault test may expect one)."""
-    environment = profile_environment(database_url)
     began = time.perf_counter()
-    prepared = prepared_parse(database_url)
-    with environment_overridden(environment):
-        invocation = invoke_dbt(
-            args,
-            project_dir=DBT_PROJECT_DIR,
-            profiles_dir=DBT_PROJECT_DIR,
-            target_path=target_path,
-            prepared_target=prepared,
-            environment=environment,
-            # Nothing here reads dbt's artifacts: its events carry every result.
-            write_json=False,
-        )
+    # Nothing here reads dbt's artifacts: its events carry every result.
+    invocation = invoke_on_prepared_parse(args, database_url, target_path, write_json=False)
     return DbtOutcome(
         invocation.success,
         time.perf_counter() - began,
