@@ -36,7 +36,7 @@ from shopstream import database
 from shopstream.command import finite
 from shopstream.settings import environment_overridden
 from shopstream_cli.bench.dashboard_sizes import parse_sizes, side_by_side
-from shopstream_cli.bench.dbt import dbt_environment, run_dbt
+from shopstream_cli.bench.dbt import benchmark_admin_url, dbt_environment, run_dbt
 from streaming.migrations import migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -305,21 +305,6 @@ def report(timings: dict[str, list[tuple[str, float]]], renders: dict[str, float
     return "\n".join(lines)
 
 
-def _admin_url(database_url: str | None) -> str:
-    if database_url:
-        return database_url
-    from shopstream.postgres_server import EmbeddedPostgres
-    from shopstream.settings import load_settings
-
-    settings = load_settings()
-    if settings.database_url:
-        return settings.database_url
-    postgres = EmbeddedPostgres(settings)
-    if postgres.pid() is None:
-        raise typer.BadParameter("PostgreSQL is not running: run `shopstream services start` or pass --database-url")
-    return postgres.admin_url()
-
-
 def _reader_url(admin_url: str, name: str) -> str:
     """The read-only role on the benchmark database when it exists (as the dashboard runs)."""
     from shopstream.postgres_server import EmbeddedPostgres
@@ -382,7 +367,7 @@ def dashboard_benchmark_command(
     """Time every dashboard page's queries and full render over ROWS Bronze rows and the Gold built from them;
     with --sizes, over each size in turn (one database at a time), then side by side."""
     row_counts = parse_sizes(sizes) if sizes is not None else [rows]
-    admin_url = _admin_url(database_url)
+    admin_url = benchmark_admin_url(database_url)
     results = {}
     for size in row_counts:
         timings, renders = results[size] = bench_size(

@@ -277,14 +277,20 @@ def _table(results: Iterable[SizeResult]) -> str:
     return "\n".join(lines)
 
 
-def _admin_url(database_url: str | None) -> str:
+def benchmark_admin_url(database_url: str | None) -> str:
+    """--database-url, else the role that may create the benchmark's scratch databases: the embedded
+    server's admin, or SHOPSTREAM_ADMIN_DATABASE_URL's on a server we do not run (never the pipeline's
+    owner role `services start` exports, which may not create databases)."""
     if database_url:
         return database_url
+    from shopstream.embedded import ServiceError
     from shopstream.services import admin_database_url
     from shopstream.settings import load_settings
 
-    # Scratch databases of its own: creating them takes the admin, not the pipeline's owner role.
-    return admin_database_url(load_settings())
+    try:
+        return admin_database_url(load_settings())
+    except ServiceError as error:
+        raise typer.BadParameter(f"{error}; or pass --database-url") from None
 
 
 def dbt_benchmark_command(
@@ -320,7 +326,7 @@ def dbt_benchmark_command(
         row_counts = [int(size.replace("_", "")) for size in sizes.split(",") if size.strip()]
     except ValueError:
         raise typer.BadParameter(f"--sizes must be whole numbers separated by commas: got {sizes!r}") from None
-    admin_url = _admin_url(database_url)
+    admin_url = benchmark_admin_url(database_url)
     results: list[SizeResult] = []
     with tempfile.TemporaryDirectory(prefix="shopstream-bench-dbt-") as work:
         for rows in row_counts:
