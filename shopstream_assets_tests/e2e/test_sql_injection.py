@@ -50,7 +50,7 @@ ALL_BRONZE_TABLES = [
 # is a module constant or a catalog name; each was read and found free of user input.
 SQL_CALLS = {"execute", "executemany", "copy", "stream", "read_sql", "read_sql_query"}
 REVIEWED_FORMATTED_SQL = {
-    # analyze {relation}: names read from pg_tables (silver/gold), not from a user
+    # vacuum analyze {relation}: names read from pg_tables (silver/gold), not from a user
     ("shopstream_cli/bench/dashboard.py", "build_silver_and_gold"),
     # vacuum analyze {relation}: a constant tuple
     ("shopstream_cli/bench/dbt.py", "bench_size"),
