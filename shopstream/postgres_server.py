@@ -42,6 +42,7 @@ from shopstream.embedded import (
     write_file_atomically,
     write_state,
 )
+from shopstream.postgres_planner import planner_options
 from shopstream.postgres_roles import DAGSTER_ROLE, embedded_duty_roles, ensure_reader_role, set_up_duty_roles
 from shopstream.settings import Settings
 
@@ -85,7 +86,7 @@ class EmbeddedPostgres:
         self.state_path = settings.run_dir / "postgres.json"
         # pg_ctl's own output and what the server says before its logging collector starts.
         self.log_path = settings.logs_dir / "postgres.log"
-        # The logging collector's files, rotated by size (logging_options).
+        # The logging collector's files, rotated by size (server_options).
         self.server_log_dir = settings.logs_dir / "postgres"
         self.credentials = Credentials(settings.home)
 
@@ -191,8 +192,9 @@ class EmbeddedPostgres:
         for path in (self.data_dir, self.log_path, self.server_log_dir):
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
-    def logging_options(self) -> str:
-        """Server options: its log through the logging collector, a new file at SHOPSTREAM_LOG_MAX_SIZE.
+    def server_options(self) -> str:
+        """Server options: its log through the logging collector, a new file at SHOPSTREAM_LOG_MAX_SIZE,
+        and the planner's costs (:mod:`shopstream.postgres_planner`).
 
         Given on the command line at every start, so a cluster made before them gets them too
         and a changed setting applies at the next start. PostgreSQL never deletes a rotated file:
@@ -204,6 +206,7 @@ class EmbeddedPostgres:
             "log_filename": SERVER_LOG_FILENAME,
             "log_rotation_size": f"{max(1, self.settings.log_max_bytes // 1024)}kB",
             "log_rotation_age": "0",
+            **planner_options(),
         }
         # pg_ctl runs the server through /bin/sh: each value is quoted for it.
         return " ".join(f"-c {name}={shlex.quote(value)}" for name, value in options.items())
@@ -262,7 +265,7 @@ class EmbeddedPostgres:
                     "-t",
                     "60",
                     "-o",
-                    f"-h {LOOPBACK} -p {port} -c unix_socket_directories='' {self.logging_options()}",
+                    f"-h {LOOPBACK} -p {port} -c unix_socket_directories='' {self.server_options()}",
                     "start",
                 ],
                 user,

@@ -55,9 +55,9 @@ def test_a_child_s_log_rotates_by_size_and_keeps_the_newest_files(tmp_path: Path
 @pytest.mark.servers
 def test_the_embedded_postgres_server_log_rotates_by_size_and_is_pruned_at_start(tmp_path: Path) -> None:
     settings = dataclasses.replace(load_settings({"SHOPSTREAM_HOME": str(tmp_path / "home")}), log_keep=2)
-    assert "-c log_rotation_size=51200kB" in EmbeddedPostgres(settings).logging_options()  # the 50m default
+    assert "-c log_rotation_size=51200kB" in EmbeddedPostgres(settings).server_options()  # the 50m default
     postgres = EmbeddedPostgres(dataclasses.replace(settings, log_max_bytes=MAX_BYTES))
-    assert "-c log_rotation_size=64kB" in postgres.logging_options()
+    assert "-c log_rotation_size=64kB" in postgres.server_options()
     try:
         url = postgres.start(progress=lambda message: None)
         # Warnings go to the server log; PostgreSQL names each file by the second it began, so
