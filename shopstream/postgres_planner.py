@@ -3,7 +3,7 @@
 PostgreSQL's defaults (``random_page_cost`` 4, ``effective_cache_size`` 4GB) describe a spinning
 disk and a small cache. With them, once Silver outgrows 4GB the planner prices each index probe of
 an incremental dbt run as a disk seek and reads all of Silver instead: the sensor's refresh then
-costs the history, not the new batches (docs/performance.md, "dbt at 50M Bronze rows"). Given at
+costs the history, not the new batches (docs/operations.md, "PostgreSQL's planner costs"). Given at
 every start, so a cluster made before them gets them too.
 """
 
