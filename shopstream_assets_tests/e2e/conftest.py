@@ -37,8 +37,10 @@ def fault_stack() -> Iterator[FaultStack]:
         bootstrap = kafka.start(progress=quiet)
         yield FaultStack(home, postgres, kafka, admin_url, bootstrap)
     finally:
-        kafka.stop(progress=quiet)
-        postgres.stop(progress=quiet)
+        # Killed, not stopped: their data is deleted next, and a SIGTERM's grace (up to a minute each)
+        # fell at the end of the worker's run, on the suite's wall clock.
+        kafka.stop(progress=quiet, immediate=True)
+        postgres.stop(progress=quiet, immediate=True)
         for process in processes_under(home):  # anything a failed stop left behind
             process.kill()
         shutil.rmtree(home, ignore_errors=True)

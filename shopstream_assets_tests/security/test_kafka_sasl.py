@@ -69,7 +69,7 @@ def sasl_broker() -> Iterator[SaslBroker]:
     try:
         yield SaslBroker(kafka.start(progress=lambda message: None), password, home)
     finally:
-        kafka.stop(progress=lambda message: None)
+        kafka.stop(progress=lambda message: None, immediate=True)  # its data is deleted next
         shutil.rmtree(home.parent, ignore_errors=True)
 
 
