@@ -40,7 +40,7 @@ def run_bench_dashboard(
     test_home: Path,
     *options: str,
     environment: dict[str, str] | None = None,
-) -> str:
+) -> subprocess.CompletedProcess[str]:
     """The benchmark on ``admin_database_url`` by --database-url, or, given ``environment``, on the server
     and roles those variables name (as after `services start`), with no --database-url."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("SHOPSTREAM_")}
@@ -59,7 +59,7 @@ def run_bench_dashboard(
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result.stdout
+    return result
 
 
 def benchmark_databases_left(admin_database_url: str, *sizes: int) -> int:
@@ -78,7 +78,7 @@ def test_a_short_bench_dashboard_times_every_query_and_page(
     a figure, fails it.
     """
     options = ["--rows", str(ROWS), "--days", "3", "--live-messages", "300", "--repeats", "1"]
-    stdout = run_bench_dashboard(servers, admin_database_url, test_home, *options)
+    stdout = run_bench_dashboard(servers, admin_database_url, test_home, *options).stdout
 
     rows = [line for line in stdout.splitlines() if line.startswith("| ") and not line.startswith("| page")]
     table = {cells[0]: cells[1:] for cells in ([cell.strip() for cell in row.strip("|").split("|")] for row in rows)}
@@ -130,8 +130,9 @@ def owner_without_createdb(admin_database_url: str) -> Iterator[str]:
 def test_bench_dashboard_sizes_side_by_side(
     servers: Endpoints, admin_database_url: str, owner_without_createdb: str, test_home: Path
 ) -> None:
-    """--sizes: each size measured in turn, then every query of every group side by side with the ratio
-    largest / smallest, and the worst query's ratio against the 1.3x target.
+    """--sizes with --rounds: both databases held at once and measured in alternating passes (small then
+    large, large then small), then every query of every group side by side with the ratio largest /
+    smallest, and the worst query's ratio against the 1.3x target.
 
     Run as a user would after `services start`, without --database-url: the pipeline's URL names an owner
     that may not create databases, so the benchmark must create its own with the admin URL.
@@ -142,7 +143,18 @@ def test_bench_dashboard_sizes_side_by_side(
         "SHOPSTREAM_DATABASE_URL": owner_without_createdb,
         "SHOPSTREAM_ADMIN_DATABASE_URL": admin_database_url,
     }
-    stdout = run_bench_dashboard(servers, admin_database_url, test_home, *options, environment=environment)
+    result = run_bench_dashboard(
+        servers, admin_database_url, test_home, *options, "--rounds", "2", environment=environment
+    )
+    stdout = result.stdout
+    passes = [
+        line.strip() for line in result.stderr.splitlines() if re.match(r"\s+(round \d/\d|[\d,]+ rows measured)", line)
+    ]
+    assert [re.sub(r" in \d+ s$", "", line) for line in passes] == [
+        "round 1/2", "1,000 rows measured", "2,000 rows measured",
+        "round 2/2", "2,000 rows measured", "1,000 rows measured",
+    ], result.stderr[-3000:]  # fmt: skip
+    assert "Side by side (medians of 2 alternating passes):" in stdout
     for size in sizes:
         assert re.search(rf"^{size:,} Bronze rows: slowest page's queries \d+ ms", stdout, re.MULTILINE), stdout[-2000:]
 

@@ -17,6 +17,7 @@ writer, and dbt.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import statistics
@@ -30,12 +31,13 @@ from datetime import time as time_of_day
 from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import typer
 
 from shopstream import database
 from shopstream.command import finite
 from shopstream.settings import environment_overridden
-from shopstream_cli.bench.dashboard_sizes import parse_sizes, side_by_side
+from shopstream_cli.bench.dashboard_sizes import Renders, Timings, median_of_passes, parse_sizes, side_by_side
 from shopstream_cli.bench.dbt import benchmark_admin_url, dbt_environment, run_dbt
 from streaming.migrations import migrate
 
@@ -134,6 +136,11 @@ def build_silver_and_gold(database_url: str, *, progress: Callable[[str], None] 
         ).fetchall()
         for (relation,) in relations:
             conn.execute(f"vacuum analyze {relation}")
+        # The vacuums dirty every page of the fresh tables (hint bits, visibility map); left to the
+        # checkpointer, gigabytes are written out over the next minutes, beside the measured queries.
+        # A role without pg_checkpoint (an external server): the server's own checkpoint will come.
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+            conn.execute("checkpoint")
     return result.seconds
 
 
@@ -322,31 +329,92 @@ def _reader_url(admin_url: str, name: str) -> str:
     return database.with_database(admin_url, name)
 
 
+def _database_name(rows: int) -> str:
+    return f"shopstream_bench_dashboard_{rows}"
+
+
+def _seed_size(admin_url: str, rows: int, *, days: float, live_messages: int, seed: int) -> None:
+    """A new benchmark database of ``rows`` Bronze rows and the Gold built from them."""
+    name = _database_name(rows)
+    url = database.with_database(admin_url, name)
+    database.drop_database(admin_url, name)
+    database.ensure_database(admin_url, name)
+    migrate(url)
+    _say(f"{rows:,} Bronze rows over {days:g} days into database {name}")
+    summary = seed_shop(
+        url, topic=DEFAULT_TOPIC, history_rows=rows, history_days=days, live_messages=live_messages, seed=seed
+    )
+    _say(f"  loaded in {summary.load_seconds:.0f} s; dbt run {summary.dbt_seconds:.0f} s")
+
+
+def _measure_size(admin_url: str, rows: int, repeats: int) -> tuple[Timings, Renders]:
+    started = time.perf_counter()
+    timings, renders = measure(_reader_url(admin_url, _database_name(rows)), DEFAULT_TOPIC, repeats)
+    _say(f"  {rows:,} rows measured in {time.perf_counter() - started:.0f} s")
+    return timings, renders
+
+
 def bench_size(
     admin_url: str, rows: int, *, days: float, live_messages: int, repeats: int, seed: int, reuse: bool, keep: bool
-) -> tuple[dict[str, list[tuple[str, float]]], dict[str, float]]:
+) -> tuple[Timings, Renders]:
     """Seed a database of ``rows`` Bronze rows (unless ``reuse``), measure it, drop it (unless ``keep``)."""
-    name = f"shopstream_bench_dashboard_{rows}"
-    url = database.with_database(admin_url, name)
     try:
-        if not reuse:
-            database.drop_database(admin_url, name)
-            database.ensure_database(admin_url, name)
-            migrate(url)
-            _say(f"{rows:,} Bronze rows over {days:g} days into database {name}")
-            summary = seed_shop(
-                url, topic=DEFAULT_TOPIC, history_rows=rows, history_days=days, live_messages=live_messages, seed=seed
-            )
-            _say(f"  loaded in {summary.load_seconds:.0f} s; dbt run {summary.dbt_seconds:.0f} s")
+        if reuse:
+            migrate(database.with_database(admin_url, _database_name(rows)))  # re-grants the reader role
         else:
-            migrate(url)  # re-grants the reader role
-        started = time.perf_counter()
-        timings, renders = measure(_reader_url(admin_url, name), DEFAULT_TOPIC, repeats)
-        _say(f"  measured in {time.perf_counter() - started:.0f} s")
+            _seed_size(admin_url, rows, days=days, live_messages=live_messages, seed=seed)
+        return _measure_size(admin_url, rows, repeats)
     finally:
         if not keep:
-            database.drop_database(admin_url, name)
-    return timings, renders
+            database.drop_database(admin_url, _database_name(rows))
+
+
+def bench_sizes_interleaved(
+    admin_url: str,
+    sizes: list[int],
+    *,
+    rounds: int,
+    days: float,
+    live_messages: int,
+    repeats: int,
+    seed: int,
+    reuse: bool,
+    keep: bool,
+) -> dict[int, tuple[Timings, Renders]]:
+    """Every size's database at once, measured in ``rounds`` alternating passes (small to large, then
+    large to small, ...); each query's figure is the median of its passes.
+
+    Measured one after the other, a size's figures also carry what the machine did in its minute
+    (a checkpoint, another process): alternated, both sizes see the same.
+    """
+    try:
+        for rows in sizes:
+            if reuse:
+                migrate(database.with_database(admin_url, _database_name(rows)))
+            else:
+                _seed_size(admin_url, rows, days=days, live_messages=live_messages, seed=seed)
+        passes: dict[int, list[tuple[Timings, Renders]]] = {rows: [] for rows in sizes}
+        for round_index in range(rounds):
+            _say(f"  round {round_index + 1}/{rounds}")
+            for rows in sizes if round_index % 2 == 0 else sizes[::-1]:
+                passes[rows].append(_measure_size(admin_url, rows, repeats))
+        return {rows: median_of_passes(passes[rows]) for rows in sizes}
+    finally:
+        if not keep:
+            for rows in sizes:
+                database.drop_database(admin_url, _database_name(rows))
+
+
+def _print_size(size: int, timings: Timings, renders: Renders) -> None:
+    typer.echo(report(timings, renders))
+    # Every group counts, the filtered Overviews included: the target is per page view.
+    worst_page = max(timings, key=lambda page: sum(ms for _, ms in timings[page]))
+    worst_queries = sum(ms for _, ms in timings[worst_page])
+    worst_render = max(renders.values())
+    typer.echo(
+        f"\n{size:,} Bronze rows: slowest page's queries {worst_queries:.0f} ms ({worst_page}; target < "
+        f"{QUERY_TARGET_MS:.0f} ms), slowest full render {worst_render:.0f} ms (target < {RENDER_TARGET_MS:.0f} ms)"
+    )
 
 
 def dashboard_benchmark_command(
@@ -367,24 +435,36 @@ def dashboard_benchmark_command(
     ] = None,
     reuse: Annotated[bool, typer.Option(help="Measure existing benchmark databases of these sizes.")] = False,
     keep: Annotated[bool, typer.Option(help="Keep the benchmark database for --reuse.")] = False,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Hold every size's database at once and measure them in this many alternating passes (each"
+            " figure the median of its passes); 1: one size after the other, one database at a time.",
+        ),
+    ] = 1,
 ) -> None:
     """Time every dashboard page's queries and full render over ROWS Bronze rows and the Gold built from them;
-    with --sizes, over each size in turn (one database at a time), then side by side."""
+    with --sizes, over each size in turn (one database at a time) or alternated (--rounds), then side by side."""
     row_counts = parse_sizes(sizes) if sizes is not None else [rows]
     admin_url = benchmark_admin_url(database_url)
-    results = {}
-    for size in row_counts:
-        timings, renders = results[size] = bench_size(
-            admin_url, size, days=days, live_messages=live_messages, repeats=repeats, seed=seed, reuse=reuse, keep=keep
-        )
-        typer.echo(report(timings, renders))
-        # Every group counts, the filtered Overviews included: the target is per page view.
-        worst_page = max(timings, key=lambda page: sum(ms for _, ms in timings[page]))
-        worst_queries = sum(ms for _, ms in timings[worst_page])
-        worst_render = max(renders.values())
-        typer.echo(
-            f"\n{size:,} Bronze rows: slowest page's queries {worst_queries:.0f} ms ({worst_page}; target < "
-            f"{QUERY_TARGET_MS:.0f} ms), slowest full render {worst_render:.0f} ms (target < {RENDER_TARGET_MS:.0f} ms)"
-        )
+    options = {
+        "days": days,
+        "live_messages": live_messages,
+        "repeats": repeats,
+        "seed": seed,
+        "reuse": reuse,
+        "keep": keep,
+    }
+    if rounds > 1:
+        results = bench_sizes_interleaved(admin_url, row_counts, rounds=rounds, **options)
+        for size, (timings, renders) in results.items():
+            _print_size(size, timings, renders)
+    else:
+        results = {}
+        for size in row_counts:  # each size's table as soon as it is measured: a long run's first sizes survive
+            timings, renders = results[size] = bench_size(admin_url, size, **options)
+            _print_size(size, timings, renders)
     if len(results) > 1:
-        typer.echo("\n" + side_by_side(results))
+        passes = f"medians of {rounds} alternating passes" if rounds > 1 else "measured one size after the other"
+        typer.echo(f"\nSide by side ({passes}):\n" + side_by_side(results))

@@ -2,13 +2,15 @@
 
 The issue's target is scale, not speed: every dashboard query over the largest size within
 1.3x of the same query over the smallest. Each size is measured in a database of its own,
-one after the other, so the disk holds one at a time.
+one after the other, so the disk holds one at a time; or, with ``--rounds``, all at once in
+alternating passes (:func:`median_of_passes`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import statistics
+from collections.abc import Mapping, Sequence
 
 import typer
 
@@ -17,6 +19,20 @@ SCALE_TARGET = 1.3
 # Per page: (query, median ms); and page -> median full render ms.
 Timings = dict[str, list[tuple[str, float]]]
 Renders = dict[str, float]
+
+
+def median_of_passes(passes: Sequence[tuple[Timings, Renders]]) -> tuple[Timings, Renders]:
+    """Each query's and each render's median over several passes of the same measurement."""
+    first_timings, first_renders = passes[0]
+    timings = {
+        page: [
+            (label, statistics.median(pass_timings[page][position][1] for pass_timings, _ in passes))
+            for position, (label, _) in enumerate(queries)
+        ]
+        for page, queries in first_timings.items()
+    }
+    renders = {page: statistics.median(pass_renders[page] for _, pass_renders in passes) for page in first_renders}
+    return timings, renders
 
 
 def parse_sizes(sizes: str) -> list[int]:
