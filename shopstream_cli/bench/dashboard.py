@@ -7,8 +7,9 @@ messages, so the Live Stream page has rejects), builds Silver and Gold with the 
 project, then times every query each page runs (caches
 cleared, median of several runs) and each page's full render through Streamlit's AppTest.
 Targets: every page's queries under 200 ms, a full page render under 1 s. With ``--sizes``
-each size is measured in turn and the queries are shown side by side (``dashboard_sizes``):
-the largest size's within 1.3x of the smallest's.
+each size is measured in turn (or, with ``--rounds``, all held at once and measured in
+alternating passes) and the queries are shown side by side (``dashboard_sizes``): the
+largest size's within 1.3x of the smallest's.
 
 :func:`seed_shop` is also how the dashboard tests fill their database, so the tests and the
 benchmark see data made the same way: the simulator, the stream's validation rules and
