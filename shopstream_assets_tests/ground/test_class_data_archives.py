@@ -31,6 +31,8 @@ def trained(archive: Path) -> Path:
     return archive
 
 
+# Needs `shopstream test-setup`'s archives, which `make test` builds and `make check` does not.
+@pytest.mark.servers
 def test_the_kafka_archive_fits_the_class_path_the_broker_is_started_with() -> None:
     archive = trained(EmbeddedKafka(SETUP_SETTINGS).class_data_archive())
     # -Xshare:on: the JVM refuses to start unless it maps the archive.
@@ -39,6 +41,8 @@ def test_the_kafka_archive_fits_the_class_path_the_broker_is_started_with() -> N
     assert ran.returncode == 0, ran.stderr
 
 
+# Needs `shopstream test-setup`'s archives, which `make test` builds and `make check` does not.
+@pytest.mark.servers
 def test_an_archive_that_does_not_fit_is_left_out_quietly() -> None:
     # The Spark driver's archive given to a Kafka tool: another class path.
     options = jvm_archive.sharing_options(trained(driver_class_data_archive(SETUP_SETTINGS)))
