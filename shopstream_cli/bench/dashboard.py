@@ -355,22 +355,7 @@ def _measure_size(admin_url: str, rows: int, repeats: int) -> tuple[Timings, Ren
     return timings, renders
 
 
-def bench_size(
-    admin_url: str, rows: int, *, days: float, live_messages: int, repeats: int, seed: int, reuse: bool, keep: bool
-) -> tuple[Timings, Renders]:
-    """Seed a database of ``rows`` Bronze rows (unless ``reuse``), measure it, drop it (unless ``keep``)."""
-    try:
-        if reuse:
-            migrate(database.with_database(admin_url, _database_name(rows)))  # re-grants the reader role
-        else:
-            _seed_size(admin_url, rows, days=days, live_messages=live_messages, seed=seed)
-        return _measure_size(admin_url, rows, repeats)
-    finally:
-        if not keep:
-            database.drop_database(admin_url, _database_name(rows))
-
-
-def bench_sizes_interleaved(
+def bench_sizes(
     admin_url: str,
     sizes: list[int],
     *,
@@ -382,8 +367,8 @@ def bench_sizes_interleaved(
     reuse: bool,
     keep: bool,
 ) -> dict[int, tuple[Timings, Renders]]:
-    """Every size's database at once, measured in ``rounds`` alternating passes (small to large, then
-    large to small, ...); each query's figure is the median of its passes.
+    """Seed a database per size (unless ``reuse``), measure them in ``rounds`` alternating passes (small
+    to large, then large to small, ...), drop them (unless ``keep``); each figure is the median of its passes.
 
     Measured one after the other, a size's figures also carry what the machine did in its minute
     (a checkpoint, another process): alternated, both sizes see the same.
@@ -391,12 +376,13 @@ def bench_sizes_interleaved(
     try:
         for rows in sizes:
             if reuse:
-                migrate(database.with_database(admin_url, _database_name(rows)))
+                migrate(database.with_database(admin_url, _database_name(rows)))  # re-grants the reader role
             else:
                 _seed_size(admin_url, rows, days=days, live_messages=live_messages, seed=seed)
         passes: dict[int, list[tuple[Timings, Renders]]] = {rows: [] for rows in sizes}
         for round_index in range(rounds):
-            _say(f"  round {round_index + 1}/{rounds}")
+            if rounds > 1:
+                _say(f"  round {round_index + 1}/{rounds}")
             for rows in sizes if round_index % 2 == 0 else sizes[::-1]:
                 passes[rows].append(_measure_size(admin_url, rows, repeats))
         return {rows: median_of_passes(passes[rows]) for rows in sizes}
@@ -458,14 +444,14 @@ def dashboard_benchmark_command(
         "keep": keep,
     }
     if rounds > 1:
-        results = bench_sizes_interleaved(admin_url, row_counts, rounds=rounds, **options)
+        results = bench_sizes(admin_url, row_counts, rounds=rounds, **options)
         for size, (timings, renders) in results.items():
             _print_size(size, timings, renders)
     else:
         results = {}
-        for size in row_counts:  # each size's table as soon as it is measured: a long run's first sizes survive
-            timings, renders = results[size] = bench_size(admin_url, size, **options)
-            _print_size(size, timings, renders)
+        for size in row_counts:  # one database at a time, each size's table as soon as it is measured
+            results |= bench_sizes(admin_url, [size], rounds=1, **options)
+            _print_size(size, *results[size])
     if len(results) > 1:
         passes = f"medians of {rounds} alternating passes" if rounds > 1 else "measured one size after the other"
         typer.echo(f"\nSide by side ({passes}):\n" + side_by_side(results))
